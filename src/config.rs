@@ -1,0 +1,396 @@
+//! `serve` configuration: every flag with its env var and documented default, parsed into a
+//! validated [`Config`]. Secrets come only from the environment (a flag would show in `ps`)
+//! and live in [`Secret`]s, so no `{:?}` or `--help` can print them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::clock::Clock;
+use crate::secret::Secret;
+
+/// Flags of `fintoc-refresh serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC API (port 0 picks a free port).
+    #[arg(long, env = "GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP side: webhook intake, /healthz, /readyz, /metrics.
+    #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// SQLite database file, created and migrated on start.
+    #[arg(long, env = "DATABASE_URL", default_value = "fintoc-refresh.db")]
+    pub database_url: String,
+    /// Fintoc's API base URL (ignored with --simulate).
+    #[arg(long, env = "FINTOC_API_URL", default_value = "https://api.fintoc.com")]
+    pub fintoc_api_url: String,
+    /// Run an embedded Fintoc simulator and point the service at it: no credentials needed.
+    #[arg(long)]
+    pub simulate: bool,
+    /// Heartbeat period on idle watch streams.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Reconcile a pending intent through Fintoc's events endpoint this long after creation.
+    #[arg(long, env = "RECONCILE_AFTER", default_value = "5m", value_parser = parse_duration)]
+    pub reconcile_after: Duration,
+    /// Give up on missing accounts (TIMED_OUT) this long after creation.
+    #[arg(long, env = "REFRESH_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub refresh_timeout: Duration,
+    /// How long a Link is held back after its credentials were rejected.
+    #[arg(long, env = "REJECTED_HOLD", default_value = "1h", value_parser = parse_duration)]
+    pub rejected_hold: Duration,
+    /// How long results and raw events are kept.
+    #[arg(long, env = "RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Largest webhook body accepted (bytes); larger ones get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+    /// Time allowed for a graceful shutdown on SIGTERM/SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Results one watcher may have queued before it must catch up from the database.
+    #[arg(long, env = "WATCH_BUFFER", default_value_t = 256)]
+    pub watch_buffer: usize,
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// The validated settings `serve` runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub fintoc_api_url: String,
+    pub fintoc_secret_key: Secret,
+    pub webhook_secrets: Vec<Secret>,
+    pub heartbeat_interval: Duration,
+    pub reconcile_after: Duration,
+    pub refresh_timeout: Duration,
+    pub rejected_hold: Duration,
+    pub retention: Duration,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub watch_buffer: usize,
+    /// Where "now" comes from (tests inject a manual clock).
+    pub clock: Clock,
+}
+
+impl Config {
+    /// Defaults for tests and embedding: the documented defaults, an in-memory-free temp
+    /// path is still the caller's job (`database_url`).
+    pub fn new(database_url: impl Into<String>, fintoc_api_url: impl Into<String>) -> Config {
+        Config {
+            database_url: database_url.into(),
+            fintoc_api_url: fintoc_api_url.into(),
+            fintoc_secret_key: Secret::new(""),
+            webhook_secrets: Vec::new(),
+            heartbeat_interval: Duration::from_secs(5),
+            reconcile_after: Duration::from_secs(5 * 60),
+            refresh_timeout: Duration::from_secs(30 * 60),
+            rejected_hold: Duration::from_secs(60 * 60),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_body_bytes: 1_048_576,
+            shutdown_grace: Duration::from_secs(10),
+            watch_buffer: 256,
+            clock: Clock::System,
+        }
+    }
+}
+
+/// A setting that cannot work, named so the operator knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ServeArgs {
+    /// Validates the flags and reads the secrets from `env` (the process environment in
+    /// `main`; a map in tests). With `--simulate` the secrets are optional: the simulator
+    /// brings its own.
+    pub fn into_config(self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let secret_key = env("FINTOC_SECRET_KEY").filter(|s| !s.trim().is_empty());
+        let webhook_secrets: Vec<Secret> = env("FINTOC_WEBHOOK_SECRET")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .collect();
+        if !self.simulate {
+            if secret_key.is_none() {
+                return Err(ConfigError(
+                    "FINTOC_SECRET_KEY is not set: it is required unless --simulate is given"
+                        .into(),
+                ));
+            }
+            if webhook_secrets.is_empty() {
+                return Err(ConfigError(
+                    "FINTOC_WEBHOOK_SECRET is not set: it is required unless --simulate is given \
+                     (comma-separated for rotation)"
+                        .into(),
+                ));
+            }
+            let url = reqwest::Url::parse(&self.fintoc_api_url).map_err(|e| {
+                ConfigError(format!(
+                    "--fintoc-api-url (FINTOC_API_URL) {:?} is not a URL: {e}",
+                    self.fintoc_api_url
+                ))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError(format!(
+                    "--fintoc-api-url (FINTOC_API_URL) must be http or https, not {:?}",
+                    url.scheme()
+                )));
+            }
+        }
+        if self.database_url.trim().is_empty() {
+            return Err(ConfigError("--database-url (DATABASE_URL) is empty".into()));
+        }
+        for (name, value) in [
+            (
+                "--heartbeat-interval (HEARTBEAT_INTERVAL)",
+                self.heartbeat_interval,
+            ),
+            ("--refresh-timeout (REFRESH_TIMEOUT)", self.refresh_timeout),
+            ("--retention (RETENTION)", self.retention),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{name} must be greater than zero")));
+            }
+        }
+        if self.reconcile_after >= self.refresh_timeout {
+            return Err(ConfigError(format!(
+                "--reconcile-after ({}) must be shorter than --refresh-timeout ({}): \
+                 reconciliation has to happen before results time out",
+                format_duration(self.reconcile_after),
+                format_duration(self.refresh_timeout)
+            )));
+        }
+        if self.retention <= self.refresh_timeout {
+            return Err(ConfigError(
+                "--retention must be longer than --refresh-timeout, or pending intents lose their results".into(),
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError(
+                "--max-body-bytes (MAX_BODY_BYTES) must be at least 1".into(),
+            ));
+        }
+        if self.watch_buffer == 0 {
+            return Err(ConfigError(
+                "--watch-buffer (WATCH_BUFFER) must be at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            database_url: self.database_url,
+            fintoc_api_url: self.fintoc_api_url,
+            fintoc_secret_key: Secret::new(secret_key.unwrap_or_default()),
+            webhook_secrets,
+            heartbeat_interval: self.heartbeat_interval,
+            reconcile_after: self.reconcile_after,
+            refresh_timeout: self.refresh_timeout,
+            rejected_hold: self.rejected_hold,
+            retention: self.retention,
+            max_body_bytes: self.max_body_bytes,
+            shutdown_grace: self.shutdown_grace,
+            watch_buffer: self.watch_buffer,
+            clock: Clock::System,
+        })
+    }
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `7d` and sums like `1m30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration (write it like 500ms, 30s, 5m, 1h, 7d or 1m30s)".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "{text:?} is not a duration: expected a number at {rest:?}"
+            ));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(format!(
+                    "{text:?} is not a duration: missing unit (ms, s, m, h or d)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "{text:?} is not a duration: unknown unit {other:?} (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        let part = number
+            .checked_mul(unit_ms)
+            .ok_or_else(|| format!("{text:?} is not a duration: too large"))?;
+        total = total
+            .checked_add(Duration::from_millis(part))
+            .ok_or_else(|| format!("{text:?} is not a duration: too large"))?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// The inverse of [`parse_duration`] for messages: `90s` → `1m30s`.
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn duration_table() {
+        let ok: &[(&str, u64)] = &[
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+            ("7d", 604_800_000),
+            ("1m30s", 90_000),
+            ("1h1m1s1ms", 3_661_001),
+            (" 10s ", 10_000),
+            ("0s", 0),
+        ];
+        for (text, ms) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(*ms)),
+                "{text}"
+            );
+        }
+        for bad in [
+            "",
+            "5",
+            "5x",
+            "m",
+            "1.5s",
+            "-1s",
+            "5 m",
+            "1w",
+            "99999999999999999999s",
+            "5mins",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(format_duration(Duration::from_millis(90_500)), "1m30s500ms");
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        cli.serve
+            .into_config(|k| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()))
+    }
+
+    const SECRETS: &[(&str, &str)] = &[
+        ("FINTOC_SECRET_KEY", "sk_test_x"),
+        ("FINTOC_WEBHOOK_SECRET", "whsec_a, whsec_b"),
+    ];
+
+    #[test]
+    fn defaults_and_secrets() {
+        let c = config(&[], SECRETS).unwrap();
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.refresh_timeout, Duration::from_secs(1800));
+        assert_eq!(c.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(c.database_url, "fintoc-refresh.db");
+        assert_eq!(
+            c.webhook_secrets,
+            vec![Secret::new("whsec_a"), Secret::new("whsec_b")]
+        );
+        assert!(!format!("{c:?}").contains("sk_test_x"));
+    }
+
+    #[test]
+    fn bad_settings_name_the_problem() {
+        let table: &[(&[&str], &[(&str, &str)], &str)] = &[
+            (&[], &[], "FINTOC_SECRET_KEY"),
+            (&[], &[("FINTOC_SECRET_KEY", "sk")], "FINTOC_WEBHOOK_SECRET"),
+            (
+                &[],
+                &[
+                    ("FINTOC_SECRET_KEY", "sk"),
+                    ("FINTOC_WEBHOOK_SECRET", " , "),
+                ],
+                "FINTOC_WEBHOOK_SECRET",
+            ),
+            (
+                &["--fintoc-api-url", "ftp://x"],
+                SECRETS,
+                "--fintoc-api-url",
+            ),
+            (
+                &["--fintoc-api-url", "not a url"],
+                SECRETS,
+                "--fintoc-api-url",
+            ),
+            (
+                &["--heartbeat-interval", "0s"],
+                SECRETS,
+                "--heartbeat-interval",
+            ),
+            (&["--reconcile-after", "30m"], SECRETS, "--reconcile-after"),
+            (&["--max-body-bytes", "0"], SECRETS, "--max-body-bytes"),
+            (&["--database-url", ""], SECRETS, "--database-url"),
+        ];
+        for (args, env, names) in table {
+            let err = config(args, env).unwrap_err();
+            assert!(err.0.contains(names), "{args:?}: {err}");
+            assert!(!err.0.contains('\n'), "one line: {err}");
+        }
+        assert!(
+            config(&["--simulate"], &[]).is_ok(),
+            "--simulate needs no secrets"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! The one error type of the service and its one mapping to gRPC statuses.
+//!
+//! Client-facing variants carry a message a person can act on and the precise code (plus
+//! `google.rpc` details where the contract asks for them). Internal failures are logged in
+//! full where they happen and answered with a generic message: callers never see database
+//! or upstream internals, and secrets never reach a message.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::config::format_duration;
+use crate::store::StoreError;
+
+/// ErrorInfo domain for every reason below.
+pub const DOMAIN: &str = "fintoc-refresh";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The resume cursor is older than what is retained.
+    #[error(
+        "after_sequence {after} is older than the retained log; the oldest available sequence is {oldest}: resume with after_sequence = 0 to read everything retained"
+    )]
+    CursorExpired { after: u64, oldest: u64 },
+    /// The resume cursor is past the end of the log (a cursor from another database?).
+    #[error("after_sequence {after} is ahead of the log, whose newest sequence is {newest}")]
+    CursorAhead { after: u64, newest: u64 },
+    /// A successful refresh of this Link happened too recently.
+    #[error("{message}")]
+    Cooldown {
+        message: String,
+        retry_after: Duration,
+        /// The intent that started the cooldown, when known.
+        refresh_intent_id: String,
+    },
+    /// The bank rejected the Link's credentials.
+    #[error("{0}")]
+    CredentialsRejected(String),
+    #[error("{0}")]
+    Unavailable(String),
+    /// Fintoc refused our own API key or answered something we cannot use: an operator must act.
+    #[error("{0}")]
+    Upstream(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AppError {
+    pub fn code(&self) -> Code {
+        match self {
+            AppError::InvalidArgument(_) => Code::InvalidArgument,
+            AppError::NotFound(_) => Code::NotFound,
+            AppError::CursorExpired { .. } | AppError::CursorAhead { .. } => Code::OutOfRange,
+            AppError::Cooldown { .. } => Code::ResourceExhausted,
+            AppError::CredentialsRejected(_) => Code::FailedPrecondition,
+            AppError::Unavailable(_) => Code::Unavailable,
+            AppError::Upstream(_) | AppError::Store(_) => Code::Internal,
+        }
+    }
+}
+
+fn info(reason: &str, metadata: &[(&str, String)]) -> ErrorDetails {
+    let metadata: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    ErrorDetails::with_error_info(reason, DOMAIN, metadata)
+}
+
+impl From<AppError> for Status {
+    fn from(err: AppError) -> Status {
+        let code = err.code();
+        match &err {
+            AppError::CursorExpired { oldest, .. } => Status::with_error_details(
+                code,
+                err.to_string(),
+                info("CURSOR_EXPIRED", &[("oldest_sequence", oldest.to_string())]),
+            ),
+            AppError::CursorAhead { newest, .. } => Status::with_error_details(
+                code,
+                err.to_string(),
+                info("CURSOR_AHEAD", &[("newest_sequence", newest.to_string())]),
+            ),
+            AppError::Cooldown {
+                retry_after,
+                refresh_intent_id,
+                ..
+            } => {
+                let mut details = info(
+                    "REFRESH_COOLDOWN",
+                    &[("refresh_intent_id", refresh_intent_id.clone())],
+                );
+                details.set_retry_info(Some(*retry_after));
+                Status::with_error_details(code, err.to_string(), details)
+            }
+            AppError::CredentialsRejected(_) => {
+                Status::with_error_details(code, err.to_string(), info("CREDENTIALS_REJECTED", &[]))
+            }
+            AppError::Store(e) => {
+                tracing::error!(error = %e, "storage failure");
+                Status::internal("internal storage error; the server log has the details")
+            }
+            _ => Status::new(code, err.to_string()),
+        }
+    }
+}
+
+/// A cooldown answer: `left` is rounded up to whole seconds ("retry in 0s" helps nobody).
+pub fn cooldown(
+    kind: crate::domain::RefreshType,
+    left: Duration,
+    refresh_intent_id: String,
+) -> AppError {
+    let left = Duration::from_secs(left.as_millis().div_ceil(1000) as u64);
+    let what = if refresh_intent_id.is_empty() {
+        "Fintoc says this Link was refreshed successfully too recently".to_owned()
+    } else {
+        format!("this Link was refreshed successfully by {refresh_intent_id} too recently")
+    };
+    AppError::Cooldown {
+        message: format!(
+            "{what}: a new {kind} refresh is allowed in {} (Fintoc allows one every {})",
+            format_duration(left),
+            format_duration(crate::domain::policy::cooldown_for(kind)),
+        ),
+        retry_after: left,
+        refresh_intent_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_details() {
+        let s: Status = AppError::CursorExpired {
+            after: 3,
+            oldest: 10,
+        }
+        .into();
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert!(
+            s.message().contains("oldest available sequence is 10"),
+            "{}",
+            s.message()
+        );
+        let info = s.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "CURSOR_EXPIRED");
+        assert_eq!(info.domain, DOMAIN);
+        assert_eq!(info.metadata["oldest_sequence"], "10");
+
+        let s: Status = cooldown(
+            crate::domain::RefreshType::OnlyLast,
+            Duration::from_millis(239_001),
+            "ri_1".into(),
+        )
+        .into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.get_details_retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(240))
+        );
+        assert_eq!(
+            s.get_details_error_info().unwrap().metadata["refresh_intent_id"],
+            "ri_1"
+        );
+        assert!(s.message().contains("4m"), "{}", s.message());
+
+        let s: Status = AppError::CredentialsRejected("reconnect".into()).into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            s.get_details_error_info().unwrap().reason,
+            "CREDENTIALS_REJECTED"
+        );
+
+        let s: Status = AppError::Store(StoreError::WriterGone).into();
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("writer"), "internals stay in the log");
+    }
+}

@@ -1,0 +1,523 @@
+//! The Fintoc REST client: the calls RequestRefresh and reconciliation need, with Fintoc's
+//! conventions (raw secret key in `Authorization`, `Idempotency-Key` on every POST, the
+//! `{"error":{type,code,message,param,doc_url}}` envelope) and a retry policy.
+//!
+//! Retries: 429 (unless it is the refresh cooldown), 5xx, timeouts, connection failures and
+//! unreadable 2xx bodies are retried with exponential backoff and jitter while the caller's
+//! deadline allows; a POST is safe to repeat because it carries an idempotency key. Errors
+//! are branched on `error.code`, never on the HTTP status alone. Unknown fields are ignored,
+//! so new API versions do not break us.
+//!
+//! Secrets: the link token travels in URLs (Fintoc's API puts it there), so no error from
+//! this module carries a URL, and no request is logged with one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::Config;
+use crate::domain::RefreshType;
+use crate::metrics::{Metrics, UpstreamLabels};
+use crate::secret::Secret;
+
+/// One attempt may take at most this long (less if the caller's deadline is nearer).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fintoc's documented backoff for 429: 1, 2, 4, 8, 16 s plus up to 1 s of jitter, five retries.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_ATTEMPTS: u32 = 6;
+
+/// How a call to Fintoc failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FintocError {
+    /// Fintoc answered with an error envelope (or a non-2xx without one).
+    #[error("Fintoc answered HTTP {status} {code}: {message}")]
+    Api {
+        status: u16,
+        error_type: String,
+        code: String,
+        message: String,
+    },
+    /// Fintoc could not be reached or did not answer in time (after retries).
+    #[error("{0}")]
+    Unreachable(String),
+    /// A 2xx whose body is not what the API documents (after retries).
+    #[error("Fintoc's answer could not be read: {0}")]
+    Malformed(String),
+}
+
+impl FintocError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            FintocError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            // The refresh cooldown is an answer, not congestion; everything else under 429
+            // and every 5xx is worth another try.
+            FintocError::Api { status, code, .. } => {
+                (*status == 429 && code != "rate_limit_exceeded") || *status >= 500
+            }
+            FintocError::Unreachable(_) | FintocError::Malformed(_) => true,
+        }
+    }
+
+    fn metric_outcome(&self) -> &'static str {
+        match self {
+            FintocError::Api { status: 429, .. } => "status_429",
+            FintocError::Api { status, .. } if *status >= 500 => "status_5xx",
+            FintocError::Api { .. } => "status_4xx",
+            FintocError::Unreachable(m) if m.contains("time") => "timeout",
+            FintocError::Unreachable(_) => "unreachable",
+            FintocError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    error: ErrorBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "type", default)]
+    error_type: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A Link as `GET /v1/links/{link_token}` returns it (only what we use).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Link {
+    pub id: String,
+    #[serde(default)]
+    pub accounts: Option<Vec<Account>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Account {
+    pub id: String,
+}
+
+/// A refresh intent object.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RefreshIntent {
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub refreshed_object_id: Option<String>,
+    #[serde(default)]
+    pub requires_mfa: Option<RequiresMfa>,
+    #[serde(rename = "type", default)]
+    pub refresh_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequiresMfa {
+    #[serde(default)]
+    pub widget_token: Option<String>,
+}
+
+/// One event from `GET /v2/events`, with its exact JSON text for the ingestion path.
+#[derive(Debug, Clone)]
+pub struct ListedEvent {
+    pub id: String,
+    pub created_at_ms: Option<crate::clock::Millis>,
+    pub raw: String,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    key: Secret,
+    metrics: Arc<Metrics>,
+}
+
+impl Client {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Client> {
+        let mut base = Url::parse(&config.fintoc_api_url)?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("fintoc-refresh/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client {
+            http,
+            base,
+            key: config.fintoc_secret_key.clone(),
+            metrics,
+        })
+    }
+
+    /// `GET /v1/links/{link_token}`: the Link and its accounts.
+    pub async fn get_link(
+        &self,
+        link_token: &Secret,
+        deadline: Instant,
+    ) -> Result<Link, FintocError> {
+        let path = format!("v1/links/{}", encode_segment(link_token.expose()));
+        self.call("get_link", Method::GET, &path, &[], None, None, deadline)
+            .await
+            .and_then(|(body, _)| decode(&body))
+    }
+
+    /// `POST /v1/refresh_intents`. The token goes in the JSON body (as Fintoc's SDKs send it),
+    /// not the query string, so it stays out of access logs along the way.
+    pub async fn create_refresh_intent(
+        &self,
+        link_token: &Secret,
+        refresh_type: RefreshType,
+        idempotency_key: &str,
+        deadline: Instant,
+    ) -> Result<RefreshIntent, FintocError> {
+        let body = serde_json::json!({
+            "link_token": link_token.expose(),
+            "refresh_type": refresh_type.as_str(),
+        });
+        self.call(
+            "create_refresh_intent",
+            Method::POST,
+            "v1/refresh_intents",
+            &[],
+            Some(body),
+            Some(idempotency_key),
+            deadline,
+        )
+        .await
+        .and_then(|(body, _)| decode(&body))
+    }
+
+    /// `GET /v1/refresh_intents?link_token=…`, most recent first (first page only: the one
+    /// in progress is the newest).
+    pub async fn list_refresh_intents(
+        &self,
+        link_token: &Secret,
+        deadline: Instant,
+    ) -> Result<Vec<RefreshIntent>, FintocError> {
+        let query = [("link_token", link_token.expose().to_owned())];
+        self.call(
+            "list_refresh_intents",
+            Method::GET,
+            "v1/refresh_intents",
+            &query,
+            None,
+            None,
+            deadline,
+        )
+        .await
+        .and_then(|(body, _)| decode(&body))
+    }
+
+    /// One page of `GET /v2/events` (most recent first) and the cursor of the next page, if
+    /// any, from the `Link` header.
+    pub async fn list_events(
+        &self,
+        starting_after: Option<&str>,
+        deadline: Instant,
+    ) -> Result<(Vec<ListedEvent>, Option<String>), FintocError> {
+        let mut query = vec![("limit", "100".to_owned())];
+        if let Some(after) = starting_after {
+            query.push(("starting_after", after.to_owned()));
+        }
+        let (body, headers) = self
+            .call(
+                "list_events",
+                Method::GET,
+                "v2/events",
+                &query,
+                None,
+                None,
+                deadline,
+            )
+            .await?;
+        let raw: Vec<Box<serde_json::value::RawValue>> = decode_list(&body)?;
+        let mut events = Vec::with_capacity(raw.len());
+        for item in raw {
+            #[derive(Deserialize)]
+            struct Head {
+                id: String,
+                #[serde(default)]
+                created_at: Option<String>,
+            }
+            let head: Head = serde_json::from_str(item.get()).map_err(malformed)?;
+            events.push(ListedEvent {
+                created_at_ms: head
+                    .created_at
+                    .as_deref()
+                    .and_then(crate::clock::parse_rfc3339_ms),
+                id: head.id,
+                raw: item.get().to_owned(),
+            });
+        }
+        let next = headers
+            .get(reqwest::header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_cursor);
+        Ok((events, next))
+    }
+
+    /// Sends one request with retries. Returns the body and headers of a 2xx.
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        json: Option<serde_json::Value>,
+        idempotency_key: Option<&str>,
+        deadline: Instant,
+    ) -> Result<(bytes::Bytes, HeaderMap), FintocError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|_| FintocError::Malformed("invalid request path".into()))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = if left.is_zero() {
+                Err(FintocError::Unreachable(
+                    "no time left before the caller's deadline".into(),
+                ))
+            } else {
+                self.attempt(
+                    &method,
+                    url.clone(),
+                    query,
+                    json.as_ref(),
+                    idempotency_key,
+                    left.min(ATTEMPT_TIMEOUT),
+                )
+                .await
+            };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.metric_outcome(),
+            };
+            self.metrics
+                .upstream
+                .get_or_create(&UpstreamLabels { endpoint, outcome })
+                .inc();
+            let err = match result {
+                Ok(ok) => return Ok(ok),
+                Err(e) => e,
+            };
+            if !err.retryable() || attempt >= MAX_ATTEMPTS {
+                return Err(err);
+            }
+            let backoff = backoff(attempt);
+            if Instant::now() + backoff >= deadline {
+                return Err(err);
+            }
+            tracing::warn!(endpoint, attempt, error = %err, ?backoff, "Fintoc call failed; retrying");
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: Url,
+        query: &[(&str, String)],
+        json: Option<&serde_json::Value>,
+        idempotency_key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(bytes::Bytes, HeaderMap), FintocError> {
+        let mut auth = HeaderValue::from_str(self.key.expose()).map_err(|_| {
+            FintocError::Unreachable(
+                "FINTOC_SECRET_KEY contains characters not allowed in a header".into(),
+            )
+        })?;
+        auth.set_sensitive(true);
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .header(AUTHORIZATION, auth)
+            .timeout(timeout)
+            .query(query);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = json {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport_error)?;
+        if status.is_success() {
+            return Ok((body, headers));
+        }
+        Err(api_error(status, &body))
+    }
+}
+
+/// A transport failure in words, never with the URL (it may hold a link token).
+fn transport_error(e: reqwest::Error) -> FintocError {
+    let e = e.without_url();
+    let what = if e.is_timeout() {
+        "Fintoc did not answer in time".to_owned()
+    } else if e.is_connect() {
+        // The source chain says why (refused, DNS, TLS certificate …) without the URL.
+        let mut cause = String::new();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            cause = s.to_string();
+            source = s.source();
+        }
+        format!("cannot connect to Fintoc: {cause}")
+    } else {
+        format!("the connection to Fintoc failed: {e}")
+    };
+    FintocError::Unreachable(what)
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> FintocError {
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(Envelope { error }) => FintocError::Api {
+            status: status.as_u16(),
+            error_type: error.error_type.unwrap_or_default(),
+            code: error.code.unwrap_or_default(),
+            message: error.message.unwrap_or_default(),
+        },
+        Err(_) => FintocError::Api {
+            status: status.as_u16(),
+            error_type: String::new(),
+            code: String::new(),
+            message: status.canonical_reason().unwrap_or("error").to_owned(),
+        },
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FintocError> {
+    serde_json::from_slice(body).map_err(malformed)
+}
+
+/// Where and what kind of JSON problem, never the offending text (it could be a secret).
+fn malformed(e: serde_json::Error) -> FintocError {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "JSON of an unexpected shape",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    FintocError::Malformed(format!("{kind} (line {}, column {})", e.line(), e.column()))
+}
+
+/// Lists are bare arrays; tolerate a `{"data": [...]}` wrapper too.
+fn decode_list<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, FintocError> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List<T> {
+        Bare(Vec<T>),
+        Wrapped { data: Vec<T> },
+    }
+    match decode::<List<T>>(body)? {
+        List::Bare(items) | List::Wrapped { data: items } => Ok(items),
+    }
+}
+
+/// The `starting_after` of the `rel="next"` URL in an RFC 8288 `Link` header.
+fn next_cursor(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        if !params.contains("rel=\"next\"") {
+            return None;
+        }
+        let url = Url::parse(url.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
+        url.query_pairs()
+            .find(|(k, _)| k == "starting_after")
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+/// Percent-encodes a path segment (a link token is opaque: never trust its alphabet).
+fn encode_segment(s: &str) -> String {
+    let mut url = Url::parse("http://x/").expect("static URL");
+    url.path_segments_mut().expect("base URL").push(s);
+    url.path().trim_start_matches('/').to_owned()
+}
+
+/// 1 s, 2 s, 4 s … plus up to 1 s of jitter, so retries from many callers spread out.
+fn backoff(attempt: u32) -> Duration {
+    let base = FIRST_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1).min(5));
+    base + Duration::from_millis(rand::random_range(0..1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_error_envelopes_by_code() {
+        let body = br#"{"error":{"type":"invalid_request_error","code":"refresh_intent_in_progress","message":"There is already a refresh intent in progress for link_00000000.","param":null,"doc_url":"https://docs.fintoc.com/reference/errors","new":1}}"#;
+        let e = api_error(StatusCode::BAD_REQUEST, body);
+        assert_eq!(e.code(), Some("refresh_intent_in_progress"));
+        assert!(!e.retryable());
+        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
+        assert_eq!(e.code(), Some(""));
+        assert!(e.retryable());
+        let cooldown = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"error":{"type":"invalid_request_error","code":"rate_limit_exceeded","message":"wait"}}"#,
+        );
+        assert!(
+            !cooldown.retryable(),
+            "the refresh cooldown is not congestion"
+        );
+        let throttled = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"error":{"code":"too_many_requests"}}"#,
+        );
+        assert!(throttled.retryable());
+    }
+
+    #[test]
+    fn follows_the_link_header() {
+        let h = r#"<https://api.fintoc.com/v2/events?limit=100&starting_after=evt_9>; rel="next""#;
+        assert_eq!(next_cursor(h).as_deref(), Some("evt_9"));
+        let h = r#"<https://api.fintoc.com/v1/links?page=1>; rel="first", <https://api.fintoc.com/v1/links?page=2>; rel="last""#;
+        assert_eq!(next_cursor(h), None);
+    }
+
+    #[test]
+    fn lists_bare_or_wrapped() {
+        assert_eq!(decode_list::<u8>(b"[1,2]").unwrap(), vec![1, 2]);
+        assert_eq!(decode_list::<u8>(br#"{"data":[3]}"#).unwrap(), vec![3]);
+        assert!(decode_list::<u8>(b"{}").is_err());
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_segment("link_a_token_b"), "link_a_token_b");
+        assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter() {
+        for (attempt, base) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 16)] {
+            let b = backoff(attempt);
+            assert!(
+                b >= Duration::from_secs(base) && b < Duration::from_secs(base + 1),
+                "{attempt}: {b:?}"
+            );
+        }
+    }
+}

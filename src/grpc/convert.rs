@@ -1,0 +1,127 @@
+//! Conversions between stored rows / domain values and the wire messages. Statuses and
+//! types are closed sets on both sides: every match is exhaustive.
+
+use crate::clock::Millis;
+use crate::domain::{IntentStatus, RefreshType, ResultStatus};
+use crate::pb;
+use crate::store::ResultRow;
+use crate::store::models::IntentView;
+
+pub fn timestamp(ms: Millis) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn refresh_type_to_pb(t: RefreshType) -> pb::RefreshType {
+    match t {
+        RefreshType::OnlyLast => pb::RefreshType::OnlyLast,
+        RefreshType::Historical => pb::RefreshType::Historical,
+    }
+}
+
+/// The request's type; UNSPECIFIED means only_last. An out-of-range number is refused.
+pub fn refresh_type_from_pb(value: i32) -> Option<RefreshType> {
+    match pb::RefreshType::try_from(value).ok()? {
+        pb::RefreshType::Unspecified | pb::RefreshType::OnlyLast => Some(RefreshType::OnlyLast),
+        pb::RefreshType::Historical => Some(RefreshType::Historical),
+    }
+}
+
+pub fn result_status_to_pb(s: ResultStatus) -> pb::RefreshStatus {
+    match s {
+        ResultStatus::Succeeded => pb::RefreshStatus::Succeeded,
+        ResultStatus::Failed => pb::RefreshStatus::Failed,
+        ResultStatus::Rejected => pb::RefreshStatus::Rejected,
+        ResultStatus::TimedOut => pb::RefreshStatus::TimedOut,
+    }
+}
+
+pub fn intent_status_to_pb(s: IntentStatus) -> pb::RefreshStatus {
+    match s {
+        IntentStatus::Pending => pb::RefreshStatus::Pending,
+        IntentStatus::Succeeded => pb::RefreshStatus::Succeeded,
+        IntentStatus::Failed => pb::RefreshStatus::Failed,
+        IntentStatus::Rejected => pb::RefreshStatus::Rejected,
+        IntentStatus::TimedOut => pb::RefreshStatus::TimedOut,
+    }
+}
+
+pub fn account_result(row: &ResultRow) -> pb::AccountResult {
+    // The CHECK constraint keeps unknown statuses out of the table; should one appear
+    // anyway it is shown as UNSPECIFIED rather than guessed.
+    let status = ResultStatus::parse(&row.status)
+        .map(result_status_to_pb)
+        .unwrap_or(pb::RefreshStatus::Unspecified);
+    pb::AccountResult {
+        account_id: row.account_id.clone(),
+        link_id: row.link_id.clone(),
+        refresh_intent_id: row.refresh_intent_id.clone(),
+        status: status.into(),
+        new_movements: u32::try_from(row.new_movements).unwrap_or(u32::MAX),
+        public_error: row.public_error.clone(),
+        event_id: row.event_id.clone(),
+        occurred_at: Some(timestamp(row.occurred_at_ms)),
+    }
+}
+
+pub fn refresh_intent(view: &IntentView) -> pb::RefreshIntent {
+    pb::RefreshIntent {
+        id: view.id.clone(),
+        link_id: view.link_id.clone(),
+        refresh_type: refresh_type_to_pb(view.refresh_type).into(),
+        status: intent_status_to_pb(view.status).into(),
+        accounts: view
+            .accounts
+            .iter()
+            .map(|a| match &a.result {
+                Some(row) => account_result(row),
+                None => pb::AccountResult {
+                    account_id: a.account_id.clone(),
+                    link_id: view.link_id.clone(),
+                    refresh_intent_id: view.id.clone(),
+                    status: pb::RefreshStatus::Pending.into(),
+                    ..Default::default()
+                },
+            })
+            .collect(),
+        mfa_widget_token: view.mfa_widget_token.clone(),
+        created_at: Some(timestamp(view.created_at_ms)),
+        completed_at: view.completed_at_ms.map(timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_keep_milliseconds_and_handle_negative() {
+        assert_eq!(
+            timestamp(1_500),
+            prost_types::Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
+        assert_eq!(
+            timestamp(-1),
+            prost_types::Timestamp {
+                seconds: -1,
+                nanos: 999_000_000
+            }
+        );
+    }
+
+    #[test]
+    fn refresh_types() {
+        assert_eq!(refresh_type_from_pb(0), Some(RefreshType::OnlyLast));
+        assert_eq!(refresh_type_from_pb(1), Some(RefreshType::OnlyLast));
+        assert_eq!(refresh_type_from_pb(2), Some(RefreshType::Historical));
+        assert_eq!(refresh_type_from_pb(9), None);
+        for t in [RefreshType::OnlyLast, RefreshType::Historical] {
+            assert_eq!(refresh_type_from_pb(refresh_type_to_pb(t).into()), Some(t));
+        }
+    }
+}

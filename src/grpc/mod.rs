@@ -1,0 +1,7 @@
+//! The gRPC side: RefreshService plus the standard health and reflection services.
+
+pub mod convert;
+mod service;
+pub mod watch;
+
+pub use service::Service;

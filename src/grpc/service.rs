@@ -1,0 +1,94 @@
+//! The RefreshService: translate the wire request, delegate, translate the answer back.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::watch::{self, WatchStream};
+use crate::error::AppError;
+use crate::pb;
+use crate::pb::refresh_service_server::RefreshService;
+use crate::server::App;
+use crate::store;
+
+pub struct Service {
+    app: Arc<App>,
+}
+
+impl Service {
+    pub fn new(app: Arc<App>) -> Service {
+        Service { app }
+    }
+
+    /// Counts the call by its status code, logs internal failures, and maps errors.
+    fn finish<T>(
+        &self,
+        rpc: &'static str,
+        result: Result<T, AppError>,
+    ) -> Result<Response<T>, Status> {
+        match result {
+            Ok(value) => {
+                self.app.metrics.rpc(rpc, tonic::Code::Ok);
+                Ok(Response::new(value))
+            }
+            Err(err) => {
+                let status = Status::from(err);
+                self.app.metrics.rpc(rpc, status.code());
+                Err(status)
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RefreshService for Service {
+    async fn request_refresh(
+        &self,
+        request: Request<pb::RequestRefreshRequest>,
+    ) -> Result<Response<pb::RequestRefreshResponse>, Status> {
+        let deadline = crate::refresh::deadline_of(&request);
+        let result = crate::refresh::request(&self.app, request.into_inner(), deadline).await;
+        self.finish("RequestRefresh", result)
+    }
+
+    type WatchRefreshStream = WatchStream;
+
+    async fn watch_refresh(
+        &self,
+        request: Request<pb::WatchRefreshRequest>,
+    ) -> Result<Response<Self::WatchRefreshStream>, Status> {
+        let result = watch::open(self.app.clone(), request.into_inner()).await;
+        self.finish("WatchRefresh", result)
+    }
+
+    async fn get_refresh(
+        &self,
+        request: Request<pb::GetRefreshRequest>,
+    ) -> Result<Response<pb::GetRefreshResponse>, Status> {
+        let id = request.into_inner().refresh_intent_id;
+        let result = async {
+            if id.trim().is_empty() {
+                return Err(AppError::InvalidArgument(
+                    "refresh_intent_id is empty".into(),
+                ));
+            }
+            let lookup = id.clone();
+            match self
+                .app
+                .store
+                .read(move |c| store::get_intent(c, &lookup))
+                .await?
+            {
+                Some(intent) => Ok(pb::GetRefreshResponse {
+                    refresh_intent: Some(convert::refresh_intent(&intent)),
+                }),
+                None => Err(AppError::NotFound(format!(
+                    "refresh intent {id:?} is not known to this service"
+                ))),
+            }
+        }
+        .await;
+        self.finish("GetRefresh", result)
+    }
+}

@@ -1,0 +1,229 @@
+//! One WatchRefresh stream: replay from the database, then live entries from the hub, with
+//! heartbeats when idle, until the intent completes, the client goes away or the server
+//! shuts down.
+//!
+//! The stream is a state machine polled by the connection's own task: no task or channel of
+//! its own, so an idle stream costs only its hub mailbox and this state. It registers with the
+//! hub *before* it reads the backlog, so nothing committed in between can fall through;
+//! entries at or below its cursor are skipped, so nothing is delivered twice. If its mailbox
+//! overflows (the client reads slower than results arrive) it re-reads from the database from
+//! its cursor: a slow watcher is late, never wrong.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tonic::Status;
+
+use super::convert;
+use crate::error::AppError;
+use crate::hub::{Next, Subscription};
+use crate::pb::watch_refresh_request::Target as PbTarget;
+use crate::pb::{self, watch_refresh_response::Event};
+use crate::server::App;
+use crate::store::{self, ResultRow, Target};
+
+/// Rows read from the database per catch-up query.
+const PAGE: i64 = 256;
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRefreshResponse, Status>> + Send>>;
+
+/// Validates the request and opens the stream (errors here end the call before any message).
+pub async fn open(
+    app: Arc<App>,
+    request: pb::WatchRefreshRequest,
+) -> Result<WatchStream, AppError> {
+    let target = match request.target {
+        None => {
+            return Err(AppError::InvalidArgument(
+                "set exactly one target: refresh_intent_id, link_id or account_id".into(),
+            ));
+        }
+        Some(PbTarget::RefreshIntentId(id)) => {
+            non_empty("refresh_intent_id", id).map(Target::Intent)?
+        }
+        Some(PbTarget::LinkId(id)) => non_empty("link_id", id).map(Target::Link)?,
+        Some(PbTarget::AccountId(id)) => non_empty("account_id", id).map(Target::Account)?,
+    };
+    if let Some(after) = request.after_sequence {
+        check_cursor(&app, after).await?;
+    }
+    if let Target::Intent(id) = &target {
+        let id = id.clone();
+        let known = app.store.read(move |c| store::get_intent(c, &id)).await?;
+        if known.is_none() {
+            return Err(AppError::NotFound(format!(
+                "refresh intent {:?} is not known to this service",
+                request_id(&target)
+            )));
+        }
+    }
+    // Register first, then decide where to start: see the module docs.
+    let subscription = app.hub.subscribe(target.clone());
+    let (cursor, catch_up) = match (&target, request.after_sequence) {
+        (_, Some(after)) => (after as i64, true),
+        (Target::Intent(_), None) => (0, true),
+        // A feed "from now" starts after everything the hub has already handed out.
+        (_, None) => (app.hub.high_water(), false),
+    };
+    Ok(Box::pin(run(app, target, subscription, cursor, catch_up)))
+}
+
+fn non_empty(field: &str, id: String) -> Result<String, AppError> {
+    if id.trim().is_empty() {
+        Err(AppError::InvalidArgument(format!("{field} is empty")))
+    } else {
+        Ok(id)
+    }
+}
+
+fn request_id(target: &Target) -> &str {
+    match target {
+        Target::Intent(id) | Target::Link(id) | Target::Account(id) => id,
+    }
+}
+
+async fn check_cursor(app: &App, after: u64) -> Result<(), AppError> {
+    if after == 0 {
+        return Ok(());
+    }
+    let bounds = app.store.read(store::log_bounds).await?;
+    let after_i = i64::try_from(after).unwrap_or(i64::MAX);
+    if after_i < bounds.pruned_through() {
+        return Err(AppError::CursorExpired {
+            after,
+            oldest: bounds.oldest as u64,
+        });
+    }
+    if after_i > bounds.newest {
+        return Err(AppError::CursorAhead {
+            after,
+            newest: bounds.newest as u64,
+        });
+    }
+    Ok(())
+}
+
+fn message(sequence: i64, event: Event) -> pb::WatchRefreshResponse {
+    pb::WatchRefreshResponse {
+        sequence: sequence.max(0) as u64,
+        event: Some(event),
+    }
+}
+
+fn heartbeat(app: &App, sequence: i64) -> pb::WatchRefreshResponse {
+    message(
+        sequence,
+        Event::Heartbeat(pb::Heartbeat {
+            server_time: Some(convert::timestamp(app.config.clock.now_ms())),
+        }),
+    )
+}
+
+fn shutting_down(cursor: i64) -> Status {
+    Status::unavailable(format!(
+        "the server is shutting down; reconnect and resume with after_sequence = {cursor}"
+    ))
+}
+
+/// The final `refresh_completed` message for an intent, if it has completed.
+async fn completion(
+    app: &App,
+    target: &Target,
+) -> Result<Option<pb::WatchRefreshResponse>, AppError> {
+    let Target::Intent(id) = target else {
+        return Ok(None);
+    };
+    let id = id.clone();
+    let intent = app.store.read(move |c| store::get_intent(c, &id)).await?;
+    Ok(intent.filter(|i| i.status.is_final()).map(|i| {
+        message(
+            i.completed_sequence.unwrap_or_default(),
+            Event::RefreshCompleted(convert::refresh_intent(&i)),
+        )
+    }))
+}
+
+fn run(
+    app: Arc<App>,
+    target: Target,
+    subscription: Subscription,
+    mut cursor: i64,
+    mut catching_up: bool,
+) -> impl Stream<Item = Result<pb::WatchRefreshResponse, Status>> + Send {
+    let interval = i64::try_from(app.config.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+    async_stream::try_stream! {
+        let clock = app.config.clock.clone();
+        if !catching_up {
+            // A feed from now opens with the cursor it starts after.
+            yield heartbeat(&app, cursor);
+        }
+        let mut last_sent = clock.now_ms();
+        loop {
+            if app.hub.is_closed() {
+                Err::<(), Status>(shutting_down(cursor))?;
+            }
+            if catching_up {
+                let (t, after) = (target.clone(), cursor);
+                let rows: Vec<ResultRow> = app
+                    .store
+                    .read(move |c| store::results_after(c, &t, after, PAGE))
+                    .await
+                    .map_err(AppError::from)?;
+                let done = (rows.len() as i64) < PAGE;
+                for row in rows {
+                    cursor = row.sequence;
+                    yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
+                    if row.completes_intent {
+                        if let Some(done) = completion(&app, &target).await? {
+                            yield done;
+                            return;
+                        }
+                    }
+                }
+                if done {
+                    if let Some(done) = completion(&app, &target).await? {
+                        yield done;
+                        return;
+                    }
+                    catching_up = false;
+                }
+                last_sent = clock.now_ms();
+                continue;
+            }
+            match subscription.try_next() {
+                Next::Entry(row) => {
+                    if row.sequence <= cursor {
+                        continue;
+                    }
+                    cursor = row.sequence;
+                    last_sent = clock.now_ms();
+                    yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
+                    if row.completes_intent {
+                        if let Some(done) = completion(&app, &target).await? {
+                            yield done;
+                            return;
+                        }
+                    }
+                }
+                Next::Lagged => {
+                    app.metrics.watch_lagged.inc();
+                    subscription.recover();
+                    catching_up = true;
+                }
+                Next::Closed => Err::<(), Status>(shutting_down(cursor))?,
+                Next::Idle { high_water } => {
+                    tokio::select! {
+                        _ = subscription.changed() => {}
+                        _ = clock.sleep_until(last_sent.saturating_add(interval)) => {
+                            // Everything up to the high water meant for us was delivered.
+                            cursor = cursor.max(high_water);
+                            last_sent = clock.now_ms();
+                            yield heartbeat(&app, cursor);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

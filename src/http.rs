@@ -1,0 +1,52 @@
+//! The HTTP side: Fintoc's webhook intake plus the operator endpoints.
+//!
+//! `GET /healthz` answers while the process runs; `GET /readyz` only while the database
+//! answers and the server is not draining; `GET /metrics` is the Prometheus text format.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::server::App;
+use crate::webhook;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/webhooks/fintoc", post(webhook::receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        // The intake reads the whole body (the signature covers all of it): cap it. A body
+        // of exactly the limit is accepted.
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
+    if app.draining.load(Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if app.store.ping().await {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(app.hub.open_streams()),
+    )
+}

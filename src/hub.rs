@@ -1,0 +1,330 @@
+//! The in-memory fan-out that wakes watchers when results are committed.
+//!
+//! The database is the truth; the hub only saves watchers a query. Right after each group
+//! commit the writer hands the hub the new log entries (shared `Arc`s, never copied per
+//! watcher). Each subscriber is indexed by its target, so an entry reaches only the watchers of
+//! its intent, Link and account; it goes into that subscriber's own bounded queue and the
+//! subscriber is woken. The writer never waits on a watcher: when a queue is full the
+//! subscriber is marked *lagged* and its queue dropped; the watcher then catches up from the
+//! database from its last cursor, so it is never silently skipped.
+//!
+//! `high_water` is the newest sequence handed out. It is stored after the entries are queued
+//! (release) and read before a watcher checks its queue (acquire): a watcher that finds its
+//! queue empty after reading `h` has seen every entry up to `h` meant for it, which makes `h`
+//! a safe heartbeat cursor.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::store::{ResultRow, Target};
+
+type Entry = Arc<ResultRow>;
+
+/// One watcher's mailbox.
+pub struct Subscriber {
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Entry>,
+    lagged: bool,
+}
+
+/// What a watcher finds in its mailbox.
+pub enum Next {
+    /// The next entry meant for it.
+    Entry(Entry),
+    /// It fell behind: entries were dropped; catch up from the database.
+    Lagged,
+    /// Nothing queued; everything up to `high_water` meant for it has been handed over.
+    Idle { high_water: i64 },
+    /// The server is shutting down.
+    Closed,
+}
+
+#[derive(Default)]
+struct Index {
+    by_intent: HashMap<String, HashMap<u64, Arc<Subscriber>>>,
+    by_link: HashMap<String, HashMap<u64, Arc<Subscriber>>>,
+    by_account: HashMap<String, HashMap<u64, Arc<Subscriber>>>,
+}
+
+impl Index {
+    fn map<'a>(
+        &'a mut self,
+        target: &'a Target,
+    ) -> (
+        &'a mut HashMap<String, HashMap<u64, Arc<Subscriber>>>,
+        &'a str,
+    ) {
+        match target {
+            Target::Intent(id) => (&mut self.by_intent, id),
+            Target::Link(id) => (&mut self.by_link, id),
+            Target::Account(id) => (&mut self.by_account, id),
+        }
+    }
+}
+
+pub struct Hub {
+    index: Mutex<Index>,
+    high_water: AtomicI64,
+    next_id: AtomicU64,
+    open: AtomicU64,
+    closed: AtomicBool,
+    /// Entries a subscriber may have queued before it is marked lagged.
+    capacity: usize,
+}
+
+impl Hub {
+    pub fn new(capacity: usize) -> Hub {
+        Hub {
+            index: Mutex::default(),
+            high_water: AtomicI64::new(0),
+            next_id: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The newest sequence handed to the hub.
+    pub fn high_water(&self) -> i64 {
+        self.high_water.load(Ordering::Acquire)
+    }
+
+    /// Sets the starting point (the log's newest sequence when the server starts).
+    pub fn start_at(&self, sequence: i64) {
+        self.high_water.fetch_max(sequence, Ordering::AcqRel);
+    }
+
+    /// Open subscriptions (watch streams).
+    pub fn open_streams(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Registers a watcher of `target`. Entries committed from now on reach it; the watcher
+    /// reads anything older from the database. Dropping the subscription unregisters it.
+    pub fn subscribe(self: &Arc<Self>, target: Target) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let sub = Arc::new(Subscriber {
+            queue: Mutex::default(),
+            wake: Notify::new(),
+        });
+        {
+            let mut index = self.index.lock().expect("hub lock");
+            let (map, key) = index.map(&target);
+            map.entry(key.to_owned())
+                .or_default()
+                .insert(id, sub.clone());
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            hub: self.clone(),
+            target,
+            id,
+            sub,
+        }
+    }
+
+    /// Hands newly committed entries (in sequence order) to their watchers. Never blocks on a
+    /// watcher.
+    pub fn publish(&self, entries: &[Entry]) {
+        let Some(last) = entries.last() else { return };
+        {
+            let index = self.index.lock().expect("hub lock");
+            for entry in entries {
+                let maps = [
+                    (&index.by_intent, entry.refresh_intent_id.as_str()),
+                    (&index.by_link, entry.link_id.as_str()),
+                    (&index.by_account, entry.account_id.as_str()),
+                ];
+                for (map, key) in maps {
+                    if key.is_empty() {
+                        continue;
+                    }
+                    if let Some(subs) = map.get(key) {
+                        for sub in subs.values() {
+                            self.deliver(sub, entry);
+                        }
+                    }
+                }
+            }
+            // Still under the index lock: a subscriber registering concurrently either got
+            // these entries queued or reads a high water that already covers them.
+            self.high_water.fetch_max(last.sequence, Ordering::AcqRel);
+        }
+    }
+
+    fn deliver(&self, sub: &Subscriber, entry: &Entry) {
+        let mut queue = sub.queue.lock().expect("subscriber lock");
+        if queue.lagged {
+            return;
+        }
+        if queue.items.len() >= self.capacity {
+            // Drop what it has not read: it will re-read all of it from the database.
+            queue.lagged = true;
+            queue.items = VecDeque::new();
+        } else {
+            queue.items.push_back(entry.clone());
+        }
+        drop(queue);
+        sub.wake.notify_one();
+    }
+
+    /// Ends every subscription: watchers see `Next::Closed`.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let index = self.index.lock().expect("hub lock");
+        for map in [&index.by_intent, &index.by_link, &index.by_account] {
+            for sub in map.values().flat_map(|subs| subs.values()) {
+                sub.wake.notify_one();
+            }
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// A registered watcher; unregistered on drop, so a disconnect frees it at once.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    target: Target,
+    id: u64,
+    sub: Arc<Subscriber>,
+}
+
+impl Subscription {
+    /// Takes the next thing in the mailbox without waiting.
+    pub fn try_next(&self) -> Next {
+        if self.hub.is_closed() {
+            return Next::Closed;
+        }
+        let high_water = self.hub.high_water();
+        let mut queue = self.sub.queue.lock().expect("subscriber lock");
+        if queue.lagged {
+            return Next::Lagged;
+        }
+        match queue.items.pop_front() {
+            Some(entry) => Next::Entry(entry),
+            None => Next::Idle { high_water },
+        }
+    }
+
+    /// Clears the lagged mark before catching up from the database: anything committed after
+    /// this point is queued (or marks it lagged again), anything before it is in the database.
+    pub fn recover(&self) {
+        let mut queue = self.sub.queue.lock().expect("subscriber lock");
+        queue.lagged = false;
+        queue.items.clear();
+    }
+
+    /// Waits until something is delivered (or the hub closes). May wake spuriously.
+    pub async fn changed(&self) {
+        self.sub.wake.notified().await;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut index = self.hub.index.lock().expect("hub lock");
+        let (map, key) = index.map(&self.target);
+        if let Some(subs) = map.get_mut(key) {
+            subs.remove(&self.id);
+            if subs.is_empty() {
+                map.remove(key);
+            }
+        }
+        drop(index);
+        self.hub.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(sequence: i64, link: &str, account: &str, intent: &str) -> Entry {
+        Arc::new(ResultRow {
+            sequence,
+            account_id: account.into(),
+            link_id: link.into(),
+            refresh_intent_id: intent.into(),
+            status: "succeeded".into(),
+            new_movements: 0,
+            public_error: String::new(),
+            event_id: format!("evt_{sequence}"),
+            occurred_at_ms: 0,
+            committed_at_ms: 0,
+            completes_intent: false,
+        })
+    }
+
+    fn seq(next: Next) -> i64 {
+        match next {
+            Next::Entry(e) => e.sequence,
+            Next::Idle { high_water } => -high_water,
+            Next::Lagged => i64::MIN,
+            Next::Closed => i64::MAX,
+        }
+    }
+
+    #[test]
+    fn routes_by_target_and_reports_idle_high_water() {
+        let hub = Arc::new(Hub::new(8));
+        let link = hub.subscribe(Target::Link("link_a".into()));
+        let account = hub.subscribe(Target::Account("acc_2".into()));
+        let intent = hub.subscribe(Target::Intent("ri_1".into()));
+        hub.publish(&[
+            row(1, "link_a", "acc_1", "ri_1"),
+            row(2, "link_a", "acc_2", ""),
+            row(3, "link_b", "acc_3", ""),
+        ]);
+        assert_eq!(seq(link.try_next()), 1);
+        assert_eq!(seq(link.try_next()), 2);
+        assert_eq!(seq(link.try_next()), -3);
+        assert_eq!(seq(account.try_next()), 2);
+        assert_eq!(seq(account.try_next()), -3);
+        assert_eq!(seq(intent.try_next()), 1);
+        assert_eq!(seq(intent.try_next()), -3);
+        assert_eq!(hub.open_streams(), 3);
+        drop((link, account, intent));
+        assert_eq!(hub.open_streams(), 0);
+        assert!(hub.index.lock().unwrap().by_link.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_lags_instead_of_blocking_and_recovers() {
+        let hub = Arc::new(Hub::new(2));
+        let slow = hub.subscribe(Target::Link("l".into()));
+        let fast = hub.subscribe(Target::Link("l".into()));
+        hub.publish(&[row(1, "l", "a", ""), row(2, "l", "a", "")]);
+        assert_eq!(seq(fast.try_next()), 1);
+        assert_eq!(seq(fast.try_next()), 2);
+        hub.publish(&[row(3, "l", "a", "")]);
+        assert_eq!(seq(fast.try_next()), 3);
+        assert_eq!(
+            seq(slow.try_next()),
+            i64::MIN,
+            "slow watcher must be told it lagged"
+        );
+        assert_eq!(seq(slow.try_next()), i64::MIN, "lag sticks until recovered");
+        slow.recover();
+        hub.publish(&[row(4, "l", "a", "")]);
+        assert_eq!(seq(slow.try_next()), 4);
+    }
+
+    #[test]
+    fn close_reaches_every_subscriber() {
+        let hub = Arc::new(Hub::new(2));
+        let sub = hub.subscribe(Target::Account("a".into()));
+        hub.close();
+        assert_eq!(seq(sub.try_next()), i64::MAX);
+    }
+}

@@ -1,0 +1,182 @@
+//! Prometheus metrics, one registry per server (no globals, so several servers can run in
+//! one test process). Label values come from closed sets only: an attacker posting made-up
+//! event types cannot grow the label space, and no secret is ever a label.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// A known Fintoc event type, "other" or "unparseable".
+    pub event_type: &'static str,
+    /// stored, duplicate, held, ignored, unparseable, rejected_signature, too_large, error.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub rpc: &'static str,
+    /// The gRPC code name, e.g. "Ok", "NotFound".
+    pub code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub endpoint: &'static str,
+    /// ok, or the failure class (timeout, connect, status_5xx, status_429, …).
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub webhook_events: Family<EventLabels, Counter>,
+    pub intake_seconds: Histogram,
+    pub commit_batch_size: Histogram,
+    pub watch_streams: Gauge,
+    pub watch_lagged: Counter,
+    pub rpcs: Family<RpcLabels, Counter>,
+    pub upstream: Family<UpstreamLabels, Counter>,
+    pub timed_out_intents: Counter,
+    pub reconciled_events: Counter,
+    pub pruned_rows: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("fintoc_refresh");
+        let webhook_events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "webhook_events",
+            "Webhook deliveries received, by event type and what became of them",
+            webhook_events.clone(),
+        );
+        // 50 µs .. ~1.6 s: an intake answer is a signature check plus one group commit.
+        let intake_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "webhook_intake_seconds",
+            "Time from receiving a webhook body to answering it (durable commit included)",
+            intake_seconds.clone(),
+        );
+        let commit_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "webhook_commit_batch_size",
+            "Webhook events acknowledged per group commit",
+            commit_batch_size.clone(),
+        );
+        let watch_streams = Gauge::default();
+        registry.register(
+            "watch_streams",
+            "Open WatchRefresh streams",
+            watch_streams.clone(),
+        );
+        let watch_lagged = Counter::default();
+        registry.register(
+            "watch_lagged",
+            "Times a watcher fell behind its buffer and caught up from the database",
+            watch_lagged.clone(),
+        );
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpcs",
+            "gRPC calls answered, by method and status code",
+            rpcs.clone(),
+        );
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "fintoc_requests",
+            "Calls to Fintoc's API, by endpoint and outcome",
+            upstream.clone(),
+        );
+        let timed_out_intents = Counter::default();
+        registry.register(
+            "intents_timed_out",
+            "Intents completed with TIMED_OUT results after the refresh timeout",
+            timed_out_intents.clone(),
+        );
+        let reconciled_events = Counter::default();
+        registry.register(
+            "reconciled_events",
+            "Events recovered through Fintoc's events endpoint instead of a webhook",
+            reconciled_events.clone(),
+        );
+        let pruned_rows = Counter::default();
+        registry.register(
+            "pruned_rows",
+            "Rows removed by retention",
+            pruned_rows.clone(),
+        );
+        Metrics {
+            registry,
+            webhook_events,
+            intake_seconds,
+            commit_batch_size,
+            watch_streams,
+            watch_lagged,
+            rpcs,
+            upstream,
+            timed_out_intents,
+            reconciled_events,
+            pruned_rows,
+        }
+    }
+
+    pub fn event(&self, event_type: &'static str, outcome: &'static str) {
+        self.webhook_events
+            .get_or_create(&EventLabels {
+                event_type,
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn rpc(&self, rpc: &'static str, code: tonic::Code) {
+        self.rpcs
+            .get_or_create(&RpcLabels {
+                rpc,
+                code: code_name(code),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, open_streams: u64) -> String {
+        self.watch_streams.set(open_streams as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}

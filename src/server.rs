@@ -1,0 +1,150 @@
+//! `serve`: wires storage, the hub, the gRPC and HTTP servers and the background tasks
+//! together, runs until `shutdown` is cancelled, then drains within the grace period.
+//! `main` and every test call this same function with their own listeners (port 0 in tests),
+//! config and cancellation token; nothing is global.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::grpc::Service;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::pb;
+use crate::pb::refresh_service_server::RefreshServiceServer;
+use crate::store::{self, Store};
+
+/// State shared by every handler.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub fintoc: crate::fintoc::client::Client,
+    pub refresh: crate::refresh::Coordinator,
+    /// Set once shutdown starts: readiness fails, new work is refused.
+    pub draining: AtomicBool,
+}
+
+/// The two bound sockets the server answers on.
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub http: TcpListener,
+}
+
+/// HTTP/2 pings keep idle watch streams honest: a client that vanished without closing
+/// (crash, NAT timeout) is noticed within interval + timeout instead of hours.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the service until `shutdown` is cancelled.
+pub async fn serve(
+    listeners: Listeners,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let hub = Arc::new(Hub::new(config.watch_buffer));
+    let store = {
+        let (url, hub, clock) = (
+            config.database_url.clone(),
+            hub.clone(),
+            config.clock.clone(),
+        );
+        tokio::task::spawn_blocking(move || Store::open(&url, hub, clock))
+            .await?
+            .with_context(|| format!("cannot open the database {:?}", config.database_url))?
+    };
+    let bounds = store.read(store::log_bounds).await?;
+    hub.start_at(bounds.newest);
+    // No create call survives a restart, so events held for one can be settled now.
+    let in_flight = store.in_flight().clone();
+    store
+        .write(move |tx| store::process_held(tx, &in_flight))
+        .await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let fintoc = crate::fintoc::client::Client::new(&config, metrics.clone())?;
+    let app = Arc::new(App {
+        refresh: crate::refresh::Coordinator::default(),
+        config,
+        store,
+        hub,
+        metrics,
+        fintoc,
+        draining: AtomicBool::new(false),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RefreshServiceServer<Service>>().await;
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
+    let reflection_v1alpha =
+        reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+
+    // Cancelled after the drain has started, so the servers stop last.
+    let stop = CancellationToken::new();
+    let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(RefreshServiceServer::new(Service::new(app.clone())))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            stop.clone().cancelled_owned(),
+        );
+    let http = axum::serve(listeners.http, crate::http::router(app.clone()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let mut servers = tokio::spawn(async move {
+        tokio::try_join!(async { grpc.await.context("gRPC server failed") }, async {
+            http.await.context("HTTP server failed")
+        },)
+    });
+    let background = crate::tasks::spawn(app.clone(), stop.clone());
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        result = &mut servers => {
+            stop.cancel();
+            result??;
+            anyhow::bail!("the servers stopped on their own");
+        }
+    }
+
+    tracing::info!(grace = ?app.config.shutdown_grace, "shutting down");
+    app.draining.store(true, Ordering::Release);
+    health
+        .set_not_serving::<RefreshServiceServer<Service>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    // Open watch streams end with UNAVAILABLE and their cursor, so clients resume elsewhere.
+    app.hub.close();
+    stop.cancel();
+    match tokio::time::timeout(app.config.shutdown_grace, &mut servers).await {
+        Ok(result) => {
+            result??;
+        }
+        Err(_) => {
+            tracing::warn!("shutdown grace expired; closing the remaining connections");
+            servers.abort();
+        }
+    }
+    background.await;
+    // Everything acknowledged is already committed; this only flushes queued work.
+    app.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! What RequestRefresh needs to answer locally: Links known by their token's hash, the
+//! pending intent of a Link, the last success (cooldown), the rejected hold, and idempotency
+//! keys.
+
+use diesel::prelude::*;
+use diesel::sqlite::SqliteConnection;
+
+use super::intents::get_intent;
+use super::models::IntentView;
+use super::schema::{accounts, idempotency_keys, links, refresh_intents};
+use super::{StoreResult, Tx};
+use crate::clock::Millis;
+use crate::domain::{IntentStatus, RefreshType};
+
+/// A Link as this service knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownLink {
+    pub link_id: String,
+    pub rejected_at_ms: Option<Millis>,
+}
+
+pub fn link_by_token(
+    conn: &mut SqliteConnection,
+    token_sha256: &str,
+) -> StoreResult<Option<KnownLink>> {
+    Ok(links::table
+        .filter(links::token_sha256.eq(token_sha256))
+        .order(links::resolved_at_ms.desc())
+        .select((links::link_id, links::rejected_at_ms))
+        .first::<(String, Option<Millis>)>(conn)
+        .optional()?
+        .map(|(link_id, rejected_at_ms)| KnownLink {
+            link_id,
+            rejected_at_ms,
+        }))
+}
+
+pub fn link_by_id(conn: &mut SqliteConnection, link_id: &str) -> StoreResult<Option<KnownLink>> {
+    Ok(links::table
+        .find(link_id)
+        .select(links::rejected_at_ms)
+        .first::<Option<Millis>>(conn)
+        .optional()?
+        .map(|rejected_at_ms| KnownLink {
+            link_id: link_id.to_owned(),
+            rejected_at_ms,
+        }))
+}
+
+/// Records a Link resolved through Fintoc, with its current accounts.
+pub fn upsert_link(
+    tx: &mut Tx<'_>,
+    link_id: &str,
+    token_sha256: &str,
+    account_ids: &[String],
+) -> StoreResult<()> {
+    let now = tx.now_ms();
+    diesel::insert_into(links::table)
+        .values((
+            links::link_id.eq(link_id),
+            links::token_sha256.eq(token_sha256),
+            links::resolved_at_ms.eq(now),
+        ))
+        .on_conflict(links::link_id)
+        .do_update()
+        .set((
+            links::token_sha256.eq(token_sha256),
+            links::resolved_at_ms.eq(now),
+        ))
+        .execute(tx.conn)?;
+    for account in account_ids {
+        diesel::replace_into(accounts::table)
+            .values((
+                accounts::account_id.eq(account),
+                accounts::link_id.eq(link_id),
+            ))
+            .execute(tx.conn)?;
+    }
+    Ok(())
+}
+
+/// The Link's pending intent, if any (the newest, should there be several).
+pub fn pending_intent(
+    conn: &mut SqliteConnection,
+    link_id: &str,
+) -> StoreResult<Option<IntentView>> {
+    let id: Option<String> = refresh_intents::table
+        .filter(refresh_intents::link_id.eq(link_id))
+        .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
+        .order(refresh_intents::created_at_ms.desc())
+        .select(refresh_intents::id)
+        .first(conn)
+        .optional()?;
+    match id {
+        Some(id) => get_intent(conn, &id),
+        None => Ok(None),
+    }
+}
+
+/// The most recently completed succeeded intent of this type: (id, completed at).
+pub fn last_success(
+    conn: &mut SqliteConnection,
+    link_id: &str,
+    refresh_type: RefreshType,
+) -> StoreResult<Option<(String, Millis)>> {
+    Ok(refresh_intents::table
+        .filter(refresh_intents::link_id.eq(link_id))
+        .filter(refresh_intents::refresh_type.eq(refresh_type.as_str()))
+        .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
+        .filter(refresh_intents::completed_at_ms.is_not_null())
+        .order(refresh_intents::completed_at_ms.desc())
+        .select((
+            refresh_intents::id,
+            refresh_intents::completed_at_ms.assume_not_null(),
+        ))
+        .first(conn)
+        .optional()?)
+}
+
+/// A remembered RequestRefresh answer.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct IdempotencyRecord {
+    pub token_sha256: String,
+    pub refresh_type: String,
+    pub refresh_intent_id: String,
+    pub joined_existing: bool,
+    pub created_at_ms: Millis,
+}
+
+pub fn idempotency(
+    conn: &mut SqliteConnection,
+    key: &str,
+) -> StoreResult<Option<IdempotencyRecord>> {
+    Ok(idempotency_keys::table
+        .find(key)
+        .select((
+            idempotency_keys::token_sha256,
+            idempotency_keys::refresh_type,
+            idempotency_keys::refresh_intent_id,
+            idempotency_keys::joined_existing,
+            idempotency_keys::created_at_ms,
+        ))
+        .first(conn)
+        .optional()?)
+}
+
+/// Remembers the first answer given for `key` (a later call with the same key keeps it).
+pub fn remember_key(
+    tx: &mut Tx<'_>,
+    key: &str,
+    token_sha256: &str,
+    refresh_type: RefreshType,
+    refresh_intent_id: &str,
+    joined_existing: bool,
+) -> StoreResult<()> {
+    let now = tx.now_ms();
+    diesel::insert_or_ignore_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::idempotency_key.eq(key),
+            idempotency_keys::token_sha256.eq(token_sha256),
+            idempotency_keys::refresh_type.eq(refresh_type.as_str()),
+            idempotency_keys::refresh_intent_id.eq(refresh_intent_id),
+            idempotency_keys::joined_existing.eq(joined_existing),
+            idempotency_keys::created_at_ms.eq(now),
+        ))
+        .execute(tx.conn)?;
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The result log: appending (inside the writer) and reading by target and cursor.
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use diesel::sqlite::SqliteConnection;
+
+use super::models::{NewResult, ResultRow};
+use super::schema::results;
+use super::{StoreResult, Tx};
+
+/// Whose results a watcher follows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Intent(String),
+    Link(String),
+    Account(String),
+}
+
+impl Target {
+    /// Whether a logged result belongs to this target.
+    pub fn matches(&self, row: &ResultRow) -> bool {
+        match self {
+            Target::Intent(id) => row.refresh_intent_id == *id,
+            Target::Link(id) => row.link_id == *id,
+            Target::Account(id) => row.account_id == *id,
+        }
+    }
+}
+
+/// Appends one result; the row comes back with its sequence and is queued for the hub.
+pub(super) fn append(tx: &mut Tx<'_>, new: &NewResult<'_>) -> StoreResult<ResultRow> {
+    let row: ResultRow = diesel::insert_into(results::table)
+        .values(new)
+        .returning(ResultRow::as_returning())
+        .get_result(tx.conn)?;
+    tx.appended(row.clone());
+    Ok(row)
+}
+
+/// Up to `limit` results of `target` after `after`, oldest first.
+pub fn results_after(
+    conn: &mut SqliteConnection,
+    target: &Target,
+    after: i64,
+    limit: i64,
+) -> StoreResult<Vec<ResultRow>> {
+    let query = results::table
+        .select(ResultRow::as_select())
+        .filter(results::sequence.gt(after))
+        .order(results::sequence.asc())
+        .limit(limit);
+    let rows = match target {
+        Target::Intent(id) => query.filter(results::refresh_intent_id.eq(id)).load(conn)?,
+        Target::Link(id) => query.filter(results::link_id.eq(id)).load(conn)?,
+        Target::Account(id) => query.filter(results::account_id.eq(id)).load(conn)?,
+    };
+    Ok(rows)
+}
+
+/// What part of the log is still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The newest sequence ever assigned (0 when the log was always empty).
+    pub newest: i64,
+    /// The oldest sequence still retained; `newest + 1` when retention emptied the log.
+    pub oldest: i64,
+}
+
+impl LogBounds {
+    /// Every sequence up to this one has been pruned.
+    pub fn pruned_through(&self) -> i64 {
+        self.oldest - 1
+    }
+}
+
+#[derive(QueryableByName)]
+struct Seq {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+}
+
+pub fn log_bounds(conn: &mut SqliteConnection) -> StoreResult<LogBounds> {
+    // sqlite_sequence remembers the highest sequence AUTOINCREMENT handed out, even after
+    // the rows are gone; it has no row until the first insert.
+    let newest = diesel::sql_query("SELECT seq FROM sqlite_sequence WHERE name = 'results'")
+        .get_result::<Seq>(conn)
+        .optional()?
+        .map_or(0, |s| s.seq);
+    let oldest: Option<i64> = results::table
+        .select(diesel::dsl::min(results::sequence))
+        .first(conn)?;
+    Ok(LogBounds {
+        newest,
+        oldest: oldest.unwrap_or(newest + 1),
+    })
+}

@@ -1,0 +1,191 @@
+//! Background work: the deadline keeper (lost-webhook reconciliation and timeouts) and
+//! retention. Both read time from the injected clock, so tests drive them by moving it.
+//!
+//! Deadlines, for each pending intent: at `--reconcile-after` past creation (and again every
+//! `--reconcile-after`) Fintoc's events endpoint is read for results whose webhook never
+//! came, through the same ingestion path and dedupe as the intake; at `--refresh-timeout` it
+//! is read once more, then every account still missing gets a TIMED_OUT result and the intent
+//! completes, so no watcher waits forever. If Fintoc is down, timeouts still happen.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Millis;
+use crate::domain::correlate::CLOCK_SLACK_MS;
+use crate::fintoc::event::decode;
+use crate::server::App;
+use crate::store::{self, retention};
+
+/// How often deadlines are checked (on the system clock).
+const DEADLINE_TICK: Duration = Duration::from_secs(1);
+/// How often retention runs.
+const RETENTION_TICK: Duration = Duration::from_secs(600);
+/// Rows per retention job: short enough that the intake barely notices it.
+const PRUNE_CHUNK: i64 = 2_000;
+/// Pages of `/v2/events` read per reconciliation at most (100 events each).
+const MAX_EVENT_PAGES: usize = 50;
+/// Time allowed for one reconciliation's calls to Fintoc.
+const RECONCILE_BUDGET: Duration = Duration::from_secs(60);
+
+/// Starts the background tasks; the returned future finishes once they stopped.
+pub fn spawn(app: Arc<App>, stop: CancellationToken) -> impl Future<Output = ()> {
+    let deadlines = tokio::spawn(every(
+        app.clone(),
+        stop.clone(),
+        DEADLINE_TICK,
+        |app| async move { keep_deadlines(&app).await },
+    ));
+    let retention = tokio::spawn(every(app, stop, RETENTION_TICK, |app| async move {
+        prune(&app).await
+    }));
+    async move {
+        let _ = tokio::join!(deadlines, retention);
+    }
+}
+
+async fn every<F, Fut>(app: Arc<App>, stop: CancellationToken, period: Duration, work: F)
+where
+    F: Fn(Arc<App>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = app.config.clock.tick(period) => {}
+        }
+        if let Err(e) = work(app.clone()).await {
+            tracing::warn!(error = %e, "background task failed; will retry");
+        }
+    }
+}
+
+/// Runs both deadline checks once (also called by tests through the clock).
+pub async fn keep_deadlines(app: &App) -> anyhow::Result<()> {
+    let now = app.config.clock.now_ms();
+    let reconcile_after = millis(app.config.reconcile_after);
+    let timeout = millis(app.config.refresh_timeout);
+    let due = app
+        .store
+        .read(move |c| store::pending_intents_due(c, now - reconcile_after))
+        .await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let to_reconcile: Vec<(String, Millis)> = due
+        .iter()
+        .filter(|(_, created, reconciled)| {
+            let timed_out = now >= created + timeout;
+            match reconciled {
+                None => true,
+                // Once more right at the final deadline, else every reconcile_after.
+                Some(at) => (timed_out && *at < created + timeout) || *at + reconcile_after <= now,
+            }
+        })
+        .map(|(id, created, _)| (id.clone(), *created))
+        .collect();
+    if let Some(since) = to_reconcile.iter().map(|(_, created)| *created).min() {
+        match reconcile(app, since).await {
+            Ok(found) => {
+                let ids: Vec<String> = to_reconcile.into_iter().map(|(id, _)| id).collect();
+                app.store
+                    .write(move |tx| store::mark_reconciled(tx, &ids))
+                    .await?;
+                if found > 0 {
+                    tracing::info!(found, "recovered results whose webhook never arrived");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reconciliation with Fintoc failed; will retry"),
+        }
+    }
+    for (id, created, _) in due
+        .into_iter()
+        .filter(|(_, created, _)| now >= created + timeout)
+    {
+        let completed = app
+            .store
+            .write(move |tx| store::complete_timed_out(tx, &id))
+            .await?;
+        if let Some(intent) = completed {
+            app.metrics.timed_out_intents.inc();
+            tracing::warn!(intent = %intent.id, created_ms = created, status = intent.status.as_str(), "refresh timed out");
+        }
+    }
+    Ok(())
+}
+
+/// Reads Fintoc's events created since `since_ms` and ingests them like webhooks. Returns how
+/// many of them were new results.
+async fn reconcile(app: &App, since_ms: Millis) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + RECONCILE_BUDGET;
+    let mut cursor: Option<String> = None;
+    let mut found = 0;
+    for _ in 0..MAX_EVENT_PAGES {
+        let (events, next) = app.fintoc.list_events(cursor.as_deref(), deadline).await?;
+        let reached_older = events.iter().any(|e| {
+            e.created_at_ms
+                .is_some_and(|at| at < since_ms - CLOCK_SLACK_MS)
+        });
+        let fresh: Vec<_> = events
+            .into_iter()
+            .filter(|e| {
+                e.created_at_ms
+                    .is_none_or(|at| at >= since_ms - CLOCK_SLACK_MS)
+            })
+            .collect();
+        let in_flight = app.store.in_flight().clone();
+        let now = app.config.clock.now_ms();
+        let outcomes = app
+            .store
+            .write(move |tx| {
+                fresh
+                    .iter()
+                    .map(|e| {
+                        store::ingest_event(
+                            tx,
+                            &in_flight,
+                            e.raw.as_bytes(),
+                            &decode(e.raw.as_bytes()),
+                            now,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        found += outcomes
+            .iter()
+            .filter(|o| matches!(o, store::IngestOutcome::Logged(_)))
+            .count();
+        if reached_older || next.is_none() {
+            break;
+        }
+        cursor = next;
+    }
+    app.metrics.reconciled_events.inc_by(found as u64);
+    Ok(found)
+}
+
+/// Removes what is older than `--retention`, chunk by chunk.
+pub async fn prune(app: &App) -> anyhow::Result<()> {
+    let now = app.config.clock.now_ms();
+    let cutoff = now - millis(app.config.retention);
+    let key_cutoff = now - millis(crate::refresh::KEY_TTL);
+    loop {
+        let pruned = app
+            .store
+            .write(move |tx| retention::prune(tx, cutoff, key_cutoff, PRUNE_CHUNK))
+            .await?;
+        app.metrics.pruned_rows.inc_by(pruned.total() as u64);
+        if pruned.total() == 0 {
+            return Ok(());
+        }
+        tracing::debug!(?pruned, "retention pruned rows");
+        // Let the intake's jobs in between chunks.
+        tokio::task::yield_now().await;
+    }
+}
+
+fn millis(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
