@@ -1,1 +1,44 @@
-fn main() {}
+//! The `fintoc-refresh` binary: parse the command line and hand over to the subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use fintoc_refresh::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line naming the problem; clap's usage hint would follow on more lines.
+            let text = e.render().to_string();
+            eprintln!(
+                "{}",
+                text.lines().next().unwrap_or("error: invalid command line")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Simulate(args) => cli::simulate::run(args).await,
+            Command::Refresh(args) => cli::client::refresh(args).await,
+            Command::Watch(args) => cli::client::watch(args).await,
+        }
+    })
+}

@@ -49,6 +49,13 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let app = start(config).await?;
+    run(app, listeners, shutdown).await
+}
+
+/// Opens the database and builds the shared state, ready to [`run`]. Tests use the two
+/// halves to reach the store directly.
+pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
     let hub = Arc::new(Hub::new(config.watch_buffer));
     let store = {
         let (url, hub, clock) = (
@@ -67,10 +74,9 @@ pub async fn serve(
     store
         .write(move |tx| store::process_held(tx, &in_flight))
         .await?;
-
     let metrics = Arc::new(Metrics::new());
     let fintoc = crate::fintoc::client::Client::new(&config, metrics.clone())?;
-    let app = Arc::new(App {
+    Ok(Arc::new(App {
         refresh: crate::refresh::Coordinator::default(),
         config,
         store,
@@ -78,8 +84,15 @@ pub async fn serve(
         metrics,
         fintoc,
         draining: AtomicBool::new(false),
-    });
+    }))
+}
 
+/// Serves `app` on `listeners` until `shutdown` is cancelled, then drains.
+pub async fn run(
+    app: Arc<App>,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RefreshServiceServer<Service>>().await;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {

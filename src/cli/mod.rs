@@ -1,1 +1,121 @@
-//! placeholder
+//! The command line: `serve`, `simulate`, and the human clients `refresh` and `watch`.
+//! Subcommand and flag names are fixed by the contract.
+
+pub mod client;
+mod render;
+pub mod serve;
+pub mod simulate;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fintoc-refresh",
+    version,
+    about = "Refresh bank Links through Fintoc and push each account's result over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service.
+    Serve(crate::config::ServeArgs),
+    /// Run the Fintoc simulator alone (for other teams' integration tests).
+    Simulate(simulate::SimulateArgs),
+    /// Request a refresh of one Link and show each account's result as it arrives.
+    Refresh(RefreshArgs),
+    /// Follow the results of a Link, an account or one refresh intent.
+    Watch(WatchArgs),
+}
+
+/// `fintoc-refresh refresh`
+#[derive(Debug, Clone, Args)]
+pub struct RefreshArgs {
+    /// The Link's token (a bank credential: prefer the LINK_TOKEN env var over the flag).
+    #[arg(long, env = "LINK_TOKEN", hide_env_values = true)]
+    pub link_token: String,
+    /// Refresh historical statements instead of only the latest one.
+    #[arg(long)]
+    pub historical: bool,
+    /// The service's gRPC address.
+    #[arg(
+        long,
+        env = "FINTOC_REFRESH_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// One JSON object per line instead of the human display.
+    #[arg(long)]
+    pub json: bool,
+    /// Idempotency key for the request (repeat it to get the same intent back).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `fintoc-refresh watch`
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["link_id", "account_id", "refresh_intent_id"])))]
+pub struct WatchArgs {
+    /// Follow every result of this Link.
+    #[arg(long)]
+    pub link_id: Option<String>,
+    /// Follow every result of this account.
+    #[arg(long)]
+    pub account_id: Option<String>,
+    /// Follow one refresh intent until it completes.
+    #[arg(long)]
+    pub refresh_intent_id: Option<String>,
+    /// Resume after this sequence (0 = everything retained).
+    #[arg(long)]
+    pub after: Option<u64>,
+    /// The service's gRPC address.
+    #[arg(
+        long,
+        env = "FINTOC_REFRESH_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// One JSON object per line instead of the human display.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Logs go to stderr (stdout carries only the contract's lines), as text or JSON; the level
+/// comes from RUST_LOG (default info).
+pub fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        cancel.cancel();
+    });
+    token
+}

@@ -66,7 +66,16 @@ pub async fn open(
         // A feed "from now" starts after everything the hub has already handed out.
         (_, None) => (app.hub.high_water(), false),
     };
-    Ok(Box::pin(run(app, target, subscription, cursor, catch_up)))
+    // Heartbeats count from the moment the stream opened, not from when it is first polled.
+    let opened_at = app.config.clock.now_ms();
+    Ok(Box::pin(run(
+        app,
+        target,
+        subscription,
+        cursor,
+        catch_up,
+        opened_at,
+    )))
 }
 
 fn non_empty(field: &str, id: String) -> Result<String, AppError> {
@@ -150,6 +159,7 @@ fn run(
     subscription: Subscription,
     mut cursor: i64,
     mut catching_up: bool,
+    mut last_sent: i64,
 ) -> impl Stream<Item = Result<pb::WatchRefreshResponse, Status>> + Send {
     let interval = i64::try_from(app.config.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
     async_stream::try_stream! {
@@ -158,7 +168,6 @@ fn run(
             // A feed from now opens with the cursor it starts after.
             yield heartbeat(&app, cursor);
         }
-        let mut last_sent = clock.now_ms();
         loop {
             if app.hub.is_closed() {
                 Err::<(), Status>(shutting_down(cursor))?;
@@ -171,6 +180,9 @@ fn run(
                     .await
                     .map_err(AppError::from)?;
                 let done = (rows.len() as i64) < PAGE;
+                if !rows.is_empty() {
+                    last_sent = clock.now_ms();
+                }
                 for row in rows {
                     cursor = row.sequence;
                     yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
@@ -188,7 +200,6 @@ fn run(
                     }
                     catching_up = false;
                 }
-                last_sent = clock.now_ms();
                 continue;
             }
             match subscription.try_next() {
@@ -213,14 +224,17 @@ fn run(
                 }
                 Next::Closed => Err::<(), Status>(shutting_down(cursor))?,
                 Next::Idle { high_water } => {
+                    if clock.now_ms() >= last_sent.saturating_add(interval) {
+                        // Everything up to the high water meant for us was delivered, so it
+                        // is a safe cursor; read it fresh so the cursor keeps moving.
+                        cursor = cursor.max(high_water);
+                        last_sent = clock.now_ms();
+                        yield heartbeat(&app, cursor);
+                        continue;
+                    }
                     tokio::select! {
                         _ = subscription.changed() => {}
-                        _ = clock.sleep_until(last_sent.saturating_add(interval)) => {
-                            // Everything up to the high water meant for us was delivered.
-                            cursor = cursor.max(high_water);
-                            last_sent = clock.now_ms();
-                            yield heartbeat(&app, cursor);
-                        }
+                        _ = clock.sleep_until(last_sent.saturating_add(interval)) => {}
                     }
                 }
             }

@@ -1,1 +1,250 @@
-//! placeholder
+//! A Fintoc look-alike: a real HTTP server speaking the parts of Fintoc's API this service
+//! uses (see `shared/fintoc-api.md`), that delivers **signed** account events to webhook URLs
+//! the way Fintoc does (retries on non-2xx with exponential backoff, optional duplicates and
+//! reordering). `serve --simulate` embeds it on its own port; `fintoc-refresh simulate` runs
+//! it alone for other teams' integration tests; the end-to-end tests drive it directly.
+//!
+//! What it enforces like Fintoc: the raw secret key in `Authorization`; JSON error envelopes
+//! with Fintoc's codes; one refresh in progress per Link; 5 / 60 minute spacing after a
+//! succeeded only_last / historical refresh (none after a failed one); rejected credentials;
+//! MFA via `requires_mfa.widget_token`; `Idempotency-Key` replay on POST; Link-header
+//! pagination; `/v2/events`. Time for those rules comes from the injected clock.
+//!
+//! Layout: `state.rs` the model and its rules, `api.rs` the HTTP endpoints, `deliver.rs`
+//! webhook delivery.
+
+mod api;
+mod deliver;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use deliver::Delivery;
+pub use state::{Fault, Outcome};
+
+use crate::clock::Clock;
+
+/// How the simulator behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The secret key callers must send (`sk_test_…` selects test mode, `sk_live_…` live).
+    pub api_key: String,
+    /// Webhook targets that receive every account event (besides endpoints created through
+    /// `/v1/webhook_endpoints`), each with its signing secret.
+    pub webhooks: Vec<(String, String)>,
+    /// Time between a refresh intent's creation and its account events.
+    pub delivery_delay: Duration,
+    /// How long the simulated end user takes to complete the MFA widget.
+    pub mfa_delay: Duration,
+    /// First retry delay after a failed delivery; doubled each time (Fintoc: 3 s).
+    pub retry_base: Duration,
+    /// Retries per delivery after the first attempt (Fintoc: 17).
+    pub max_retries: u32,
+    /// Deliver every event twice.
+    pub duplicate: bool,
+    /// Deliver each refresh's events in reverse order.
+    pub reorder: bool,
+    /// Produce and deliver the events before answering the create call.
+    pub deliver_before_response: bool,
+    /// HTTP status of the cooldown error (`rate_limit_exceeded`); Fintoc's is undocumented.
+    pub cooldown_status: u16,
+    pub clock: Clock,
+}
+
+impl SimConfig {
+    pub fn new(api_key: impl Into<String>) -> SimConfig {
+        SimConfig {
+            api_key: api_key.into(),
+            webhooks: Vec::new(),
+            delivery_delay: Duration::from_secs(2),
+            mfa_delay: Duration::from_secs(5),
+            retry_base: Duration::from_secs(3),
+            max_retries: 17,
+            duplicate: false,
+            reorder: false,
+            deliver_before_response: false,
+            cooldown_status: 400,
+            clock: Clock::System,
+        }
+    }
+}
+
+/// A Link to create in the simulator: one outcome per account.
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    pub accounts: Vec<Outcome>,
+    /// The institution asks for MFA on every refresh.
+    pub mfa: bool,
+    /// A fixed token (demo links), or `None` for a random one.
+    pub token: Option<String>,
+}
+
+impl LinkSpec {
+    pub fn new(accounts: Vec<Outcome>) -> LinkSpec {
+        LinkSpec {
+            accounts,
+            mfa: false,
+            token: None,
+        }
+    }
+}
+
+/// A Link the simulator serves.
+#[derive(Debug, Clone)]
+pub struct SimLinkInfo {
+    pub link_id: String,
+    pub token: String,
+    pub account_ids: Vec<String>,
+}
+
+/// A running simulator: its address and handles for tests.
+#[derive(Clone)]
+pub struct Simulator {
+    addr: SocketAddr,
+    state: Arc<Mutex<state::State>>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+}
+
+impl Simulator {
+    /// Serves on `listener` until `shutdown` is cancelled.
+    pub fn start(
+        listener: TcpListener,
+        config: SimConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Simulator> {
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let state = Arc::new(Mutex::new(state::State::new(&config.api_key, &base_url)));
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let shared = api::Shared::new(config, state.clone(), deliveries.clone(), shutdown.clone());
+        let router = api::router(shared);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(Simulator {
+            addr,
+            state,
+            deliveries,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to give the service as `--fintoc-api-url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn add_link(&self, spec: LinkSpec) -> SimLinkInfo {
+        self.state.lock().expect("simulator state").add_link(spec)
+    }
+
+    /// The four demo Links `serve --simulate` prints.
+    pub fn add_demo_links(&self) -> Vec<(&'static str, SimLinkInfo)> {
+        demo_links()
+            .into_iter()
+            .map(|(name, spec)| (name, self.add_link(spec)))
+            .collect()
+    }
+
+    /// Makes the next `count` API requests fail with `fault`.
+    pub fn inject(&self, fault: Fault, count: usize) {
+        self.state
+            .lock()
+            .expect("simulator state")
+            .inject(fault, count);
+    }
+
+    /// How many API requests matched `method` and `path` (exact path, no query).
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        self.state
+            .lock()
+            .expect("simulator state")
+            .count_requests(method, path)
+    }
+
+    /// Marks a Link's credentials as valid again (the user reconnected it).
+    pub fn reconnect(&self, link_id: &str) {
+        self.state
+            .lock()
+            .expect("simulator state")
+            .reconnect(link_id);
+    }
+
+    /// Every webhook delivery attempt so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().expect("deliveries").clone()
+    }
+
+    /// Ids of the events produced so far, oldest first.
+    pub fn event_ids(&self) -> Vec<String> {
+        self.state.lock().expect("simulator state").event_ids()
+    }
+}
+
+/// Random characters for generated keys and secrets.
+pub fn random_suffix() -> String {
+    state::new_id("x")[2..].to_owned()
+}
+
+/// all-succeed, one-fails, rejected, mfa-required: fixed tokens, so the README can show them.
+pub fn demo_links() -> Vec<(&'static str, LinkSpec)> {
+    let spec = |accounts: Vec<Outcome>, mfa: bool, token: &str| LinkSpec {
+        accounts,
+        mfa,
+        token: Some(token.to_owned()),
+    };
+    let ok = |n| Outcome::Succeed { new_movements: n };
+    vec![
+        (
+            "all-succeed",
+            spec(
+                vec![ok(3), ok(0), ok(12)],
+                false,
+                "link_demoAllSucceed_token_sim0001",
+            ),
+        ),
+        (
+            "one-fails",
+            spec(
+                vec![
+                    ok(2),
+                    Outcome::Fail {
+                        public_error: "The bank did not answer in time".into(),
+                    },
+                    ok(1),
+                ],
+                false,
+                "link_demoOneFails_token_sim0002",
+            ),
+        ),
+        (
+            "rejected",
+            spec(
+                vec![Outcome::Reject, Outcome::Reject],
+                false,
+                "link_demoRejected_token_sim0003",
+            ),
+        ),
+        (
+            "mfa-required",
+            spec(
+                vec![ok(4), ok(1)],
+                true,
+                "link_demoMfaRequired_token_sim0004",
+            ),
+        ),
+    ]
+}

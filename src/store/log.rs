@@ -94,3 +94,23 @@ pub fn log_bounds(conn: &mut SqliteConnection) -> StoreResult<LogBounds> {
         oldest: oldest.unwrap_or(newest + 1),
     })
 }
+
+/// Row counts, for operators and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub webhook_events: i64,
+    pub held_events: i64,
+    pub results: i64,
+}
+
+pub fn counts(conn: &mut SqliteConnection) -> StoreResult<Counts> {
+    use super::schema::webhook_events;
+    Ok(Counts {
+        webhook_events: webhook_events::table.count().get_result(conn)?,
+        held_events: webhook_events::table
+            .filter(webhook_events::disposition.eq("held"))
+            .count()
+            .get_result(conn)?,
+        results: results::table.count().get_result(conn)?,
+    })
+}

@@ -33,7 +33,7 @@ pub use intents::{
     NewIntent, complete_timed_out, get_intent, mark_reconciled, pending_intents_due,
     register_intent,
 };
-pub use log::{LogBounds, Target, log_bounds, results_after};
+pub use log::{Counts, LogBounds, Target, counts, log_bounds, results_after};
 pub use models::ResultRow;
 pub use writer::Tx;
 

@@ -1,0 +1,100 @@
+//! `fintoc-refresh serve`: bind, announce, serve until SIGTERM/SIGINT. With `--simulate` the
+//! embedded Fintoc simulator is started on its own port first, with fresh secrets, and the
+//! service is pointed at it.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{init_tracing, shutdown_on_signal};
+use crate::config::ServeArgs;
+use crate::secret::Secret;
+use crate::simulator::{SimConfig, Simulator};
+use crate::{Listeners, serve};
+
+pub async fn run(args: ServeArgs) -> ExitCode {
+    init_tracing(&args.log_format);
+    let (grpc_addr, http_addr, simulate) = (args.grpc_addr, args.http_addr, args.simulate);
+    let mut config = match args.into_config(|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listeners = match bind(grpc_addr, http_addr).await {
+        Ok(l) => l,
+        Err(line) => {
+            eprintln!("error: {line}");
+            return ExitCode::from(1);
+        }
+    };
+    let (grpc, http) = (local(&listeners.grpc), local(&listeners.http));
+    let shutdown = shutdown_on_signal();
+    let mut demo = Vec::new();
+    if simulate {
+        match start_simulator(http, shutdown.clone()).await {
+            Ok((sim, key, secret)) => {
+                config.fintoc_api_url = sim.url();
+                config.fintoc_secret_key = key;
+                config.webhook_secrets = vec![secret];
+                demo = sim.add_demo_links();
+                tracing::info!(url = %sim.url(), "Fintoc simulator running");
+            }
+            Err(e) => {
+                eprintln!("error: cannot start the Fintoc simulator: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    // The contract's one line on stdout (then, with --simulate, the demo tokens).
+    println!("listening grpc={grpc} http={http}");
+    for (name, link) in &demo {
+        println!("demo {name} link_token={}", link.token);
+    }
+    match serve(listeners, config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn bind(grpc: SocketAddr, http: SocketAddr) -> Result<Listeners, String> {
+    let grpc = TcpListener::bind(grpc)
+        .await
+        .map_err(|e| format!("cannot listen on --grpc-addr {grpc}: {e}"))?;
+    let http = TcpListener::bind(http)
+        .await
+        .map_err(|e| format!("cannot listen on --http-addr {http}: {e}"))?;
+    Ok(Listeners { grpc, http })
+}
+
+fn local(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+}
+
+async fn start_simulator(
+    http: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<(Simulator, Secret, Secret)> {
+    let key = format!("sk_test_{}", crate::simulator::random_suffix());
+    let secret = format!("whsec_{}", crate::simulator::random_suffix());
+    // Deliveries go to our own intake; a wildcard bind is reached through loopback.
+    let host = if http.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        http.ip().to_string()
+    };
+    let target = format!("http://{host}:{}/webhooks/fintoc", http.port());
+    let mut config = SimConfig::new(key.clone());
+    config.webhooks = vec![(target, secret.clone())];
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, config, shutdown)?;
+    Ok((sim, Secret::new(key), Secret::new(secret)))
+}

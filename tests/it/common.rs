@@ -1,0 +1,378 @@
+//! The end-to-end harness: a real server (the same `serve` path as `main`) on port-0
+//! listeners with a fresh SQLite file, a real tonic client, real HTTP, a manual clock, and
+//! optionally the Fintoc simulator on its own port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fintoc_refresh::Listeners;
+use fintoc_refresh::clock::{Clock, ManualClock};
+use fintoc_refresh::config::Config;
+use fintoc_refresh::domain::RefreshType;
+use fintoc_refresh::fintoc::signature;
+use fintoc_refresh::pb::refresh_service_client::RefreshServiceClient;
+use fintoc_refresh::pb::{self, watch_refresh_request::Target, watch_refresh_response::Event};
+use fintoc_refresh::secret::Secret;
+use fintoc_refresh::server::{self, App};
+use fintoc_refresh::simulator::{SimConfig, Simulator};
+use fintoc_refresh::store::{self, NewIntent};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const SECRET: &str = "whsec_test_secret_for_e2e";
+pub const API_KEY: &str = "sk_test_e2e_key";
+/// 2027-01-15T00:00:00Z: every test starts at the same instant.
+pub const START_MS: i64 = 1_800_000_000_000;
+/// Upper bound on waiting for something that should happen at once: a broken test fails
+/// instead of hanging.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How to start a test server.
+pub struct Options {
+    pub db: Option<std::path::PathBuf>,
+    pub heartbeat: Duration,
+    pub watch_buffer: usize,
+    pub max_body_bytes: usize,
+    pub simulator: Option<SimConfig>,
+    pub fintoc_url: Option<String>,
+    pub clock: Option<(Clock, Arc<ManualClock>)>,
+    pub tune: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            db: None,
+            heartbeat: Duration::from_secs(5),
+            watch_buffer: 256,
+            max_body_bytes: 1_048_576,
+            simulator: None,
+            fintoc_url: None,
+            clock: None,
+            tune: None,
+        }
+    }
+}
+
+pub struct TestServer {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub app: Arc<App>,
+    pub clock: Arc<ManualClock>,
+    pub sim: Option<Simulator>,
+    pub db_path: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    http_client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(mut opts: Options) -> TestServer {
+        let (dir, db_path) = match opts.db.take() {
+            Some(path) => (None, path),
+            None => {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("test.db");
+                (Some(dir), path)
+            }
+        };
+        let (clock, hand) = opts.clock.take().unwrap_or_else(|| Clock::manual(START_MS));
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let sim = match opts.simulator.take() {
+            Some(mut sim_config) => {
+                sim_config.webhooks =
+                    vec![(format!("http://{http_addr}/webhooks/fintoc"), SECRET.into())];
+                sim_config.clock = clock.clone();
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                Some(Simulator::start(listener, sim_config, shutdown.clone()).unwrap())
+            }
+            None => None,
+        };
+        let fintoc_url = opts
+            .fintoc_url
+            .take()
+            .or_else(|| sim.as_ref().map(Simulator::url))
+            .unwrap_or_else(|| "http://127.0.0.1:9".into());
+        let mut config = Config::new(db_path.to_string_lossy(), fintoc_url);
+        config.fintoc_secret_key = Secret::new(API_KEY);
+        config.webhook_secrets = vec![Secret::new(SECRET)];
+        config.heartbeat_interval = opts.heartbeat;
+        config.watch_buffer = opts.watch_buffer;
+        config.max_body_bytes = opts.max_body_bytes;
+        config.shutdown_grace = Duration::from_secs(5);
+        config.clock = clock;
+        if let Some(tune) = opts.tune.take() {
+            tune(&mut config);
+        }
+        let app = server::start(config).await.unwrap();
+        let task = tokio::spawn(server::run(
+            app.clone(),
+            Listeners { grpc, http },
+            shutdown.clone(),
+        ));
+        TestServer {
+            grpc: grpc_addr,
+            http: http_addr,
+            app,
+            clock: hand,
+            sim,
+            db_path,
+            _dir: dir,
+            shutdown,
+            task: Some(task),
+            http_client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn client(&self) -> RefreshServiceClient<Channel> {
+        RefreshServiceClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server (graceful shutdown) and returns how it ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("shutdown took too long")
+            .unwrap()
+    }
+
+    /// Stops the server and hands back the temp dir so the same file can be reopened.
+    pub async fn stop_keep_db(mut self) -> (Option<tempfile::TempDir>, std::path::PathBuf) {
+        let dir = self._dir.take();
+        let path = self.db_path.clone();
+        self.stop().await.unwrap();
+        (dir, path)
+    }
+
+    pub fn now_secs(&self) -> i64 {
+        self.clock.now_ms() / 1000
+    }
+
+    /// POSTs `body` signed now with the test secret.
+    pub async fn post_event(&self, body: &str) -> (u16, String) {
+        let header = signature::header(SECRET, self.now_secs(), body.as_bytes());
+        self.post(body, Some(header)).await
+    }
+
+    pub async fn post(&self, body: &str, signature: Option<String>) -> (u16, String) {
+        let mut request = self
+            .http_client
+            .post(format!("http://{}/webhooks/fintoc", self.http))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(sig) = signature {
+            request = request.header("Fintoc-Signature", sig);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http_client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    pub async fn counts(&self) -> store::Counts {
+        self.app.store.read(store::counts).await.unwrap()
+    }
+
+    /// Registers an intent directly through the store (as if Fintoc had created it).
+    pub async fn create_intent(&self, id: &str, link: &str, accounts: &[&str]) {
+        let new = NewIntent {
+            id: id.into(),
+            link_id: link.into(),
+            refresh_type: RefreshType::OnlyLast,
+            accounts: accounts.iter().map(|a| a.to_string()).collect(),
+            created_at_ms: self.clock.now_ms(),
+            mfa_widget_token: String::new(),
+        };
+        let in_flight = self.app.store.in_flight().clone();
+        self.app
+            .store
+            .write(move |tx| store::register_intent(tx, &in_flight, &new))
+            .await
+            .unwrap();
+    }
+
+    pub async fn watch(&self, target: Target, after: Option<u64>) -> Watch {
+        let stream = self
+            .client()
+            .await
+            .watch_refresh(pb::WatchRefreshRequest {
+                target: Some(target),
+                after_sequence: after,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        Watch { stream }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A Fintoc account event body, as Fintoc serializes it.
+pub fn event(id: &str, account: &str, status: &str, created_at_ms: i64) -> String {
+    event_with_error(id, account, status, created_at_ms, None)
+}
+
+/// The same with a `public_error` (a long one makes a big message).
+pub fn event_with_error(
+    id: &str,
+    account: &str,
+    status: &str,
+    created_at_ms: i64,
+    error: Option<&str>,
+) -> String {
+    let at = fintoc_refresh::clock::format_rfc3339_ms(created_at_ms);
+    let error = error.map_or("null".to_owned(), |e| format!("\"{e}\""));
+    format!(
+        r#"{{"id":"{id}","type":"account.refresh_intent.{status}","mode":"test","created_at":"{at}","data":{{"object":"refresh_intent","refreshed_object":"account","refreshed_object_id":"{account}","status":"{status}","public_error":{error},"created_at":"{at}","type":"only_last","new_movements":2}},"object":"event"}}"#
+    )
+}
+
+pub fn intent_target(id: &str) -> Target {
+    Target::RefreshIntentId(id.into())
+}
+pub fn link_target(id: &str) -> Target {
+    Target::LinkId(id.into())
+}
+pub fn account_target(id: &str) -> Target {
+    Target::AccountId(id.into())
+}
+
+/// A watch stream with timeouts on every read.
+pub struct Watch {
+    pub stream: tonic::Streaming<pb::WatchRefreshResponse>,
+}
+
+/// What a test sees of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Result {
+        seq: u64,
+        account: String,
+        intent: String,
+        event: String,
+        status: pb::RefreshStatus,
+    },
+    Completed {
+        seq: u64,
+        status: pb::RefreshStatus,
+    },
+    Heartbeat {
+        seq: u64,
+    },
+}
+
+impl Seen {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Seen::Result { seq, .. } | Seen::Completed { seq, .. } | Seen::Heartbeat { seq } => {
+                *seq
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// The next message; panics if none arrives within [`PATIENCE`].
+    pub async fn next(&mut self) -> Seen {
+        match self.try_next(PATIENCE).await {
+            Some(Ok(seen)) => seen,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next message, the stream's end status, or None if nothing came within `wait`.
+    pub async fn try_next(&mut self, wait: Duration) -> Option<Result<Seen, tonic::Status>> {
+        match tokio::time::timeout(wait, self.stream.next()).await {
+            Err(_) => None,
+            Ok(None) => Some(Err(tonic::Status::ok("stream ended"))),
+            Ok(Some(Err(status))) => Some(Err(status)),
+            Ok(Some(Ok(msg))) => Some(Ok(seen(msg))),
+        }
+    }
+
+    /// The next message that is not a heartbeat.
+    pub async fn next_event(&mut self) -> Seen {
+        loop {
+            let seen = self.next().await;
+            if !matches!(seen, Seen::Heartbeat { .. }) {
+                return seen;
+            }
+        }
+    }
+
+    /// How the stream ended (OK or a status), skipping heartbeats.
+    pub async fn end(&mut self) -> tonic::Status {
+        loop {
+            match self.try_next(PATIENCE).await {
+                Some(Ok(Seen::Heartbeat { .. })) => continue,
+                Some(Ok(other)) => panic!("expected the end, got {other:?}"),
+                Some(Err(status)) => return status,
+                None => panic!("the stream did not end"),
+            }
+        }
+    }
+}
+
+fn seen(msg: pb::WatchRefreshResponse) -> Seen {
+    match msg.event.expect("every message carries an event") {
+        Event::AccountResult(r) => Seen::Result {
+            seq: msg.sequence,
+            status: r.status(),
+            account: r.account_id,
+            intent: r.refresh_intent_id,
+            event: r.event_id,
+        },
+        Event::RefreshCompleted(i) => Seen::Completed {
+            seq: msg.sequence,
+            status: i.status(),
+        },
+        Event::Heartbeat(_) => Seen::Heartbeat { seq: msg.sequence },
+    }
+}
+
+/// Polls `check` until it is true (real async work is happening in the server); fails
+/// after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

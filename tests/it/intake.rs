@@ -1,0 +1,291 @@
+//! The webhook intake: signatures, limits, dedupe, durability across restarts.
+
+use crate::common::*;
+use fintoc_refresh::fintoc::signature;
+use fintoc_refresh::pb::RefreshStatus;
+
+#[tokio::test]
+async fn signed_event_is_stored_and_pushed_to_intent_link_and_account_watchers() {
+    let server = TestServer::start().await;
+    server
+        .create_intent("ri_1", "link_1", &["acc_1", "acc_2"])
+        .await;
+    let mut by_intent = server.watch(intent_target("ri_1"), None).await;
+    let mut by_link = server.watch(link_target("link_1"), None).await;
+    let mut by_account = server.watch(account_target("acc_1"), None).await;
+    // Feeds "from now" open with a heartbeat carrying their start cursor.
+    assert_eq!(by_link.next().await, Seen::Heartbeat { seq: 0 });
+    assert_eq!(by_account.next().await, Seen::Heartbeat { seq: 0 });
+
+    let now = server.clock.now_ms();
+    let (status, body) = server
+        .post_event(&event("evt_1", "acc_1", "succeeded", now + 1000))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"stored\""), "{body}");
+
+    let expected = Seen::Result {
+        seq: 1,
+        account: "acc_1".into(),
+        intent: "ri_1".into(),
+        event: "evt_1".into(),
+        status: RefreshStatus::Succeeded,
+    };
+    assert_eq!(by_intent.next_event().await, expected);
+    assert_eq!(by_link.next_event().await, expected);
+    assert_eq!(by_account.next_event().await, expected);
+
+    // The intent stream ends after its last expected account, with the final intent.
+    server
+        .post_event(&event("evt_2", "acc_2", "failed", now + 2000))
+        .await;
+    assert!(matches!(
+        by_intent.next_event().await,
+        Seen::Result { seq: 2, .. }
+    ));
+    assert_eq!(
+        by_intent.next_event().await,
+        Seen::Completed {
+            seq: 2,
+            status: RefreshStatus::Failed
+        }
+    );
+    assert_eq!(by_intent.end().await.code(), tonic::Code::Ok);
+    assert!(matches!(
+        by_link.next_event().await,
+        Seen::Result { seq: 2, .. }
+    ));
+
+    let got = server
+        .client()
+        .await
+        .get_refresh(fintoc_refresh::pb::GetRefreshRequest {
+            refresh_intent_id: "ri_1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refresh_intent
+        .unwrap();
+    assert_eq!(got.status(), RefreshStatus::Failed);
+    assert_eq!(got.accounts.len(), 2);
+    assert_eq!(got.accounts[0].status(), RefreshStatus::Succeeded);
+    assert_eq!(got.accounts[1].status(), RefreshStatus::Failed);
+    assert!(got.completed_at.is_some());
+}
+
+#[tokio::test]
+async fn a_duplicate_is_acknowledged_stored_once_and_pushed_once() {
+    let server = TestServer::start().await;
+    let mut feed = server.watch(account_target("acc_1"), None).await;
+    feed.next().await;
+    let body = event("evt_dup", "acc_1", "succeeded", server.clock.now_ms());
+    let (first, _) = server.post_event(&body).await;
+    let (second, reply) = server.post_event(&body).await;
+    assert_eq!((first, second), (200, 200));
+    assert!(reply.contains("duplicate"), "{reply}");
+    assert!(matches!(
+        feed.next_event().await,
+        Seen::Result { seq: 1, .. }
+    ));
+    // Anything after it is the next event, not the duplicate.
+    server
+        .post_event(&event(
+            "evt_next",
+            "acc_1",
+            "succeeded",
+            server.clock.now_ms(),
+        ))
+        .await;
+    assert!(
+        matches!(feed.next_event().await, Seen::Result { seq: 2, ref event, .. } if event == "evt_next")
+    );
+    let counts = server.counts().await;
+    assert_eq!((counts.webhook_events, counts.results), (2, 2));
+}
+
+#[tokio::test]
+async fn bad_signatures_get_401_and_change_nothing() {
+    let server = TestServer::start().await;
+    let mut feed = server.watch(account_target("acc_1"), None).await;
+    feed.next().await;
+    let body = event("evt_bad", "acc_1", "succeeded", server.clock.now_ms());
+    let now = server.now_secs();
+    let cases = [
+        (
+            "wrong secret",
+            Some(signature::header("whsec_other", now, body.as_bytes())),
+        ),
+        (
+            "stale",
+            Some(signature::header(SECRET, now - 301, body.as_bytes())),
+        ),
+        (
+            "future",
+            Some(signature::header(SECRET, now + 301, body.as_bytes())),
+        ),
+        ("missing header", None),
+        ("garbage header", Some("nonsense".to_owned())),
+        (
+            "signature of another body",
+            Some(signature::header(SECRET, now, b"{}")),
+        ),
+    ];
+    for (name, header) in cases {
+        let (status, reply) = server.post(&body, header).await;
+        assert_eq!(status, 401, "{name}: {reply}");
+        assert!(!reply.contains(SECRET), "{name}");
+    }
+    let counts = server.counts().await;
+    assert_eq!(
+        (counts.webhook_events, counts.results),
+        (0, 0),
+        "nothing stored"
+    );
+    assert!(
+        feed.try_next(std::time::Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing pushed"
+    );
+    // A rejected event id is still accepted later when correctly signed.
+    let (status, _) = server.post_event(&body).await;
+    assert_eq!(status, 200);
+    assert!(
+        matches!(feed.next_event().await, Seen::Result { ref event, .. } if event == "evt_bad")
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"outcome="rejected_signature""#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_and_exactly_the_limit_is_accepted() {
+    let limit = 600;
+    let server = TestServer::with(Options {
+        max_body_bytes: limit,
+        ..Options::default()
+    })
+    .await;
+    let base = event("evt_big", "acc_1", "succeeded", server.clock.now_ms());
+    // Pad inside the JSON with spaces so the body stays valid.
+    let exact = format!("{}{}", base, " ".repeat(limit - base.len()));
+    assert_eq!(exact.len(), limit);
+    assert_eq!(server.post_event(&exact).await.0, 200);
+    let over = format!("{} ", exact);
+    let (status, reply) = server.post_event(&over).await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(server.counts().await.webhook_events, 1);
+}
+
+#[tokio::test]
+async fn unknown_types_and_unparseable_bodies_are_kept_acknowledged_and_never_pushed() {
+    let server = TestServer::start().await;
+    let mut feed = server.watch(account_target("acc_1"), None).await;
+    feed.next().await;
+    let other = r#"{"id":"evt_o","type":"link.credentials_changed","data":{"id":"link_1"}}"#;
+    let (status, reply) = server.post_event(other).await;
+    assert_eq!(status, 200);
+    assert!(reply.contains("ignored"), "{reply}");
+    let (status, reply) = server.post_event("this is not json").await;
+    assert_eq!(status, 200);
+    assert!(reply.contains("unparseable"), "{reply}");
+    // Stored once even when Fintoc retries the same bytes.
+    assert_eq!(server.post_event("this is not json").await.0, 200);
+    let broken = r#"{"id":"evt_b","type":"account.refresh_intent.succeeded","data":{}}"#;
+    assert_eq!(server.post_event(broken).await.0, 200);
+    let counts = server.counts().await;
+    assert_eq!((counts.webhook_events, counts.results), (3, 0));
+    assert!(
+        feed.try_next(std::time::Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"event_type="unparseable",outcome="unparseable""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"event_type="link.credentials_changed",outcome="ignored""#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_on_the_same_file_keeps_everything_and_sequences_keep_increasing() {
+    let server = TestServer::start().await;
+    server
+        .create_intent("ri_1", "link_1", &["acc_1", "acc_2"])
+        .await;
+    let now = server.clock.now_ms();
+    for (i, acc) in ["acc_1", "acc_3"].iter().enumerate() {
+        server
+            .post_event(&event(&format!("evt_{i}"), acc, "succeeded", now + 1))
+            .await;
+    }
+    let (dir, path) = server.stop_keep_db().await;
+
+    let server = TestServer::with(Options {
+        db: Some(path),
+        ..Options::default()
+    })
+    .await;
+    let mut replay = server.watch(link_target("link_1"), Some(0)).await;
+    assert!(
+        matches!(replay.next_event().await, Seen::Result { seq: 1, ref event, .. } if event == "evt_0")
+    );
+    // The duplicate of an event acknowledged before the restart is still recognized.
+    let (_, reply) = server
+        .post_event(&event("evt_0", "acc_1", "succeeded", now + 1))
+        .await;
+    assert!(reply.contains("duplicate"), "{reply}");
+    server
+        .post_event(&event("evt_9", "acc_2", "succeeded", now + 2))
+        .await;
+    assert!(
+        matches!(replay.next_event().await, Seen::Result { seq: 3, ref event, .. } if event == "evt_9")
+    );
+    let mut intent = server.watch(intent_target("ri_1"), None).await;
+    assert!(matches!(
+        intent.next_event().await,
+        Seen::Result { seq: 1, .. }
+    ));
+    assert!(matches!(
+        intent.next_event().await,
+        Seen::Result { seq: 3, .. }
+    ));
+    assert_eq!(
+        intent.next_event().await,
+        Seen::Completed {
+            seq: 3,
+            status: RefreshStatus::Succeeded
+        }
+    );
+    drop(dir);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let server = TestServer::start().await;
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert_eq!(server.get("/readyz").await.0, 200);
+    let (status, metrics) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    // Families appear once they have a series; these two always do.
+    for name in [
+        "fintoc_refresh_webhook_intake_seconds",
+        "fintoc_refresh_watch_streams",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name} missing:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("fintoc_refresh_watch_streams 0"),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,359 @@
+//! WatchRefresh: replay, resume, heartbeats, slow watchers, errors, shutdown.
+
+use std::time::Duration;
+
+use crate::common::*;
+use fintoc_refresh::pb::{self, RefreshStatus};
+use tonic::Code;
+
+async fn post_n(server: &TestServer, account: &str, n: usize, prefix: &str) {
+    let now = server.clock.now_ms();
+    for i in 0..n {
+        let (status, _) = server
+            .post_event(&event(&format!("{prefix}{i}"), account, "succeeded", now))
+            .await;
+        assert_eq!(status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_late_watcher_gets_the_full_replay_then_live_results() {
+    let server = TestServer::start().await;
+    server
+        .create_intent("ri_1", "link_1", &["acc_1", "acc_2", "acc_3"])
+        .await;
+    let now = server.clock.now_ms();
+    server
+        .post_event(&event("evt_a", "acc_1", "succeeded", now))
+        .await;
+    server
+        .post_event(&event("evt_b", "acc_2", "succeeded", now))
+        .await;
+
+    let mut late = server.watch(intent_target("ri_1"), None).await;
+    assert!(
+        matches!(late.next_event().await, Seen::Result { seq: 1, ref event, .. } if event == "evt_a")
+    );
+    assert!(
+        matches!(late.next_event().await, Seen::Result { seq: 2, ref event, .. } if event == "evt_b")
+    );
+    server
+        .post_event(&event("evt_c", "acc_3", "succeeded", now))
+        .await;
+    assert!(
+        matches!(late.next_event().await, Seen::Result { seq: 3, ref event, .. } if event == "evt_c")
+    );
+    assert_eq!(
+        late.next_event().await,
+        Seen::Completed {
+            seq: 3,
+            status: RefreshStatus::Succeeded
+        }
+    );
+    assert_eq!(late.end().await.code(), Code::Ok);
+
+    // Watching a completed intent: the results, the summary, the end.
+    let mut after = server.watch(intent_target("ri_1"), None).await;
+    for seq in 1..=3 {
+        assert_eq!(after.next_event().await.seq(), seq);
+    }
+    assert_eq!(
+        after.next_event().await,
+        Seen::Completed {
+            seq: 3,
+            status: RefreshStatus::Succeeded
+        }
+    );
+    assert_eq!(after.end().await.code(), Code::Ok);
+}
+
+#[tokio::test]
+async fn resuming_with_after_sequence_gives_exactly_the_rest() {
+    let server = TestServer::start().await;
+    server
+        .create_intent("ri_1", "link_1", &["acc_1", "acc_2"])
+        .await;
+    post_n(&server, "acc_1", 3, "evt_a").await; // 1..3, acc_1 answers ri_1 once (seq 1)
+    post_n(&server, "acc_2", 2, "evt_b").await; // 4..5
+    let mut all = server.watch(link_target("link_1"), Some(0)).await;
+    let seqs: Vec<u64> = [
+        all.next_event().await,
+        all.next_event().await,
+        all.next_event().await,
+    ]
+    .iter()
+    .map(Seen::seq)
+    .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    drop(all);
+    let mut rest = server.watch(link_target("link_1"), Some(3)).await;
+    assert_eq!(rest.next_event().await.seq(), 4);
+    assert_eq!(rest.next_event().await.seq(), 5);
+    post_n(&server, "acc_1", 1, "evt_c").await;
+    assert_eq!(rest.next_event().await.seq(), 6);
+    assert!(
+        rest.try_next(Duration::from_millis(200)).await.is_none(),
+        "no duplicate, nothing extra"
+    );
+
+    // Per target: the account feed resumes within its own results.
+    let mut account = server.watch(account_target("acc_2"), Some(4)).await;
+    assert_eq!(account.next_event().await.seq(), 5);
+    // The intent resumes after its first result with the second, then completes.
+    let mut intent = server.watch(intent_target("ri_1"), Some(1)).await;
+    assert_eq!(intent.next_event().await.seq(), 4);
+    assert_eq!(
+        intent.next_event().await,
+        Seen::Completed {
+            seq: 4,
+            status: RefreshStatus::Succeeded
+        }
+    );
+}
+
+#[tokio::test]
+async fn idle_streams_get_heartbeats_that_are_safe_cursors() {
+    let server = TestServer::with(Options {
+        heartbeat: Duration::from_secs(5),
+        ..Options::default()
+    })
+    .await;
+    post_n(&server, "acc_other", 2, "evt_o").await; // sequences 1, 2 for someone else
+    let mut feed = server.watch(account_target("acc_1"), None).await;
+    assert_eq!(feed.next().await, Seen::Heartbeat { seq: 2 });
+    assert!(
+        feed.try_next(Duration::from_millis(100)).await.is_none(),
+        "no heartbeat before the interval"
+    );
+    server.clock.advance(Duration::from_secs(5));
+    assert_eq!(feed.next().await, Seen::Heartbeat { seq: 2 });
+    post_n(&server, "acc_other", 1, "evt_p").await; // 3, not ours
+    server.clock.advance(Duration::from_secs(5));
+    // The cursor moves past results that are not ours: resuming from it misses nothing.
+    let beat = feed.next().await;
+    assert_eq!(beat, Seen::Heartbeat { seq: 3 });
+    post_n(&server, "acc_1", 1, "evt_mine").await; // 4
+    assert_eq!(feed.next().await.seq(), 4);
+    let mut resumed = server
+        .watch(account_target("acc_1"), Some(beat.seq()))
+        .await;
+    assert_eq!(resumed.next_event().await.seq(), 4);
+
+    // An intent stream waiting for results also gets heartbeats.
+    server.create_intent("ri_1", "link_1", &["acc_9"]).await;
+    let mut intent = server.watch(intent_target("ri_1"), None).await;
+    server.clock.advance(Duration::from_secs(5));
+    assert!(matches!(intent.next().await, Seen::Heartbeat { .. }));
+}
+
+#[tokio::test]
+async fn a_slow_watcher_neither_delays_others_nor_misses_anything() {
+    // A tiny buffer, so the slow watcher overflows at once.
+    let server = TestServer::with(Options {
+        watch_buffer: 4,
+        ..Options::default()
+    })
+    .await;
+    let mut slow = server.watch(link_target("link_1"), None).await;
+    let mut fast = server.watch(account_target("acc_1"), None).await;
+    slow.next().await;
+    fast.next().await;
+    server.create_intent("ri_1", "link_1", &["acc_1"]).await;
+    // 16 kB messages: 250 of them (4 MB) overflow HTTP/2's windows and send buffers, so the slow
+    // watcher's mailbox overflows too and it has to catch up from the database.
+    let total = 250;
+    let now = server.clock.now_ms();
+    let error = "x".repeat(16 * 1024);
+    for i in 0..total {
+        let body = event_with_error(&format!("evt_{i}"), "acc_1", "failed", now, Some(&error));
+        let (status, _) = server.post_event(&body).await;
+        assert_eq!(status, 200);
+        // The fast watcher keeps up while the slow one reads nothing.
+        assert_eq!(fast.next_event().await.seq(), i as u64 + 1);
+    }
+    // The slow watcher now reads everything, in order, without gaps or repeats.
+    for seq in 1..=total as u64 {
+        assert_eq!(slow.next_event().await.seq(), seq);
+    }
+    assert!(slow.try_next(Duration::from_millis(200)).await.is_none());
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        !metrics.contains("fintoc_refresh_watch_lagged_total 0"),
+        "the slow watcher lagged:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn bad_watch_requests_get_clear_errors() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let call = |target: Option<pb::watch_refresh_request::Target>, after: Option<u64>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .watch_refresh(pb::WatchRefreshRequest {
+                    target,
+                    after_sequence: after,
+                })
+                .await
+                .err()
+                .expect("must fail")
+        }
+    };
+    let none = call(None, None).await;
+    assert_eq!(none.code(), Code::InvalidArgument);
+    assert!(
+        none.message()
+            .contains("refresh_intent_id, link_id or account_id"),
+        "{}",
+        none.message()
+    );
+    assert_eq!(
+        call(Some(link_target("  ")), None).await.code(),
+        Code::InvalidArgument
+    );
+    let unknown = call(Some(intent_target("ri_nope")), None).await;
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(unknown.message().contains("ri_nope"));
+    let ahead = call(Some(link_target("link_1")), Some(u64::MAX)).await;
+    assert_eq!(ahead.code(), Code::OutOfRange, "{}", ahead.message());
+    // An id never seen is accepted for feeds: its results may come later.
+    let mut feed = server.watch(link_target("link_never_seen"), Some(0)).await;
+    assert!(feed.try_next(Duration::from_millis(100)).await.is_none());
+    let got = client
+        .get_refresh(pb::GetRefreshRequest {
+            refresh_intent_id: "ri_nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(got.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_retention_is_out_of_range_with_the_oldest_sequence() {
+    let server = TestServer::start().await;
+    post_n(&server, "acc_1", 3, "evt_old").await;
+    server.clock.advance(Duration::from_secs(8 * 24 * 3600));
+    post_n(&server, "acc_1", 2, "evt_new").await; // 4, 5
+    fintoc_refresh::tasks::prune(&server.app).await.unwrap();
+    let err = server
+        .client()
+        .await
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(account_target("acc_1")),
+            after_sequence: Some(1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert!(
+        err.message().contains("oldest available sequence is 4"),
+        "{}",
+        err.message()
+    );
+    use tonic_types::StatusExt;
+    let info = err.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "CURSOR_EXPIRED");
+    assert_eq!(info.metadata["oldest_sequence"], "4");
+    // Exactly at the edge, and "everything retained", both work.
+    let mut edge = server.watch(account_target("acc_1"), Some(3)).await;
+    assert_eq!(edge.next_event().await.seq(), 4);
+    let mut all = server.watch(account_target("acc_1"), Some(0)).await;
+    assert_eq!(all.next_event().await.seq(), 4);
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_with_unavailable() {
+    let server = TestServer::start().await;
+    let mut feed = server.watch(link_target("link_1"), None).await;
+    feed.next().await;
+    let stopping = tokio::spawn(async move { server.stop().await });
+    let status = feed.end().await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("after_sequence"),
+        "{}",
+        status.message()
+    );
+    stopping.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_disconnected_watcher_frees_its_subscription() {
+    let server = TestServer::start().await;
+    let mut feed = server.watch(link_target("link_1"), None).await;
+    feed.next().await;
+    assert_eq!(server.app.hub.open_streams(), 1);
+    drop(feed);
+    eventually("the subscription is released", || async {
+        server.app.hub.open_streams() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::health_client::HealthClient;
+    let server = TestServer::start().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "fintoc.refresh.v1.RefreshService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_request::MessageRequest,
+    };
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = format!("{:?}", responses.next().await.unwrap().unwrap());
+    assert!(
+        listed.contains("fintoc.refresh.v1.RefreshService"),
+        "{listed}"
+    );
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest as AlphaRequest,
+        server_reflection_request::MessageRequest as AlphaMessage,
+    };
+    let mut alpha = AlphaClient::new(channel);
+    let request = AlphaRequest {
+        host: String::new(),
+        message_request: Some(AlphaMessage::ListServices(String::new())),
+    };
+    let mut responses = alpha
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = format!("{:?}", responses.next().await.unwrap().unwrap());
+    assert!(
+        listed.contains("fintoc.refresh.v1.RefreshService"),
+        "{listed}"
+    );
+}
