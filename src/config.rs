@@ -72,6 +72,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub watch_buffer: usize,
+    /// First retry delay for Fintoc calls (doubled each retry, plus jitter). Fintoc asks for
+    /// 1 s; tests shorten it.
+    pub fintoc_backoff: Duration,
     /// Where "now" comes from (tests inject a manual clock).
     pub clock: Clock,
 }
@@ -93,6 +96,7 @@ impl Config {
             max_body_bytes: 1_048_576,
             shutdown_grace: Duration::from_secs(10),
             watch_buffer: 256,
+            fintoc_backoff: Duration::from_secs(1),
             clock: Clock::System,
         }
     }
@@ -194,6 +198,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: self.shutdown_grace,
             watch_buffer: self.watch_buffer,
+            fintoc_backoff: Duration::from_secs(1),
             clock: Clock::System,
         })
     }

@@ -27,8 +27,8 @@ use crate::secret::Secret;
 /// One attempt may take at most this long (less if the caller's deadline is nearer).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Fintoc's documented backoff for 429: 1, 2, 4, 8, 16 s plus up to 1 s of jitter, five retries.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Fintoc's documented backoff for 429 is 1, 2, 4, 8, 16 s plus up to 1 s of jitter: five
+/// retries after the first attempt.
 const MAX_ATTEMPTS: u32 = 6;
 
 /// How a call to Fintoc failed.
@@ -144,6 +144,7 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     key: Secret,
+    backoff: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -161,6 +162,7 @@ impl Client {
             http,
             base,
             key: config.fintoc_secret_key.clone(),
+            backoff: config.fintoc_backoff,
             metrics,
         })
     }
@@ -322,7 +324,7 @@ impl Client {
             if !err.retryable() || attempt >= MAX_ATTEMPTS {
                 return Err(err);
             }
-            let backoff = backoff(attempt);
+            let backoff = backoff(self.backoff, attempt);
             if Instant::now() + backoff >= deadline {
                 return Err(err);
             }
@@ -421,16 +423,18 @@ fn malformed(e: serde_json::Error) -> FintocError {
     FintocError::Malformed(format!("{kind} (line {}, column {})", e.line(), e.column()))
 }
 
-/// Lists are bare arrays; tolerate a `{"data": [...]}` wrapper too.
+/// Lists are bare arrays; tolerate a `{"data": [...]}` wrapper too. (Not an untagged enum:
+/// that buffers the input and breaks `RawValue` items.)
 fn decode_list<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, FintocError> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum List<T> {
-        Bare(Vec<T>),
-        Wrapped { data: Vec<T> },
+    struct Wrapped<T> {
+        data: Vec<T>,
     }
-    match decode::<List<T>>(body)? {
-        List::Bare(items) | List::Wrapped { data: items } => Ok(items),
+    let starts_with_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if starts_with_array {
+        decode(body)
+    } else {
+        decode::<Wrapped<T>>(body).map(|w| w.data)
     }
 }
 
@@ -455,10 +459,12 @@ fn encode_segment(s: &str) -> String {
     url.path().trim_start_matches('/').to_owned()
 }
 
-/// 1 s, 2 s, 4 s … plus up to 1 s of jitter, so retries from many callers spread out.
-fn backoff(attempt: u32) -> Duration {
-    let base = FIRST_BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1).min(5));
-    base + Duration::from_millis(rand::random_range(0..1000))
+/// `first`, then doubling (1 s, 2 s, 4 s … by default), plus up to `first` of jitter, so
+/// retries from many callers spread out.
+fn backoff(first: Duration, attempt: u32) -> Duration {
+    let base = first * 2u32.saturating_pow(attempt.saturating_sub(1).min(5));
+    let jitter_ms = first.as_millis().max(1) as u64;
+    base + Duration::from_millis(rand::random_range(0..jitter_ms))
 }
 
 #[cfg(test)]
@@ -499,6 +505,9 @@ mod tests {
 
     #[test]
     fn lists_bare_or_wrapped() {
+        let raw =
+            decode_list::<Box<serde_json::value::RawValue>>(br#" [{"id": "evt_1"}]"#).unwrap();
+        assert_eq!(raw[0].get(), r#"{"id": "evt_1"}"#);
         assert_eq!(decode_list::<u8>(b"[1,2]").unwrap(), vec![1, 2]);
         assert_eq!(decode_list::<u8>(br#"{"data":[3]}"#).unwrap(), vec![3]);
         assert!(decode_list::<u8>(b"{}").is_err());
@@ -513,7 +522,7 @@ mod tests {
     #[test]
     fn backoff_doubles_with_jitter() {
         for (attempt, base) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 16)] {
-            let b = backoff(attempt);
+            let b = backoff(Duration::from_secs(1), attempt);
             assert!(
                 b >= Duration::from_secs(base) && b < Duration::from_secs(base + 1),
                 "{attempt}: {b:?}"

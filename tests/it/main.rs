@@ -3,4 +3,5 @@
 
 mod common;
 mod intake;
+mod refresh;
 mod watch;

@@ -1,0 +1,533 @@
+//! RequestRefresh end to end: the real server talking to the Fintoc simulator over HTTP,
+//! webhooks delivered back to the real intake.
+
+use std::time::Duration;
+
+use crate::common::*;
+use fintoc_refresh::pb::{self, RefreshStatus, RefreshType};
+use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome, SimConfig, SimLinkInfo, Simulator};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const POST_INTENTS: (&str, &str) = ("POST", "/v1/refresh_intents");
+
+fn sim_config() -> SimConfig {
+    let mut c = SimConfig::new(API_KEY);
+    c.delivery_delay = Duration::ZERO;
+    c.mfa_delay = Duration::ZERO;
+    c.retry_base = Duration::from_millis(20);
+    c
+}
+
+async fn with_sim(config: SimConfig) -> TestServer {
+    TestServer::with(Options {
+        simulator: Some(config),
+        tune: Some(Box::new(|c| c.fintoc_backoff = Duration::from_millis(10))),
+        ..Options::default()
+    })
+    .await
+}
+
+fn sim(server: &TestServer) -> &Simulator {
+    server.sim.as_ref().unwrap()
+}
+
+fn ok(n: u32) -> Outcome {
+    Outcome::Succeed { new_movements: n }
+}
+
+async fn request(
+    server: &TestServer,
+    token: &str,
+    key: &str,
+) -> Result<pb::RequestRefreshResponse, tonic::Status> {
+    request_typed(server, token, key, RefreshType::OnlyLast).await
+}
+
+async fn request_typed(
+    server: &TestServer,
+    token: &str,
+    key: &str,
+    kind: RefreshType,
+) -> Result<pb::RequestRefreshResponse, tonic::Status> {
+    server
+        .client()
+        .await
+        .request_refresh(pb::RequestRefreshRequest {
+            link_token: token.into(),
+            refresh_type: kind.into(),
+            idempotency_key: key.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Requests a refresh and follows it to its end: (results seen, final status).
+async fn refresh_to_end(
+    server: &TestServer,
+    link: &SimLinkInfo,
+) -> (Vec<Seen>, RefreshStatus, String) {
+    let answer = request(server, &link.token, "").await.unwrap();
+    let intent = answer.refresh_intent.unwrap();
+    let mut watch = server.watch(intent_target(&intent.id), None).await;
+    let mut results = Vec::new();
+    loop {
+        match watch.next_event().await {
+            Seen::Completed { status, .. } => return (results, status, intent.id),
+            result => results.push(result),
+        }
+    }
+}
+
+#[tokio::test]
+async fn happy_path_three_accounts_succeed() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(0), ok(5)]));
+    let answer = request(&server, &link.token, "").await.unwrap();
+    assert!(!answer.joined_existing);
+    let intent = answer.refresh_intent.unwrap();
+    assert!(intent.id.starts_with("ri_"));
+    assert_eq!(intent.link_id, link.link_id);
+    assert_eq!(intent.accounts.len(), 3);
+    let mut watch = server.watch(intent_target(&intent.id), None).await;
+    let mut accounts = Vec::new();
+    for _ in 0..3 {
+        match watch.next_event().await {
+            Seen::Result {
+                account,
+                intent: ri,
+                status,
+                event,
+                ..
+            } => {
+                assert_eq!(ri, intent.id);
+                assert_eq!(status, RefreshStatus::Succeeded);
+                assert!(event.starts_with("evt_"));
+                accounts.push(account);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    accounts.sort();
+    let mut expected = link.account_ids.clone();
+    expected.sort();
+    assert_eq!(accounts, expected);
+    assert!(matches!(
+        watch.next_event().await,
+        Seen::Completed {
+            status: RefreshStatus::Succeeded,
+            ..
+        }
+    ));
+    let got = server
+        .client()
+        .await
+        .get_refresh(pb::GetRefreshRequest {
+            refresh_intent_id: intent.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refresh_intent
+        .unwrap();
+    assert_eq!(got.status(), RefreshStatus::Succeeded);
+    let movements: Vec<u32> = got.accounts.iter().map(|a| a.new_movements).collect();
+    assert_eq!(movements.iter().sum::<u32>(), 6);
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
+}
+
+#[tokio::test]
+async fn one_failed_account_fails_the_intent() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![
+        ok(1),
+        Outcome::Fail {
+            public_error: "bank down".into(),
+        },
+    ]));
+    let (results, status, _) = refresh_to_end(&server, &link).await;
+    assert_eq!(results.len(), 2);
+    assert_eq!(status, RefreshStatus::Failed);
+    // A failed refresh starts no cooldown: retrying at once reaches Fintoc.
+    let again = request(&server, &link.token, "").await.unwrap();
+    assert!(!again.joined_existing);
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
+}
+
+#[tokio::test]
+async fn rejected_credentials_reject_the_intent_then_hold_the_link() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![Outcome::Reject, ok(1)]));
+    let (_, status, _) = refresh_to_end(&server, &link).await;
+    assert_eq!(status, RefreshStatus::Rejected);
+
+    let held = request(&server, &link.token, "").await.unwrap_err();
+    assert_eq!(held.code(), Code::FailedPrecondition);
+    assert!(held.message().contains("reconnect"), "{}", held.message());
+    let info = held.get_details_error_info().unwrap();
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("CREDENTIALS_REJECTED", "fintoc-refresh")
+    );
+    assert_eq!(
+        sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1),
+        1,
+        "answered locally"
+    );
+
+    // After the hold, Fintoc is asked again and says the same, mapped the same way.
+    server.clock.advance(Duration::from_secs(3601));
+    let fintoc_says = request(&server, &link.token, "").await.unwrap_err();
+    assert_eq!(fintoc_says.code(), Code::FailedPrecondition);
+    assert_eq!(
+        fintoc_says.get_details_error_info().unwrap().reason,
+        "CREDENTIALS_REJECTED"
+    );
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
+}
+
+#[tokio::test]
+async fn the_cooldown_is_answered_locally_without_calling_fintoc() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    let (_, status, intent_id) = refresh_to_end(&server, &link).await;
+    assert_eq!(status, RefreshStatus::Succeeded);
+    server.clock.advance(Duration::from_secs(60));
+
+    let err = request(&server, &link.token, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    let retry = err.get_details_retry_info().unwrap().retry_delay.unwrap();
+    assert_eq!(retry, Duration::from_secs(240));
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "REFRESH_COOLDOWN");
+    assert_eq!(info.metadata["refresh_intent_id"], intent_id);
+    assert!(err.message().contains("4m"), "{}", err.message());
+    assert_eq!(
+        sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1),
+        1,
+        "the simulator saw no second POST"
+    );
+
+    // Historical refreshes have their own spacing.
+    let historical = request_typed(&server, &link.token, "", RefreshType::Historical)
+        .await
+        .unwrap();
+    assert!(!historical.joined_existing);
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
+}
+
+#[tokio::test]
+async fn concurrent_requests_make_one_upstream_post_and_one_joins() {
+    let mut config = sim_config();
+    config.delivery_delay = Duration::from_secs(600); // stays pending during the test
+    let server = with_sim(config).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
+    let (a, b) = tokio::join!(
+        request(&server, &link.token, ""),
+        request(&server, &link.token, "")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.refresh_intent.as_ref().unwrap().id,
+        b.refresh_intent.as_ref().unwrap().id
+    );
+    assert_eq!(
+        [a.joined_existing, b.joined_existing]
+            .iter()
+            .filter(|j| **j)
+            .count(),
+        1
+    );
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
+    // A later request joins too, still without a POST.
+    let c = request(&server, &link.token, "").await.unwrap();
+    assert!(c.joined_existing);
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
+}
+
+#[tokio::test]
+async fn an_intent_in_progress_at_fintoc_is_adopted() {
+    let mut config = sim_config();
+    config.delivery_delay = Duration::from_secs(600);
+    let server = with_sim(config).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    // Someone else (another service, the dashboard) starts a refresh at Fintoc.
+    let other = reqwest::Client::new()
+        .post(format!("{}/v1/refresh_intents", sim(&server).url()))
+        .header("Authorization", API_KEY)
+        .json(&serde_json::json!({ "link_token": link.token }))
+        .send()
+        .await
+        .unwrap();
+    let theirs: serde_json::Value = other.json().await.unwrap();
+    let answer = request(&server, &link.token, "").await.unwrap();
+    assert!(answer.joined_existing);
+    assert_eq!(
+        answer.refresh_intent.unwrap().id,
+        theirs["id"].as_str().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_first_answer_in_its_current_state() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    let first = request(&server, &link.token, "key-1").await.unwrap();
+    let id = first.refresh_intent.unwrap().id;
+    let mut watch = server.watch(intent_target(&id), None).await;
+    watch.next_event().await;
+    assert!(matches!(watch.next_event().await, Seen::Completed { .. }));
+
+    // Now in cooldown, yet the repeat wins: same intent, current state, no Fintoc call.
+    let again = request(&server, &link.token, "key-1").await.unwrap();
+    assert!(!again.joined_existing);
+    let intent = again.refresh_intent.unwrap();
+    assert_eq!(intent.id, id);
+    assert_eq!(intent.status(), RefreshStatus::Succeeded);
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
+    // The same key for another type or link is refused.
+    let err = request_typed(&server, &link.token, "key-1", RefreshType::Historical)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("idempotency_key"));
+    let other = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    assert_eq!(
+        request(&server, &other.token, "key-1")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    // Keys are remembered for at least 24 hours.
+    server.clock.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(
+        request(&server, &link.token, "key-1")
+            .await
+            .unwrap()
+            .refresh_intent
+            .unwrap()
+            .id,
+        id
+    );
+}
+
+#[tokio::test]
+async fn results_that_arrive_before_the_create_call_returns_are_matched() {
+    let mut config = sim_config();
+    config.deliver_before_response = true;
+    let server = with_sim(config).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
+    let answer = request(&server, &link.token, "").await.unwrap();
+    let intent = answer.refresh_intent.unwrap();
+    assert!(
+        sim(&server).deliveries().len() >= 2,
+        "webhooks were delivered before the answer"
+    );
+    let mut watch = server.watch(intent_target(&intent.id), None).await;
+    for _ in 0..2 {
+        assert!(
+            matches!(watch.next_event().await, Seen::Result { ref intent, .. } if !intent.is_empty())
+        );
+    }
+    assert!(matches!(
+        watch.next_event().await,
+        Seen::Completed {
+            status: RefreshStatus::Succeeded,
+            ..
+        }
+    ));
+    assert_eq!(server.counts().await.held_events, 0);
+}
+
+#[tokio::test]
+async fn unsolicited_results_reach_link_and_account_watchers_without_an_intent() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    let (_, _, _) = refresh_to_end(&server, &link).await;
+    let account = &link.account_ids[0];
+    let mut by_link = server.watch(link_target(&link.link_id), None).await;
+    by_link.next().await;
+    // Fintoc's scheduled refresh: nobody here asked for it.
+    let at = server.clock.now_ms();
+    server
+        .post_event(&event("evt_sched", account, "succeeded", at))
+        .await;
+    assert!(
+        matches!(by_link.next_event().await, Seen::Result { ref intent, ref event, .. } if intent.is_empty() && event == "evt_sched")
+    );
+    // An account whose Link was never resolved still reaches its account watchers.
+    let mut stranger = server.watch(account_target("acc_unknown"), None).await;
+    stranger.next().await;
+    server
+        .post_event(&event("evt_stranger", "acc_unknown", "failed", at))
+        .await;
+    assert!(
+        matches!(stranger.next_event().await, Seen::Result { ref intent, .. } if intent.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_webhook_is_recovered_through_the_events_endpoint() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), Outcome::Dropped]));
+    let intent = request(&server, &link.token, "")
+        .await
+        .unwrap()
+        .refresh_intent
+        .unwrap();
+    let mut watch = server.watch(intent_target(&intent.id), None).await;
+    assert!(matches!(watch.next_event().await, Seen::Result { .. }));
+    assert!(
+        watch.try_next(Duration::from_millis(200)).await.is_none(),
+        "the second webhook never comes"
+    );
+    server.clock.advance(Duration::from_secs(5 * 60));
+    match watch.next_event().await {
+        Seen::Result { event, status, .. } => {
+            assert!(
+                event.starts_with("evt_"),
+                "an ordinary result with its event id"
+            );
+            assert_eq!(status, RefreshStatus::Succeeded);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        watch.next_event().await,
+        Seen::Completed {
+            status: RefreshStatus::Succeeded,
+            ..
+        }
+    ));
+    assert!(sim(&server).requests("GET", "/v2/events") >= 1);
+}
+
+#[tokio::test]
+async fn a_never_answered_account_times_out_so_nobody_waits_forever() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), Outcome::Silent, Outcome::Silent]));
+    let intent = request(&server, &link.token, "")
+        .await
+        .unwrap()
+        .refresh_intent
+        .unwrap();
+    let mut watch = server.watch(intent_target(&intent.id), None).await;
+    let first = watch.next_event().await.seq();
+    server.clock.advance(Duration::from_secs(30 * 60));
+    let mut timed_out = Vec::new();
+    for _ in 0..2 {
+        match watch.next_event().await {
+            Seen::Result {
+                seq, event, status, ..
+            } => {
+                assert_eq!(status, RefreshStatus::TimedOut);
+                assert!(event.is_empty());
+                timed_out.push(seq);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(timed_out[0] > first && timed_out[1] > timed_out[0]);
+    assert_eq!(
+        watch.next_event().await,
+        Seen::Completed {
+            seq: timed_out[1],
+            status: RefreshStatus::TimedOut
+        }
+    );
+}
+
+#[tokio::test]
+async fn upstream_5xx_and_429_are_retried_then_succeed() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    sim(&server).inject(Fault::Status(503), 2);
+    sim(&server).inject(Fault::Status(429), 1);
+    let answer = request(&server, &link.token, "").await.unwrap();
+    assert!(answer.refresh_intent.is_some());
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(metrics.contains(r#"outcome="status_5xx""#), "{metrics}");
+    assert!(metrics.contains(r#"outcome="status_429""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_clear_statuses() {
+    // Nobody listens on the configured Fintoc address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let server = TestServer::with(Options {
+        fintoc_url: Some(url),
+        tune: Some(Box::new(|c| c.fintoc_backoff = Duration::from_millis(10))),
+        ..Options::default()
+    })
+    .await;
+    let err = request(&server, "link_x_token_y", "").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message().contains("cannot connect to Fintoc"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !err.message().contains("link_x_token_y"),
+        "never the token: {}",
+        err.message()
+    );
+
+    let server = with_sim(sim_config()).await;
+    let unknown = request(&server, "link_nope_token_nope", "")
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(!unknown.message().contains("link_nope_token_nope"));
+    assert_eq!(
+        request(&server, " ", "").await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    sim(&server).inject(Fault::Status(500), 10);
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    let down = request(&server, &link.token, "").await.unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable, "{}", down.message());
+    assert!(down.message().contains("HTTP 500"), "{}", down.message());
+
+    let mut wrong_key = sim_config();
+    wrong_key.api_key = "sk_test_someone_else".into();
+    let server = with_sim(wrong_key).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    let refused = request(&server, &link.token, "").await.unwrap_err();
+    assert_eq!(refused.code(), Code::Internal);
+    assert!(
+        refused.message().contains("FINTOC_SECRET_KEY"),
+        "{}",
+        refused.message()
+    );
+}
+
+#[tokio::test]
+async fn mfa_links_return_the_widget_token_and_complete_after_the_user_does() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec {
+        mfa: true,
+        ..LinkSpec::new(vec![ok(1)])
+    });
+    let answer = request(&server, &link.token, "").await.unwrap();
+    let intent = answer.refresh_intent.unwrap();
+    assert_eq!(intent.status(), RefreshStatus::Pending);
+    assert!(
+        intent.mfa_widget_token.contains("_sec_"),
+        "{}",
+        intent.mfa_widget_token
+    );
+    let mut watch = server.watch(intent_target(&intent.id), None).await;
+    watch.next_event().await;
+    assert!(matches!(
+        watch.next_event().await,
+        Seen::Completed {
+            status: RefreshStatus::Succeeded,
+            ..
+        }
+    ));
+}
