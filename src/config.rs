@@ -357,6 +357,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of cases reads best inline
     fn bad_settings_name_the_problem() {
         let table: &[(&[&str], &[(&str, &str)], &str)] = &[
             (&[], &[], "FINTOC_SECRET_KEY"),

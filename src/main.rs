@@ -14,12 +14,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line naming the problem; clap's usage hint would follow on more lines.
-            let text = e.render().to_string();
-            eprintln!(
-                "{}",
-                text.lines().next().unwrap_or("error: invalid command line")
-            );
+            eprintln!("{}", one_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -41,4 +36,20 @@ fn main() -> ExitCode {
             Command::Watch(args) => cli::client::watch(args).await,
         }
     })
+}
+
+/// clap's message as one line: the problem (and, for missing arguments, which ones), without
+/// the usage block and the "--help" hint that follow it.
+fn one_line(rendered: &str) -> String {
+    let text: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if text.is_empty() {
+        "error: invalid command line".into()
+    } else {
+        text.join(" ")
+    }
 }

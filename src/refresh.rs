@@ -170,14 +170,14 @@ async fn run(
         return Ok(answer);
     }
     let sha = ask.token_sha256.clone();
-    if let Some(link) = app
+    let known = app
         .store
         .read(move |c| links::link_by_token(c, &sha))
-        .await?
+        .await?;
+    if let Some(link) = known
+        && let Some(answer) = local_answer(app, &ask, &link).await?
     {
-        if let Some(answer) = local_answer(app, &ask, &link).await? {
-            return Ok(answer);
-        }
+        return Ok(answer);
     }
 
     let link = app
@@ -202,14 +202,14 @@ async fn run(
     }
     // First time this token is seen: the Link may still be known by its id.
     let link_id = link.id.clone();
-    if let Some(known) = app
+    let known = app
         .store
         .read(move |c| links::link_by_id(c, &link_id))
-        .await?
+        .await?;
+    if let Some(known) = known
+        && let Some(answer) = local_answer(app, &ask, &known).await?
     {
-        if let Some(answer) = local_answer(app, &ask, &known).await? {
-            return Ok(answer);
-        }
+        return Ok(answer);
     }
 
     let mut flight = InFlightMark::set(&app.store, &link.id);
@@ -338,10 +338,10 @@ async fn local_answer(
             crate::config::format_duration(Duration::from_secs(left.as_secs().max(1)))
         )));
     }
-    if let Some((intent_id, completed_at)) = last {
-        if let Some(left) = cooldown_remaining(kind, Some(completed_at), now) {
-            return Err(cooldown(kind, left, intent_id));
-        }
+    if let Some((intent_id, completed_at)) = last
+        && let Some(left) = cooldown_remaining(kind, Some(completed_at), now)
+    {
+        return Err(cooldown(kind, left, intent_id));
     }
     Ok(None)
 }

@@ -32,7 +32,7 @@ pub enum Command {
 }
 
 /// `fintoc-refresh refresh`
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct RefreshArgs {
     /// The Link's token (a bank credential: prefer the LINK_TOKEN env var over the flag).
     #[arg(long, env = "LINK_TOKEN", hide_env_values = true)]
@@ -53,6 +53,19 @@ pub struct RefreshArgs {
     /// Idempotency key for the request (repeat it to get the same intent back).
     #[arg(long)]
     pub idempotency_key: Option<String>,
+}
+
+// By hand, so the link token (a bank credential) cannot leak through `{:?}`.
+impl std::fmt::Debug for RefreshArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshArgs")
+            .field("link_token", &"[redacted]")
+            .field("historical", &self.historical)
+            .field("server", &self.server)
+            .field("json", &self.json)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish()
+    }
 }
 
 /// `fintoc-refresh watch`

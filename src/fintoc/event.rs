@@ -208,6 +208,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of cases reads best inline
     fn decode_table() {
         let result = |t: &str, data: &str| {
             format!(

@@ -199,6 +199,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of cases reads best inline
     fn verification_table() {
         let body = RI_BODY.as_bytes();
         let good = format!("t={RI_T},v1={RI_V1}");

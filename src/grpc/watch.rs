@@ -186,11 +186,11 @@ fn run(
                 for row in rows {
                     cursor = row.sequence;
                     yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
-                    if row.completes_intent {
-                        if let Some(done) = completion(&app, &target).await? {
-                            yield done;
-                            return;
-                        }
+                    // (async_stream is edition 2021: no let chains inside it.)
+                    let done = if row.completes_intent { completion(&app, &target).await? } else { None };
+                    if let Some(done) = done {
+                        yield done;
+                        return;
                     }
                 }
                 if done {
@@ -210,11 +210,11 @@ fn run(
                     cursor = row.sequence;
                     last_sent = clock.now_ms();
                     yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
-                    if row.completes_intent {
-                        if let Some(done) = completion(&app, &target).await? {
-                            yield done;
-                            return;
-                        }
+                    // (async_stream is edition 2021: no let chains inside it.)
+                    let done = if row.completes_intent { completion(&app, &target).await? } else { None };
+                    if let Some(done) = done {
+                        yield done;
+                        return;
                     }
                 }
                 Next::Lagged => {

@@ -412,7 +412,7 @@ impl State {
 /// A deterministic movement `n`, posted `age_ms` before `now_ms`.
 fn movement(n: usize, age_ms: Millis, now_ms: Millis) -> Value {
     let posted = format_rfc3339_ms(now_ms - age_ms);
-    let amount = if n % 3 == 0 {
+    let amount = if n.is_multiple_of(3) {
         -((n as i64 + 1) * 1_250)
     } else {
         (n as i64 + 1) * 3_100
@@ -425,7 +425,7 @@ fn movement(n: usize, age_ms: Millis, now_ms: Millis) -> Value {
         "description": if amount < 0 { "Pago con tarjeta" } else { "Transferencia recibida" },
         "post_date": format!("{}T00:00:00Z", &posted[..10]),
         "transaction_date": posted,
-        "type": if n % 2 == 0 { "transfer" } else { "other" },
+        "type": if n.is_multiple_of(2) { "transfer" } else { "other" },
         "pending": false,
         "status": "confirmed",
         "reference_id": format!("{:08}", 40_000 + n),

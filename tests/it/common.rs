@@ -31,6 +31,9 @@ pub const START_MS: i64 = 1_800_000_000_000;
 /// instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// A last adjustment of the server's config.
+pub type Tune = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// How to start a test server.
 pub struct Options {
     pub db: Option<std::path::PathBuf>,
@@ -40,7 +43,7 @@ pub struct Options {
     pub simulator: Option<SimConfig>,
     pub fintoc_url: Option<String>,
     pub clock: Option<(Clock, Arc<ManualClock>)>,
-    pub tune: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+    pub tune: Option<Tune>,
 }
 
 impl Default for Options {

@@ -3,5 +3,7 @@
 
 mod common;
 mod intake;
+mod process;
 mod refresh;
+mod sdk;
 mod watch;

@@ -196,8 +196,7 @@ async fn bad_watch_requests_get_clear_errors() {
                     after_sequence: after,
                 })
                 .await
-                .err()
-                .expect("must fail")
+                .expect_err("must fail")
         }
     };
     let none = call(None, None).await;

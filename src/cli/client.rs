@@ -1,0 +1,668 @@
+//! The human gRPC clients: `refresh` (request a refresh, then follow it to its outcome) and
+//! `watch` (follow an intent, a Link or an account), with reconnect-and-resume when the
+//! server goes away, Ctrl-C, exit codes, and the display that picks live, plain or JSON
+//! output. The strings themselves are built by the pure functions in `super::render`.
+//!
+//! Exit codes: 0 the refresh SUCCEEDED; 1 it ended FAILED, REJECTED or TIMED_OUT; 2 a usage
+//! or RPC error (one line on stderr); 130 interrupted.
+
+use std::future::Future;
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+
+use super::render::{self, Board};
+use super::{RefreshArgs, WatchArgs};
+use crate::pb::refresh_service_client::RefreshServiceClient;
+use crate::pb::watch_refresh_request::Target;
+use crate::pb::watch_refresh_response::Event;
+use crate::pb::{self, RefreshStatus, RefreshType};
+
+type Client = RefreshServiceClient<Channel>;
+
+/// How long to wait for the TCP/HTTP2 handshake before telling the user the server is down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnects in a row without a message in between before giving up: enough to ride out a
+/// server restart, few enough that a dead server is reported within seconds.
+const RECONNECT_ATTEMPTS: u32 = 5;
+/// Move up one line and clear it: a live `watch` overwrites its previous heartbeat.
+const REPLACE_LINE: &str = "\x1b[1A\r\x1b[2K";
+
+/// `fintoc-refresh refresh`: request a refresh and show each account's result as it arrives.
+pub async fn refresh(args: RefreshArgs) -> ExitCode {
+    interruptible(run_refresh(args)).await
+}
+
+/// `fintoc-refresh watch`: follow an intent until it completes, or a Link/account forever.
+pub async fn watch(args: WatchArgs) -> ExitCode {
+    interruptible(run_watch(args)).await
+}
+
+/// Ctrl-C ends the work (dropping the stream, which tells the server at once) and exits 130.
+async fn interruptible(work: impl Future<Output = ExitCode>) -> ExitCode {
+    tokio::select! {
+        code = work => code,
+        Ok(()) = tokio::signal::ctrl_c() => ExitCode::from(130),
+    }
+}
+
+async fn run_refresh(args: RefreshArgs) -> ExitCode {
+    if args.link_token.trim().is_empty() {
+        return fail("error: --link-token is empty");
+    }
+    let mut client = match connect(&args.server).await {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let response = match client.request_refresh(refresh_request(&args)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return fail(&render::error_line("refresh request failed", &status)),
+    };
+    let Some(intent) = response.refresh_intent else {
+        return fail("error: the server answered RequestRefresh without a refresh intent");
+    };
+    let mut display = Display::stdout(args.json, false);
+    if display
+        .requested(&intent, response.joined_existing)
+        .is_err()
+    {
+        return ExitCode::from(2);
+    }
+    // No cursor: an intent replays from its start, so results that beat us here still show.
+    let target = Target::RefreshIntentId(intent.id);
+    follow(&mut client, target, None, &mut display).await
+}
+
+async fn run_watch(args: WatchArgs) -> ExitCode {
+    let Some(target) = watch_target(&args) else {
+        return fail("error: give one of --link-id, --account-id or --refresh-intent-id");
+    };
+    let mut client = match connect(&args.server).await {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let mut display = Display::stdout(args.json, true);
+    follow(&mut client, target, args.after, &mut display).await
+}
+
+/// The request for `refresh`; the link token goes only into this message, never to output.
+fn refresh_request(args: &RefreshArgs) -> pb::RequestRefreshRequest {
+    let refresh_type = if args.historical {
+        RefreshType::Historical
+    } else {
+        RefreshType::OnlyLast
+    };
+    pb::RequestRefreshRequest {
+        link_token: args.link_token.clone(),
+        refresh_type: refresh_type.into(),
+        idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
+    }
+}
+
+/// clap's group makes exactly one target present; `None` only if that contract breaks.
+fn watch_target(args: &WatchArgs) -> Option<Target> {
+    let WatchArgs {
+        refresh_intent_id,
+        link_id,
+        account_id,
+        ..
+    } = args.clone();
+    (refresh_intent_id.map(Target::RefreshIntentId))
+        .or(link_id.map(Target::LinkId))
+        .or(account_id.map(Target::AccountId))
+}
+
+/// `host:port` is what people type; tonic needs a scheme.
+fn server_url(server: &str) -> String {
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+async fn connect(server: &str) -> Result<Client, ExitCode> {
+    let endpoint = Endpoint::from_shared(server_url(server)).map_err(|e| {
+        fail(&format!(
+            "error: --server {server:?} is not a valid URL: {e}"
+        ))
+    })?;
+    let channel = endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| {
+            fail(&format!(
+                "error: cannot connect to {server}: {}",
+                causes(&e)
+            ))
+        })?;
+    Ok(RefreshServiceClient::new(channel))
+}
+
+/// tonic's transport error says only "transport error"; the cause chain says why. Layers
+/// that merely repeat the one below ("tcp connect error: tcp connect error") are said once.
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut last = text.clone();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if said != last {
+            text.push_str(&format!(": {said}"));
+        }
+        last = said;
+        next = cause.source();
+    }
+    text
+}
+
+fn fail(line: &str) -> ExitCode {
+    eprintln!("{line}");
+    ExitCode::from(2)
+}
+
+/// How one stream ended without an error status.
+enum Drained {
+    /// `refresh_completed` arrived with this final status.
+    Completed(i32),
+    /// The server closed the stream with OK before any completion.
+    Ended,
+    /// stdout went away (a closed pipe): nobody is reading any more.
+    OutputClosed,
+}
+
+/// Streams the target until its intent completes (or forever for a feed), reconnecting on
+/// UNAVAILABLE with `after_sequence` = the last sequence seen, so nothing is missed or repeated.
+async fn follow<O: Write, E: Write>(
+    client: &mut Client,
+    target: Target,
+    mut cursor: Option<u64>,
+    display: &mut Display<O, E>,
+) -> ExitCode {
+    let is_intent = matches!(target, Target::RefreshIntentId(_));
+    let mut failures = 0;
+    loop {
+        let request = pb::WatchRefreshRequest {
+            target: Some(target.clone()),
+            after_sequence: cursor,
+        };
+        let drained = match client.watch_refresh(request).await {
+            Ok(stream) => drain(stream.into_inner(), &mut cursor, &mut failures, display).await,
+            Err(status) => Err(status),
+        };
+        let status = match drained {
+            Ok(Drained::Completed(status)) => return outcome_code(status),
+            Ok(Drained::OutputClosed) => return ExitCode::from(2),
+            Ok(Drained::Ended) if is_intent => {
+                return fail("error: the stream ended before the refresh completed");
+            }
+            // A feed is open-ended: a clean end is the server letting go, so resume.
+            Ok(Drained::Ended) => Status::unavailable("the server ended the feed"),
+            Err(status) => status,
+        };
+        if status.code() != Code::Unavailable || failures >= RECONNECT_ATTEMPTS {
+            return fail(&render::error_line("watch failed", &status));
+        }
+        failures += 1;
+        let delay = backoff(failures);
+        let note = reconnect_note(&status, delay, failures, cursor);
+        if display.note(&note).is_err() {
+            return ExitCode::from(2);
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Shows every message of one stream and advances the cursor; any message proves the server
+/// is back, so the failure count restarts.
+async fn drain<O: Write, E: Write>(
+    mut stream: Streaming<pb::WatchRefreshResponse>,
+    cursor: &mut Option<u64>,
+    failures: &mut u32,
+    display: &mut Display<O, E>,
+) -> Result<Drained, Status> {
+    while let Some(msg) = stream.message().await? {
+        *failures = 0;
+        *cursor = Some(cursor.map_or(msg.sequence, |c| c.max(msg.sequence)));
+        if display.message(&msg).is_err() {
+            return Ok(Drained::OutputClosed);
+        }
+        if let Some(Event::RefreshCompleted(intent)) = &msg.event {
+            return Ok(Drained::Completed(intent.status));
+        }
+    }
+    Ok(Drained::Ended)
+}
+
+fn outcome_code(status: i32) -> ExitCode {
+    if status == i32::from(RefreshStatus::Succeeded) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// 0.5s, 1s, 2s, then 4s: short, because a restarting server is usually back within seconds.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500 << attempt.clamp(1, 4).saturating_sub(1))
+}
+
+fn reconnect_note(status: &Status, delay: Duration, attempt: u32, cursor: Option<u64>) -> String {
+    let resume = cursor.map_or(String::new(), |c| format!(", resuming after #{c}"));
+    format!(
+        "connection lost ({}: {}); reconnecting in {} (attempt {attempt} of {RECONNECT_ATTEMPTS}{resume})",
+        render::code_name(status.code()),
+        status.message(),
+        crate::config::format_duration(delay),
+    )
+}
+
+/// What the output looks like: chosen once from `--json` and whether stdout is a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A terminal: the in-place board (`refresh`) or colored lines (`watch`).
+    Live,
+    /// Piped or redirected: one plain line per event, no escape codes.
+    Plain,
+    /// `--json`: one JSON object per line.
+    Json,
+}
+
+/// Writes each event in the chosen mode. Notes (reconnecting) go to stderr so stdout stays
+/// data only, except on the live board, where they take the footer so the board stays intact.
+struct Display<O: Write, E: Write> {
+    mode: Mode,
+    out: O,
+    err: E,
+    /// `watch` shows heartbeats; `refresh` only uses them as cursors.
+    heartbeats: bool,
+    /// The live board of a terminal `refresh`, once requested.
+    board: Option<Board>,
+    /// Live `watch`: the last line written is a heartbeat, so the next one replaces it.
+    heartbeat_on_screen: bool,
+    /// Color escapes on a terminal, unless NO_COLOR (https://no-color.org) asks otherwise;
+    /// cursor moves stay, they are what makes the live display work.
+    color: bool,
+}
+
+impl Display<io::Stdout, io::Stderr> {
+    fn stdout(json: bool, heartbeats: bool) -> Self {
+        let mode = match (json, io::stdout().is_terminal()) {
+            (true, _) => Mode::Json,
+            (false, true) => Mode::Live,
+            (false, false) => Mode::Plain,
+        };
+        let mut display = Display::new(mode, io::stdout(), io::stderr(), heartbeats);
+        display.color &= std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        display
+    }
+}
+
+impl<O: Write, E: Write> Display<O, E> {
+    fn new(mode: Mode, out: O, err: E, heartbeats: bool) -> Self {
+        Display {
+            mode,
+            out,
+            err,
+            heartbeats,
+            board: None,
+            heartbeat_on_screen: false,
+            color: mode == Mode::Live,
+        }
+    }
+
+    fn requested(&mut self, intent: &pb::RefreshIntent, joined: bool) -> io::Result<()> {
+        let mfa = &intent.mfa_widget_token;
+        match self.mode {
+            Mode::Json => writeln!(self.out, "{}", render::json_requested(intent, joined))?,
+            Mode::Plain => writeln!(self.out, "{}", render::plain_requested(intent, joined))?,
+            Mode::Live => writeln!(self.out, "{}", render::requested_line(intent, joined))?,
+        }
+        if !mfa.is_empty() && self.mode != Mode::Json {
+            writeln!(self.out, "{}", render::mfa_line(mfa))?;
+        }
+        if self.mode == Mode::Live {
+            let mut board = Board::new(&intent.accounts, self.color);
+            write!(self.out, "{}", board.frame())?;
+            self.board = Some(board);
+        }
+        self.out.flush()
+    }
+
+    fn message(&mut self, msg: &pb::WatchRefreshResponse) -> io::Result<()> {
+        let heartbeat = matches!(msg.event, Some(Event::Heartbeat(_)));
+        if let Some(board) = &mut self.board {
+            update_board(board, msg);
+            write!(self.out, "{}", board.frame())?;
+            return self.out.flush();
+        }
+        if heartbeat && !self.heartbeats {
+            return Ok(());
+        }
+        let line = match self.mode {
+            Mode::Json => render::json_message(msg),
+            Mode::Plain => render::message_line(msg, false),
+            Mode::Live => render::message_line(msg, self.color),
+        };
+        let Some(line) = line else { return Ok(()) };
+        if self.mode == Mode::Live && self.heartbeat_on_screen {
+            write!(self.out, "{REPLACE_LINE}")?;
+        }
+        self.heartbeat_on_screen = self.mode == Mode::Live && heartbeat;
+        writeln!(self.out, "{line}")?;
+        self.out.flush()
+    }
+
+    fn note(&mut self, text: &str) -> io::Result<()> {
+        if let Some(board) = &mut self.board {
+            board.set_footer(Some(text.to_owned()));
+            write!(self.out, "{}", board.frame())?;
+            return self.out.flush();
+        }
+        // A note on the same terminal sits below the heartbeat: never overwrite it.
+        self.heartbeat_on_screen = false;
+        writeln!(self.err, "{text}")
+    }
+}
+
+/// Any message means the stream is healthy again, so a reconnect note leaves the footer.
+fn update_board(board: &mut Board, msg: &pb::WatchRefreshResponse) {
+    match &msg.event {
+        Some(Event::AccountResult(result)) => {
+            board.apply(result);
+            board.set_footer(None);
+        }
+        Some(Event::RefreshCompleted(intent)) => {
+            // The final intent is authoritative, timed-out accounts included.
+            intent.accounts.iter().for_each(|a| board.apply(a));
+            board.set_footer(Some(render::outcome_line(intent)));
+        }
+        Some(Event::Heartbeat(_)) | None => board.set_footer(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use tonic::{Request, Response};
+
+    use super::*;
+    use crate::pb::RefreshStatus as S;
+    use crate::pb::refresh_service_server::{RefreshService, RefreshServiceServer};
+
+    type Script = Vec<Result<pb::WatchRefreshResponse, Status>>;
+
+    /// A fake server: each WatchRefresh call plays the next script and records its cursor.
+    #[derive(Default, Clone)]
+    struct Scripted {
+        scripts: Arc<Mutex<VecDeque<Script>>>,
+        cursors: Arc<Mutex<Vec<Option<u64>>>>,
+    }
+
+    #[tonic::async_trait]
+    impl RefreshService for Scripted {
+        async fn request_refresh(
+            &self,
+            _: Request<pb::RequestRefreshRequest>,
+        ) -> Result<Response<pb::RequestRefreshResponse>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+
+        type WatchRefreshStream =
+            tokio_stream::Iter<std::vec::IntoIter<Result<pb::WatchRefreshResponse, Status>>>;
+
+        async fn watch_refresh(
+            &self,
+            request: Request<pb::WatchRefreshRequest>,
+        ) -> Result<Response<Self::WatchRefreshStream>, Status> {
+            self.cursors
+                .lock()
+                .unwrap()
+                .push(request.into_inner().after_sequence);
+            let script = self.scripts.lock().unwrap().pop_front().unwrap_or_default();
+            Ok(Response::new(tokio_stream::iter(script)))
+        }
+
+        async fn get_refresh(
+            &self,
+            _: Request<pb::GetRefreshRequest>,
+        ) -> Result<Response<pb::GetRefreshResponse>, Status> {
+            Err(Status::unimplemented("not scripted"))
+        }
+    }
+
+    /// Runs `follow` against the scripts on a port-0 server, in plain mode.
+    async fn follow_scripts(
+        target: Target,
+        scripts: Vec<Script>,
+    ) -> (ExitCode, Vec<Option<u64>>, String, String) {
+        let fake = Scripted::default();
+        fake.scripts.lock().unwrap().extend(scripts);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(RefreshServiceServer::new(fake.clone()))
+            .serve_with_incoming(incoming);
+        tokio::spawn(server);
+        let mut client = connect(&addr.to_string()).await.unwrap();
+        let mut display = Display::new(Mode::Plain, Vec::new(), Vec::new(), true);
+        let code = follow(&mut client, target, None, &mut display).await;
+        let out = String::from_utf8(display.out).unwrap();
+        let err = String::from_utf8(display.err).unwrap();
+        let cursors = fake.cursors.lock().unwrap().clone();
+        (code, cursors, out, err)
+    }
+
+    fn result(id: &str, status: S) -> pb::AccountResult {
+        pb::AccountResult {
+            account_id: id.into(),
+            status: status.into(),
+            ..Default::default()
+        }
+    }
+
+    fn account(sequence: u64, id: &str, status: S) -> pb::WatchRefreshResponse {
+        let event = Event::AccountResult(result(id, status));
+        pb::WatchRefreshResponse {
+            sequence,
+            event: Some(event),
+        }
+    }
+
+    fn completed(
+        sequence: u64,
+        status: S,
+        accounts: Vec<pb::AccountResult>,
+    ) -> pb::WatchRefreshResponse {
+        let intent = pb::RefreshIntent {
+            id: "ri_1".into(),
+            status: status.into(),
+            accounts,
+            ..Default::default()
+        };
+        pb::WatchRefreshResponse {
+            sequence,
+            event: Some(Event::RefreshCompleted(intent)),
+        }
+    }
+
+    fn heartbeat(sequence: u64) -> pb::WatchRefreshResponse {
+        let event = Event::Heartbeat(pb::Heartbeat { server_time: None });
+        pb::WatchRefreshResponse {
+            sequence,
+            event: Some(event),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_intent_resumes_after_the_last_sequence_when_the_server_restarts() {
+        let accounts = vec![result("acc_a", S::Succeeded), result("acc_b", S::Succeeded)];
+        let scripts = vec![
+            vec![
+                Ok(account(1, "acc_a", S::Succeeded)),
+                Err(Status::unavailable("restarting")),
+            ],
+            vec![
+                Ok(account(4, "acc_b", S::Succeeded)),
+                Ok(completed(4, S::Succeeded, accounts)),
+            ],
+        ];
+        let target = Target::RefreshIntentId("ri_1".into());
+        let (code, cursors, out, err) = follow_scripts(target, scripts).await;
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert_eq!(cursors, [None, Some(1)]);
+        assert_eq!(
+            out,
+            "#1 account acc_a SUCCEEDED new_movements=0\n\
+             #4 account acc_b SUCCEEDED new_movements=0\n\
+             #4 refresh ri_1 SUCCEEDED: 2 succeeded (0 new movements)\n"
+        );
+        assert_eq!(
+            err,
+            "connection lost (UNAVAILABLE: restarting); reconnecting in 500ms \
+             (attempt 1 of 5, resuming after #1)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_intent_exits_1() {
+        let scripts = vec![vec![
+            Ok(account(2, "acc_a", S::Failed)),
+            Ok(completed(2, S::Failed, vec![result("acc_a", S::Failed)])),
+        ]];
+        let target = Target::RefreshIntentId("ri_1".into());
+        let (code, ..) = follow_scripts(target, scripts).await;
+        assert_eq!(code, ExitCode::from(1));
+    }
+
+    #[tokio::test]
+    async fn a_feed_from_now_resumes_after_its_first_heartbeat_and_other_errors_exit_2() {
+        let scripts = vec![vec![Ok(heartbeat(9))], vec![Err(Status::internal("boom"))]];
+        let (code, cursors, out, _) =
+            follow_scripts(Target::LinkId("link_1".into()), scripts).await;
+        assert_eq!(code, ExitCode::from(2));
+        assert_eq!(cursors, [None, Some(9)]);
+        assert_eq!(out, "#9 heartbeat \n");
+    }
+
+    #[tokio::test]
+    async fn an_intent_stream_ending_without_its_outcome_is_an_error() {
+        let scripts = vec![vec![Ok(account(1, "acc_a", S::Succeeded))]];
+        let target = Target::RefreshIntentId("ri_1".into());
+        let (code, cursors, ..) = follow_scripts(target, scripts).await;
+        assert_eq!(code, ExitCode::from(2));
+        assert_eq!(cursors, [None]);
+    }
+
+    fn pending_intent(mfa: &str) -> pb::RefreshIntent {
+        pb::RefreshIntent {
+            id: "ri_1".into(),
+            link_id: "link_1".into(),
+            status: S::Pending.into(),
+            accounts: vec![result("acc_a", S::Pending)],
+            mfa_widget_token: mfa.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn plain_refresh_shows_mfa_and_hides_heartbeats() {
+        let mut d = Display::new(Mode::Plain, Vec::new(), Vec::new(), false);
+        d.requested(&pending_intent("wt_1"), false).unwrap();
+        d.message(&heartbeat(3)).unwrap();
+        d.message(&account(4, "acc_a", S::Succeeded)).unwrap();
+        let out = String::from_utf8(d.out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0],
+            "refresh ri_1 of link link_1 (ONLY_LAST, new): expecting 1 account(s): acc_a"
+        );
+        assert!(lines[1].starts_with("mfa required:") && lines[1].contains("widget_token=wt_1"));
+        assert_eq!(lines[2], "#4 account acc_a SUCCEEDED new_movements=0");
+    }
+
+    #[test]
+    fn json_watch_writes_one_object_per_message_heartbeats_included() {
+        let mut d = Display::new(Mode::Json, Vec::new(), Vec::new(), true);
+        d.message(&heartbeat(3)).unwrap();
+        d.note("reconnecting").unwrap();
+        assert_eq!(
+            String::from_utf8(d.out).unwrap(),
+            "{\"event\":\"heartbeat\",\"sequence\":3,\"server_time\":null}\n"
+        );
+        assert_eq!(String::from_utf8(d.err).unwrap(), "reconnecting\n");
+    }
+
+    #[test]
+    fn live_watch_replaces_a_heartbeat_with_the_next_line() {
+        let mut d = Display::new(Mode::Live, Vec::new(), Vec::new(), true);
+        d.message(&heartbeat(3)).unwrap();
+        d.message(&heartbeat(4)).unwrap();
+        let out = String::from_utf8(d.out).unwrap();
+        assert_eq!(out.matches(REPLACE_LINE).count(), 1);
+        assert!(out.ends_with(&format!("{REPLACE_LINE}\x1b[2m#4 heartbeat \x1b[0m\n")));
+    }
+
+    #[test]
+    fn live_refresh_redraws_the_board_and_puts_notes_in_its_footer() {
+        let mut d = Display::new(Mode::Live, Vec::new(), Vec::new(), false);
+        d.requested(&pending_intent(""), true).unwrap();
+        d.out.clear();
+        d.note("reconnecting").unwrap();
+        assert_eq!(
+            String::from_utf8(std::mem::take(&mut d.out)).unwrap(),
+            "\x1b[2A\r\x1b[2K  acc_a  \x1b[33mPENDING\x1b[0m\n\r\x1b[2Kreconnecting\n"
+        );
+        d.message(&completed(
+            5,
+            S::Succeeded,
+            vec![result("acc_a", S::Succeeded)],
+        ))
+        .unwrap();
+        let out = String::from_utf8(d.out).unwrap();
+        assert!(out.ends_with("\r\x1b[2Krefresh ri_1 SUCCEEDED: 1 succeeded (0 new movements)\n"));
+        assert!(d.err.is_empty());
+    }
+
+    #[test]
+    fn arguments_become_requests() {
+        let args = RefreshArgs {
+            link_token: "tok".into(),
+            historical: true,
+            server: "x".into(),
+            json: false,
+            idempotency_key: Some("k1".into()),
+        };
+        let request = refresh_request(&args);
+        assert_eq!(request.refresh_type, i32::from(RefreshType::Historical));
+        assert_eq!(request.idempotency_key, "k1");
+        let watch = WatchArgs {
+            link_id: None,
+            account_id: Some("acc_1".into()),
+            refresh_intent_id: None,
+            after: Some(3),
+            server: "x".into(),
+            json: false,
+        };
+        assert_eq!(
+            watch_target(&watch),
+            Some(Target::AccountId("acc_1".into()))
+        );
+        assert_eq!(server_url("127.0.0.1:50051"), "http://127.0.0.1:50051");
+        assert_eq!(server_url("https://grpc.internal"), "https://grpc.internal");
+    }
+
+    #[test]
+    fn reconnects_back_off_briefly() {
+        let delays: Vec<u128> = (1..=6).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 4000, 4000]);
+    }
+}

@@ -1,0 +1,661 @@
+//! Pure formatting for the human clients (`refresh`, `watch`): status and code names, RFC 3339
+//! timestamps, RetryInfo delays, the one-line error for a failed call, the plain and JSON line
+//! for each stream message, and the live per-account board of a terminal `refresh`.
+//!
+//! Nothing here does I/O, so every output string is pinned by a unit test below.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+use crate::pb::{self, watch_refresh_response::Event};
+
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+/// The longest status word (SUCCEEDED, TIMED_OUT), for the board's column.
+const STATUS_WIDTH: usize = 9;
+
+/// `SUCCEEDED` for `REFRESH_STATUS_SUCCEEDED`: the prefix is noise for a person or a `jq` filter.
+pub fn status_name(value: i32) -> &'static str {
+    pb::RefreshStatus::try_from(value).map_or("UNKNOWN", |s| {
+        s.as_str_name().trim_start_matches("REFRESH_STATUS_")
+    })
+}
+
+/// `ONLY_LAST` or `HISTORICAL`; the contract reads UNSPECIFIED as only_last, so we show that.
+pub fn type_name(value: i32) -> &'static str {
+    match pb::RefreshType::try_from(value) {
+        Ok(pb::RefreshType::Historical) => "HISTORICAL",
+        Ok(_) => "ONLY_LAST",
+        Err(_) => "UNKNOWN",
+    }
+}
+
+/// RFC 3339 in UTC; `None` for an unset or out-of-range timestamp.
+pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> Option<String> {
+    let ts = ts?;
+    let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?;
+    at.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// A RetryInfo delay as `4m12s`, rounded up: "retry in 0s" would send the user into the wall.
+pub fn retry_delay(d: Duration) -> String {
+    let secs = d.as_millis().div_ceil(1000) as u64;
+    crate::config::format_duration(Duration::from_secs(secs))
+}
+
+/// The canonical gRPC name, as grpcurl and the proto's comments spell it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// One stderr line for a failed call: what went wrong (from the ErrorInfo reason when the
+/// server gave one, else `context`), the code, the server's message, and when to retry.
+pub fn error_line(context: &str, status: &Status) -> String {
+    let what = match status.get_details_error_info().map(|i| i.reason) {
+        Some(r) if r == "REFRESH_COOLDOWN" => "cooldown".to_owned(),
+        Some(r) if r == "CREDENTIALS_REJECTED" => "credentials rejected".to_owned(),
+        Some(r) if r == "CURSOR_EXPIRED" => "cursor expired".to_owned(),
+        _ => context.to_owned(),
+    };
+    // Meant for one terminal line; a stray newline in a message would split it.
+    let message = status.message().replace(['\n', '\r'], " ");
+    let mut line = format!("error: {what} ({})", code_name(status.code()));
+    if !message.is_empty() {
+        line.push_str(&format!(": {message}"));
+    }
+    if let Some(delay) = status.get_details_retry_info().and_then(|r| r.retry_delay) {
+        line.push_str(&format!("; retry in {}", retry_delay(delay)));
+    }
+    line
+}
+
+/// The header naming the intent, for both the live and the plain display.
+pub fn requested_line(intent: &pb::RefreshIntent, joined: bool) -> String {
+    let how = if joined { "joined existing" } else { "new" };
+    format!(
+        "refresh {} of link {} ({}, {how})",
+        intent.id,
+        intent.link_id,
+        type_name(intent.refresh_type)
+    )
+}
+
+/// The plain header also says which accounts it waits for (the live board shows them instead).
+pub fn plain_requested(intent: &pb::RefreshIntent, joined: bool) -> String {
+    let ids: Vec<&str> = intent
+        .accounts
+        .iter()
+        .map(|a| a.account_id.as_str())
+        .collect();
+    format!(
+        "{}: expecting {} account(s): {}",
+        requested_line(intent, joined),
+        ids.len(),
+        ids.join(", ")
+    )
+}
+
+/// Said once, when the bank wants the end user in the loop; the client keeps waiting.
+pub fn mfa_line(widget_token: &str) -> String {
+    format!(
+        "mfa required: the bank asks for multi-factor authentication; the user must complete \
+         the Fintoc widget with widget_token={widget_token} (still waiting for results)"
+    )
+}
+
+/// `refresh ri_… SUCCEEDED: 2 succeeded (15 new movements)`: the counts and what to do next.
+pub fn outcome_line(intent: &pb::RefreshIntent) -> String {
+    let status = status_name(intent.status);
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for a in &intent.accounts {
+        let name = status_name(a.status);
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    let counts: Vec<String> = counts
+        .iter()
+        .map(|(n, c)| format!("{c} {}", n.to_lowercase().replace('_', " ")))
+        .collect();
+    let movements: u32 = intent.accounts.iter().map(|a| a.new_movements).sum();
+    let advice = match status {
+        "SUCCEEDED" => format!(" ({})", new_movements(movements)),
+        "FAILED" => "; retrying now is allowed".to_owned(),
+        "REJECTED" => "; the bank rejected the Link's credentials: reconnect the Link".to_owned(),
+        "TIMED_OUT" => "; no result arrived in time".to_owned(),
+        _ => String::new(),
+    };
+    format!(
+        "refresh {} {status}: {}{advice}",
+        intent.id,
+        counts.join(", ")
+    )
+}
+
+/// The key=value line of one account result; empty fields are left out.
+pub fn account_line(r: &pb::AccountResult, color: bool) -> String {
+    let mut line = format!(
+        "account {} {} new_movements={}",
+        r.account_id,
+        paint(status_name(r.status), color),
+        r.new_movements
+    );
+    for (key, value) in [
+        ("error", &r.public_error),
+        ("intent", &r.refresh_intent_id),
+        ("link", &r.link_id),
+        ("event", &r.event_id),
+    ] {
+        if !value.is_empty() {
+            line.push_str(&format!(" {key}={value:?}"));
+        }
+    }
+    if let Some(at) = rfc3339(r.occurred_at.as_ref()) {
+        line.push_str(&format!(" at={at}"));
+    }
+    line
+}
+
+/// One appended line per stream message, led by its sequence; heartbeats dim when in color.
+pub fn message_line(msg: &pb::WatchRefreshResponse, color: bool) -> Option<String> {
+    let body = match msg.event.as_ref()? {
+        Event::AccountResult(r) => account_line(r, color),
+        Event::RefreshCompleted(i) => outcome_line(i),
+        Event::Heartbeat(h) => {
+            let at = rfc3339(h.server_time.as_ref()).unwrap_or_default();
+            let line = format!("#{} heartbeat {at}", msg.sequence);
+            return Some(if color {
+                format!("{DIM}{line}{RESET}")
+            } else {
+                line
+            });
+        }
+    };
+    Some(format!("#{} {body}", msg.sequence))
+}
+
+/// `1 new movement`, `15 new movements`.
+fn new_movements(n: u32) -> String {
+    format!("{n} new movement{}", if n == 1 { "" } else { "s" })
+}
+
+/// Status words in color on a terminal: green done, red needs action, yellow still open.
+fn paint(status: &str, color: bool) -> String {
+    let code = match status {
+        "SUCCEEDED" => "32",
+        "FAILED" | "REJECTED" => "31",
+        _ => "33",
+    };
+    if color {
+        format!("\x1b[{code}m{status}{RESET}")
+    } else {
+        status.to_owned()
+    }
+}
+
+/// Internally tagged so `event` comes first on every line, whatever the kind.
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum EventJson<'a> {
+    Requested {
+        #[serde(flatten)]
+        intent: IntentJson<'a>,
+        joined_existing: bool,
+        mfa_widget_token: Option<&'a str>,
+    },
+    AccountResult {
+        sequence: u64,
+        #[serde(flatten)]
+        result: AccountJson<'a>,
+    },
+    RefreshCompleted {
+        sequence: u64,
+        #[serde(flatten)]
+        intent: IntentJson<'a>,
+    },
+    Heartbeat {
+        sequence: u64,
+        server_time: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct IntentJson<'a> {
+    refresh_intent_id: &'a str,
+    link_id: &'a str,
+    refresh_type: &'static str,
+    status: &'static str,
+    created_at: Option<String>,
+    completed_at: Option<String>,
+    accounts: Vec<AccountJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct AccountJson<'a> {
+    account_id: &'a str,
+    link_id: &'a str,
+    refresh_intent_id: &'a str,
+    status: &'static str,
+    new_movements: u32,
+    public_error: &'a str,
+    event_id: &'a str,
+    occurred_at: Option<String>,
+}
+
+fn account_json(r: &pb::AccountResult) -> AccountJson<'_> {
+    AccountJson {
+        account_id: &r.account_id,
+        link_id: &r.link_id,
+        refresh_intent_id: &r.refresh_intent_id,
+        status: status_name(r.status),
+        new_movements: r.new_movements,
+        public_error: &r.public_error,
+        event_id: &r.event_id,
+        occurred_at: rfc3339(r.occurred_at.as_ref()),
+    }
+}
+
+fn intent_json(i: &pb::RefreshIntent) -> IntentJson<'_> {
+    IntentJson {
+        refresh_intent_id: &i.id,
+        link_id: &i.link_id,
+        refresh_type: type_name(i.refresh_type),
+        status: status_name(i.status),
+        created_at: rfc3339(i.created_at.as_ref()),
+        completed_at: rfc3339(i.completed_at.as_ref()),
+        accounts: i.accounts.iter().map(account_json).collect(),
+    }
+}
+
+fn to_line(event: &EventJson<'_>) -> String {
+    // Strings, numbers and options under string keys: serializing cannot fail.
+    serde_json::to_string(event).unwrap_or_default()
+}
+
+/// The `requested` JSON line; the widget token is null unless the bank requires MFA.
+pub fn json_requested(intent: &pb::RefreshIntent, joined: bool) -> String {
+    let mfa = Some(intent.mfa_widget_token.as_str()).filter(|t| !t.is_empty());
+    to_line(&EventJson::Requested {
+        intent: intent_json(intent),
+        joined_existing: joined,
+        mfa_widget_token: mfa,
+    })
+}
+
+/// The JSON line of one stream message; `None` for a message without an event.
+pub fn json_message(msg: &pb::WatchRefreshResponse) -> Option<String> {
+    let sequence = msg.sequence;
+    let event = match msg.event.as_ref()? {
+        Event::AccountResult(r) => EventJson::AccountResult {
+            sequence,
+            result: account_json(r),
+        },
+        Event::RefreshCompleted(i) => EventJson::RefreshCompleted {
+            sequence,
+            intent: intent_json(i),
+        },
+        Event::Heartbeat(h) => EventJson::Heartbeat {
+            sequence,
+            server_time: rfc3339(h.server_time.as_ref()),
+        },
+    };
+    Some(to_line(&event))
+}
+
+/// The live display of a terminal `refresh`: one row per expected account plus a footer,
+/// redrawn in place with cursor-up and clear-line escapes (no terminal crate needed).
+pub struct Board {
+    rows: Vec<pb::AccountResult>,
+    footer: Option<String>,
+    drawn: usize,
+    color: bool,
+}
+
+impl Board {
+    pub fn new(accounts: &[pb::AccountResult], color: bool) -> Self {
+        Board {
+            rows: accounts.to_vec(),
+            footer: None,
+            drawn: 0,
+            color,
+        }
+    }
+
+    /// Replaces the account's row; an account the intent did not list gets a row of its own.
+    pub fn apply(&mut self, result: &pb::AccountResult) {
+        match self
+            .rows
+            .iter_mut()
+            .find(|r| r.account_id == result.account_id)
+        {
+            Some(row) => *row = result.clone(),
+            None => self.rows.push(result.clone()),
+        }
+    }
+
+    /// A note (reconnecting, the outcome) in place of the "waiting" footer; `None` restores it.
+    pub fn set_footer(&mut self, footer: Option<String>) {
+        self.footer = footer;
+    }
+
+    /// The lines as they should look now.
+    pub fn lines(&self) -> Vec<String> {
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.account_id.len())
+            .max()
+            .unwrap_or(0);
+        let mut lines: Vec<String> = self.rows.iter().map(|r| self.row(r, width)).collect();
+        let pending = self
+            .rows
+            .iter()
+            .filter(|r| status_name(r.status) == "PENDING");
+        let waiting = format!(
+            "waiting for {} of {} account(s)…",
+            pending.count(),
+            self.rows.len()
+        );
+        lines.push(self.footer.clone().unwrap_or(waiting));
+        lines
+    }
+
+    fn row(&self, r: &pb::AccountResult, width: usize) -> String {
+        let status = status_name(r.status);
+        let mut line = format!("  {:<width$}  {}", r.account_id, paint(status, self.color));
+        if status != "PENDING" {
+            // Pad the bare word (escapes have no width) so the movement counts line up.
+            let pad = " ".repeat(STATUS_WIDTH.saturating_sub(status.len()));
+            line.push_str(&format!("{pad}  {}", new_movements(r.new_movements)));
+        }
+        if !r.public_error.is_empty() {
+            line.push_str(&format!("  ({})", r.public_error));
+        }
+        line
+    }
+
+    /// What to write to redraw: back up over the previous frame, then rewrite every line.
+    /// Rows only ever get added, so the new frame always covers the old one.
+    pub fn frame(&mut self) -> String {
+        let mut out = String::new();
+        if self.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        let lines = self.lines();
+        for line in &lines {
+            out.push_str(&format!("\r\x1b[2K{line}\n"));
+        }
+        self.drawn = lines.len();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::RefreshStatus as S;
+    use tonic_types::ErrorDetails;
+
+    fn result(id: &str, status: S, movements: u32, error: &str) -> pb::AccountResult {
+        let done = status != S::Pending;
+        pb::AccountResult {
+            account_id: id.into(),
+            link_id: "link_1".into(),
+            refresh_intent_id: "ri_1".into(),
+            status: status.into(),
+            new_movements: movements,
+            public_error: error.into(),
+            event_id: if done {
+                format!("evt_{id}")
+            } else {
+                String::new()
+            },
+            occurred_at: done.then_some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_000_000,
+            }),
+        }
+    }
+
+    fn intent(status: S, accounts: Vec<pb::AccountResult>) -> pb::RefreshIntent {
+        pb::RefreshIntent {
+            id: "ri_1".into(),
+            link_id: "link_1".into(),
+            refresh_type: pb::RefreshType::OnlyLast.into(),
+            status: status.into(),
+            accounts,
+            mfa_widget_token: String::new(),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            completed_at: None,
+        }
+    }
+
+    fn msg(sequence: u64, event: Event) -> pb::WatchRefreshResponse {
+        pb::WatchRefreshResponse {
+            sequence,
+            event: Some(event),
+        }
+    }
+
+    #[test]
+    fn names_strip_prefixes_and_default_the_type() {
+        assert_eq!(status_name(S::TimedOut.into()), "TIMED_OUT");
+        assert_eq!(status_name(99), "UNKNOWN");
+        assert_eq!(type_name(0), "ONLY_LAST");
+        assert_eq!(type_name(2), "HISTORICAL");
+        assert_eq!(code_name(Code::ResourceExhausted), "RESOURCE_EXHAUSTED");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let ts = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_000_000,
+        };
+        assert_eq!(
+            rfc3339(Some(&ts)).as_deref(),
+            Some("2023-11-14T22:13:20.123Z")
+        );
+        assert_eq!(rfc3339(None), None);
+    }
+
+    #[test]
+    fn retry_delays_round_up_to_seconds() {
+        assert_eq!(retry_delay(Duration::from_millis(251_200)), "4m12s");
+        assert_eq!(retry_delay(Duration::from_millis(1)), "1s");
+        assert_eq!(retry_delay(Duration::from_secs(3600)), "1h");
+    }
+
+    #[test]
+    fn cooldown_error_names_reason_code_message_and_delay() {
+        let mut details = ErrorDetails::with_error_info("REFRESH_COOLDOWN", "fintoc-refresh", []);
+        details.set_retry_info(Some(Duration::from_secs(252)));
+        let status = Status::with_error_details(Code::ResourceExhausted, "too soon", details);
+        assert_eq!(
+            error_line("refresh request failed", &status),
+            "error: cooldown (RESOURCE_EXHAUSTED): too soon; retry in 4m12s"
+        );
+    }
+
+    #[test]
+    fn other_errors_use_the_context_and_stay_on_one_line() {
+        let status = Status::not_found("no such\nlink");
+        assert_eq!(
+            error_line("refresh request failed", &status),
+            "error: refresh request failed (NOT_FOUND): no such link"
+        );
+        let details = ErrorDetails::with_error_info("CREDENTIALS_REJECTED", "fintoc-refresh", []);
+        let status = Status::with_error_details(Code::FailedPrecondition, "reconnect", details);
+        assert_eq!(
+            error_line("x", &status),
+            "error: credentials rejected (FAILED_PRECONDITION): reconnect"
+        );
+    }
+
+    #[test]
+    fn requested_and_mfa_lines() {
+        let pending = vec![
+            result("acc_a", S::Pending, 0, ""),
+            result("acc_b", S::Pending, 0, ""),
+        ];
+        let i = intent(S::Pending, pending);
+        assert_eq!(
+            plain_requested(&i, false),
+            "refresh ri_1 of link link_1 (ONLY_LAST, new): expecting 2 account(s): acc_a, acc_b"
+        );
+        assert_eq!(
+            requested_line(&i, true),
+            "refresh ri_1 of link link_1 (ONLY_LAST, joined existing)"
+        );
+        assert_eq!(
+            mfa_line("wt_9"),
+            "mfa required: the bank asks for multi-factor authentication; the user must complete \
+             the Fintoc widget with widget_token=wt_9 (still waiting for results)"
+        );
+    }
+
+    #[test]
+    fn outcome_lines_count_accounts_and_advise() {
+        let ok = vec![
+            result("a", S::Succeeded, 3, ""),
+            result("b", S::Succeeded, 12, ""),
+        ];
+        assert_eq!(
+            outcome_line(&intent(S::Succeeded, ok)),
+            "refresh ri_1 SUCCEEDED: 2 succeeded (15 new movements)"
+        );
+        let bad = vec![
+            result("a", S::Succeeded, 3, ""),
+            result("b", S::TimedOut, 0, ""),
+        ];
+        assert_eq!(
+            outcome_line(&intent(S::TimedOut, bad)),
+            "refresh ri_1 TIMED_OUT: 1 succeeded, 1 timed out; no result arrived in time"
+        );
+        let rejected = vec![result("a", S::Rejected, 0, "bad password")];
+        assert_eq!(
+            outcome_line(&intent(S::Rejected, rejected)),
+            "refresh ri_1 REJECTED: 1 rejected; the bank rejected the Link's credentials: \
+             reconnect the Link"
+        );
+    }
+
+    #[test]
+    fn plain_message_lines() {
+        let r = msg(
+            12,
+            Event::AccountResult(result("acc_a", S::Failed, 0, "bank down")),
+        );
+        assert_eq!(
+            message_line(&r, false).unwrap(),
+            "#12 account acc_a FAILED new_movements=0 error=\"bank down\" intent=\"ri_1\" \
+             link=\"link_1\" event=\"evt_acc_a\" at=2023-11-14T22:13:20.123Z"
+        );
+        let h = msg(13, Event::Heartbeat(pb::Heartbeat { server_time: None }));
+        assert_eq!(message_line(&h, false).unwrap(), "#13 heartbeat ");
+        assert_eq!(
+            message_line(&h, true).unwrap(),
+            "\x1b[2m#13 heartbeat \x1b[0m"
+        );
+        let failed = vec![result("acc_a", S::Failed, 0, "bank down")];
+        let done = msg(12, Event::RefreshCompleted(intent(S::Failed, failed)));
+        assert_eq!(
+            message_line(&done, false).unwrap(),
+            "#12 refresh ri_1 FAILED: 1 failed; retrying now is allowed"
+        );
+    }
+
+    #[test]
+    fn json_lines_put_the_event_first() {
+        let i = intent(S::Pending, vec![result("acc_a", S::Pending, 0, "")]);
+        assert_eq!(
+            json_requested(&i, true),
+            r#"{"event":"requested","refresh_intent_id":"ri_1","link_id":"link_1","refresh_type":"ONLY_LAST","status":"PENDING","created_at":"2023-11-14T22:13:20Z","completed_at":null,"accounts":[{"account_id":"acc_a","link_id":"link_1","refresh_intent_id":"ri_1","status":"PENDING","new_movements":0,"public_error":"","event_id":"","occurred_at":null}],"joined_existing":true,"mfa_widget_token":null}"#
+        );
+        let r = msg(
+            7,
+            Event::AccountResult(result("acc_a", S::Succeeded, 4, "")),
+        );
+        assert_eq!(
+            json_message(&r).unwrap(),
+            r#"{"event":"account_result","sequence":7,"account_id":"acc_a","link_id":"link_1","refresh_intent_id":"ri_1","status":"SUCCEEDED","new_movements":4,"public_error":"","event_id":"evt_acc_a","occurred_at":"2023-11-14T22:13:20.123Z"}"#
+        );
+        let h = msg(8, Event::Heartbeat(pb::Heartbeat { server_time: None }));
+        assert_eq!(
+            json_message(&h).unwrap(),
+            r#"{"event":"heartbeat","sequence":8,"server_time":null}"#
+        );
+        let done = msg(7, Event::RefreshCompleted(intent(S::Succeeded, vec![])));
+        assert_eq!(
+            json_message(&done).unwrap(),
+            r#"{"event":"refresh_completed","sequence":7,"refresh_intent_id":"ri_1","link_id":"link_1","refresh_type":"ONLY_LAST","status":"SUCCEEDED","created_at":"2023-11-14T22:13:20Z","completed_at":null,"accounts":[]}"#
+        );
+    }
+
+    #[test]
+    fn board_redraws_in_place() {
+        let pending = [
+            result("acc_a", S::Pending, 0, ""),
+            result("acc_bb", S::Pending, 0, ""),
+        ];
+        let mut board = Board::new(&pending, false);
+        assert_eq!(
+            board.frame(),
+            "\r\x1b[2K  acc_a   PENDING\n\r\x1b[2K  acc_bb  PENDING\n\
+             \r\x1b[2Kwaiting for 2 of 2 account(s)…\n"
+        );
+        board.apply(&result("acc_bb", S::Failed, 0, "bank down"));
+        assert_eq!(
+            board.lines(),
+            [
+                "  acc_a   PENDING",
+                "  acc_bb  FAILED     0 new movements  (bank down)",
+                "waiting for 1 of 2 account(s)…"
+            ]
+        );
+        board.set_footer(Some("done".into()));
+        assert_eq!(
+            board.frame(),
+            "\x1b[3A\r\x1b[2K  acc_a   PENDING\n\
+             \r\x1b[2K  acc_bb  FAILED     0 new movements  (bank down)\n\r\x1b[2Kdone\n"
+        );
+        board.apply(&result("acc_c", S::Succeeded, 2, ""));
+        assert_eq!(board.lines()[2], "  acc_c   SUCCEEDED  2 new movements");
+    }
+
+    #[test]
+    fn board_colors_status_words() {
+        let board = Board::new(&[result("a", S::Succeeded, 1, "")], true);
+        assert_eq!(
+            board.lines()[0],
+            "  a  \x1b[32mSUCCEEDED\x1b[0m  1 new movement"
+        );
+    }
+}

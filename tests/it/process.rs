@@ -1,0 +1,288 @@
+//! The binary as an operator runs it: the listening line, signals, bad configuration, and
+//! durability across SIGKILL.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::*;
+use fintoc_refresh::clock::system_now_ms;
+use fintoc_refresh::fintoc::signature;
+use fintoc_refresh::pb::{self, refresh_service_client::RefreshServiceClient};
+use tokio_stream::StreamExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
+
+struct Running {
+    child: Child,
+    grpc: String,
+    http: String,
+    extra: Vec<String>,
+}
+
+/// Starts `serve` on port 0 and reads the contract's stdout line(s).
+fn spawn(db: &std::path::Path, args: &[&str], extra_lines: usize) -> Running {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--shutdown-grace",
+            "5s",
+        ])
+        .arg("--database-url")
+        .arg(db)
+        .args(args)
+        .env("FINTOC_SECRET_KEY", API_KEY)
+        .env("FINTOC_WEBHOOK_SECRET", format!("whsec_old, {SECRET}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a listening line").unwrap();
+    let rest: Vec<String> = (0..extra_lines)
+        .map(|_| lines.next().unwrap().unwrap())
+        .collect();
+    let parts: Vec<&str> = first.split(' ').collect();
+    assert_eq!(parts.len(), 3, "{first}");
+    assert_eq!(parts[0], "listening");
+    let grpc = parts[1].strip_prefix("grpc=").expect(&first).to_owned();
+    let http = parts[2].strip_prefix("http=").expect(&first).to_owned();
+    assert!(
+        !grpc.ends_with(":0") && !http.ends_with(":0"),
+        "real ports: {first}"
+    );
+    Running {
+        child,
+        grpc,
+        http,
+        extra: rest,
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not exit in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn post(http: &reqwest::Client, addr: &str, body: &str) -> Result<u16, reqwest::Error> {
+    let header = signature::header(SECRET, system_now_ms() / 1000, body.as_bytes());
+    let response = http
+        .post(format!("http://{addr}/webhooks/fintoc"))
+        .header("Fintoc-Signature", header)
+        .body(body.to_owned())
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test]
+async fn the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = spawn(&dir.path().join("bin.db"), &[], 0);
+    let mut client = RefreshServiceClient::connect(format!("http://{}", running.grpc))
+        .await
+        .unwrap();
+    let mut feed = client
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(account_target("acc_1")),
+            after_sequence: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    feed.next().await.unwrap().unwrap();
+    let http = reqwest::Client::new();
+    let status = post(
+        &http,
+        &running.http,
+        &event("evt_bin", "acc_1", "succeeded", system_now_ms()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let got = feed.next().await.unwrap().unwrap();
+    assert_eq!(got.sequence, 1);
+    sigterm(&running.child);
+    let end = tokio::time::timeout(PATIENCE, feed.next()).await.unwrap();
+    assert!(
+        matches!(end, Some(Err(ref s)) if s.code() == tonic::Code::Unavailable),
+        "{end:?}"
+    );
+    let status = wait_exit(&mut running.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn simulate_prints_the_demo_link_tokens_after_the_listening_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = spawn(&dir.path().join("sim.db"), &["--simulate"], 4);
+    let names: Vec<&str> = running
+        .extra
+        .iter()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["all-succeed", "one-fails", "rejected", "mfa-required"]
+    );
+    for line in &running.extra {
+        assert!(
+            line.starts_with("demo ") && line.contains(" link_token=link_"),
+            "{line}"
+        );
+    }
+    sigterm(&running.child);
+    assert_eq!(
+        wait_exit(&mut running.child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn bad_configuration_exits_with_one_line_naming_the_problem() {
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["serve"], &[], "FINTOC_SECRET_KEY"),
+        (
+            &["serve", "--heartbeat-interval", "5x"],
+            &[],
+            "--heartbeat-interval",
+        ),
+        (&["serve", "--grpc-addr", "nowhere"], &[], "--grpc-addr"),
+        (
+            &["serve", "--simulate", "--reconcile-after", "1h"],
+            &[],
+            "--reconcile-after",
+        ),
+        (
+            &["serve", "--simulate", "--http-addr", "203.0.113.1:1"],
+            &[],
+            "--http-addr",
+        ),
+        (&["watch"], &[], "--link-id"),
+    ];
+    for (args, env, needle) in cases {
+        let out = Command::new(BIN)
+            .args(*args)
+            .env_remove("FINTOC_SECRET_KEY")
+            .env_remove("FINTOC_WEBHOOK_SECRET")
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got {stderr:?}"
+        );
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
+
+/// Concurrent senders; SIGKILL at a random moment; restart on the same file; every
+/// acknowledged event must be there, once, with contiguous sequences.
+#[tokio::test]
+async fn every_acknowledged_event_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kill.db");
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let senders = 8;
+    for round in 0..2 {
+        let mut running = spawn(&db, &[], 0);
+        let http = reqwest::Client::new();
+        let mut tasks = Vec::new();
+        for s in 0..senders {
+            let (http, addr, acked) = (http.clone(), running.http.clone(), acked.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let id = format!("evt_r{round}_s{s}_{i}");
+                    let body = event(&id, &format!("acc_{s}"), "succeeded", system_now_ms());
+                    match post(&http, &addr, &body).await {
+                        Ok(200) => {
+                            acked.lock().unwrap().insert(id);
+                        }
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        let wait = 150 + rand::random_range(0..250);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        running.child.kill().unwrap(); // SIGKILL
+        running.child.wait().unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "the load was real: {}", acked.len());
+
+    let mut running = spawn(&db, &[], 0);
+    let mut client = RefreshServiceClient::connect(format!("http://{}", running.grpc))
+        .await
+        .unwrap();
+    let mut stored = BTreeSet::new();
+    let mut sequences = Vec::new();
+    for s in 0..senders {
+        let mut feed = client
+            .watch_refresh(pb::WatchRefreshRequest {
+                target: Some(account_target(&format!("acc_{s}"))),
+                after_sequence: Some(0),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        loop {
+            let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(300), feed.next()).await
+            else {
+                break;
+            };
+            let msg = msg.unwrap();
+            if let Some(pb::watch_refresh_response::Event::AccountResult(r)) = msg.event {
+                assert!(
+                    stored.insert(r.event_id.clone()),
+                    "stored twice: {}",
+                    r.event_id
+                );
+                sequences.push(msg.sequence);
+            }
+        }
+    }
+    let missing: Vec<_> = acked.difference(&stored).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    sequences.sort();
+    let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
+    assert_eq!(sequences, expected, "no gaps or duplicates in the log");
+    sigterm(&running.child);
+    assert_eq!(
+        wait_exit(&mut running.child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}

@@ -1,0 +1,189 @@
+//! Cross-checks against Fintoc's official Python SDK (`tests/sdk/*.py`): it must accept the
+//! signatures we produce, and work against our simulator. `.ci/run` installs the SDK and sets
+//! FINTOC_SDK_PYTHON and REQUIRE_SDK=1, so in CI these cannot be skipped; elsewhere they use
+//! `.venv/bin/python` if it has the SDK, and say loudly when they skip.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use fintoc_refresh::clock::system_now_ms;
+use fintoc_refresh::fintoc::signature;
+use fintoc_refresh::simulator::{LinkSpec, Outcome, SimConfig, Simulator};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+fn sdk_python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("FINTOC_SDK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let works = Command::new(&candidate)
+        .args(["-c", "import fintoc.webhook"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        return Some(candidate);
+    }
+    assert!(
+        std::env::var("REQUIRE_SDK").is_err(),
+        "REQUIRE_SDK is set but {} cannot import fintoc",
+        candidate.display()
+    );
+    eprintln!(
+        "SKIPPED: no Python with the fintoc SDK (pip install -r tests/sdk/requirements.txt into .venv)"
+    );
+    None
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(name)
+}
+
+#[test]
+fn the_official_sdk_accepts_our_signatures_and_refuses_forgeries() {
+    let Some(python) = sdk_python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body.json");
+    let body = event("evt_sdk", "acc_1", "succeeded", system_now_ms());
+    std::fs::write(&body_file, &body).unwrap();
+    let now = system_now_ms() / 1000;
+    let verify = |header: &str| {
+        Command::new(&python)
+            .arg(script("verify_signature.py"))
+            .args([SECRET, header])
+            .arg(&body_file)
+            .output()
+            .unwrap()
+    };
+    let ours = verify(&signature::header(SECRET, now, body.as_bytes()));
+    assert!(
+        ours.status.success(),
+        "SDK refused our header: {}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    let forged = verify(&signature::header("whsec_wrong", now, body.as_bytes()));
+    assert!(
+        !forged.status.success(),
+        "the cross-check must be able to fail"
+    );
+    assert!(String::from_utf8_lossy(&forged.stderr).contains("Signature mismatch"));
+}
+
+/// Records every webhook delivered to it.
+async fn capture_server() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                let header = headers
+                    .get("fintoc-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                store.lock().unwrap().push((header, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_official_sdk_works_against_the_simulator() {
+    let Some(python) = sdk_python() else { return };
+    let (hook, seen) = capture_server().await;
+    let mut config = SimConfig::new(API_KEY);
+    config.delivery_delay = Duration::ZERO;
+    config.webhooks = vec![(hook, SECRET.into())];
+    let shutdown = CancellationToken::new();
+    let sim = Simulator::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        config,
+        shutdown.clone(),
+    )
+    .unwrap();
+    let link = sim.add_link(LinkSpec::new(vec![
+        Outcome::Succeed { new_movements: 4 },
+        Outcome::Fail {
+            public_error: "x".into(),
+        },
+    ]));
+
+    let sim_url = sim.url();
+    let token = link.token.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(script("against_simulator.py"))
+            .args(["api", &sim_url, API_KEY, &token])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen_by_sdk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        seen_by_sdk["intent_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ri_")
+    );
+    assert_eq!(seen_by_sdk["intent_status"], "created");
+    assert_eq!(seen_by_sdk["link_id"], link.link_id.as_str());
+    assert_eq!(seen_by_sdk["accounts"].as_array().unwrap().len(), 2);
+    // 45 seeded + 4 new movements, read 20 per page: the SDK followed the Link header.
+    assert_eq!(seen_by_sdk["movements"], 49, "{seen_by_sdk}");
+    assert_eq!(seen_by_sdk["movement_ids_unique"], true);
+    assert_eq!(seen_by_sdk["listed_intents"][0], seen_by_sdk["intent_id"]);
+    assert!(
+        sim.requests(
+            "GET",
+            &format!("/v1/accounts/{}/movements", link.account_ids[0])
+        ) >= 3
+    );
+
+    eventually("both webhooks delivered", || {
+        let seen = seen.clone();
+        async move { seen.lock().unwrap().len() >= 2 }
+    })
+    .await;
+    let deliveries: Vec<serde_json::Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(header, body)| serde_json::json!({ "header": header, "body": body }))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deliveries.json");
+    std::fs::write(&file, serde_json::to_vec(&deliveries).unwrap()).unwrap();
+    let python = sdk_python().unwrap();
+    let out = Command::new(&python)
+        .arg(script("against_simulator.py"))
+        .args(["verify", SECRET])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK refused a simulator signature: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"verified\": 2"));
+    shutdown.cancel();
+}
