@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Results one watcher may have queued before it must catch up from the database.
     #[arg(long, env = "WATCH_BUFFER", default_value_t = 256)]
     pub watch_buffer: usize,
+    /// Concurrent HTTP/2 streams (watchers, calls) one client connection may open.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
     /// Log format on stderr: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -72,6 +75,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub watch_buffer: usize,
+    pub max_concurrent_streams: u32,
     /// First retry delay for Fintoc calls (doubled each retry, plus jitter). Fintoc asks for
     /// 1 s; tests shorten it.
     pub fintoc_backoff: Duration,
@@ -96,6 +100,7 @@ impl Config {
             max_body_bytes: 1_048_576,
             shutdown_grace: Duration::from_secs(10),
             watch_buffer: 256,
+            max_concurrent_streams: 1024,
             fintoc_backoff: Duration::from_secs(1),
             clock: Clock::System,
         }
@@ -198,6 +203,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: self.shutdown_grace,
             watch_buffer: self.watch_buffer,
+            max_concurrent_streams: self.max_concurrent_streams,
             fintoc_backoff: Duration::from_secs(1),
             clock: Clock::System,
         })

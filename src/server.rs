@@ -109,6 +109,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
+        .max_concurrent_streams(app.config.max_concurrent_streams)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

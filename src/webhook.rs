@@ -72,7 +72,7 @@ pub async fn receive(
     let in_flight = app.store.in_flight().clone();
     let result = app
         .store
-        .write(move |tx| ingest_event(tx, &in_flight, &body, &decoded, now_ms))
+        .write_repeatable(move |tx| ingest_event(tx, &in_flight, &body, &decoded, now_ms))
         .await;
     app.metrics
         .intake_seconds

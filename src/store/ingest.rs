@@ -11,7 +11,6 @@ use super::models::{NewResult, NewWebhookEvent, ResultRow};
 use super::schema::{accounts, intent_accounts, refresh_intents, webhook_events};
 use super::{InFlight, StoreResult, Tx};
 use crate::clock::Millis;
-use crate::domain::IntentStatus;
 use crate::domain::correlate::{Candidate, Correlation, correlate};
 use crate::fintoc::event::{AccountEvent, Decoded, decode};
 
@@ -90,16 +89,19 @@ fn apply_result(
     event: &AccountEvent,
     received_at_ms: Millis,
 ) -> StoreResult<Option<ResultRow>> {
+    // get_result, not first(): a bound LIMIT made SQLite re-prepare this on every event.
     let link_id: Option<String> = accounts::table
         .find(&event.account_id)
         .select(accounts::link_id)
-        .first(tx.conn)
+        .get_result(tx.conn)
         .optional()?;
+    // An account still waiting means its intent is pending (completion and timeouts fill
+    // every account), so no status filter: a bound status would also make SQLite re-prepare
+    // the statement on every run (its value decides whether a partial index applies).
     let waiting: Vec<(String, Millis)> = intent_accounts::table
         .inner_join(refresh_intents::table)
         .filter(intent_accounts::account_id.eq(&event.account_id))
         .filter(intent_accounts::result_sequence.is_null())
-        .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
         .select((refresh_intents::id, refresh_intents::created_at_ms))
         .load(tx.conn)?;
     let candidates: Vec<Candidate<'_>> = waiting

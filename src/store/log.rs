@@ -5,7 +5,7 @@ use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
 
 use super::models::{NewResult, ResultRow};
-use super::schema::results;
+use super::schema::{accounts, intent_accounts, results};
 use super::{StoreResult, Tx};
 
 /// Whose results a watcher follows.
@@ -38,6 +38,10 @@ pub(super) fn append(tx: &mut Tx<'_>, new: &NewResult<'_>) -> StoreResult<Result
 }
 
 /// Up to `limit` results of `target` after `after`, oldest first.
+///
+/// The log is indexed by account only (each index is paid for on every write): an intent's
+/// results are found through `intent_accounts`, which points at each answer, and a Link's
+/// through its accounts.
 pub fn results_after(
     conn: &mut SqliteConnection,
     target: &Target,
@@ -50,8 +54,25 @@ pub fn results_after(
         .order(results::sequence.asc())
         .limit(limit);
     let rows = match target {
-        Target::Intent(id) => query.filter(results::refresh_intent_id.eq(id)).load(conn)?,
-        Target::Link(id) => query.filter(results::link_id.eq(id)).load(conn)?,
+        Target::Intent(id) => {
+            let answers = intent_accounts::table
+                .filter(intent_accounts::refresh_intent_id.eq(id))
+                .filter(intent_accounts::result_sequence.is_not_null())
+                .select(intent_accounts::result_sequence.assume_not_null());
+            query
+                .filter(results::sequence.eq_any(answers))
+                .filter(results::refresh_intent_id.eq(id))
+                .load(conn)?
+        }
+        Target::Link(id) => {
+            let accounts = accounts::table
+                .filter(accounts::link_id.eq(id))
+                .select(accounts::account_id);
+            query
+                .filter(results::account_id.eq_any(accounts))
+                .filter(results::link_id.eq(id))
+                .load(conn)?
+        }
         Target::Account(id) => query.filter(results::account_id.eq(id)).load(conn)?,
     };
     Ok(rows)

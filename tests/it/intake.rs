@@ -289,3 +289,41 @@ async fn health_readiness_and_metrics_answer() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_webhook_is_answered_only_after_the_commit_that_contains_it() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let server = TestServer::start().await;
+    // Another connection takes SQLite's write lock: the server's writer cannot commit.
+    let mut blocker =
+        diesel::sqlite::SqliteConnection::establish(&server.db_path.to_string_lossy()).unwrap();
+    blocker.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let body = event("evt_wait", "acc_1", "succeeded", server.clock.now_ms());
+    let post = {
+        let (http, sig) = (
+            server.http,
+            fintoc_refresh::fintoc::signature::header(SECRET, server.now_secs(), body.as_bytes()),
+        );
+        let body = body.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("http://{http}/webhooks/fintoc"))
+                .header("Fintoc-Signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !post.is_finished(),
+        "answered while its event could not be committed"
+    );
+    blocker.batch_execute("COMMIT").unwrap();
+    assert_eq!(post.await.unwrap(), 200);
+    assert_eq!(server.counts().await.webhook_events, 1);
+}

@@ -1,0 +1,140 @@
+//! Intake throughput: unique, correctly signed events over HTTP/1.1 keep-alive from 64
+//! connections, against `GET /healthz` on the same server with the same client, alternated
+//! A B A B A B; then the stored events are counted and must equal the acknowledged ones.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::Connection;
+use serde_json::{Value, json};
+
+use crate::Mode;
+use crate::load::{self, Phase, Prepared};
+use crate::server::{SECRET, Server};
+use crate::stats::median;
+
+const CONNECTIONS: usize = 64;
+
+pub async fn run(mode: &Mode) -> Value {
+    let phase = if mode.quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(5)
+    };
+    let rounds = 3;
+    println!(
+        "\n## Intake throughput ({CONNECTIONS} keep-alive connections, {} s phases, A=/healthz B=intake, ×{rounds})",
+        phase.as_secs()
+    );
+    let server = Server::start(&[]);
+    let addr = server.http.clone();
+    // Warm up both paths (connections, page cache, SQLite's first pages).
+    let warm: Arc<Vec<Prepared>> = Arc::new(
+        (0..2000)
+            .map(|i| load::prepare_event(&format!("evt_warm_{i}"), "acc_warm", SECRET))
+            .collect(),
+    );
+    let a = addr.clone();
+    load::closed_loop(
+        &addr,
+        server.pid(),
+        8,
+        Duration::from_millis(500),
+        move |i| warm.get(i).map(|e| load::webhook_request(&a, e)),
+    )
+    .await;
+
+    let (mut health, mut intake) = (Vec::new(), Vec::new());
+    let mut acked = 2000u64; // the warm-up events
+    let mut sent_id = 0usize;
+    for round in 0..rounds {
+        let a = addr.clone();
+        let h = load::closed_loop(&addr, server.pid(), CONNECTIONS, phase, move |_| {
+            Some(load::healthz_request(&a))
+        })
+        .await;
+        report_phase(&format!("A{round} /healthz"), &h);
+        health.push(h);
+        // More bodies than any phase can send: ~80k/s upper bound.
+        let count = (80_000.0 * phase.as_secs_f64()) as usize;
+        let events: Arc<Vec<Prepared>> = Arc::new(
+            (0..count)
+                .map(|i| {
+                    load::prepare_event(
+                        &format!("evt_b{round}_{}", sent_id + i),
+                        &format!("acc_{}", i % 1000),
+                        SECRET,
+                    )
+                })
+                .collect(),
+        );
+        sent_id += count;
+        let a = addr.clone();
+        let b = load::closed_loop(&addr, server.pid(), CONNECTIONS, phase, move |i| {
+            events.get(i).map(|e| load::webhook_request(&a, e))
+        })
+        .await;
+        report_phase(&format!("B{round} intake"), &b);
+        acked += b.ok;
+        intake.push(b);
+    }
+    let (db, _dir) = server.stop();
+    let stored = count_stored(&db);
+    let health_rate = median(&mut health.iter().map(Phase::rate).collect::<Vec<_>>());
+    let intake_rate = median(&mut intake.iter().map(Phase::rate).collect::<Vec<_>>());
+    let ratio = intake_rate / health_rate;
+    let client_bound = intake
+        .iter()
+        .chain(&health)
+        .filter(|p| p.client_cpu > p.server_cpu)
+        .count();
+    println!("| measure | median |");
+    println!("|---|---|");
+    println!("| /healthz baseline | {health_rate:.0} req/s |");
+    println!("| durable intake | {intake_rate:.0} events/s |");
+    println!("| ratio intake / baseline | {ratio:.2} (target ≥ 0.50) |");
+    println!(
+        "| stored == acknowledged | {} ({stored} stored, {acked} acknowledged) |",
+        stored == acked
+    );
+    if client_bound > 0 {
+        println!(
+            "note: in {client_bound} of {} phases the load generator used more CPU than the server: those phases are generator-bound",
+            intake.len() + health.len()
+        );
+    }
+    json!({
+        "connections": CONNECTIONS,
+        "healthz_rps": health_rate.round(),
+        "intake_eps": intake_rate.round(),
+        "ratio": (ratio * 100.0).round() / 100.0,
+        "stored": stored,
+        "acknowledged": acked,
+        "phases": health.iter().zip(&intake).map(|(h, b)| json!({
+            "healthz_rps": h.rate().round(), "intake_eps": b.rate().round(),
+            "healthz_client_cpu": h.client_cpu, "healthz_server_cpu": h.server_cpu,
+            "intake_client_cpu": b.client_cpu, "intake_server_cpu": b.server_cpu,
+            "intake_failed": b.failed,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn report_phase(name: &str, p: &Phase) {
+    println!(
+        "  {name:<14} {:>8.0}/s  ok={} failed={}  cpu: generator {:.1}s server {:.1}s over {:.1}s",
+        p.rate(),
+        p.ok,
+        p.failed,
+        p.client_cpu,
+        p.server_cpu,
+        p.elapsed.as_secs_f64()
+    );
+}
+
+/// Events in the database, read after the server stopped.
+fn count_stored(db: &std::path::Path) -> u64 {
+    let mut conn = diesel::sqlite::SqliteConnection::establish(&db.to_string_lossy())
+        .expect("open the bench database");
+    let counts = fintoc_refresh::store::counts(&mut conn).expect("count");
+    counts.webhook_events as u64
+}

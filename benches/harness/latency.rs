@@ -1,0 +1,167 @@
+//! Push latency: from the moment a webhook POST is sent to the moment a watcher receives the
+//! `account_result`, at a steady 1,000 events/s. "spread": each watcher follows its own
+//! account and events go round-robin (each event reaches one watcher, the product's usual
+//! shape); "shared": every watcher follows the same account (each event reaches all of them).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use fintoc_refresh::pb::refresh_service_client::RefreshServiceClient;
+use fintoc_refresh::pb::watch_refresh_request::Target;
+use fintoc_refresh::pb::{self, watch_refresh_response::Event};
+
+use crate::Mode;
+use crate::load::{self, Conn, Prepared};
+use crate::server::{SECRET, Server};
+use crate::stats::{ms, percentile};
+
+const RATE: u64 = 1000;
+const SENDERS: usize = 16;
+const CHANNELS: usize = 20;
+
+pub async fn run(mode: &Mode) -> Value {
+    let seconds = if mode.quick { 2 } else { 5 };
+    println!(
+        "\n## Push latency (webhook sent → account_result received, {RATE} events/s for {seconds} s)"
+    );
+    println!("| watchers | shape | delivered | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    let server = Server::start(&[]);
+    let mut rows = Vec::new();
+    let cases: &[(usize, bool)] = &[
+        (1, false),
+        (100, false),
+        (1000, false),
+        (100, true),
+        (1000, true),
+    ];
+    for (run, &(watchers, shared)) in cases.iter().enumerate() {
+        rows.push(measure(&server, run, watchers, shared, seconds).await);
+    }
+    server.stop();
+    Value::Array(rows)
+}
+
+async fn measure(
+    server: &Server,
+    run: usize,
+    watchers: usize,
+    shared: bool,
+    seconds: u64,
+) -> Value {
+    let total = (RATE * seconds) as usize;
+    let account = |n: usize| {
+        if shared {
+            format!("acc_l{run}_0")
+        } else {
+            format!("acc_l{run}_{}", n % watchers)
+        }
+    };
+    let events: Arc<Vec<Prepared>> = Arc::new(
+        (0..total)
+            .map(|n| load::prepare_event(&format!("evt_l{run}_{n}"), &account(n), SECRET))
+            .collect(),
+    );
+    let base = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+
+    // Watchers first; each has seen its opening heartbeat before anything is sent.
+    let mut channels = Vec::new();
+    for _ in 0..CHANNELS.min(watchers) {
+        channels.push(
+            Channel::from_shared(format!("http://{}", server.grpc))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    let mut readers = Vec::with_capacity(watchers);
+    for w in 0..watchers {
+        let mut client = RefreshServiceClient::new(channels[w % channels.len()].clone());
+        let target = Target::AccountId(if shared { account(0) } else { account(w) });
+        let mut stream = client
+            .watch_refresh(pb::WatchRefreshRequest {
+                target: Some(target),
+                after_sequence: None,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        stream.next().await.expect("opening heartbeat").expect("ok");
+        let expected = if shared {
+            total
+        } else {
+            (0..total).filter(|n| n % watchers == w).count()
+        };
+        let sent = sent.clone();
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(expected);
+            while latencies.len() < expected {
+                let next = tokio::time::timeout(Duration::from_secs(15), stream.next()).await;
+                let Ok(Some(Ok(msg))) = next else { break };
+                if let Some(Event::AccountResult(r)) = msg.event {
+                    let now = base.elapsed().as_nanos() as u64;
+                    let n: usize = r.event_id.rsplit('_').next().unwrap().parse().unwrap();
+                    latencies.push(Duration::from_nanos(
+                        now.saturating_sub(sent[n].load(Ordering::Acquire)),
+                    ));
+                }
+            }
+            latencies
+        }));
+    }
+
+    // Steady sender: one event per millisecond, over a few keep-alive connections.
+    let mut lanes = Vec::new();
+    for _ in 0..SENDERS {
+        let (tx, mut rx) = mpsc::unbounded_channel::<usize>();
+        let mut conn = Conn::open(&server.http).await;
+        let (events, sent, addr) = (events.clone(), sent.clone(), server.http.clone());
+        let task = tokio::spawn(async move {
+            while let Some(n) = rx.recv().await {
+                sent[n].store(base.elapsed().as_nanos() as u64, Ordering::Release);
+                let status = conn.send(load::webhook_request(&addr, &events[n])).await;
+                assert_eq!(
+                    status.map(|s| s.as_u16()),
+                    Some(200),
+                    "intake refused an event"
+                );
+            }
+        });
+        lanes.push((tx, task));
+    }
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for n in 0..total {
+        tick.tick().await;
+        lanes[n % SENDERS].0.send(n).unwrap();
+    }
+    for (tx, task) in lanes {
+        drop(tx);
+        task.await.unwrap();
+    }
+    let mut all = Vec::new();
+    for r in readers {
+        all.extend(r.await.unwrap());
+    }
+    let expected = if shared { total * watchers } else { total };
+    let delivered = all.len();
+    let (p50, p99) = (percentile(&mut all, 50.0), percentile(&mut all, 99.0));
+    let max = all.iter().max().copied().unwrap_or_default();
+    let shape = if shared { "shared" } else { "spread" };
+    println!(
+        "| {watchers} | {shape} | {delivered}/{expected} | {:.2} | {:.2} | {:.2} |",
+        ms(p50),
+        ms(p99),
+        ms(max)
+    );
+    json!({"watchers": watchers, "shape": shape, "delivered": delivered, "expected": expected,
+        "p50_ms": ms(p50), "p99_ms": ms(p99), "max_ms": ms(max)})
+}

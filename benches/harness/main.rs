@@ -1,0 +1,84 @@
+//! The benchmark harness: `cargo bench --bench harness` (full, a few minutes) or
+//! `cargo bench --bench harness -- --quick` (under a minute).
+//!
+//! It starts the real server (the release binary, real sockets, a SQLite file on disk with the
+//! production durability setting) as a child process and measures, in one run:
+//! - intake throughput: unique signed events over HTTP/1.1 keep-alive from 64 connections,
+//!   against the same server's `GET /healthz` under the same client, alternated A B A B;
+//! - push latency: webhook sent → `account_result` received, at a steady 1,000 events/s;
+//! - watch streams: server RSS with 0 and 10,000 idle streams, and one event's fan-out time;
+//! - RequestRefresh: overhead over the simulator's own latency, and local answers.
+//!
+//! Goals are ratios and figures printed here, never assertions in tests. Results end with one
+//! machine-readable line starting `BENCH_JSON `.
+
+mod intake;
+mod latency;
+mod load;
+mod refresh;
+mod server;
+mod stats;
+mod streams;
+
+use std::time::Instant;
+
+use serde_json::json;
+
+pub struct Mode {
+    pub quick: bool,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only intake|latency|streams|refresh` runs one section (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let mode = Mode { quick };
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    runtime.block_on(async {
+        println!(
+            "fintoc-refresh benchmark ({})",
+            if quick { "quick" } else { "full" }
+        );
+        println!("{}", server::describe_machine());
+        let skipped = || serde_json::Value::Null;
+        let intake = if wanted("intake") {
+            intake::run(&mode).await
+        } else {
+            skipped()
+        };
+        let latency = if wanted("latency") {
+            latency::run(&mode).await
+        } else {
+            skipped()
+        };
+        let streams = if wanted("streams") {
+            streams::run(&mode).await
+        } else {
+            skipped()
+        };
+        let refresh = if wanted("refresh") {
+            refresh::run(&mode).await
+        } else {
+            skipped()
+        };
+        println!("\ntotal time {:.0}s", started.elapsed().as_secs_f64());
+        let summary = json!({
+            "mode": if quick { "quick" } else { "full" },
+            "intake": intake,
+            "push_latency": latency,
+            "watch_streams": streams,
+            "request_refresh": refresh,
+        });
+        println!("BENCH_JSON {summary}");
+    });
+}

@@ -1,0 +1,141 @@
+//! The server under test: the release binary as a child process on port 0, with a fresh
+//! SQLite file on disk (under target/, not a tmpfs), and its RSS and CPU time from /proc.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const SECRET: &str = "whsec_bench_secret";
+pub const API_KEY: &str = "sk_test_bench";
+
+pub struct Server {
+    pub child: Child,
+    pub grpc: String,
+    pub http: String,
+    pub db: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `serve` with `args` added to the defaults (production durability, port 0).
+    pub fn start(args: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("bench-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp dir");
+        let db = dir.path().join("bench.db");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fintoc-refresh"))
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--database-url")
+            .arg(&db)
+            .args(args)
+            .env("FINTOC_SECRET_KEY", API_KEY)
+            .env("FINTOC_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the server binary starts");
+        let line = BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .next()
+            .expect("a listening line")
+            .unwrap();
+        let mut parts = line.split(' ').skip(1);
+        let grpc = parts.next().unwrap().trim_start_matches("grpc=").to_owned();
+        let http = parts.next().unwrap().trim_start_matches("http=").to_owned();
+        Server {
+            child,
+            grpc,
+            http,
+            db,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_kb(&self) -> u64 {
+        rss_kb(self.pid())
+    }
+
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(self.pid())
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> (PathBuf, tempfile::TempDir) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (self.db.clone(), self._dir)
+    }
+}
+
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU seconds of a process (all threads).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+pub fn own_cpu_secs() -> f64 {
+    cpu_secs(std::process::id())
+}
+
+pub fn describe_machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("machine: {cores} cores ({cpu}), {mem} GiB RAM; server and load generator share it")
+}
