@@ -68,10 +68,10 @@ pub async fn run(mode: &Mode) -> Value {
         direct.push(started.elapsed());
     }
 
-    let mut client = RefreshServiceClient::connect(format!("http://{}", server.grpc))
+    let client = RefreshServiceClient::connect(format!("http://{}", server.grpc))
         .await
         .unwrap();
-    let mut call = |token: String| {
+    let call = |token: String| {
         let mut client = client.clone();
         async move {
             let started = Instant::now();
@@ -110,7 +110,6 @@ pub async fn run(mode: &Mode) -> Value {
         );
         cooldown.push(took);
     }
-    let _ = &mut client;
     shutdown.cancel();
     server.stop();
 

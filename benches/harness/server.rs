@@ -68,10 +68,6 @@ impl Server {
         rss_kb(self.pid())
     }
 
-    pub fn cpu_secs(&self) -> f64 {
-        cpu_secs(self.pid())
-    }
-
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(mut self) -> (PathBuf, tempfile::TempDir) {
         let _ = Command::new("kill")

@@ -219,7 +219,8 @@ async fn every_acknowledged_event_survives_repeated_sigkill() {
     for round in 0..=rounds {
         let mut running = spawn(&db, &[], 0);
         if round > 0 {
-            verify_all_stored(&running, senders, &acked.lock().unwrap()).await;
+            let so_far = acked.lock().unwrap().clone();
+            verify_all_stored(&running, senders, &so_far).await;
         }
         if round == rounds {
             sigterm(&running.child);
