@@ -55,15 +55,14 @@ pub fn ingest_event(
         Decoded::Other { .. } => "ignored",
         Decoded::Unparseable { .. } => "unparseable",
     };
-    let inserted = diesel::insert_or_ignore_into(webhook_events::table)
-        .values(&NewWebhookEvent {
-            event_key: key,
-            event_type: decoded.event_type(),
-            disposition,
-            received_at_ms,
-            body,
-        })
-        .execute(tx.conn)?;
+    let new = NewWebhookEvent {
+        event_key: key,
+        event_type: decoded.event_type(),
+        disposition,
+        received_at_ms,
+        body,
+    };
+    let inserted = super::statements::InsertEvent(&new).execute(tx.conn)?;
     if inserted == 0 {
         return Ok(IngestOutcome::Duplicate);
     }

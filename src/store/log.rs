@@ -29,10 +29,20 @@ impl Target {
 
 /// Appends one result; the row comes back with its sequence and is queued for the hub.
 pub(super) fn append(tx: &mut Tx<'_>, new: &NewResult<'_>) -> StoreResult<ResultRow> {
-    let row: ResultRow = diesel::insert_into(results::table)
-        .values(new)
-        .returning(ResultRow::as_returning())
-        .get_result(tx.conn)?;
+    let sequence: i64 = super::statements::InsertResult(new).get_result(tx.conn)?;
+    let row = ResultRow {
+        sequence,
+        account_id: new.account_id.to_owned(),
+        link_id: new.link_id.to_owned(),
+        refresh_intent_id: new.refresh_intent_id.to_owned(),
+        status: new.status.to_owned(),
+        new_movements: new.new_movements,
+        public_error: new.public_error.to_owned(),
+        event_id: new.event_id.to_owned(),
+        occurred_at_ms: new.occurred_at_ms,
+        committed_at_ms: new.committed_at_ms,
+        completes_intent: new.completes_intent,
+    };
     tx.appended(row.clone());
     Ok(row)
 }

@@ -17,6 +17,7 @@ pub mod models;
 pub mod retention;
 #[rustfmt::skip]
 mod schema;
+mod statements;
 mod writer;
 
 use std::sync::{Arc, Mutex};
