@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Small per-call buffers: see src/grpc/codec.rs.
+        .codec_path("crate::grpc::codec::LeanCodec")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=migrations");

@@ -19,7 +19,9 @@ pub struct Server {
 
 impl Server {
     /// Starts `serve` with `args` added to the defaults (production durability, port 0).
+    /// BENCH_SERVER_ARGS (space-separated) adds more, for experiments.
     pub fn start(args: &[&str]) -> Server {
+        let extra = std::env::var("BENCH_SERVER_ARGS").unwrap_or_default();
         let dir = tempfile::Builder::new()
             .prefix("bench-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -36,6 +38,7 @@ impl Server {
             .arg("--database-url")
             .arg(&db)
             .args(args)
+            .args(extra.split_whitespace())
             .env("FINTOC_SECRET_KEY", API_KEY)
             .env("FINTOC_WEBHOOK_SECRET", SECRET)
             .env("RUST_LOG", "error")
