@@ -100,8 +100,12 @@ mod tests {
     fn the_hand_written_inserts_match_the_schema() {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().join("s.db").to_string_lossy().into_owned();
-        let store = crate::store::Store::open(&url, std::sync::Arc::new(crate::hub::Hub::new(1)), crate::clock::Clock::System)
-            .unwrap();
+        let store = crate::store::Store::open(
+            &url,
+            std::sync::Arc::new(crate::hub::Hub::new(1)),
+            crate::clock::Clock::System,
+        )
+        .unwrap();
         drop(store);
         let mut conn = SqliteConnection::establish(&url).unwrap();
         let event = NewWebhookEvent {
@@ -112,9 +116,17 @@ mod tests {
             body: b"{}",
         };
         assert_eq!(InsertEvent(&event).execute(&mut conn).unwrap(), 1);
-        assert_eq!(InsertEvent(&event).execute(&mut conn).unwrap(), 0, "a duplicate is ignored");
+        assert_eq!(
+            InsertEvent(&event).execute(&mut conn).unwrap(),
+            0,
+            "a duplicate is ignored"
+        );
         let stored: (String, Option<String>, Vec<u8>) = webhook_events::table
-            .select((webhook_events::event_key, webhook_events::event_type, webhook_events::body))
+            .select((
+                webhook_events::event_key,
+                webhook_events::event_type,
+                webhook_events::body,
+            ))
             .first(&mut conn)
             .unwrap();
         assert_eq!(stored, ("evt_1".into(), None, b"{}".to_vec()));
@@ -131,7 +143,11 @@ mod tests {
             completes_intent: true,
         };
         let seq: i64 = InsertResult(&new).get_result(&mut conn).unwrap();
-        let row: ResultRow = results::table.find(seq).select(ResultRow::as_select()).first(&mut conn).unwrap();
+        let row: ResultRow = results::table
+            .find(seq)
+            .select(ResultRow::as_select())
+            .first(&mut conn)
+            .unwrap();
         assert_eq!(
             row,
             ResultRow {
