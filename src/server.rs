@@ -57,13 +57,15 @@ pub async fn serve(
 /// halves to reach the store directly.
 pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
     let hub = Arc::new(Hub::new(config.watch_buffer));
+    let metrics = Arc::new(Metrics::new());
     let store = {
-        let (url, hub, clock) = (
+        let (url, hub, clock, metrics) = (
             config.database_url.clone(),
             hub.clone(),
             config.clock.clone(),
+            metrics.clone(),
         );
-        tokio::task::spawn_blocking(move || Store::open(&url, hub, clock))
+        tokio::task::spawn_blocking(move || Store::open(&url, hub, clock, metrics))
             .await?
             .with_context(|| format!("cannot open the database {:?}", config.database_url))?
     };
@@ -74,7 +76,6 @@ pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
     store
         .write(move |tx| store::process_held(tx, &in_flight))
         .await?;
-    let metrics = Arc::new(Metrics::new());
     let fintoc = crate::fintoc::client::Client::new(&config, metrics.clone())?;
     Ok(Arc::new(App {
         refresh: crate::refresh::Coordinator::default(),

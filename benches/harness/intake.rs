@@ -44,6 +44,7 @@ pub async fn run(mode: &Mode) -> Value {
     )
     .await;
 
+    let commits_before = load::scrape(&addr).await;
     let (mut health, mut intake) = (Vec::new(), Vec::new());
     let mut acked = 2000u64; // the warm-up events
     let mut sent_id = 0usize;
@@ -78,6 +79,12 @@ pub async fn run(mode: &Mode) -> Value {
         acked += b.ok;
         intake.push(b);
     }
+    let commits_after = load::scrape(&addr).await;
+    let delta =
+        |name: &str| load::sample(&commits_after, name) - load::sample(&commits_before, name);
+    let commits = delta("fintoc_refresh_commit_batch_size_count");
+    let per_commit = delta("fintoc_refresh_commit_batch_size_sum") / commits.max(1.0);
+    let commit_ms = 1000.0 * delta("fintoc_refresh_commit_seconds_sum") / commits.max(1.0);
     let (db, _dir) = server.stop();
     let stored = count_stored(&db);
     let health_rate = median(&mut health.iter().map(Phase::rate).collect::<Vec<_>>());
@@ -97,6 +104,9 @@ pub async fn run(mode: &Mode) -> Value {
         "| stored == acknowledged | {} ({stored} stored, {acked} acknowledged) |",
         stored == acked
     );
+    println!(
+        "| group commits during the intake phases | {commits:.0}: {per_commit:.1} events and {commit_ms:.2} ms each (mean) |"
+    );
     if client_bound > 0 {
         println!(
             "note: in {client_bound} of {} phases the load generator used more CPU than the server: those phases are generator-bound",
@@ -109,6 +119,9 @@ pub async fn run(mode: &Mode) -> Value {
         "intake_eps": intake_rate.round(),
         "ratio": (ratio * 100.0).round() / 100.0,
         "stored": stored,
+        "group_commits": commits,
+        "events_per_commit": (per_commit * 10.0).round() / 10.0,
+        "commit_ms": (commit_ms * 100.0).round() / 100.0,
         "acknowledged": acked,
         "phases": health.iter().zip(&intake).map(|(h, b)| json!({
             "healthz_rps": h.rate().round(), "intake_eps": b.rate().round(),

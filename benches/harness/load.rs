@@ -75,6 +75,28 @@ pub fn healthz_request(addr: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// `GET /metrics` on the server, as text.
+pub async fn scrape(addr: &str) -> String {
+    let mut conn = Conn::open(addr).await;
+    conn.sender.ready().await.expect("metrics connection");
+    let request = Request::get("/metrics")
+        .header("host", addr)
+        .body(Full::default())
+        .unwrap();
+    let response = conn.sender.send_request(request).await.expect("metrics");
+    let body = response.into_body().collect().await.expect("metrics body");
+    String::from_utf8_lossy(&body.to_bytes()).into_owned()
+}
+
+/// The value of one unlabelled sample (`name value`) in a Prometheus text exposition.
+pub fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// What a closed-loop phase achieved.
 #[derive(Debug, Clone, Copy)]
 pub struct Phase {

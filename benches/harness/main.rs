@@ -5,6 +5,7 @@
 //! production durability setting) as a child process and measures, in one run:
 //! - intake throughput: unique signed events over HTTP/1.1 keep-alive from 64 connections,
 //!   against the same server's `GET /healthz` under the same client, alternated A B A B;
+//! - the writer alone: the intake's storage job without HTTP, the store's own ceiling;
 //! - push latency: webhook sent → `account_result` received, at a steady 1,000 events/s;
 //! - watch streams: server RSS with 0 and 10,000 idle streams, and one event's fan-out time;
 //! - RequestRefresh: overhead over the simulator's own latency, and local answers.
@@ -19,6 +20,7 @@ mod refresh;
 mod server;
 mod stats;
 mod streams;
+mod writer;
 
 use std::time::Instant;
 
@@ -31,7 +33,7 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|latency|streams|refresh` runs one section (for profiling).
+    // `--only intake|writer|latency|streams|refresh` runs one section (for profiling).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -56,6 +58,11 @@ fn main() {
         } else {
             skipped()
         };
+        let writer = if wanted("writer") {
+            writer::run(&mode).await
+        } else {
+            skipped()
+        };
         let latency = if wanted("latency") {
             latency::run(&mode).await
         } else {
@@ -75,6 +82,7 @@ fn main() {
         let summary = json!({
             "mode": if quick { "quick" } else { "full" },
             "intake": intake,
+            "writer": writer,
             "push_latency": latency,
             "watch_streams": streams,
             "request_refresh": refresh,

@@ -29,7 +29,7 @@ impl Target {
 
 /// Appends one result; the row comes back with its sequence and is queued for the hub.
 pub(super) fn append(tx: &mut Tx<'_>, new: &NewResult<'_>) -> StoreResult<ResultRow> {
-    let sequence: i64 = super::statements::InsertResult(new).get_result(tx.conn)?;
+    let sequence = super::statements::insert_result(tx.conn, new)?;
     let row = ResultRow {
         sequence,
         account_id: new.account_id.to_owned(),

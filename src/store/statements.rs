@@ -1,9 +1,12 @@
-//! The two inserts on the intake's hot path, written as queries with a static identity.
+//! The statements on the intake's hot path, written as queries with a static identity.
 //!
 //! diesel caches prepared statements by query type when the type says its SQL never changes;
 //! its generic `insert_into(..).values(..)` cannot promise that on SQLite (absent values would
 //! change the column list), so it rebuilt the SQL text on every insert just to find the
 //! cached statement: ~12% of the writer's time under load. These say what they are once.
+//!
+//! The log's insert reads its sequence back with `last_insert_rowid()` rather than
+//! `RETURNING`: SQLite gathers RETURNING rows in a temporary b-tree built for each statement.
 
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Binary, Bool, Nullable, Text};
@@ -43,16 +46,12 @@ impl QueryFragment<Sqlite> for InsertEvent<'_> {
 
 impl RunQueryDsl<SqliteConnection> for InsertEvent<'_> {}
 
-/// Appends one result to the log, returning the sequence SQLite assigned.
+/// Appends one result to the log; [`LastRowid`] then reads the sequence SQLite assigned.
 pub struct InsertResult<'a>(pub &'a NewResult<'a>);
 
 impl QueryId for InsertResult<'_> {
     type QueryId = InsertResult<'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl Query for InsertResult<'_> {
-    type SqlType = BigInt;
 }
 
 impl QueryFragment<Sqlite> for InsertResult<'_> {
@@ -81,12 +80,39 @@ impl QueryFragment<Sqlite> for InsertResult<'_> {
         out.push_bind_param::<BigInt, _>(&r.committed_at_ms)?;
         out.push_sql(", ");
         out.push_bind_param::<Bool, _>(&r.completes_intent)?;
-        out.push_sql(") RETURNING sequence");
+        out.push_sql(")");
         Ok(())
     }
 }
 
 impl RunQueryDsl<SqliteConnection> for InsertResult<'_> {}
+
+/// `SELECT last_insert_rowid()`: the rowid of this connection's latest insert.
+pub struct LastRowid;
+
+impl QueryId for LastRowid {
+    type QueryId = LastRowid;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for LastRowid {
+    type SqlType = BigInt;
+}
+
+impl QueryFragment<Sqlite> for LastRowid {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("SELECT last_insert_rowid()");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<SqliteConnection> for LastRowid {}
+
+/// Appends one result and returns its sequence.
+pub fn insert_result(conn: &mut SqliteConnection, new: &NewResult<'_>) -> QueryResult<i64> {
+    InsertResult(new).execute(conn)?;
+    LastRowid.get_result(conn)
+}
 
 #[cfg(test)]
 mod tests {
@@ -104,6 +130,7 @@ mod tests {
             &url,
             std::sync::Arc::new(crate::hub::Hub::new(1)),
             crate::clock::Clock::System,
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
         )
         .unwrap();
         drop(store);
@@ -142,7 +169,8 @@ mod tests {
             committed_at_ms: 8,
             completes_intent: true,
         };
-        let seq: i64 = InsertResult(&new).get_result(&mut conn).unwrap();
+        let seq = insert_result(&mut conn, &new).unwrap();
+        assert_eq!(insert_result(&mut conn, &new).unwrap(), seq + 1);
         let row: ResultRow = results::table
             .find(seq)
             .select(ResultRow::as_select())

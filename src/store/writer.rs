@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{ResultRow, StoreError, StoreResult};
 use crate::clock::{Clock, Millis};
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 
 /// Jobs committed together at most. Large enough to amortize the fsync at any rate we can
 /// receive; small enough that one transaction stays short for readers' WAL checkpoints.
@@ -127,11 +128,12 @@ impl Writer {
         conn: SqliteConnection,
         hub: Arc<Hub>,
         clock: Clock,
+        metrics: Arc<Metrics>,
     ) -> StoreResult<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx, hub, clock))
+            .spawn(move || run(conn, rx, hub, clock, metrics))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer { tx })
     }
@@ -186,7 +188,13 @@ impl Writer {
     }
 }
 
-fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>, hub: Arc<Hub>, clock: Clock) {
+fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Msg>,
+    hub: Arc<Hub>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+) {
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
     let mut finishers: Vec<Finisher> = Vec::with_capacity(MAX_BATCH);
     let mut repeatables: Vec<Box<dyn Repeatable>> = Vec::with_capacity(MAX_BATCH);
@@ -217,6 +225,7 @@ fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>, hub: Arc<Hub>, c
         }
         let mut appended = Vec::new();
         let now_ms = clock.now_ms();
+        let (jobs, started) = (batch.len(), std::time::Instant::now());
         let commit = conn.immediate_transaction(|conn| {
             let mut tx = Tx {
                 conn,
@@ -242,6 +251,10 @@ fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>, hub: Arc<Hub>, c
             }
             Ok::<_, StoreError>(())
         });
+        metrics.commit_batch_size.observe(jobs as f64);
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         match &commit {
             Ok(()) => hub.publish(&appended),
             Err(e) => {
@@ -298,7 +311,13 @@ mod tests {
     fn open() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().join("w.db").to_string_lossy().into_owned();
-        let store = Store::open(&url, Arc::new(Hub::new(8)), Clock::System).unwrap();
+        let store = Store::open(
+            &url,
+            Arc::new(Hub::new(8)),
+            Clock::System,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
         (dir, store)
     }
 
