@@ -219,7 +219,12 @@ impl Subscription {
 
     /// Clears the lagged mark before catching up from the database: anything committed after
     /// this point is queued (or marks it lagged again), anything before it is in the database.
+    ///
+    /// It holds the hub's lock while doing so: a publish is then either wholly before it (its
+    /// entries are at or below the high water read afterwards, so in the catch-up's range) or
+    /// wholly after it (queued).
     pub fn recover(&self) {
+        let _publishing = self.hub.index.lock().expect("hub lock");
         let mut queue = self.sub.queue.lock().expect("subscriber lock");
         queue.lagged = false;
         queue.items.clear();

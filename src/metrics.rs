@@ -37,6 +37,8 @@ pub struct Metrics {
     pub intake_seconds: Histogram,
     pub commit_batch_size: Histogram,
     pub commit_seconds: Histogram,
+    pub wal_syncs: Counter,
+    pub wal_sync_seconds: Histogram,
     pub watch_streams: Gauge,
     pub watch_lagged: Counter,
     pub rpcs: Family<RpcLabels, Counter>,
@@ -78,8 +80,20 @@ impl Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "commit_seconds",
-            "Time one group commit takes, its jobs' statements and the fsync included",
+            "Time from a group commit's start until it is durable and answered",
             commit_seconds.clone(),
+        );
+        let wal_syncs = Counter::default();
+        registry.register(
+            "wal_syncs",
+            "fsyncs of the WAL; each covers every group committed since the previous one",
+            wal_syncs.clone(),
+        );
+        let wal_sync_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "wal_sync_seconds",
+            "Time one fsync of the WAL takes",
+            wal_sync_seconds.clone(),
         );
         let watch_streams = Gauge::default();
         registry.register(
@@ -129,6 +143,8 @@ impl Metrics {
             intake_seconds,
             commit_batch_size,
             commit_seconds,
+            wal_syncs,
+            wal_sync_seconds,
             watch_streams,
             watch_lagged,
             rpcs,

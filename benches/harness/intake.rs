@@ -1,5 +1,5 @@
 //! Intake throughput: unique, correctly signed events over HTTP/1.1 keep-alive from 64
-//! connections, against `GET /healthz` on the same server with the same client, alternated
+//! connections (`--connections N` to change), against `GET /healthz` on the same server with the same client, alternated
 //! A B A B A B; then the stored events are counted and must equal the acknowledged ones.
 
 use std::sync::Arc;
@@ -13,9 +13,8 @@ use crate::load::{self, Phase, Prepared};
 use crate::server::{SECRET, Server};
 use crate::stats::median;
 
-const CONNECTIONS: usize = 64;
-
 pub async fn run(mode: &Mode) -> Value {
+    let connections = mode.connections;
     let phase = if mode.quick {
         Duration::from_secs(2)
     } else {
@@ -23,7 +22,7 @@ pub async fn run(mode: &Mode) -> Value {
     };
     let rounds = 3;
     println!(
-        "\n## Intake throughput ({CONNECTIONS} keep-alive connections, {} s phases, A=/healthz B=intake, ×{rounds})",
+        "\n## Intake throughput ({connections} keep-alive connections, {} s phases, A=/healthz B=intake, ×{rounds})",
         phase.as_secs()
     );
     let server = Server::start(&[]);
@@ -50,7 +49,7 @@ pub async fn run(mode: &Mode) -> Value {
     let mut sent_id = 0usize;
     for round in 0..rounds {
         let a = addr.clone();
-        let h = load::closed_loop(&addr, server.pid(), CONNECTIONS, phase, move |_| {
+        let h = load::closed_loop(&addr, server.pid(), connections, phase, move |_| {
             Some(load::healthz_request(&a))
         })
         .await;
@@ -71,7 +70,7 @@ pub async fn run(mode: &Mode) -> Value {
         );
         sent_id += count;
         let a = addr.clone();
-        let b = load::closed_loop(&addr, server.pid(), CONNECTIONS, phase, move |i| {
+        let b = load::closed_loop(&addr, server.pid(), connections, phase, move |i| {
             events.get(i).map(|e| load::webhook_request(&a, e))
         })
         .await;
@@ -85,6 +84,11 @@ pub async fn run(mode: &Mode) -> Value {
     let commits = delta("fintoc_refresh_commit_batch_size_count");
     let per_commit = delta("fintoc_refresh_commit_batch_size_sum") / commits.max(1.0);
     let commit_ms = 1000.0 * delta("fintoc_refresh_commit_seconds_sum") / commits.max(1.0);
+    let syncs = delta("fintoc_refresh_wal_syncs_total");
+    let sync_ms = 1000.0 * delta("fintoc_refresh_wal_sync_seconds_sum") / syncs.max(1.0);
+    let acked_in_phases: u64 = intake.iter().map(|p| p.ok).sum();
+    let answer_ms = 1000.0 * delta("fintoc_refresh_webhook_intake_seconds_sum")
+        / delta("fintoc_refresh_webhook_intake_seconds_count").max(1.0);
     let (db, _dir) = server.stop();
     let stored = count_stored(&db);
     let health_rate = median(&mut health.iter().map(Phase::rate).collect::<Vec<_>>());
@@ -105,7 +109,12 @@ pub async fn run(mode: &Mode) -> Value {
         stored == acked
     );
     println!(
-        "| group commits during the intake phases | {commits:.0}: {per_commit:.1} events and {commit_ms:.2} ms each (mean) |"
+        "| group commits during the intake phases | {commits:.0}: {per_commit:.1} events and {commit_ms:.2} ms (start to answered) each, mean |"
+    );
+    println!("| server-side answer time (body read → reply), mean | {answer_ms:.2} ms |");
+    println!(
+        "| WAL fsyncs during the intake phases | {syncs:.0}: {:.1} events and {sync_ms:.2} ms each, mean |",
+        acked_in_phases as f64 / syncs.max(1.0)
     );
     if client_bound > 0 {
         println!(
@@ -114,7 +123,7 @@ pub async fn run(mode: &Mode) -> Value {
         );
     }
     json!({
-        "connections": CONNECTIONS,
+        "connections": connections,
         "healthz_rps": health_rate.round(),
         "intake_eps": intake_rate.round(),
         "ratio": (ratio * 100.0).round() / 100.0,
@@ -122,6 +131,10 @@ pub async fn run(mode: &Mode) -> Value {
         "group_commits": commits,
         "events_per_commit": (per_commit * 10.0).round() / 10.0,
         "commit_ms": (commit_ms * 100.0).round() / 100.0,
+        "wal_syncs": syncs,
+        "answer_ms": (answer_ms * 100.0).round() / 100.0,
+        "events_per_sync": (acked_in_phases as f64 / syncs.max(1.0) * 10.0).round() / 10.0,
+        "sync_ms": (sync_ms * 100.0).round() / 100.0,
         "acknowledged": acked,
         "phases": health.iter().zip(&intake).map(|(h, b)| json!({
             "healthz_rps": h.rate().round(), "intake_eps": b.rate().round(),

@@ -1,5 +1,6 @@
 //! The benchmark harness: `cargo bench --bench harness` (full, a few minutes) or
-//! `cargo bench --bench harness -- --quick` (under a minute).
+//! `cargo bench --bench harness -- --quick` (under a minute). `--only <section>` runs one
+//! section; `--connections N` changes the intake's concurrency (default 64).
 //!
 //! It starts the real server (the release binary, real sockets, a SQLite file on disk with the
 //! production durability setting) as a child process and measures, in one run:
@@ -28,6 +29,8 @@ use serde_json::json;
 
 pub struct Mode {
     pub quick: bool,
+    /// Concurrent senders for the intake and writer sections (`--connections N`, default 64).
+    pub connections: usize,
 }
 
 fn main() {
@@ -39,7 +42,13 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let mode = Mode { quick };
+    let connections = args
+        .iter()
+        .position(|a| a == "--connections")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--connections takes a number"))
+        .unwrap_or(64);
+    let mode = Mode { quick, connections };
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

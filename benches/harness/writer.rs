@@ -1,5 +1,5 @@
-//! The writer alone: the same ingest job the webhook handler submits, from 64 concurrent
-//! submitters in this process, on a SQLite file with the production durability setting. No
+//! The writer alone: the same ingest job the webhook handler submits, from as many concurrent
+//! submitters as the intake has connections (64), in this process, on a SQLite file with the production durability setting. No
 //! HTTP, no signature check: this is the ceiling the store puts on the intake, and the place
 //! to A/B a storage change without the network's noise.
 
@@ -20,13 +20,8 @@ use crate::load::{self, Prepared};
 use crate::server::SECRET;
 use crate::stats::median;
 
-const SUBMITTERS_DEFAULT: usize = 64;
-
 pub async fn run(mode: &Mode) -> Value {
-    let submitters: usize = std::env::var("BENCH_SUBMITTERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(SUBMITTERS_DEFAULT);
+    let submitters = mode.connections;
     let phase = Duration::from_secs(if mode.quick { 2 } else { 4 });
     let rounds = 3;
     println!(

@@ -135,17 +135,24 @@ fn shutting_down(cursor: i64) -> Status {
     ))
 }
 
-/// The final `refresh_completed` message for an intent, if it has completed.
+/// The final `refresh_completed` message for an intent, if it has completed and this stream
+/// has delivered the result that completed it (`cursor` is the last sequence delivered). A
+/// completion can be visible a moment before it is durable; its result, and so its summary,
+/// reach the stream only once it is.
 async fn completion(
     app: &App,
     target: &Target,
+    cursor: i64,
 ) -> Result<Option<pb::WatchRefreshResponse>, AppError> {
     let Target::Intent(id) = target else {
         return Ok(None);
     };
     let id = id.clone();
     let intent = app.store.read(move |c| store::get_intent(c, &id)).await?;
-    Ok(intent.filter(|i| i.status.is_final()).map(|i| {
+    let delivered = |i: &crate::store::models::IntentView| {
+        i.status.is_final() && i.completed_sequence.unwrap_or_default() <= cursor
+    };
+    Ok(intent.filter(delivered).map(|i| {
         message(
             i.completed_sequence.unwrap_or_default(),
             Event::RefreshCompleted(convert::refresh_intent(&i)),
@@ -173,10 +180,11 @@ fn run(
                 Err::<(), Status>(shutting_down(cursor))?;
             }
             if catching_up {
-                let (t, after) = (target.clone(), cursor);
+                // Only what is durable: the hub's high water moves after the fsync.
+                let (t, after, upto) = (target.clone(), cursor, app.hub.high_water());
                 let rows: Vec<ResultRow> = app
                     .store
-                    .read(move |c| store::results_after(c, &t, after, PAGE))
+                    .read(move |c| store::results_after(c, &t, after, upto, PAGE))
                     .await
                     .map_err(AppError::from)?;
                 let done = (rows.len() as i64) < PAGE;
@@ -187,14 +195,14 @@ fn run(
                     cursor = row.sequence;
                     yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
                     // (async_stream is edition 2021: no let chains inside it.)
-                    let done = if row.completes_intent { completion(&app, &target).await? } else { None };
+                    let done = if row.completes_intent { completion(&app, &target, cursor).await? } else { None };
                     if let Some(done) = done {
                         yield done;
                         return;
                     }
                 }
                 if done {
-                    if let Some(done) = completion(&app, &target).await? {
+                    if let Some(done) = completion(&app, &target, cursor).await? {
                         yield done;
                         return;
                     }
@@ -211,7 +219,7 @@ fn run(
                     last_sent = clock.now_ms();
                     yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
                     // (async_stream is edition 2021: no let chains inside it.)
-                    let done = if row.completes_intent { completion(&app, &target).await? } else { None };
+                    let done = if row.completes_intent { completion(&app, &target, cursor).await? } else { None };
                     if let Some(done) = done {
                         yield done;
                         return;

@@ -47,7 +47,10 @@ pub(super) fn append(tx: &mut Tx<'_>, new: &NewResult<'_>) -> StoreResult<Result
     Ok(row)
 }
 
-/// Up to `limit` results of `target` after `after`, oldest first.
+/// Up to `limit` results of `target` after `after` and at most `upto`, oldest first.
+///
+/// `upto` is the hub's high water: rows above it may be committed but not yet durable (see
+/// `durable.rs`); they reach watchers through the hub once they are.
 ///
 /// The log is indexed by account only (each index is paid for on every write): an intent's
 /// results are found through `intent_accounts`, which points at each answer, and a Link's
@@ -56,11 +59,13 @@ pub fn results_after(
     conn: &mut SqliteConnection,
     target: &Target,
     after: i64,
+    upto: i64,
     limit: i64,
 ) -> StoreResult<Vec<ResultRow>> {
     let query = results::table
         .select(ResultRow::as_select())
         .filter(results::sequence.gt(after))
+        .filter(results::sequence.le(upto))
         .order(results::sequence.asc())
         .limit(limit);
     let rows = match target {

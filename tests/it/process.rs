@@ -22,6 +22,14 @@ struct Running {
     extra: Vec<String>,
 }
 
+/// A failing test must not leave its server running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `serve` on port 0 and reads the contract's stdout line(s).
 fn spawn(db: &std::path::Path, args: &[&str], extra_lines: usize) -> Running {
     let mut child = Command::new(BIN)
