@@ -119,7 +119,11 @@ pub async fn run(
             TcpListenerStream::new(listeners.grpc),
             stop.clone().cancelled_owned(),
         );
-    let http = axum::serve(listeners.http, crate::http::router(app.clone()))
+    // No Nagle: an answer must not wait for the peer's delayed ACK.
+    let http_listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let http = axum::serve(http_listener, crate::http::router(app.clone()))
         .with_graceful_shutdown(stop.clone().cancelled_owned());
     let mut servers = tokio::spawn(async move {
         tokio::try_join!(async { grpc.await.context("gRPC server failed") }, async {

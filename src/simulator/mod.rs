@@ -124,6 +124,10 @@ impl Simulator {
         let shared = api::Shared::new(config, state.clone(), deliveries.clone(), shutdown.clone());
         let router = api::router(shared);
         tokio::spawn(async move {
+            // No Nagle: an answer must not wait for the peer's delayed ACK.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
