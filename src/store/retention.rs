@@ -32,10 +32,15 @@ pub fn prune(
     limit: i64,
 ) -> StoreResult<Pruned> {
     let mut pruned = Pruned::default();
+    // Sequences and event ids grow with arrival, so the first row young enough to keep is
+    // found by walking from the oldest end: the walk reads only what is about to be pruned.
     let oldest_kept: Option<i64> = results::table
         .filter(results::committed_at_ms.ge(cutoff_ms))
-        .select(diesel::dsl::min(results::sequence))
-        .first(tx.conn)?;
+        .order(results::sequence.asc())
+        .select(results::sequence)
+        .limit(1)
+        .get_result(tx.conn)
+        .optional()?;
     let below: Vec<i64> = results::table
         .filter(results::sequence.lt(oldest_kept.unwrap_or(i64::MAX)))
         .order(results::sequence.asc())
@@ -46,9 +51,18 @@ pub fn prune(
         pruned.results =
             diesel::delete(results::table.filter(results::sequence.le(last))).execute(tx.conn)?;
     }
+    let first_kept: Option<i64> = webhook_events::table
+        .filter(webhook_events::received_at_ms.ge(cutoff_ms))
+        .order(webhook_events::id.asc())
+        .select(webhook_events::id)
+        .limit(1)
+        .get_result(tx.conn)
+        .optional()?;
+    // Held events wait for their intent however old they are (there are at most a few).
     let events: Vec<i64> = webhook_events::table
-        .filter(webhook_events::received_at_ms.lt(cutoff_ms))
+        .filter(webhook_events::id.lt(first_kept.unwrap_or(i64::MAX)))
         .filter(webhook_events::disposition.ne("held"))
+        .order(webhook_events::id.asc())
         .limit(limit)
         .select(webhook_events::id)
         .load(tx.conn)?;
@@ -77,4 +91,82 @@ pub fn prune(
     )
     .execute(tx.conn)?;
     Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use diesel::connection::SimpleConnection;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::hub::Hub;
+    use crate::metrics::Metrics;
+    use crate::store::{Store, counts};
+
+    /// Old rows go in chunks from the oldest end; young rows and held events stay; the log
+    /// stays contiguous.
+    #[tokio::test]
+    async fn prunes_old_rows_in_chunks_from_the_oldest_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("r.db").to_string_lossy().into_owned();
+        let store = Store::open(
+            &url,
+            Arc::new(Hub::new(8)),
+            Clock::System,
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        store
+            .write(|tx| {
+                let mut sql = String::new();
+                for i in 0..10 {
+                    // Five old (t=1), five young (t=100); one old event is held.
+                    let at = if i < 5 { 1 } else { 100 };
+                    let disposition = if i == 1 { "held" } else { "result" };
+                    sql.push_str(&format!(
+                        "INSERT INTO webhook_events (event_key, disposition, received_at_ms, body) \
+                         VALUES ('evt_{i}', '{disposition}', {at}, x'7b7d'); \
+                         INSERT INTO results (account_id, link_id, refresh_intent_id, status, \
+                         new_movements, public_error, event_id, occurred_at_ms, committed_at_ms) \
+                         VALUES ('acc', '', '', 'succeeded', 0, '', 'evt_{i}', {at}, {at});"
+                    ));
+                }
+                sql.push_str(
+                    "INSERT INTO refresh_intents (id, link_id, refresh_type, status, created_at_ms, \
+                     completed_at_ms) VALUES ('ri_old', 'l', 'only_last', 'succeeded', 1, 1), \
+                     ('ri_young', 'l', 'only_last', 'succeeded', 1, 100), \
+                     ('ri_pending', 'l', 'only_last', 'pending', 1, NULL); \
+                     INSERT INTO idempotency_keys VALUES ('k_old', 's', 'only_last', 'ri_old', 0, 1), \
+                     ('k_young', 's', 'only_last', 'ri_young', 0, 100);",
+                );
+                tx.conn.batch_execute(&sql)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let first = store.write(|tx| prune(tx, 50, 50, 3)).await.unwrap();
+        assert_eq!(
+            first,
+            Pruned {
+                results: 3,
+                events: 3,
+                intents: 1,
+                keys: 1
+            }
+        );
+        let second = store.write(|tx| prune(tx, 50, 50, 3)).await.unwrap();
+        assert_eq!((second.results, second.events), (2, 1));
+        let third = store.write(|tx| prune(tx, 50, 50, 3)).await.unwrap();
+        assert_eq!(third.total(), 0, "nothing young is touched");
+        let left = store.read(counts).await.unwrap();
+        assert_eq!(
+            (left.results, left.webhook_events, left.held_events),
+            (5, 6, 1)
+        );
+        let bounds = store.read(crate::store::log_bounds).await.unwrap();
+        assert_eq!((bounds.oldest, bounds.newest), (6, 10));
+        store.close().await;
+    }
 }
