@@ -55,6 +55,14 @@ pub struct ServeArgs {
     /// Concurrent HTTP/2 streams (watchers, calls) one client connection may open.
     #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
     pub max_concurrent_streams: u32,
+    /// Open WatchRefresh streams allowed at once over all connections; more get
+    /// RESOURCE_EXHAUSTED. Bounds what watchers can make the server hold.
+    #[arg(long, env = "MAX_WATCH_STREAMS", default_value_t = 20_000)]
+    pub max_watch_streams: usize,
+    /// Longest a unary call or a webhook request may take (webhooks get 408 after it); also
+    /// RequestRefresh's budget for Fintoc when the caller sets no deadline.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Log format on stderr: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -76,6 +84,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub watch_buffer: usize,
     pub max_concurrent_streams: u32,
+    pub max_watch_streams: usize,
+    pub request_timeout: Duration,
     /// First retry delay for Fintoc calls (doubled each retry, plus jitter). Fintoc asks for
     /// 1 s; tests shorten it.
     pub fintoc_backoff: Duration,
@@ -101,6 +111,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             watch_buffer: 256,
             max_concurrent_streams: 1024,
+            max_watch_streams: 20_000,
+            request_timeout: Duration::from_secs(30),
             fintoc_backoff: Duration::from_secs(1),
             clock: Clock::System,
         }
@@ -162,6 +174,7 @@ impl ServeArgs {
             ),
             ("--refresh-timeout (REFRESH_TIMEOUT)", self.refresh_timeout),
             ("--retention (RETENTION)", self.retention),
+            ("--request-timeout (REQUEST_TIMEOUT)", self.request_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{name} must be greater than zero")));
@@ -190,6 +203,13 @@ impl ServeArgs {
                 "--watch-buffer (WATCH_BUFFER) must be at least 1".into(),
             ));
         }
+        if self.max_watch_streams == 0 || self.max_concurrent_streams == 0 {
+            return Err(ConfigError(
+                "--max-watch-streams (MAX_WATCH_STREAMS) and --max-concurrent-streams \
+                 (MAX_CONCURRENT_STREAMS) must be at least 1"
+                    .into(),
+            ));
+        }
         Ok(Config {
             database_url: self.database_url,
             fintoc_api_url: self.fintoc_api_url,
@@ -204,6 +224,8 @@ impl ServeArgs {
             shutdown_grace: self.shutdown_grace,
             watch_buffer: self.watch_buffer,
             max_concurrent_streams: self.max_concurrent_streams,
+            max_watch_streams: self.max_watch_streams,
+            request_timeout: self.request_timeout,
             fintoc_backoff: Duration::from_secs(1),
             clock: Clock::System,
         })
@@ -393,6 +415,12 @@ mod tests {
             ),
             (&["--reconcile-after", "30m"], SECRETS, "--reconcile-after"),
             (&["--max-body-bytes", "0"], SECRETS, "--max-body-bytes"),
+            (
+                &["--max-watch-streams", "0"],
+                SECRETS,
+                "--max-watch-streams",
+            ),
+            (&["--request-timeout", "0s"], SECRETS, "--request-timeout"),
             (&["--database-url", ""], SECRETS, "--database-url"),
         ];
         for (args, env, names) in table {

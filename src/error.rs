@@ -44,6 +44,9 @@ pub enum AppError {
     CredentialsRejected(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A server-wide limit is reached (too many open streams): retry later.
+    #[error("{0}")]
+    Exhausted(String),
     /// Fintoc refused our own API key or answered something we cannot use: an operator must act.
     #[error("{0}")]
     Upstream(String),
@@ -60,6 +63,7 @@ impl AppError {
             AppError::Cooldown { .. } => Code::ResourceExhausted,
             AppError::CredentialsRejected(_) => Code::FailedPrecondition,
             AppError::Unavailable(_) => Code::Unavailable,
+            AppError::Exhausted(_) => Code::ResourceExhausted,
             AppError::Upstream(_) | AppError::Store(_) => Code::Internal,
         }
     }

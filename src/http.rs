@@ -2,6 +2,7 @@
 //!
 //! `GET /healthz` answers while the process runs; `GET /readyz` only while the database
 //! answers and the server is not draining; `GET /metrics` is the Prometheus text format.
+//! Every request is bounded: `--max-body-bytes` (413) and `--request-timeout` (408).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,6 +12,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use tower_http::timeout::TimeoutLayer;
 
 use crate::server::App;
 use crate::webhook;
@@ -24,6 +26,12 @@ pub fn router(app: Arc<App>) -> Router {
         // The intake reads the whole body (the signature covers all of it): cap it. A body
         // of exactly the limit is accepted.
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        // A sender that trickles its body (or a stalled disk) gets 408, not a connection held
+        // for ever; an event whose commit was still under way is a duplicate on Fintoc's retry.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            app.config.request_timeout,
+        ))
         .with_state(app)
 }
 

@@ -32,11 +32,13 @@ use crate::store::links::{self, KnownLink};
 use crate::store::models::IntentView;
 use crate::store::{self, InFlight, NewIntent, Store};
 
-/// Budget for a call without a gRPC deadline: enough for Fintoc's retry schedule's first
-/// steps, short enough that nobody waits minutes for an UNAVAILABLE.
-const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
+/// Kept back from the caller's deadline so the answer (an UNAVAILABLE that says why, say)
+/// reaches the caller before its own timer gives up: a tenth of it, at most this much.
+const ANSWER_MARGIN: Duration = Duration::from_millis(250);
 /// Fintoc's limit on idempotency keys.
 const MAX_KEY_LEN: usize = 255;
+/// Link tokens are ~50 bytes; anything this long is not one (and is never echoed).
+const MAX_TOKEN_LEN: usize = 1024;
 /// Keys are honoured this long (the contract asks for at least 24 h); retention prunes them
 /// after it.
 pub const KEY_TTL: Duration = Duration::from_secs(48 * 3600);
@@ -85,15 +87,17 @@ impl Drop for LinkGuard<'_> {
     }
 }
 
-/// When the caller stops waiting: its `grpc-timeout`, else [`DEFAULT_BUDGET`].
-pub fn deadline_of<T>(request: &Request<T>) -> Instant {
+/// How long the work may take: the caller's `grpc-timeout`, at most `limit`
+/// (`--request-timeout`, also the budget when the caller sets none), minus a margin to answer
+/// in.
+pub fn deadline_of<T>(request: &Request<T>, limit: Duration) -> Instant {
     let budget = request
         .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
-        .unwrap_or(DEFAULT_BUDGET);
-    Instant::now() + budget
+        .map_or(limit, |asked| asked.min(limit));
+    Instant::now() + budget - (budget / 10).min(ANSWER_MARGIN)
 }
 
 /// `grpc-timeout` is an integer of at most 8 digits and a unit: H, M, S, m, u or n.
@@ -129,6 +133,12 @@ pub async fn request(
 ) -> Result<pb::RequestRefreshResponse, AppError> {
     if request.link_token.trim().is_empty() {
         return Err(AppError::InvalidArgument("link_token is empty".into()));
+    }
+    if request.link_token.len() > MAX_TOKEN_LEN {
+        return Err(AppError::InvalidArgument(format!(
+            "link_token is {} bytes; a Fintoc link token is far shorter (at most {MAX_TOKEN_LEN} are accepted)",
+            request.link_token.len()
+        )));
     }
     let refresh_type = convert::refresh_type_from_pb(request.refresh_type).ok_or_else(|| {
         AppError::InvalidArgument(format!(

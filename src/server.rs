@@ -111,10 +111,15 @@ pub async fn run(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
         .max_concurrent_streams(app.config.max_concurrent_streams)
+        // Unary calls; a watch stream's handler returns at once and is not cut by this.
+        .timeout(app.config.request_timeout)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(RefreshServiceServer::new(Service::new(app.clone())))
+        .add_service(
+            RefreshServiceServer::new(Service::new(app.clone()))
+                .max_decoding_message_size(crate::grpc::MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
             stop.clone().cancelled_owned(),

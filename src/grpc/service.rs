@@ -47,7 +47,7 @@ impl RefreshService for Service {
         &self,
         request: Request<pb::RequestRefreshRequest>,
     ) -> Result<Response<pb::RequestRefreshResponse>, Status> {
-        let deadline = crate::refresh::deadline_of(&request);
+        let deadline = crate::refresh::deadline_of(&request, self.app.config.request_timeout);
         let result = crate::refresh::request(&self.app, request.into_inner(), deadline).await;
         self.finish("RequestRefresh", result)
     }
@@ -68,11 +68,7 @@ impl RefreshService for Service {
     ) -> Result<Response<pb::GetRefreshResponse>, Status> {
         let id = request.into_inner().refresh_intent_id;
         let result = async {
-            if id.trim().is_empty() {
-                return Err(AppError::InvalidArgument(
-                    "refresh_intent_id is empty".into(),
-                ));
-            }
+            super::check_id("refresh_intent_id", &id)?;
             let lookup = id.clone();
             match self
                 .app

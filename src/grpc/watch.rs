@@ -60,6 +60,13 @@ pub async fn open(
     }
     // Register first, then decide where to start: see the module docs.
     let subscription = app.hub.subscribe(target.clone());
+    let limit = app.config.max_watch_streams;
+    if app.hub.open_streams() > limit as u64 {
+        return Err(AppError::Exhausted(format!(
+            "the server already has {limit} open watch streams (--max-watch-streams); \
+             close some or retry later"
+        )));
+    }
     let (cursor, catch_up) = match (&target, request.after_sequence) {
         (_, Some(after)) => (after as i64, true),
         (Target::Intent(_), None) => (0, true),
@@ -79,11 +86,8 @@ pub async fn open(
 }
 
 fn non_empty(field: &str, id: String) -> Result<String, AppError> {
-    if id.trim().is_empty() {
-        Err(AppError::InvalidArgument(format!("{field} is empty")))
-    } else {
-        Ok(id)
-    }
+    super::check_id(field, &id)?;
+    Ok(id)
 }
 
 fn request_id(target: &Target) -> &str {

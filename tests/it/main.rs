@@ -2,6 +2,7 @@
 //! gRPC and real HTTP.
 
 mod common;
+mod hostile;
 mod intake;
 mod process;
 mod refresh;
