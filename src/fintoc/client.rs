@@ -174,9 +174,17 @@ impl Client {
         deadline: Instant,
     ) -> Result<Link, FintocError> {
         let path = format!("v1/links/{}", encode_segment(link_token.expose()));
-        self.call("get_link", Method::GET, &path, &[], None, None, deadline)
-            .await
-            .and_then(|(body, _)| decode(&body))
+        self.call(
+            "get_link",
+            Method::GET,
+            &path,
+            &[],
+            None,
+            None,
+            deadline,
+            |body, _| decode(body),
+        )
+        .await
     }
 
     /// `POST /v1/refresh_intents`. The token goes in the JSON body (as Fintoc's SDKs send it),
@@ -200,9 +208,9 @@ impl Client {
             Some(body),
             Some(idempotency_key),
             deadline,
+            |body, _| decode(body),
         )
         .await
-        .and_then(|(body, _)| decode(&body))
     }
 
     /// `GET /v1/refresh_intents?link_token=…`, most recent first (first page only: the one
@@ -221,9 +229,9 @@ impl Client {
             None,
             None,
             deadline,
+            |body, _| decode(body),
         )
         .await
-        .and_then(|(body, _)| decode(&body))
     }
 
     /// One page of `GET /v2/events` (most recent first) and the cursor of the next page, if
@@ -237,46 +245,23 @@ impl Client {
         if let Some(after) = starting_after {
             query.push(("starting_after", after.to_owned()));
         }
-        let (body, headers) = self
-            .call(
-                "list_events",
-                Method::GET,
-                "v2/events",
-                &query,
-                None,
-                None,
-                deadline,
-            )
-            .await?;
-        let raw: Vec<Box<serde_json::value::RawValue>> = decode_list(&body)?;
-        let mut events = Vec::with_capacity(raw.len());
-        for item in raw {
-            #[derive(Deserialize)]
-            struct Head {
-                id: String,
-                #[serde(default)]
-                created_at: Option<String>,
-            }
-            let head: Head = serde_json::from_str(item.get()).map_err(malformed)?;
-            events.push(ListedEvent {
-                created_at_ms: head
-                    .created_at
-                    .as_deref()
-                    .and_then(crate::clock::parse_rfc3339_ms),
-                id: head.id,
-                raw: item.get().to_owned(),
-            });
-        }
-        let next = headers
-            .get(reqwest::header::LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(next_cursor);
-        Ok((events, next))
+        self.call(
+            "list_events",
+            Method::GET,
+            "v2/events",
+            &query,
+            None,
+            None,
+            deadline,
+            read_events_page,
+        )
+        .await
     }
 
-    /// Sends one request with retries. Returns the body and headers of a 2xx.
+    /// Sends one request with retries and reads a 2xx with `parse`; an answer `parse` cannot
+    /// read counts as a failed attempt (retried like a 5xx).
     #[allow(clippy::too_many_arguments)]
-    async fn call(
+    async fn call<T>(
         &self,
         endpoint: &'static str,
         method: Method,
@@ -285,7 +270,8 @@ impl Client {
         json: Option<serde_json::Value>,
         idempotency_key: Option<&str>,
         deadline: Instant,
-    ) -> Result<(bytes::Bytes, HeaderMap), FintocError> {
+        parse: impl Fn(&[u8], &HeaderMap) -> Result<T, FintocError>,
+    ) -> Result<T, FintocError> {
         let url = self
             .base
             .join(path)
@@ -308,6 +294,7 @@ impl Client {
                     left.min(ATTEMPT_TIMEOUT),
                 )
                 .await
+                .and_then(|(body, headers)| parse(&body, &headers))
             };
             let outcome = match &result {
                 Ok(_) => "ok",
@@ -371,6 +358,37 @@ impl Client {
     }
 }
 
+/// One page of `/v2/events`: each event kept verbatim, and the next page's cursor.
+fn read_events_page(
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<(Vec<ListedEvent>, Option<String>), FintocError> {
+    let raw: Vec<Box<serde_json::value::RawValue>> = decode_list(body)?;
+    let mut events = Vec::with_capacity(raw.len());
+    for item in raw {
+        #[derive(Deserialize)]
+        struct Head {
+            id: String,
+            #[serde(default)]
+            created_at: Option<String>,
+        }
+        let head: Head = serde_json::from_str(item.get()).map_err(malformed)?;
+        events.push(ListedEvent {
+            created_at_ms: head
+                .created_at
+                .as_deref()
+                .and_then(crate::clock::parse_rfc3339_ms),
+            id: head.id,
+            raw: item.get().to_owned(),
+        });
+    }
+    let next = headers
+        .get(reqwest::header::LINK)
+        .and_then(|v| v.to_str().ok())
+        .and_then(next_cursor);
+    Ok((events, next))
+}
+
 /// A transport failure in words, never with the URL (it may hold a link token).
 fn transport_error(e: reqwest::Error) -> FintocError {
     let e = e.without_url();
@@ -379,16 +397,36 @@ fn transport_error(e: reqwest::Error) -> FintocError {
     } else if e.is_connect() {
         // The source chain says why (refused, DNS, TLS certificate …) without the URL.
         let mut cause = String::new();
+        let mut tls = None;
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
             cause = s.to_string();
+            if let Some(t) = tls_error(s) {
+                tls = Some(t.to_string());
+            }
             source = s.source();
         }
-        format!("cannot connect to Fintoc: {cause}")
+        match tls {
+            Some(why) => format!(
+                "cannot connect to Fintoc: the TLS handshake failed ({why}); check \
+                 --fintoc-api-url and the certificate it presents"
+            ),
+            None => format!("cannot connect to Fintoc: {cause}"),
+        }
     } else {
         format!("the connection to Fintoc failed: {e}")
     };
     FintocError::Unreachable(what)
+}
+
+/// The rustls error inside `e`, if it is one. rustls' errors arrive wrapped in io::Errors
+/// (sometimes twice), whose `source()` skips the wrapped error: unwrap them by hand.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    tls_error(inner)
 }
 
 fn api_error(status: StatusCode, body: &[u8]) -> FintocError {

@@ -2,6 +2,7 @@
 //! gRPC and real HTTP.
 
 mod common;
+mod faults;
 mod hostile;
 mod intake;
 mod process;
