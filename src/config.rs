@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Time allowed for a graceful shutdown on SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// On shutdown, how long to keep serving while reporting NOT_SERVING (readiness and gRPC
+    /// health) before closing, so load balancers move traffic first. Part of the grace.
+    #[arg(long, env = "DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
     /// Results one watcher may have queued before it must catch up from the database.
     #[arg(long, env = "WATCH_BUFFER", default_value_t = 256)]
     pub watch_buffer: usize,
@@ -82,6 +86,7 @@ pub struct Config {
     pub retention: Duration,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+    pub drain_delay: Duration,
     pub watch_buffer: usize,
     pub max_concurrent_streams: u32,
     pub max_watch_streams: usize,
@@ -109,6 +114,7 @@ impl Config {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_body_bytes: 1_048_576,
             shutdown_grace: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             watch_buffer: 256,
             max_concurrent_streams: 1024,
             max_watch_streams: 20_000,
@@ -193,6 +199,14 @@ impl ServeArgs {
                 "--retention must be longer than --refresh-timeout, or pending intents lose their results".into(),
             ));
         }
+        if self.drain_delay >= self.shutdown_grace && !self.drain_delay.is_zero() {
+            return Err(ConfigError(format!(
+                "--drain-delay ({}) must be shorter than --shutdown-grace ({}): the drain is part \
+                 of the grace",
+                format_duration(self.drain_delay),
+                format_duration(self.shutdown_grace)
+            )));
+        }
         if self.max_body_bytes == 0 {
             return Err(ConfigError(
                 "--max-body-bytes (MAX_BODY_BYTES) must be at least 1".into(),
@@ -222,6 +236,7 @@ impl ServeArgs {
             retention: self.retention,
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: self.shutdown_grace,
+            drain_delay: self.drain_delay,
             watch_buffer: self.watch_buffer,
             max_concurrent_streams: self.max_concurrent_streams,
             max_watch_streams: self.max_watch_streams,
@@ -421,6 +436,7 @@ mod tests {
                 "--max-watch-streams",
             ),
             (&["--request-timeout", "0s"], SECRETS, "--request-timeout"),
+            (&["--drain-delay", "10s"], SECRETS, "--drain-delay"),
             (&["--database-url", ""], SECRETS, "--database-url"),
         ];
         for (args, env, names) in table {

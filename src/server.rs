@@ -94,7 +94,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (mut health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RefreshServiceServer<Service>>().await;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -147,6 +147,9 @@ pub async fn run(
     }
 
     tracing::info!(grace = ?app.config.shutdown_grace, "shutting down");
+    let grace_ends = tokio::time::Instant::now() + app.config.shutdown_grace;
+    // Draining: readiness fails and health says NOT_SERVING (Check and Watch), while both
+    // ports keep answering for --drain-delay so load balancers see it and move traffic away.
     app.draining.store(true, Ordering::Release);
     health
         .set_not_serving::<RefreshServiceServer<Service>>()
@@ -154,10 +157,16 @@ pub async fn run(
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    // Open watch streams end with UNAVAILABLE and their cursor, so clients resume elsewhere.
+    tokio::time::sleep(app.config.drain_delay).await;
+    // Open watch streams end with UNAVAILABLE and their cursor, so clients resume elsewhere;
+    // health Watch streams end too, or they would hold the server open until the grace ends.
     app.hub.close();
+    health
+        .clear_service_status(<RefreshServiceServer<Service> as tonic::server::NamedService>::NAME)
+        .await;
+    health.clear_service_status("").await;
     stop.cancel();
-    match tokio::time::timeout(app.config.shutdown_grace, &mut servers).await {
+    match tokio::time::timeout_at(grace_ends, &mut servers).await {
         Ok(result) => {
             result??;
         }

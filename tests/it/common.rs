@@ -155,6 +155,11 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The token whose cancellation starts the server's shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Stops the server and hands back the temp dir so the same file can be reopened.
     pub async fn stop_keep_db(mut self) -> (Option<tempfile::TempDir>, std::path::PathBuf) {
         let dir = self._dir.take();

@@ -277,6 +277,67 @@ async fn shutdown_ends_open_streams_with_unavailable() {
     stopping.await.unwrap().unwrap();
 }
 
+/// On shutdown the server first drains: /readyz fails and gRPC health (Check and Watch) says
+/// NOT_SERVING while both ports still answer; then health watchers' streams end too, so
+/// they do not hold the server open until the grace runs out.
+#[tokio::test]
+async fn draining_reports_not_serving_then_ends_health_watches() {
+    use tokio_stream::StreamExt;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let server = TestServer::with(Options {
+        tune: Some(Box::new(|c| {
+            c.drain_delay = Duration::from_secs(2);
+            c.shutdown_grace = Duration::from_secs(30);
+        })),
+        ..Options::default()
+    })
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = |r: Option<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>| {
+        r.expect("a status").unwrap().status
+    };
+    assert_eq!(status(watch.next().await), ServingStatus::Serving as i32);
+    assert_eq!(server.get("/readyz").await.0, 200);
+    let (http, stopping) = (server.http, tokio::time::Instant::now());
+    let shutdown = server.shutdown_token();
+    let stopped = tokio::spawn(async move { server.stop().await });
+    shutdown.cancelled().await;
+    assert_eq!(status(watch.next().await), ServingStatus::NotServing as i32);
+    // Still answering, but not ready.
+    let ready = reqwest::get(format!("http://{http}/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(ready.text().await.unwrap().contains("draining"));
+    let check = health
+        .check(HealthCheckRequest {
+            service: "fintoc.refresh.v1.RefreshService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(check.status, ServingStatus::NotServing as i32);
+    // Then the health watch ends and the server stops long before its 30 s grace.
+    assert!(watch.next().await.is_none_or(|r| r.is_err()));
+    stopped.await.unwrap().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "stopped after the drain, not at the end of the grace: {:?}",
+        stopping.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_disconnected_watcher_frees_its_subscription() {
     let server = TestServer::start().await;
