@@ -8,4 +8,5 @@ mod intake;
 mod process;
 mod refresh;
 mod sdk;
+mod secrets;
 mod watch;

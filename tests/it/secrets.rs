@@ -1,0 +1,249 @@
+//! Secrets stay secret: the real binary runs a full flow (refreshes that succeed, are
+//! rejected and held, cool down, fail upstream; webhooks signed right and wrong) with
+//! distinctive secret values and logging at `trace`, and none of those values appears in a
+//! log line, an error message, the metrics, `--help`, a bad-config message, or the SQLite
+//! files. Positive controls make sure each place was really looked at.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+use fintoc_refresh::clock::system_now_ms;
+use fintoc_refresh::fintoc::signature;
+use fintoc_refresh::pb::{self, refresh_service_client::RefreshServiceClient};
+use fintoc_refresh::simulator::{LinkSpec, Outcome, SimConfig, Simulator};
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
+const KEY: &str = "sk_test_KEYSECRETq3Vx91Lm";
+const HOOK: &str = "whsec_HOOKSECRETb7Zp20Tn";
+const OTHER_HOOK: &str = "whsec_ROTATEDOUTk4Wd55Qa";
+const TOKEN_SECRET: &str = "TOKENSECRETzq81Xv";
+const REJECTED_SECRET: &str = "TOKENSECRETrj06Hy";
+
+fn secrets() -> [&'static str; 5] {
+    [KEY, HOOK, OTHER_HOOK, TOKEN_SECRET, REJECTED_SECRET]
+}
+
+fn assert_clean(place: &str, text: &str) {
+    for secret in secrets() {
+        assert!(
+            !text.contains(secret),
+            "{secret} leaked into {place}:\n{}",
+            text.lines()
+                .filter(|l| l.contains(secret))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+async fn refresh(
+    client: &mut RefreshServiceClient<tonic::transport::Channel>,
+    token: &str,
+) -> Result<pb::RefreshIntent, tonic::Status> {
+    client
+        .request_refresh(pb::RequestRefreshRequest {
+            link_token: token.into(),
+            refresh_type: 0,
+            idempotency_key: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().refresh_intent.unwrap())
+}
+
+async fn until_completed(
+    client: &mut RefreshServiceClient<tonic::transport::Channel>,
+    intent: &str,
+) -> pb::RefreshIntent {
+    let mut stream = client
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(intent_target(intent)),
+            after_sequence: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .expect("the intent completes")
+            .expect("a message")
+            .unwrap();
+        if let Some(pb::watch_refresh_response::Event::RefreshCompleted(done)) = msg.event {
+            return done;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_appear_in_no_log_error_metric_or_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("secrets.db");
+    let log_path = dir.path().join("stderr.log");
+
+    // The simulator's address first: the service needs it, and the simulator needs the
+    // service's intake address.
+    let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}", sim_listener.local_addr().unwrap());
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--database-url")
+        .arg(&db)
+        .args(["--fintoc-api-url", &sim_url, "--log-format", "json"])
+        .env("FINTOC_SECRET_KEY", KEY)
+        .env("FINTOC_WEBHOOK_SECRET", format!("{OTHER_HOOK},{HOOK}"))
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+    }
+    let mut parts = line.trim().split(' ').skip(1);
+    let grpc = parts.next().unwrap().trim_start_matches("grpc=").to_owned();
+    let http = parts.next().unwrap().trim_start_matches("http=").to_owned();
+
+    let mut config = SimConfig::new(KEY);
+    config.delivery_delay = Duration::ZERO;
+    config.retry_base = Duration::from_millis(20);
+    config.webhooks = vec![(format!("http://{http}/webhooks/fintoc"), HOOK.into())];
+    let stop_sim = CancellationToken::new();
+    let sim = Simulator::start(sim_listener, config, stop_sim.clone()).unwrap();
+    let ok = Outcome::Succeed { new_movements: 1 };
+    let good = sim.add_link(LinkSpec {
+        accounts: vec![ok.clone(), ok],
+        mfa: false,
+        token: Some(format!("link_secretsGood_token_{TOKEN_SECRET}")),
+    });
+    let rejected = sim.add_link(LinkSpec {
+        accounts: vec![Outcome::Reject],
+        mfa: false,
+        token: Some(format!("link_secretsRejected_token_{REJECTED_SECRET}")),
+    });
+
+    let mut client = RefreshServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut errors = String::new();
+    let intent = refresh(&mut client, &good.token).await.unwrap();
+    let done = until_completed(&mut client, &intent.id).await;
+    assert_eq!(done.status(), pb::RefreshStatus::Succeeded);
+    let cooldown = refresh(&mut client, &good.token).await.unwrap_err();
+    assert_eq!(cooldown.code(), tonic::Code::ResourceExhausted);
+    errors.push_str(&format!("{cooldown:?}\n"));
+    let intent = refresh(&mut client, &rejected.token).await.unwrap();
+    assert_eq!(
+        until_completed(&mut client, &intent.id).await.status(),
+        pb::RefreshStatus::Rejected
+    );
+    let held = refresh(&mut client, &rejected.token).await.unwrap_err();
+    assert_eq!(held.code(), tonic::Code::FailedPrecondition);
+    errors.push_str(&format!("{held:?}\n"));
+    let unknown = refresh(&mut client, &format!("link_nope_token_{TOKEN_SECRET}x"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    errors.push_str(&format!("{unknown:?}\n"));
+
+    // Webhooks: one signed with a secret we do not have, one with the rotated-out one.
+    let http_client = reqwest::Client::new();
+    let body = event("evt_secret_1", "acc_x", "succeeded", system_now_ms());
+    for (secret, expected) in [("whsec_notours", 401), (OTHER_HOOK, 200)] {
+        let header = signature::header(secret, system_now_ms() / 1000, body.as_bytes());
+        let answer = http_client
+            .post(format!("http://{http}/webhooks/fintoc"))
+            .header("Fintoc-Signature", header)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), expected);
+        errors.push_str(&answer.text().await.unwrap());
+    }
+    let metrics = http_client
+        .get(format!("http://{http}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("fintoc_refresh_webhook_events_total"),
+        "{metrics}"
+    );
+    assert_clean("the metrics", &metrics);
+    assert_clean("error messages", &errors);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    stop_sim.cancel();
+
+    let mut logs = String::new();
+    std::fs::File::open(&log_path)
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.lines().count() > 50 && logs.contains(&intent.id),
+        "the log was really written at trace level"
+    );
+    assert_clean("the log", &logs);
+
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("secrets.db") {
+            files.push(std::fs::read(&path).unwrap());
+        }
+    }
+    let bytes: Vec<u8> = files.concat();
+    let as_text = String::from_utf8_lossy(&bytes);
+    let token_hash = fintoc_refresh::secret::sha256_hex(&good.token);
+    assert!(
+        as_text.contains(&token_hash) && as_text.contains(&intent.id),
+        "the database files were really read"
+    );
+    assert_clean("the SQLite files", &as_text);
+
+    // Neither --help (with the secrets in the environment) nor a bad setting prints them.
+    for args in [
+        &["serve", "--help"][..],
+        &["serve", "--heartbeat-interval", "x"][..],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("FINTOC_SECRET_KEY", KEY)
+            .env("FINTOC_WEBHOOK_SECRET", HOOK)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.is_empty());
+        assert_clean(&format!("`{}`", args.join(" ")), &text);
+    }
+}
