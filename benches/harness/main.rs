@@ -9,6 +9,7 @@
 //! - the writer alone: the intake's storage job without HTTP, the store's own ceiling;
 //! - push latency: webhook sent → `account_result` received, at a steady 1,000 events/s;
 //! - watch streams: server RSS with 0 and 10,000 idle streams, and one event's fan-out time;
+//! - stalled watchers: the intake's rate and the server's RSS with 1,000 streams never read;
 //! - RequestRefresh: overhead over the simulator's own latency, and local answers.
 //!
 //! Goals are ratios and figures printed here, never assertions in tests. Results end with one
@@ -19,6 +20,7 @@ mod latency;
 mod load;
 mod refresh;
 mod server;
+mod stalled;
 mod stats;
 mod streams;
 mod writer;
@@ -36,7 +38,7 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|writer|latency|streams|refresh` runs one section (for profiling).
+    // `--only intake|writer|latency|streams|stalled|refresh` runs one section (for profiling).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -82,6 +84,11 @@ fn main() {
         } else {
             skipped()
         };
+        let stalled = if wanted("stalled") {
+            stalled::run(&mode).await
+        } else {
+            skipped()
+        };
         let refresh = if wanted("refresh") {
             refresh::run(&mode).await
         } else {
@@ -94,6 +101,7 @@ fn main() {
             "writer": writer,
             "push_latency": latency,
             "watch_streams": streams,
+            "stalled_watchers": stalled,
             "request_refresh": refresh,
         });
         println!("BENCH_JSON {summary}");
