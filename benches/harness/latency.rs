@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use fintoc_refresh::pb::refresh_service_client::RefreshServiceClient;
 use fintoc_refresh::pb::watch_refresh_request::Target;
@@ -72,16 +71,7 @@ async fn measure(
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
 
     // Watchers first; each has seen its opening heartbeat before anything is sent.
-    let mut channels = Vec::new();
-    for _ in 0..CHANNELS.min(watchers) {
-        channels.push(
-            Channel::from_shared(format!("http://{}", server.grpc))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-    }
+    let channels = load::grpc_channels(&server.grpc, CHANNELS.min(watchers)).await;
     let mut readers = Vec::with_capacity(watchers);
     for w in 0..watchers {
         let mut client = RefreshServiceClient::new(channels[w % channels.len()].clone());

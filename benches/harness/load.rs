@@ -38,6 +38,22 @@ impl Conn {
     }
 }
 
+/// `n` gRPC connections to the server at `addr` (watchers are spread over them, as many
+/// client processes would open them).
+pub async fn grpc_channels(addr: &str, n: usize) -> Vec<tonic::transport::Channel> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(
+            tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    channels
+}
+
 /// A prepared webhook delivery.
 #[derive(Clone)]
 pub struct Prepared {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 use fintoc_refresh::pb::refresh_service_client::RefreshServiceClient;
 use fintoc_refresh::pb::{self, watch_refresh_request::Target};
@@ -60,16 +59,7 @@ pub async fn run(mode: &Mode) -> Value {
     let a0 = intake(batch("a0")).await;
 
     // Open the stalled watchers: each reads its opening heartbeat, then never again.
-    let mut channels = Vec::new();
-    for _ in 0..10 {
-        channels.push(
-            Channel::from_shared(format!("http://{}", server.grpc))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-    }
+    let channels = load::grpc_channels(&server.grpc, 10).await;
     let mut stalled = Vec::with_capacity(STALLED);
     for i in 0..STALLED {
         let mut client = RefreshServiceClient::new(channels[i % channels.len()].clone());

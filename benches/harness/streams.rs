@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use fintoc_refresh::pb::refresh_service_client::RefreshServiceClient;
 use fintoc_refresh::pb::watch_refresh_request::Target;
@@ -49,16 +48,7 @@ pub async fn run(_mode: &Mode) -> Value {
 
     let (tx, mut arrivals) = mpsc::unbounded_channel::<Instant>();
     let opened_at = Instant::now();
-    let mut channels = Vec::new();
-    for _ in 0..STREAMS / PER_CONNECTION {
-        channels.push(
-            Channel::from_shared(format!("http://{}", server.grpc))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-    }
+    let channels = load::grpc_channels(&server.grpc, STREAMS / PER_CONNECTION).await;
     let mut readers = Vec::with_capacity(STREAMS);
     for i in 0..STREAMS {
         let mut client = RefreshServiceClient::new(channels[i / PER_CONNECTION].clone());
