@@ -38,7 +38,8 @@ const CLIENT_KEY: Setting = Setting {
 /// Where the service is and how to reach it (shared by `refresh` and `watch`).
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
-    /// The service's gRPC address; https://… for a server with TLS.
+    /// The service's gRPC address; https://… for a server with TLS. A bearer token, if the
+    /// server wants one, is read from the FINTOC_REFRESH_TOKEN env var (never a flag).
     #[arg(
         long,
         env = "FINTOC_REFRESH_SERVER",
@@ -164,9 +165,12 @@ pub async fn connect(args: &ConnectArgs, credentials: Credentials) -> Result<Cli
 /// tonic's transport error says only "transport error"; the cause chain says why. Layers
 /// that merely repeat the one below ("tcp connect error: tcp connect error") are said once.
 pub fn causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
+    with_causes(err.to_string(), err.source())
+}
+
+/// `text`, then every cause from `next` down that says something new.
+pub fn with_causes(mut text: String, mut next: Option<&dyn std::error::Error>) -> String {
     let mut last = text.clone();
-    let mut next = err.source();
     while let Some(cause) = next {
         let said = cause.to_string();
         if said != last {
