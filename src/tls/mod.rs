@@ -163,6 +163,15 @@ pub fn load_identity(cert: (Setting, &Path), key: (Setting, &Path)) -> Result<Tl
     let cert_pem = read_pem(cert_setting, cert_path)?;
     let chain = parse_certs(cert_setting, cert_path, &cert_pem)?;
     let key_pem = Secret::new(read_pem(key_setting, key_path)?);
+    if key_pem
+        .expose()
+        .contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    {
+        return Err(format!(
+            "{key_setting} {key_path:?} is encrypted: give the key unencrypted \
+             (openssl pkey -in KEY -out KEY.plain), readable only by this service"
+        ));
+    }
     let private_key = PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes()).map_err(|e| {
         format!(
             "{key_setting} {key_path:?} {}",
