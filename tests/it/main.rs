@@ -6,4 +6,5 @@ mod intake;
 mod process;
 mod refresh;
 mod sdk;
+mod tls;
 mod watch;
