@@ -1,14 +1,40 @@
 //! `serve` configuration: every flag with its env var and documented default, parsed into a
 //! validated [`Config`]. Secrets come only from the environment (a flag would show in `ps`)
-//! and live in [`Secret`]s, so no `{:?}` or `--help` can print them.
+//! and live in [`Secret`]s, so no `{:?}` or `--help` can print them. TLS certificates and
+//! keys are read and checked here, at start, so a bad file stops the process with one line.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::clock::Clock;
 use crate::secret::Secret;
+use crate::tls::{self, GrpcTls, Setting, TlsIdentity};
+
+const GRPC_TLS_CERT: Setting = Setting {
+    flag: "--grpc-tls-cert",
+    env: "GRPC_TLS_CERT",
+};
+const GRPC_TLS_KEY: Setting = Setting {
+    flag: "--grpc-tls-key",
+    env: "GRPC_TLS_KEY",
+};
+const GRPC_CLIENT_CA: Setting = Setting {
+    flag: "--grpc-client-ca",
+    env: "GRPC_CLIENT_CA",
+};
+const HTTP_TLS_CERT: Setting = Setting {
+    flag: "--http-tls-cert",
+    env: "HTTP_TLS_CERT",
+};
+const HTTP_TLS_KEY: Setting = Setting {
+    flag: "--http-tls-key",
+    env: "HTTP_TLS_KEY",
+};
+/// Shorter tokens are refused: a static token is only as strong as it is long and random.
+const MIN_TOKEN_LEN: usize = 16;
 
 /// Flags of `fintoc-refresh serve`.
 #[derive(Debug, Clone, Args)]
@@ -70,6 +96,23 @@ pub struct ServeArgs {
     /// Log format on stderr: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// PEM certificate chain for the gRPC port: serve TLS (with --grpc-tls-key).
+    #[arg(long, env = "GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key of --grpc-tls-cert.
+    #[arg(long, env = "GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): require gRPC clients to present a certificate it signed (mutual
+    /// TLS; needs --grpc-tls-cert).
+    #[arg(long, env = "GRPC_CLIENT_CA")]
+    pub grpc_client_ca: Option<PathBuf>,
+    /// PEM certificate chain for the HTTP port: serve the intake over HTTPS (with
+    /// --http-tls-key).
+    #[arg(long, env = "HTTP_TLS_CERT")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key of --http-tls-cert.
+    #[arg(long, env = "HTTP_TLS_KEY")]
+    pub http_tls_key: Option<PathBuf>,
 }
 
 /// The validated settings `serve` runs with.
@@ -96,6 +139,13 @@ pub struct Config {
     pub fintoc_backoff: Duration,
     /// Where "now" comes from (tests inject a manual clock).
     pub clock: Clock,
+    /// TLS (and, with a client CA, mutual TLS) on the gRPC port; None serves plaintext.
+    pub grpc_tls: Option<GrpcTls>,
+    /// TLS on the HTTP port (intake, health, metrics); None serves plain HTTP.
+    pub http_tls: Option<TlsIdentity>,
+    /// RefreshService calls must carry one of these as `authorization: Bearer …`; empty turns
+    /// the check off. Several allow rotation.
+    pub grpc_bearer_tokens: Vec<Secret>,
 }
 
 impl Config {
@@ -121,8 +171,43 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             fintoc_backoff: Duration::from_secs(1),
             clock: Clock::System,
+            grpc_tls: None,
+            http_tls: None,
+            grpc_bearer_tokens: Vec::new(),
         }
     }
+
+    /// Whether a caller must prove who it is: a client certificate or a bearer token.
+    pub fn grpc_callers_authenticated(&self) -> bool {
+        let mutual_tls = self
+            .grpc_tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_pem.is_some());
+        mutual_tls || !self.grpc_bearer_tokens.is_empty()
+    }
+}
+
+/// The warning `serve` logs when the gRPC API is reachable beyond this host without
+/// protection. Not a refusal: a private network or a sidecar may be protection enough, but
+/// the operator should have decided that.
+pub fn exposure_warning(grpc_addr: SocketAddr, config: &Config) -> Option<String> {
+    if grpc_addr.ip().is_loopback() {
+        return None;
+    }
+    if !config.grpc_callers_authenticated() {
+        return Some(format!(
+            "the gRPC API on {grpc_addr} accepts calls from anyone who can reach it: set \
+             GRPC_BEARER_TOKENS, or --grpc-client-ca with --grpc-tls-cert/--grpc-tls-key \
+             (README, \"Securing it\")"
+        ));
+    }
+    if config.grpc_tls.is_none() {
+        return Some(format!(
+            "the gRPC API on {grpc_addr} takes bearer tokens over plaintext: anyone on the \
+             path can read and replay them; set --grpc-tls-cert/--grpc-tls-key"
+        ));
+    }
+    None
 }
 
 /// A setting that cannot work, named so the operator knows what to fix.
@@ -224,6 +309,40 @@ impl ServeArgs {
                     .into(),
             ));
         }
+        let grpc_bearer_tokens = match env("GRPC_BEARER_TOKENS") {
+            Some(raw) => bearer_tokens(&raw)?,
+            None => Vec::new(),
+        };
+        if self.grpc_client_ca.is_some()
+            && self.grpc_tls_cert.is_none()
+            && self.grpc_tls_key.is_none()
+        {
+            return Err(ConfigError(format!(
+                "{GRPC_CLIENT_CA} needs {} and {}: client certificates are checked in a TLS \
+                 handshake",
+                GRPC_TLS_CERT.flag, GRPC_TLS_KEY.flag
+            )));
+        }
+        let grpc_identity = tls::load_pair(
+            (GRPC_TLS_CERT, self.grpc_tls_cert.as_deref()),
+            (GRPC_TLS_KEY, self.grpc_tls_key.as_deref()),
+        )
+        .map_err(ConfigError)?;
+        let grpc_tls = match grpc_identity {
+            Some(identity) => Some(GrpcTls {
+                identity,
+                client_ca_pem: match &self.grpc_client_ca {
+                    Some(path) => Some(tls::load_ca(GRPC_CLIENT_CA, path).map_err(ConfigError)?),
+                    None => None,
+                },
+            }),
+            None => None,
+        };
+        let http_tls = tls::load_pair(
+            (HTTP_TLS_CERT, self.http_tls_cert.as_deref()),
+            (HTTP_TLS_KEY, self.http_tls_key.as_deref()),
+        )
+        .map_err(ConfigError)?;
         Ok(Config {
             database_url: self.database_url,
             fintoc_api_url: self.fintoc_api_url,
@@ -243,8 +362,45 @@ impl ServeArgs {
             request_timeout: self.request_timeout,
             fintoc_backoff: Duration::from_secs(1),
             clock: Clock::System,
+            grpc_tls,
+            http_tls,
+            grpc_bearer_tokens,
         })
     }
+}
+
+/// `GRPC_BEARER_TOKENS`: comma-separated, so a new token can be added before the old one is
+/// retired. Set but empty is refused rather than read as "off": an operator who set it meant
+/// to require a token (an unmounted secret must not open the API). Messages count tokens and
+/// never quote them.
+fn bearer_tokens(raw: &str) -> Result<Vec<Secret>, ConfigError> {
+    let tokens: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return Err(ConfigError(
+            "GRPC_BEARER_TOKENS is set but holds no token: unset it to turn the token check off"
+                .into(),
+        ));
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        let n = i + 1;
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError(format!(
+                "GRPC_BEARER_TOKENS: token #{n} holds a character that cannot travel in a gRPC \
+                 header (use visible ASCII, no spaces)"
+            )));
+        }
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(ConfigError(format!(
+                "GRPC_BEARER_TOKENS: token #{n} is shorter than {MIN_TOKEN_LEN} characters; use \
+                 a long random one (e.g. openssl rand -hex 32)"
+            )));
+        }
+    }
+    Ok(tokens.into_iter().map(Secret::new).collect())
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`, `7d` and sums like `1m30s`.
@@ -370,8 +526,8 @@ mod tests {
     }
 
     fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let cli =
-            Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).unwrap();
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -438,15 +594,275 @@ mod tests {
             (&["--request-timeout", "0s"], SECRETS, "--request-timeout"),
             (&["--drain-delay", "10s"], SECRETS, "--drain-delay"),
             (&["--database-url", ""], SECRETS, "--database-url"),
+            // TLS files ({dir} is a folder of fixtures, see `tls_fixtures`).
+            (
+                &["--simulate", "--grpc-tls-cert", "{dir}/cert.pem"],
+                &[],
+                "--grpc-tls-key (GRPC_TLS_KEY)",
+            ),
+            (
+                &["--simulate", "--grpc-tls-key", "{dir}/key.pem"],
+                &[],
+                "--grpc-tls-cert (GRPC_TLS_CERT)",
+            ),
+            (
+                &["--simulate", "--grpc-client-ca", "{dir}/ca.pem"],
+                &[],
+                "--grpc-client-ca (GRPC_CLIENT_CA) needs --grpc-tls-cert",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--grpc-tls-cert",
+                    "{dir}/missing.pem",
+                    "--grpc-tls-key",
+                    "{dir}/key.pem",
+                ],
+                &[],
+                "--grpc-tls-cert (GRPC_TLS_CERT) \"{dir}/missing.pem\" cannot be read: no such file",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--grpc-tls-cert",
+                    "{dir}",
+                    "--grpc-tls-key",
+                    "{dir}/key.pem",
+                ],
+                &[],
+                "--grpc-tls-cert (GRPC_TLS_CERT)",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--grpc-tls-cert",
+                    "{dir}/garbage.pem",
+                    "--grpc-tls-key",
+                    "{dir}/key.pem",
+                ],
+                &[],
+                "--grpc-tls-cert (GRPC_TLS_CERT) \"{dir}/garbage.pem\" holds no PEM certificate",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--grpc-tls-cert",
+                    "{dir}/key.pem",
+                    "--grpc-tls-key",
+                    "{dir}/key.pem",
+                ],
+                &[],
+                "holds no PEM certificate",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--grpc-tls-cert",
+                    "{dir}/cert.pem",
+                    "--grpc-tls-key",
+                    "{dir}/truncated.pem",
+                ],
+                &[],
+                "--grpc-tls-key (GRPC_TLS_KEY) \"{dir}/truncated.pem\" is not valid PEM",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--grpc-tls-cert",
+                    "{dir}/cert.pem",
+                    "--grpc-tls-key",
+                    "{dir}/cert.pem",
+                ],
+                &[],
+                "--grpc-tls-key (GRPC_TLS_KEY) \"{dir}/cert.pem\" holds no PEM private key",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--grpc-tls-cert",
+                    "{dir}/cert.pem",
+                    "--grpc-tls-key",
+                    "{dir}/other_key.pem",
+                ],
+                &[],
+                "\"{dir}/other_key.pem\" is not the private key of the certificate",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--grpc-tls-cert",
+                    "{dir}/cert.pem",
+                    "--grpc-tls-key",
+                    "{dir}/key.pem",
+                    "--grpc-client-ca",
+                    "{dir}/garbage.pem",
+                ],
+                &[],
+                "--grpc-client-ca (GRPC_CLIENT_CA)",
+            ),
+            (
+                &["--simulate", "--http-tls-cert", "{dir}/cert.pem"],
+                &[],
+                "--http-tls-key (HTTP_TLS_KEY)",
+            ),
+            (
+                &[
+                    "--simulate",
+                    "--http-tls-cert",
+                    "{dir}/cert.pem",
+                    "--http-tls-key",
+                    "{dir}/binary.der",
+                ],
+                &[],
+                "--http-tls-key (HTTP_TLS_KEY)",
+            ),
+            // Bearer tokens: never quoted back.
+            (
+                &["--simulate"],
+                &[("GRPC_BEARER_TOKENS", " , ")],
+                "GRPC_BEARER_TOKENS is set but holds no token",
+            ),
+            (
+                &["--simulate"],
+                &[("GRPC_BEARER_TOKENS", "0123456789abcdef0123, shortish")],
+                "token #2 is shorter than 16",
+            ),
+            (
+                &["--simulate"],
+                &[("GRPC_BEARER_TOKENS", "0123456789 abcdef0123")],
+                "token #1 holds a character",
+            ),
         ];
+        let dir = tls_fixtures();
+        let path = dir.path().to_str().unwrap();
+        let key_body = key_body(&dir);
         for (args, env, names) in table {
-            let err = config(args, env).unwrap_err();
-            assert!(err.0.contains(names), "{args:?}: {err}");
+            let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", path)).collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let err = config(&args, env).unwrap_err();
+            assert!(
+                err.0.contains(&names.replace("{dir}", path)),
+                "{args:?}: {err}"
+            );
             assert!(!err.0.contains('\n'), "one line: {err}");
+            assert!(!err.0.contains(&key_body), "no key material: {err}");
+            assert!(!err.0.contains("shortish"), "no token: {err}");
         }
         assert!(
             config(&["--simulate"], &[]).is_ok(),
             "--simulate needs no secrets"
         );
+    }
+
+    /// A folder with a CA, a certificate and its key, a key of another pair, and files that
+    /// are not what they claim.
+    fn tls_fixtures() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["other".into()]).unwrap();
+        let files = [
+            ("cert.pem", pair.cert.pem()),
+            ("key.pem", pair.signing_key.serialize_pem()),
+            ("ca.pem", other.cert.pem()),
+            ("other_key.pem", other.signing_key.serialize_pem()),
+            ("garbage.pem", "this is not a certificate\n".into()),
+            (
+                "truncated.pem",
+                "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEH\n".into(),
+            ),
+        ];
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        std::fs::write(dir.path().join("binary.der"), [0x30, 0x82, 0xff, 0xfe]).unwrap();
+        dir
+    }
+
+    /// A line from the middle of the fixture key, to prove no message quotes it.
+    fn key_body(dir: &tempfile::TempDir) -> String {
+        let key = std::fs::read_to_string(dir.path().join("key.pem")).unwrap();
+        key.lines().nth(1).unwrap().to_owned()
+    }
+
+    #[test]
+    fn tls_and_tokens_load_and_never_print() {
+        let dir = tls_fixtures();
+        let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+        let (cert, key, ca) = (file("cert.pem"), file("key.pem"), file("ca.pem"));
+        let tokens = "token_old_0123456789, token_new_0123456789";
+        let c = config(
+            &[
+                "--simulate",
+                "--grpc-tls-cert",
+                &cert,
+                "--grpc-tls-key",
+                &key,
+                "--grpc-client-ca",
+                &ca,
+                "--http-tls-cert",
+                &cert,
+                "--http-tls-key",
+                &key,
+            ],
+            &[("GRPC_BEARER_TOKENS", tokens)],
+        )
+        .unwrap();
+        let grpc = c.grpc_tls.as_ref().unwrap();
+        assert!(grpc.client_ca_pem.is_some());
+        assert!(c.http_tls.is_some());
+        assert_eq!(
+            c.grpc_bearer_tokens,
+            [
+                Secret::new("token_old_0123456789"),
+                Secret::new("token_new_0123456789")
+            ]
+        );
+        let printed = format!("{c:?}");
+        assert!(!printed.contains(&key_body(&dir)), "{printed}");
+        assert!(!printed.contains("token_old"), "{printed}");
+        assert!(c.grpc_callers_authenticated());
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of cases reads best inline
+    fn exposure_warnings() {
+        let dir = tls_fixtures();
+        let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+        let (cert, key, ca) = (file("cert.pem"), file("key.pem"), file("ca.pem"));
+        let tls = ["--grpc-tls-cert", &cert, "--grpc-tls-key", &key];
+        let mtls = [&tls[..], &["--grpc-client-ca", &ca]].concat();
+        let token = [("GRPC_BEARER_TOKENS", "token_0123456789abcdef")];
+        let open: &[(&str, &str)] = &[];
+        let table: &[(&str, &[&str], &[(&str, &str)], Option<&str>)] = &[
+            ("127.0.0.1:50051", &[], open, None),
+            ("[::1]:50051", &[], open, None),
+            (
+                "0.0.0.0:50051",
+                &[],
+                open,
+                Some("accepts calls from anyone"),
+            ),
+            (
+                "10.1.2.3:50051",
+                &tls,
+                open,
+                Some("accepts calls from anyone"),
+            ),
+            ("0.0.0.0:50051", &[], &token, Some("over plaintext")),
+            ("0.0.0.0:50051", &tls, &token, None),
+            ("0.0.0.0:50051", &mtls, open, None),
+        ];
+        for (addr, args, env, expected) in table {
+            let args = [&["--simulate"], *args].concat();
+            let c = config(&args, env).unwrap();
+            let warning = exposure_warning(addr.parse().unwrap(), &c);
+            match (expected, &warning) {
+                (None, None) => {}
+                (Some(needle), Some(line)) if line.contains(needle) => {
+                    assert!(!line.contains('\n'), "one line: {line}");
+                }
+                _ => panic!("{addr} {args:?}: {warning:?}, expected {expected:?}"),
+            }
+        }
     }
 }

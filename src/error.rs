@@ -42,6 +42,9 @@ pub enum AppError {
     /// The bank rejected the Link's credentials.
     #[error("{0}")]
     CredentialsRejected(String),
+    /// The call lacks the credentials the server requires (a bearer token).
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("{0}")]
     Unavailable(String),
     /// A server-wide limit is reached (too many open streams): retry later.
@@ -62,6 +65,7 @@ impl AppError {
             AppError::CursorExpired { .. } | AppError::CursorAhead { .. } => Code::OutOfRange,
             AppError::Cooldown { .. } => Code::ResourceExhausted,
             AppError::CredentialsRejected(_) => Code::FailedPrecondition,
+            AppError::Unauthenticated(_) => Code::Unauthenticated,
             AppError::Unavailable(_) => Code::Unavailable,
             AppError::Exhausted(_) => Code::ResourceExhausted,
             AppError::Upstream(_) | AppError::Store(_) => Code::Internal,

@@ -13,6 +13,8 @@
 //! - [`grpc`]: the RefreshService (RequestRefresh in [`refresh`], WatchRefresh in
 //!   `grpc::watch`).
 //! - [`tasks`]: deadlines (reconcile, timeout) and retention.
+//! - [`tls`]: certificates and keys checked at start, the HTTPS listener of the intake;
+//!   `grpc::auth` is the bearer-token check.
 //! - [`simulator`]: a Fintoc look-alike for laptops and tests; [`cli`]: the human client.
 
 pub mod cli;
@@ -31,6 +33,7 @@ pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod tasks;
+pub mod tls;
 pub mod webhook;
 
 pub use config::Config;

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Serve(args) => cli::serve::run(*args).await,
             Command::Simulate(args) => cli::simulate::run(args).await,
             Command::Refresh(args) => cli::client::refresh(args).await,
             Command::Watch(args) => cli::client::watch(args).await,

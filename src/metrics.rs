@@ -25,6 +25,12 @@ pub struct RpcLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// missing, not_bearer or wrong_token.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub endpoint: &'static str,
     /// ok, or the failure class (timeout, connect, status_5xx, status_429, …).
@@ -42,6 +48,7 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     pub watch_lagged: Counter,
     pub rpcs: Family<RpcLabels, Counter>,
+    pub unauthenticated: Family<RefusalLabels, Counter>,
     pub upstream: Family<UpstreamLabels, Counter>,
     pub timed_out_intents: Counter,
     pub reconciled_events: Counter,
@@ -113,6 +120,12 @@ impl Metrics {
             "gRPC calls answered, by method and status code",
             rpcs.clone(),
         );
+        let unauthenticated = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "unauthenticated",
+            "RefreshService calls refused before reaching it: bearer token missing or wrong",
+            unauthenticated.clone(),
+        );
         let upstream = Family::<UpstreamLabels, Counter>::default();
         registry.register(
             "fintoc_requests",
@@ -148,6 +161,7 @@ impl Metrics {
             watch_streams,
             watch_lagged,
             rpcs,
+            unauthenticated,
             upstream,
             timed_out_intents,
             reconciled_events,
@@ -170,6 +184,12 @@ impl Metrics {
                 rpc,
                 code: code_name(code),
             })
+            .inc();
+    }
+
+    pub fn unauthenticated(&self, reason: &'static str) {
+        self.unauthenticated
+            .get_or_create(&RefusalLabels { reason })
             .inc();
     }
 

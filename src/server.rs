@@ -3,22 +3,26 @@
 //! `main` and every test call this same function with their own listeners (port 0 in tests),
 //! config and cancellation token; nothing is global.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::grpc::Service;
+use crate::grpc::auth::BearerAuth;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::refresh_service_server::RefreshServiceServer;
 use crate::store::{self, Store};
+use crate::tls::{self, listener::TlsListener};
 
 /// State shared by every handler.
 pub struct App {
@@ -88,6 +92,33 @@ pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
     }))
 }
 
+/// The HTTP side, plain or HTTPS: the same router and the same graceful shutdown on `stop`
+/// either way, only the listener differs.
+fn serve_http(
+    app: &Arc<App>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) -> BoxFuture<'static, std::io::Result<()>> {
+    let router = crate::http::router(app.clone());
+    match &app.config.http_tls {
+        Some(identity) => {
+            let listener = TlsListener::new(listener, tls::http_server_config(identity));
+            let server =
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            Box::pin(server.into_future())
+        }
+        None => {
+            // No Nagle: an answer must not wait for the peer's delayed ACK.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let server =
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            Box::pin(server.into_future())
+        }
+    }
+}
+
 /// Serves `app` on `listeners` until `shutdown` is cancelled, then drains.
 pub async fn run(
     app: Arc<App>,
@@ -104,9 +135,24 @@ pub async fn run(
     let reflection_v1alpha =
         reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
 
+    if let Ok(addr) = listeners.grpc.local_addr()
+        && let Some(warning) = crate::config::exposure_warning(addr, &app.config)
+    {
+        tracing::warn!("{warning}");
+    }
+
     // Cancelled after the drain has started, so the servers stop last.
     let stop = CancellationToken::new();
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &app.config.grpc_tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .context("cannot use the gRPC TLS certificate")?;
+    }
+    // Only RefreshService sits behind the token check: health stays open for load balancers,
+    // reflection for grpcurl (it describes the API, which is no secret).
+    let auth = BearerAuth::new(&app.config.grpc_bearer_tokens, app.metrics.clone());
+    let grpc = builder
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .tcp_nodelay(true)
@@ -116,20 +162,16 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             RefreshServiceServer::new(Service::new(app.clone()))
                 .max_decoding_message_size(crate::grpc::MAX_REQUEST_BYTES),
-        )
+            auth,
+        ))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.grpc),
             stop.clone().cancelled_owned(),
         );
-    // No Nagle: an answer must not wait for the peer's delayed ACK.
-    let http_listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http = axum::serve(http_listener, crate::http::router(app.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let http = serve_http(&app, listeners.http, stop.clone());
     let mut servers = tokio::spawn(async move {
         tokio::try_join!(async { grpc.await.context("gRPC server failed") }, async {
             http.await.context("HTTP server failed")

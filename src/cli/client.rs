@@ -1,7 +1,8 @@
 //! The human gRPC clients: `refresh` (request a refresh, then follow it to its outcome) and
 //! `watch` (follow an intent, a Link or an account), with reconnect-and-resume when the
 //! server goes away, Ctrl-C, exit codes, and the display that picks live, plain or JSON
-//! output. The strings themselves are built by the pure functions in `super::render`.
+//! output. The strings themselves are built by the pure functions in `super::render`; how
+//! the connection is made (TLS, client certificate, bearer token) is `super::connect`.
 //!
 //! Exit codes: 0 the refresh SUCCEEDED; 1 it ended FAILED, REJECTED or TIMED_OUT; 2 a usage
 //! or RPC error (one line on stderr); 130 interrupted.
@@ -11,20 +12,15 @@ use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
 
+use super::connect::{self, Client, ConnectArgs, Credentials};
 use super::render::{self, Board};
 use super::{RefreshArgs, WatchArgs};
-use crate::pb::refresh_service_client::RefreshServiceClient;
 use crate::pb::watch_refresh_request::Target;
 use crate::pb::watch_refresh_response::Event;
 use crate::pb::{self, RefreshStatus, RefreshType};
 
-type Client = RefreshServiceClient<Channel>;
-
-/// How long to wait for the TCP/HTTP2 handshake before telling the user the server is down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnects in a row without a message in between before giving up: enough to ride out a
 /// server restart, few enough that a dead server is reported within seconds.
 const RECONNECT_ATTEMPTS: u32 = 5;
@@ -53,7 +49,7 @@ async fn run_refresh(args: RefreshArgs) -> ExitCode {
     if args.link_token.trim().is_empty() {
         return fail("error: --link-token is empty");
     }
-    let mut client = match connect(&args.server).await {
+    let mut client = match connect(&args.connection).await {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -80,7 +76,7 @@ async fn run_watch(args: WatchArgs) -> ExitCode {
     let Some(target) = watch_target(&args) else {
         return fail("error: give one of --link-id, --account-id or --refresh-intent-id");
     };
-    let mut client = match connect(&args.server).await {
+    let mut client = match connect(&args.connection).await {
         Ok(client) => client,
         Err(code) => return code,
     };
@@ -115,49 +111,12 @@ fn watch_target(args: &WatchArgs) -> Option<Target> {
         .or(account_id.map(Target::AccountId))
 }
 
-/// `host:port` is what people type; tonic needs a scheme.
-fn server_url(server: &str) -> String {
-    if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    }
-}
-
-async fn connect(server: &str) -> Result<Client, ExitCode> {
-    let endpoint = Endpoint::from_shared(server_url(server)).map_err(|e| {
-        fail(&format!(
-            "error: --server {server:?} is not a valid URL: {e}"
-        ))
-    })?;
-    let channel = endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
+/// Connects with the TLS settings of `args` and the token of `FINTOC_REFRESH_TOKEN`.
+async fn connect(args: &ConnectArgs) -> Result<Client, ExitCode> {
+    let credentials = Credentials::from_env().map_err(|line| fail(&format!("error: {line}")))?;
+    connect::connect(args, credentials)
         .await
-        .map_err(|e| {
-            fail(&format!(
-                "error: cannot connect to {server}: {}",
-                causes(&e)
-            ))
-        })?;
-    Ok(RefreshServiceClient::new(channel))
-}
-
-/// tonic's transport error says only "transport error"; the cause chain says why. Layers
-/// that merely repeat the one below ("tcp connect error: tcp connect error") are said once.
-fn causes(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut last = text.clone();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        let said = cause.to_string();
-        if said != last {
-            text.push_str(&format!(": {said}"));
-        }
-        last = said;
-        next = cause.source();
-    }
-    text
+        .map_err(|line| fail(&format!("error: {line}")))
 }
 
 fn fail(line: &str) -> ExitCode {
@@ -451,7 +410,10 @@ mod tests {
             .add_service(RefreshServiceServer::new(fake.clone()))
             .serve_with_incoming(incoming);
         tokio::spawn(server);
-        let mut client = connect(&addr.to_string()).await.unwrap();
+        let args = ConnectArgs::plain(addr.to_string());
+        let mut client = connect::connect(&args, Credentials::default())
+            .await
+            .unwrap();
         let mut display = Display::new(Mode::Plain, Vec::new(), Vec::new(), true);
         let code = follow(&mut client, target, None, &mut display).await;
         let out = String::from_utf8(display.out).unwrap();
@@ -637,7 +599,7 @@ mod tests {
         let args = RefreshArgs {
             link_token: "tok".into(),
             historical: true,
-            server: "x".into(),
+            connection: ConnectArgs::plain("x"),
             json: false,
             idempotency_key: Some("k1".into()),
         };
@@ -649,15 +611,13 @@ mod tests {
             account_id: Some("acc_1".into()),
             refresh_intent_id: None,
             after: Some(3),
-            server: "x".into(),
+            connection: ConnectArgs::plain("x"),
             json: false,
         };
         assert_eq!(
             watch_target(&watch),
             Some(Target::AccountId("acc_1".into()))
         );
-        assert_eq!(server_url("127.0.0.1:50051"), "http://127.0.0.1:50051");
-        assert_eq!(server_url("https://grpc.internal"), "https://grpc.internal");
     }
 
     #[test]

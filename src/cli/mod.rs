@@ -2,6 +2,7 @@
 //! Subcommand and flag names are fixed by the contract.
 
 pub mod client;
+pub mod connect;
 mod render;
 pub mod serve;
 pub mod simulate;
@@ -22,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service.
-    Serve(crate::config::ServeArgs),
+    Serve(Box<crate::config::ServeArgs>),
     /// Run the Fintoc simulator alone (for other teams' integration tests).
     Simulate(simulate::SimulateArgs),
     /// Request a refresh of one Link and show each account's result as it arrives.
@@ -40,13 +41,8 @@ pub struct RefreshArgs {
     /// Refresh historical statements instead of only the latest one.
     #[arg(long)]
     pub historical: bool,
-    /// The service's gRPC address.
-    #[arg(
-        long,
-        env = "FINTOC_REFRESH_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
+    #[command(flatten)]
+    pub connection: connect::ConnectArgs,
     /// One JSON object per line instead of the human display.
     #[arg(long)]
     pub json: bool,
@@ -61,7 +57,7 @@ impl std::fmt::Debug for RefreshArgs {
         f.debug_struct("RefreshArgs")
             .field("link_token", &"[redacted]")
             .field("historical", &self.historical)
-            .field("server", &self.server)
+            .field("connection", &self.connection)
             .field("json", &self.json)
             .field("idempotency_key", &self.idempotency_key)
             .finish()
@@ -84,13 +80,8 @@ pub struct WatchArgs {
     /// Resume after this sequence (0 = everything retained).
     #[arg(long)]
     pub after: Option<u64>,
-    /// The service's gRPC address.
-    #[arg(
-        long,
-        env = "FINTOC_REFRESH_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub server: String,
+    #[command(flatten)]
+    pub connection: connect::ConnectArgs,
     /// One JSON object per line instead of the human display.
     #[arg(long)]
     pub json: bool,

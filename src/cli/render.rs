@@ -80,8 +80,13 @@ pub fn error_line(context: &str, status: &Status) -> String {
         Some(r) if r == "CURSOR_EXPIRED" => "cursor expired".to_owned(),
         _ => context.to_owned(),
     };
-    // Meant for one terminal line; a stray newline in a message would split it.
-    let message = status.message().replace(['\n', '\r'], " ");
+    // A transport failure (a refused TLS handshake, a reset) says only "transport error";
+    // the cause chain says why. Meant for one terminal line: a stray newline would split it.
+    let message = super::connect::with_causes(
+        status.message().to_owned(),
+        std::error::Error::source(status),
+    )
+    .replace(['\n', '\r'], " ");
     let mut line = format!("error: {what} ({})", code_name(status.code()));
     if !message.is_empty() {
         line.push_str(&format!(": {message}"));

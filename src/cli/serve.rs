@@ -1,6 +1,6 @@
 //! `fintoc-refresh serve`: bind, announce, serve until SIGTERM/SIGINT. With `--simulate` the
 //! embedded Fintoc simulator is started on its own port first, with fresh secrets, and the
-//! service is pointed at it.
+//! service is pointed at it (its webhooks go to the intake over HTTPS when that has TLS).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -35,7 +35,8 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let shutdown = shutdown_on_signal();
     let mut demo = Vec::new();
     if simulate {
-        match start_simulator(http, shutdown.clone()).await {
+        let https = config.http_tls.is_some();
+        match start_simulator(http, https, shutdown.clone()).await {
             Ok((sim, key, secret)) => {
                 config.fintoc_api_url = sim.url();
                 config.fintoc_secret_key = key;
@@ -81,6 +82,7 @@ fn local(listener: &TcpListener) -> SocketAddr {
 
 async fn start_simulator(
     http: SocketAddr,
+    https: bool,
     shutdown: CancellationToken,
 ) -> std::io::Result<(Simulator, Secret, Secret)> {
     let key = format!("sk_test_{}", crate::simulator::random_suffix());
@@ -91,9 +93,11 @@ async fn start_simulator(
     } else {
         http.ip().to_string()
     };
-    let target = format!("http://{host}:{}/webhooks/fintoc", http.port());
+    let scheme = if https { "https" } else { "http" };
+    let target = format!("{scheme}://{host}:{}/webhooks/fintoc", http.port());
     let mut config = SimConfig::new(key.clone());
     config.webhooks = vec![(target, secret.clone())];
+    config.insecure_webhook_tls = https;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let sim = Simulator::start(listener, config, shutdown)?;
     Ok((sim, Secret::new(key), Secret::new(secret)))

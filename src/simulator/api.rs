@@ -38,8 +38,12 @@ impl Shared {
         log: Arc<Mutex<Vec<Delivery>>>,
         shutdown: CancellationToken,
     ) -> Shared {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(config.insecure_webhook_tls)
+            .build()
+            .expect("the TLS backend initializes");
         let deliverer = Deliverer {
-            http: reqwest::Client::new(),
+            http,
             clock: config.clock.clone(),
             retry_base: config.retry_base,
             max_retries: config.max_retries,

@@ -53,6 +53,10 @@ pub struct SimConfig {
     pub deliver_before_response: bool,
     /// HTTP status of the cooldown error (`rate_limit_exceeded`); Fintoc's is undocumented.
     pub cooldown_status: u16,
+    /// Deliver to `https://` targets without checking their certificate. Only for
+    /// `serve --simulate` with an HTTPS intake: it delivers to its own process over loopback,
+    /// and the operator's certificate names the public host, not 127.0.0.1.
+    pub insecure_webhook_tls: bool,
     pub clock: Clock,
 }
 
@@ -69,6 +73,7 @@ impl SimConfig {
             reorder: false,
             deliver_before_response: false,
             cooldown_status: 400,
+            insecure_webhook_tls: false,
             clock: Clock::System,
         }
     }

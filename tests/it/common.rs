@@ -17,6 +17,7 @@ use fintoc_refresh::secret::Secret;
 use fintoc_refresh::server::{self, App};
 use fintoc_refresh::simulator::{SimConfig, Simulator};
 use fintoc_refresh::store::{self, NewIntent};
+use fintoc_refresh::tls::{GrpcTls, TlsIdentity};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -44,6 +45,15 @@ pub struct Options {
     pub fintoc_url: Option<String>,
     pub clock: Option<(Clock, Arc<ManualClock>)>,
     pub tune: Option<Tune>,
+    /// TLS (mutual with a client CA) on the gRPC port; [`TestServer::client`] stays
+    /// plaintext, so TLS tests build their own endpoints.
+    pub grpc_tls: Option<GrpcTls>,
+    /// HTTPS on the intake: `post`/`get` (and the simulator's deliveries) switch to https.
+    pub http_tls: Option<TlsIdentity>,
+    /// CA certificate (PEM) the harness's HTTP client trusts, for an HTTPS intake.
+    pub http_trust: Option<String>,
+    /// GRPC_BEARER_TOKENS.
+    pub bearer_tokens: Vec<String>,
 }
 
 impl Default for Options {
@@ -57,6 +67,10 @@ impl Default for Options {
             fintoc_url: None,
             clock: None,
             tune: None,
+            grpc_tls: None,
+            http_tls: None,
+            http_trust: None,
+            bearer_tokens: Vec::new(),
         }
     }
 }
@@ -68,6 +82,8 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub sim: Option<Simulator>,
     pub db_path: std::path::PathBuf,
+    /// `http://` or `https://` and the intake's address.
+    pub http_base: String,
     _dir: Option<tempfile::TempDir>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -93,10 +109,13 @@ impl TestServer {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
         let shutdown = CancellationToken::new();
+        let https = opts.http_tls.is_some();
+        let http_base = format!("{}://{http_addr}", if https { "https" } else { "http" });
         let sim = match opts.simulator.take() {
             Some(mut sim_config) => {
-                sim_config.webhooks =
-                    vec![(format!("http://{http_addr}/webhooks/fintoc"), SECRET.into())];
+                sim_config.webhooks = vec![(format!("{http_base}/webhooks/fintoc"), SECRET.into())];
+                // As `serve --simulate` does: its own intake, over loopback.
+                sim_config.insecure_webhook_tls = https;
                 sim_config.clock = clock.clone();
                 let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 Some(Simulator::start(listener, sim_config, shutdown.clone()).unwrap())
@@ -116,6 +135,9 @@ impl TestServer {
         config.max_body_bytes = opts.max_body_bytes;
         config.shutdown_grace = Duration::from_secs(5);
         config.clock = clock;
+        config.grpc_tls = opts.grpc_tls.take();
+        config.http_tls = opts.http_tls.take();
+        config.grpc_bearer_tokens = opts.bearer_tokens.iter().map(Secret::new).collect();
         if let Some(tune) = opts.tune.take() {
             tune(&mut config);
         }
@@ -125,6 +147,11 @@ impl TestServer {
             Listeners { grpc, http },
             shutdown.clone(),
         ));
+        let mut http_client = reqwest::Client::builder();
+        if let Some(ca) = opts.http_trust.take() {
+            http_client = http_client
+                .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
+        }
         TestServer {
             grpc: grpc_addr,
             http: http_addr,
@@ -132,10 +159,11 @@ impl TestServer {
             clock: hand,
             sim,
             db_path,
+            http_base,
             _dir: dir,
             shutdown,
             task: Some(task),
-            http_client: reqwest::Client::new(),
+            http_client: http_client.build().unwrap(),
         }
     }
 
@@ -181,7 +209,7 @@ impl TestServer {
     pub async fn post(&self, body: &str, signature: Option<String>) -> (u16, String) {
         let mut request = self
             .http_client
-            .post(format!("http://{}/webhooks/fintoc", self.http))
+            .post(format!("{}/webhooks/fintoc", self.http_base))
             .header("content-type", "application/json")
             .body(body.to_owned());
         if let Some(sig) = signature {
@@ -195,7 +223,7 @@ impl TestServer {
     pub async fn get(&self, path: &str) -> (u16, String) {
         let response = self
             .http_client
-            .get(format!("http://{}{path}", self.http))
+            .get(format!("{}{path}", self.http_base))
             .send()
             .await
             .unwrap();

@@ -9,4 +9,5 @@ mod process;
 mod refresh;
 mod sdk;
 mod secrets;
+mod tls;
 mod watch;

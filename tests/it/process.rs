@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::*;
+use crate::tls::Pki;
 use fintoc_refresh::clock::system_now_ms;
 use fintoc_refresh::fintoc::signature;
 use fintoc_refresh::pb::{self, refresh_service_client::RefreshServiceClient};
@@ -192,26 +193,214 @@ fn bad_configuration_exits_with_one_line_naming_the_problem() {
             "--http-addr",
         ),
         (&["watch"], &[], "--link-id"),
+        (
+            &["serve", "--simulate"],
+            &[("GRPC_BEARER_TOKENS", " , ")],
+            "GRPC_BEARER_TOKENS",
+        ),
     ];
     for (args, env, needle) in cases {
-        let out = Command::new(BIN)
-            .args(*args)
-            .env_remove("FINTOC_SECRET_KEY")
-            .env_remove("FINTOC_WEBHOOK_SECRET")
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            stderr.trim_end().lines().count(),
-            1,
-            "{args:?}: one line, got {stderr:?}"
-        );
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+        fails_with_one_line(args, env, needle);
     }
+}
+
+#[test]
+fn bad_tls_settings_exit_with_one_line_naming_the_flag() {
+    let pki = Pki::new();
+    let p = |name: &str| pki.path(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (p("server.pem"), p("server.key"), p("ca.pem"));
+    let (client_cert, client_key, missing) = (p("client.pem"), p("client.key"), p("missing.pem"));
+    let serve = ["serve", "--simulate"];
+    let watch = ["watch", "--link-id", "link_1", "--server"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            [&serve[..], &["--grpc-tls-cert", &cert]].concat(),
+            "--grpc-tls-key",
+        ),
+        (
+            [
+                &serve[..],
+                &["--grpc-tls-cert", &missing, "--grpc-tls-key", &key],
+            ]
+            .concat(),
+            "--grpc-tls-cert (GRPC_TLS_CERT)",
+        ),
+        (
+            [
+                &serve[..],
+                &["--grpc-tls-cert", &key, "--grpc-tls-key", &key],
+            ]
+            .concat(),
+            "holds no PEM certificate",
+        ),
+        (
+            [&serve[..], &["--grpc-client-ca", &ca]].concat(),
+            "--grpc-client-ca",
+        ),
+        (
+            [
+                &serve[..],
+                &["--http-tls-cert", &cert, "--http-tls-key", &client_key],
+            ]
+            .concat(),
+            "--http-tls-key (HTTP_TLS_KEY)",
+        ),
+        (
+            [&watch[..], &["http://127.0.0.1:1", "--ca-cert", &ca]].concat(),
+            "--ca-cert",
+        ),
+        (
+            [&watch[..], &["https://127.0.0.1:1", "--ca-cert", &key]].concat(),
+            "--ca-cert (FINTOC_REFRESH_CA_CERT)",
+        ),
+        (
+            [
+                &watch[..],
+                &["https://127.0.0.1:1", "--client-cert", &client_cert],
+            ]
+            .concat(),
+            "--client-key",
+        ),
+    ];
+    let key_line = pki.read("server.key").lines().nth(1).unwrap().to_owned();
+    for (args, needle) in &cases {
+        let stderr = fails_with_one_line(args, &[], needle);
+        assert!(
+            !stderr.contains(&key_line),
+            "{args:?}: key material in {stderr}"
+        );
+    }
+}
+
+/// Runs the binary, expects failure with exactly one stderr line containing `needle` and an
+/// empty stdout; returns that line.
+fn fails_with_one_line(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("FINTOC_SECRET_KEY")
+        .env_remove("FINTOC_WEBHOOK_SECRET")
+        .env_remove("GRPC_BEARER_TOKENS")
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: one line, got {stderr:?}"
+    );
+    assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    stderr
+}
+
+#[tokio::test]
+async fn the_binary_serves_mutual_tls_and_https_from_its_flags_and_drains_on_sigterm() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| pki.path(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (p("server.pem"), p("server.key"), p("ca.pem"));
+    let args = [
+        "--grpc-tls-cert",
+        &cert,
+        "--grpc-tls-key",
+        &key,
+        "--grpc-client-ca",
+        &ca,
+        "--http-tls-cert",
+        &cert,
+        "--http-tls-key",
+        &key,
+    ];
+    let mut running = spawn(&dir.path().join("tls.db"), &args, 0);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
+        .identity(Identity::from_pem(
+            pki.read("client.pem"),
+            pki.read("client.key"),
+        ));
+    let channel = Endpoint::from_shared(format!("https://{}", running.grpc))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut feed = RefreshServiceClient::new(channel)
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(account_target("acc_tls")),
+            after_sequence: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    feed.next().await.unwrap().unwrap();
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(pki.read("ca.pem").as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let body = event("evt_https", "acc_tls", "succeeded", system_now_ms());
+    let header = signature::header(SECRET, system_now_ms() / 1000, body.as_bytes());
+    let response = https
+        .post(format!("https://{}/webhooks/fintoc", running.http))
+        .header("Fintoc-Signature", header)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(feed.next().await.unwrap().unwrap().sequence, 1);
+    sigterm(&running.child);
+    let end = tokio::time::timeout(PATIENCE, feed.next()).await.unwrap();
+    assert!(
+        matches!(end, Some(Err(ref s)) if s.code() == tonic::Code::Unavailable),
+        "{end:?}"
+    );
+    let status = wait_exit(&mut running.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The warning is for a reachable, unauthenticated API; nothing is sent to the wildcard
+/// address, only bound.
+#[test]
+fn an_exposed_grpc_port_without_authentication_logs_one_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--simulate",
+            "--grpc-addr",
+            "0.0.0.0:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--database-url")
+        .arg(dir.path().join("exposed.db"))
+        .env_remove("GRPC_BEARER_TOKENS")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = stdout.next().unwrap().unwrap();
+    assert!(first.starts_with("listening grpc=0.0.0.0:"), "{first}");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = stderr.next().unwrap().unwrap();
+    assert!(
+        warning.contains("WARN") && warning.contains("accepts calls from anyone"),
+        "{warning}"
+    );
+    sigterm(&child);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
 }
 
 /// Five times: concurrent senders, SIGKILL at a random moment, restart on the same file.
