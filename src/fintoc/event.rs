@@ -121,9 +121,21 @@ struct RefreshData<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
+/// serde's derived structs also fill from a JSON array, field by field in order, so without
+/// this `["evt_1","link.created"]` would pass for an event (and an array `data` for a
+/// result). Fintoc's events and their `data` are objects; the first byte settles it.
+fn is_object(json: &[u8]) -> bool {
+    json.trim_ascii_start().first() == Some(&b'{')
+}
+
 /// Decodes a body whose signature has already been verified.
 pub fn decode(body: &[u8]) -> Decoded {
-    let Ok(env) = serde_json::from_slice::<Envelope<'_>>(body) else {
+    let env = if is_object(body) {
+        serde_json::from_slice::<Envelope<'_>>(body).ok()
+    } else {
+        None
+    };
+    let Some(env) = env else {
         return Decoded::Unparseable {
             event_id: None,
             event_type: None,
@@ -150,6 +162,7 @@ pub fn decode(body: &[u8]) -> Decoded {
     };
     let data = env
         .data
+        .filter(|raw| is_object(raw.get().as_bytes()))
         .and_then(|raw| serde_json::from_str::<RefreshData<'_>>(raw.get()).ok())
         .filter(|d| {
             !d.refreshed_object_id.is_empty()
@@ -239,6 +252,14 @@ mod tests {
             ("id of the wrong type", r#"{"id":7,"type":"x"}"#.to_owned(), Box::new(move |d| *d == unparseable(None, None))),
             ("not json", "hello".to_owned(), Box::new(move |d| *d == unparseable(None, None))),
             ("json array", "[1]".to_owned(), Box::new(move |d| *d == unparseable(None, None))),
+            // Found by fuzz/event_decode: serde fills structs from arrays too.
+            ("array shaped like an event", r#"["evt_1","account.refresh_intent.succeeded",null,["account","acc_1",3]]"#.to_owned(),
+                Box::new(move |d| *d == unparseable(None, None))),
+            ("array shaped like an id", r#" ["i^"]"#.to_owned(), Box::new(move |d| *d == unparseable(None, None))),
+            ("array shaped like result data", r#"{"id":"evt_1","type":"account.refresh_intent.succeeded","data":["account","acc_1",3]}"#.to_owned(),
+                Box::new(move |d| *d == unparseable(Some("evt_1"), Some(SUCCEEDED)))),
+            ("whitespace before the object", format!(" \n\t{}", result(SUCCEEDED, r#"{"refreshed_object_id":"acc_1"}"#)),
+                Box::new(|d| matches!(d, Decoded::Result(e) if e.account_id == "acc_1"))),
         ];
         for (name, body, check) in table {
             let got = decode(body.as_bytes());

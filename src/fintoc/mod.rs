@@ -4,3 +4,6 @@
 pub mod client;
 pub mod event;
 pub mod signature;
+
+#[cfg(test)]
+mod properties;

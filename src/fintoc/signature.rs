@@ -142,7 +142,10 @@ pub fn verify(
     now_secs: i64,
 ) -> Result<(), SignatureError> {
     let parsed = parse(header.ok_or(SignatureError::Missing)?)?;
-    if (now_secs - parsed.seconds).abs() > TOLERANCE_SECS {
+    // `abs_diff`: with a clock far off (or negative) and a 19-digit `t`, `now - t` does not
+    // fit in an i64; a subtraction would panic in debug builds and, wrapped in release, pass
+    // the window check.
+    if now_secs.abs_diff(parsed.seconds) > TOLERANCE_SECS.unsigned_abs() {
         return Err(SignatureError::OutsideWindow);
     }
     // Check every pair without an early exit so timing says nothing about which matched.
@@ -494,6 +497,27 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// Found by the property `any_clock_reading_gets_a_clean_answer`: `now - t` overflowed.
+    #[test]
+    fn window_arithmetic_cannot_overflow() {
+        let s = secrets(&["whsec_x"]);
+        for (t, now) in [
+            (i64::MAX, -1),
+            (i64::MAX, i64::MIN),
+            (0, i64::MIN),
+            (i64::MAX, 0),
+        ] {
+            let h = header("whsec_x", t, b"{}");
+            assert_eq!(
+                verify(Some(&h), b"{}", &s, now),
+                Err(SignatureError::OutsideWindow),
+                "t={t} now={now}"
+            );
+        }
+        let h = header("whsec_x", i64::MAX, b"{}");
+        assert_eq!(verify(Some(&h), b"{}", &s, i64::MAX - 300), Ok(()));
     }
 
     #[test]
