@@ -8,7 +8,8 @@
 //! - [`domain`]: pure rules: statuses and completion, correlation, cooldown and hold.
 //! - [`fintoc`]: the signature scheme, event payloads and the REST client.
 //! - [`webhook`], [`http`]: the HTTP intake and operator endpoints.
-//! - [`store`]: SQLite behind one seam; the single group-committing writer.
+//! - [`store`]: SQLite behind one seam; the single group-committing writer and the thread
+//!   that fsyncs its commits before anyone is answered.
 //! - [`hub`]: the wake-up fan-out to watchers.
 //! - [`grpc`]: the RefreshService (RequestRefresh in [`refresh`], WatchRefresh in
 //!   `grpc::watch`).
