@@ -70,7 +70,7 @@ impl Clock {
 
     /// Waits `period` of this clock's time.
     pub async fn sleep(&self, period: Duration) {
-        let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+        let ms = millis(period);
         self.sleep_until(self.now_ms().saturating_add(ms)).await;
     }
 }
@@ -96,7 +96,7 @@ impl ManualClock {
 
     /// Moves time forward by `by` and wakes everything sleeping until then.
     pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        let ms = millis(by);
         let now = self.now.fetch_add(ms, Ordering::SeqCst) + ms;
         self.tx.send_replace(now);
     }
@@ -106,6 +106,11 @@ impl ManualClock {
         self.now.store(to_ms, Ordering::SeqCst);
         self.tx.send_replace(to_ms);
     }
+}
+
+/// A duration in the unit of stored times (saturating: no duration here is that long).
+pub fn millis(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
 pub fn system_now_ms() -> Millis {

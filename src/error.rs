@@ -12,7 +12,6 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::config::format_duration;
-use crate::store::StoreError;
 
 /// ErrorInfo domain for every reason below.
 pub const DOMAIN: &str = "fintoc-refresh";
@@ -53,8 +52,9 @@ pub enum AppError {
     /// Fintoc refused our own API key or answered something we cannot use: an operator must act.
     #[error("{0}")]
     Upstream(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// A failure inside the service (storage, a task): logged in full, answered generically.
+    #[error("{what} failure: {detail}")]
+    Internal { what: &'static str, detail: String },
 }
 
 impl AppError {
@@ -68,7 +68,7 @@ impl AppError {
             AppError::Unauthenticated(_) => Code::Unauthenticated,
             AppError::Unavailable(_) => Code::Unavailable,
             AppError::Exhausted(_) => Code::ResourceExhausted,
-            AppError::Upstream(_) | AppError::Store(_) => Code::Internal,
+            AppError::Upstream(_) | AppError::Internal { .. } => Code::Internal,
         }
     }
 }
@@ -110,9 +110,11 @@ impl From<AppError> for Status {
             AppError::CredentialsRejected(_) => {
                 Status::with_error_details(code, err.to_string(), info("CREDENTIALS_REJECTED", &[]))
             }
-            AppError::Store(e) => {
-                tracing::error!(error = %e, "storage failure");
-                Status::internal("internal storage error; the server log has the details")
+            AppError::Internal { what, detail } => {
+                tracing::error!(error = %detail, "{what} failure");
+                Status::internal(format!(
+                    "internal {what} error; the server log has the details"
+                ))
             }
             _ => Status::new(code, err.to_string()),
         }
@@ -188,7 +190,11 @@ mod tests {
             "CREDENTIALS_REJECTED"
         );
 
-        let s: Status = AppError::Store(StoreError::WriterGone).into();
+        let s: Status = AppError::Internal {
+            what: "storage",
+            detail: "the database writer has stopped".into(),
+        }
+        .into();
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("writer"), "internals stay in the log");
     }

@@ -1,7 +1,7 @@
 //! The in-memory fan-out that wakes watchers when results are committed.
 //!
-//! The database is the truth; the hub only saves watchers a query. Right after each group
-//! commit the writer hands the hub the new log entries (shared `Arc`s, never copied per
+//! The database is the truth; the hub only saves watchers a query. Once a commit is durable
+//! the store hands the hub the new log entries, in sequence order (shared `Arc`s, never copied per
 //! watcher). Each subscriber is indexed by its target, so an entry reaches only the watchers of
 //! its intent, Link and account; it goes into that subscriber's own bounded queue and the
 //! subscriber is woken. The writer never waits on a watcher: when a queue is full the
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::store::{ResultRow, Target};
+use crate::domain::{ResultRow, Target};
 
 type Entry = Arc<ResultRow>;
 
@@ -256,19 +256,7 @@ mod tests {
     use super::*;
 
     fn row(sequence: i64, link: &str, account: &str, intent: &str) -> Entry {
-        Arc::new(ResultRow {
-            sequence,
-            account_id: account.into(),
-            link_id: link.into(),
-            refresh_intent_id: intent.into(),
-            status: "succeeded".into(),
-            new_movements: 0,
-            public_error: String::new(),
-            event_id: format!("evt_{sequence}"),
-            occurred_at_ms: 0,
-            committed_at_ms: 0,
-            completes_intent: false,
-        })
+        Arc::new(ResultRow::example(sequence, account).of(link, intent))
     }
 
     fn seq(next: Next) -> i64 {

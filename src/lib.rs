@@ -18,6 +18,7 @@
 //!   `grpc::auth` is the bearer-token check.
 //! - [`simulator`]: a Fintoc look-alike for laptops and tests; [`cli`]: the human client.
 
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -28,14 +29,12 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod metrics;
-pub mod refresh;
 pub mod secret;
 pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod tasks;
 pub mod tls;
-pub mod webhook;
 
 pub use config::Config;
 pub use server::{Listeners, serve};

@@ -1,11 +1,11 @@
-//! `serve`: wires storage, the hub, the gRPC and HTTP servers and the background tasks
-//! together, runs until `shutdown` is cancelled, then drains within the grace period.
+//! `serve`: puts the shared state ([`App`]) behind the gRPC and HTTP servers, starts the
+//! background tasks, runs until `shutdown` is cancelled, then drains within the grace period.
 //! `main` and every test call this same function with their own listeners (port 0 in tests),
 //! config and cancellation token; nothing is global.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,27 +14,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::grpc::Service;
 use crate::grpc::auth::BearerAuth;
-use crate::hub::Hub;
-use crate::metrics::Metrics;
 use crate::pb;
 use crate::pb::refresh_service_server::RefreshServiceServer;
-use crate::store::{self, Store};
 use crate::tls::{self, listener::TlsListener};
-
-/// State shared by every handler.
-pub struct App {
-    pub config: Config,
-    pub store: Store,
-    pub hub: Arc<Hub>,
-    pub metrics: Arc<Metrics>,
-    pub fintoc: crate::fintoc::client::Client,
-    pub refresh: crate::refresh::Coordinator,
-    /// Set once shutdown starts: readiness fails, new work is refused.
-    pub draining: AtomicBool,
-}
 
 /// The two bound sockets the server answers on.
 pub struct Listeners {
@@ -53,43 +39,8 @@ pub async fn serve(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let app = start(config).await?;
+    let app = App::start(config).await?;
     run(app, listeners, shutdown).await
-}
-
-/// Opens the database and builds the shared state, ready to [`run`]. Tests use the two
-/// halves to reach the store directly.
-pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
-    let hub = Arc::new(Hub::new(config.watch_buffer));
-    let metrics = Arc::new(Metrics::new());
-    let store = {
-        let (url, hub, clock, metrics) = (
-            config.database_url.clone(),
-            hub.clone(),
-            config.clock.clone(),
-            metrics.clone(),
-        );
-        tokio::task::spawn_blocking(move || Store::open(&url, hub, clock, metrics))
-            .await?
-            .with_context(|| format!("cannot open the database {:?}", config.database_url))?
-    };
-    let bounds = store.read(store::log_bounds).await?;
-    hub.start_at(bounds.newest);
-    // No create call survives a restart, so events held for one can be settled now.
-    let in_flight = store.in_flight().clone();
-    store
-        .write(move |tx| store::process_held(tx, &in_flight))
-        .await?;
-    let fintoc = crate::fintoc::client::Client::new(&config, metrics.clone())?;
-    Ok(Arc::new(App {
-        refresh: crate::refresh::Coordinator::default(),
-        config,
-        store,
-        hub,
-        metrics,
-        fintoc,
-        draining: AtomicBool::new(false),
-    }))
 }
 
 /// The HTTP side, plain or HTTPS: the same router and the same graceful shutdown on `stop`

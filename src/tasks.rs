@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Millis;
+use bytes::Bytes;
+
+use crate::app::App;
+use crate::clock::{Millis, millis};
 use crate::domain::correlate::CLOCK_SLACK_MS;
-use crate::fintoc::event::decode;
-use crate::server::App;
-use crate::store::{self, retention};
+use crate::domain::policy::KEY_TTL;
+use crate::store::{DueIntent, IngestOutcome};
 
 /// How often deadlines are checked (on the system clock).
 const DEADLINE_TICK: Duration = Duration::from_secs(1);
@@ -66,32 +68,27 @@ pub async fn keep_deadlines(app: &App) -> anyhow::Result<()> {
     let now = app.config.clock.now_ms();
     let reconcile_after = millis(app.config.reconcile_after);
     let timeout = millis(app.config.refresh_timeout);
-    let due = app
-        .store
-        .read(move |c| store::pending_intents_due(c, now - reconcile_after))
-        .await?;
+    let due = app.store.pending_intents_due(now - reconcile_after).await?;
     if due.is_empty() {
         return Ok(());
     }
     let to_reconcile: Vec<(String, Millis)> = due
         .iter()
-        .filter(|(_, created, reconciled)| {
-            let timed_out = now >= created + timeout;
-            match reconciled {
+        .filter(|d| {
+            let deadline = d.created_at_ms + timeout;
+            match d.reconciled_at_ms {
                 None => true,
                 // Once more right at the final deadline, else every reconcile_after.
-                Some(at) => (timed_out && *at < created + timeout) || *at + reconcile_after <= now,
+                Some(at) => (now >= deadline && at < deadline) || at + reconcile_after <= now,
             }
         })
-        .map(|(id, created, _)| (id.clone(), *created))
+        .map(|d| (d.id.clone(), d.created_at_ms))
         .collect();
     if let Some(since) = to_reconcile.iter().map(|(_, created)| *created).min() {
         match reconcile(app, since).await {
             Ok(found) => {
                 let ids: Vec<String> = to_reconcile.into_iter().map(|(id, _)| id).collect();
-                app.store
-                    .write(move |tx| store::mark_reconciled(tx, &ids))
-                    .await?;
+                app.store.mark_reconciled(ids).await?;
                 if found > 0 {
                     tracing::info!(found, "recovered results whose webhook never arrived");
                 }
@@ -99,17 +96,13 @@ pub async fn keep_deadlines(app: &App) -> anyhow::Result<()> {
             Err(e) => tracing::warn!(error = %e, "reconciliation with Fintoc failed; will retry"),
         }
     }
-    for (id, created, _) in due
-        .into_iter()
-        .filter(|(_, created, _)| now >= created + timeout)
+    for DueIntent {
+        id, created_at_ms, ..
+    } in due.into_iter().filter(|d| now >= d.created_at_ms + timeout)
     {
-        let completed = app
-            .store
-            .write(move |tx| store::complete_timed_out(tx, &id))
-            .await?;
-        if let Some(intent) = completed {
+        if let Some(intent) = app.store.complete_timed_out(id).await? {
             app.metrics.timed_out_intents.inc();
-            tracing::warn!(intent = %intent.id, created_ms = created, status = intent.status.as_str(), "refresh timed out");
+            tracing::warn!(intent = %intent.id, created_ms = created_at_ms, status = intent.status.as_str(), "refresh timed out");
         }
     }
     Ok(())
@@ -134,28 +127,12 @@ async fn reconcile(app: &App, since_ms: Millis) -> anyhow::Result<usize> {
                     .is_none_or(|at| at >= since_ms - CLOCK_SLACK_MS)
             })
             .collect();
-        let in_flight = app.store.in_flight().clone();
+        let bodies = fresh.into_iter().map(|e| Bytes::from(e.raw)).collect();
         let now = app.config.clock.now_ms();
-        let outcomes = app
-            .store
-            .write(move |tx| {
-                fresh
-                    .iter()
-                    .map(|e| {
-                        store::ingest_event(
-                            tx,
-                            &in_flight,
-                            e.raw.as_bytes(),
-                            &decode(e.raw.as_bytes()),
-                            now,
-                        )
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await?;
+        let outcomes = app.store.ingest_reconciled(bodies, now).await?;
         found += outcomes
             .iter()
-            .filter(|o| matches!(o, store::IngestOutcome::Logged(_)))
+            .filter(|o| matches!(o, IngestOutcome::Logged(_)))
             .count();
         if reached_older || next.is_none() {
             break;
@@ -170,12 +147,9 @@ async fn reconcile(app: &App, since_ms: Millis) -> anyhow::Result<usize> {
 pub async fn prune(app: &App) -> anyhow::Result<()> {
     let now = app.config.clock.now_ms();
     let cutoff = now - millis(app.config.retention);
-    let key_cutoff = now - millis(crate::refresh::KEY_TTL);
+    let key_cutoff = now - millis(KEY_TTL);
     loop {
-        let pruned = app
-            .store
-            .write(move |tx| retention::prune(tx, cutoff, key_cutoff, PRUNE_CHUNK))
-            .await?;
+        let pruned = app.store.prune(cutoff, key_cutoff, PRUNE_CHUNK).await?;
         app.metrics.pruned_rows.inc_by(pruned.total() as u64);
         if pruned.total() == 0 {
             return Ok(());
@@ -184,8 +158,4 @@ pub async fn prune(app: &App) -> anyhow::Result<()> {
         // Let the intake's jobs in between chunks.
         tokio::task::yield_now().await;
     }
-}
-
-fn millis(d: Duration) -> Millis {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

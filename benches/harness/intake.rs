@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::Connection;
+use fintoc_refresh::clock::Clock;
+use fintoc_refresh::domain::ResultRow;
+use fintoc_refresh::metrics::Metrics;
+use fintoc_refresh::store::Store;
 use serde_json::{Value, json};
 
 use crate::Mode;
@@ -90,7 +93,7 @@ pub async fn run(mode: &Mode) -> Value {
     let answer_ms = 1000.0 * delta("fintoc_refresh_webhook_intake_seconds_sum")
         / delta("fintoc_refresh_webhook_intake_seconds_count").max(1.0);
     let (db, _dir) = server.stop();
-    let stored = count_stored(&db);
+    let stored = count_stored(&db).await;
     let health_rate = median(&mut health.iter().map(Phase::rate).collect::<Vec<_>>());
     let intake_rate = median(&mut intake.iter().map(Phase::rate).collect::<Vec<_>>());
     let ratio = intake_rate / health_rate;
@@ -157,10 +160,18 @@ fn report_phase(name: &str, p: &Phase) {
     );
 }
 
-/// Events in the database, read after the server stopped.
-fn count_stored(db: &std::path::Path) -> u64 {
-    let mut conn = diesel::sqlite::SqliteConnection::establish(&db.to_string_lossy())
-        .expect("open the bench database");
-    let counts = fintoc_refresh::store::counts(&mut conn).expect("count");
+/// Events in the database, read after the server stopped (through the store, as the server
+/// reads it).
+async fn count_stored(db: &std::path::Path) -> u64 {
+    let store = Store::open(
+        &db.to_string_lossy(),
+        Clock::System,
+        Arc::new(Metrics::new()),
+        Arc::new(|_: &[Arc<ResultRow>]| {}),
+    )
+    .await
+    .expect("open the bench database");
+    let counts = store.counts().await.expect("count");
+    store.close().await;
     counts.webhook_events as u64
 }

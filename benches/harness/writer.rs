@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use fintoc_refresh::clock::Clock;
+use fintoc_refresh::domain::ResultRow;
 use fintoc_refresh::fintoc::event::decode;
-use fintoc_refresh::hub::Hub;
 use fintoc_refresh::metrics::Metrics;
-use fintoc_refresh::store::{Store, ingest_event};
+use fintoc_refresh::store::Store;
 
 use crate::Mode;
 use crate::load::{self, Prepared};
@@ -36,10 +36,11 @@ pub async fn run(mode: &Mode) -> Value {
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(
         &url,
-        Arc::new(Hub::new(256)),
         Clock::System,
         metrics.clone(),
+        Arc::new(|_: &[Arc<ResultRow>]| {}),
     )
+    .await
     .expect("open the store");
     let mut rates = Vec::new();
     let mut total = 0usize;
@@ -70,11 +71,8 @@ pub async fn run(mode: &Mode) -> Value {
                         };
                         let body = event.body.clone();
                         let decoded = decode(&body);
-                        let in_flight = store.in_flight().clone();
                         store
-                            .write_repeatable(move |tx| {
-                                ingest_event(tx, &in_flight, &body, &decoded, 0)
-                            })
+                            .ingest_webhook(body, decoded, 0)
                             .await
                             .expect("ingest");
                         done += 1;

@@ -5,12 +5,16 @@
 use std::time::Duration;
 
 use super::RefreshType;
-use crate::clock::Millis;
+use crate::clock::{Millis, millis};
 
 /// Fintoc allows one successful only_last refresh per Link every 5 minutes.
 pub const ONLY_LAST_COOLDOWN: Duration = Duration::from_secs(5 * 60);
 /// ... and one historical refresh every 60 minutes.
 pub const HISTORICAL_COOLDOWN: Duration = Duration::from_secs(60 * 60);
+
+/// How long a caller's idempotency key is honoured (at least 24 h is promised; retention
+/// prunes keys after this).
+pub const KEY_TTL: Duration = Duration::from_secs(48 * 3600);
 
 /// How long a successful refresh of this type blocks the next one of the same type.
 pub fn cooldown_for(refresh_type: RefreshType) -> Duration {
@@ -22,7 +26,7 @@ pub fn cooldown_for(refresh_type: RefreshType) -> Duration {
 
 /// Time left on a window of `length` that opened at `since_ms`, if any is left at `now_ms`.
 pub fn remaining(since_ms: Millis, length: Duration, now_ms: Millis) -> Option<Duration> {
-    let ends = since_ms.saturating_add(i64::try_from(length.as_millis()).unwrap_or(i64::MAX));
+    let ends = since_ms.saturating_add(millis(length));
     (ends > now_ms).then(|| Duration::from_millis((ends - now_ms) as u64))
 }
 

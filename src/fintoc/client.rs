@@ -19,6 +19,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+pub use super::error::FintocError;
 use crate::config::Config;
 use crate::domain::RefreshType;
 use crate::metrics::{Metrics, UpstreamLabels};
@@ -30,56 +31,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fintoc's documented backoff for 429 is 1, 2, 4, 8, 16 s plus up to 1 s of jitter: five
 /// retries after the first attempt.
 const MAX_ATTEMPTS: u32 = 6;
-
-/// How a call to Fintoc failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FintocError {
-    /// Fintoc answered with an error envelope (or a non-2xx without one).
-    #[error("Fintoc answered HTTP {status} {code}: {message}")]
-    Api {
-        status: u16,
-        error_type: String,
-        code: String,
-        message: String,
-    },
-    /// Fintoc could not be reached or did not answer in time (after retries).
-    #[error("{0}")]
-    Unreachable(String),
-    /// A 2xx whose body is not what the API documents (after retries).
-    #[error("Fintoc's answer could not be read: {0}")]
-    Malformed(String),
-}
-
-impl FintocError {
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            FintocError::Api { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    fn retryable(&self) -> bool {
-        match self {
-            // The refresh cooldown is an answer, not congestion; everything else under 429
-            // and every 5xx is worth another try.
-            FintocError::Api { status, code, .. } => {
-                (*status == 429 && code != "rate_limit_exceeded") || *status >= 500
-            }
-            FintocError::Unreachable(_) | FintocError::Malformed(_) => true,
-        }
-    }
-
-    fn metric_outcome(&self) -> &'static str {
-        match self {
-            FintocError::Api { status: 429, .. } => "status_429",
-            FintocError::Api { status, .. } if *status >= 500 => "status_5xx",
-            FintocError::Api { .. } => "status_4xx",
-            FintocError::Unreachable(m) if m.contains("time") => "timeout",
-            FintocError::Unreachable(_) => "unreachable",
-            FintocError::Malformed(_) => "malformed",
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 struct Envelope {

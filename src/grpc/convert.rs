@@ -2,10 +2,8 @@
 //! types are closed sets on both sides: every match is exhaustive.
 
 use crate::clock::Millis;
-use crate::domain::{IntentStatus, RefreshType, ResultStatus};
+use crate::domain::{IntentStatus, IntentView, RefreshType, ResultRow, ResultStatus};
 use crate::pb;
-use crate::store::ResultRow;
-use crate::store::models::IntentView;
 
 pub fn timestamp(ms: Millis) -> prost_types::Timestamp {
     prost_types::Timestamp {

@@ -1,9 +1,11 @@
-//! The gRPC side: RefreshService (behind the bearer-token check in `auth`) plus the standard
-//! health and reflection services.
+//! The gRPC side: RefreshService (`service.rs`, behind the bearer-token check in `auth.rs`)
+//! with one file per RPC that does more than a lookup — RequestRefresh in `refresh.rs`,
+//! WatchRefresh in `watch.rs` — and the conversions to wire messages (`convert.rs`).
 
 pub mod auth;
 pub mod codec;
 pub mod convert;
+pub mod refresh;
 mod service;
 pub mod watch;
 

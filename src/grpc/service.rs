@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use super::watch::{self, WatchStream};
+use super::{convert, refresh};
+use crate::app::App;
 use crate::error::AppError;
 use crate::pb;
 use crate::pb::refresh_service_server::RefreshService;
-use crate::server::App;
-use crate::store;
 
 pub struct Service {
     app: Arc<App>,
@@ -47,8 +46,8 @@ impl RefreshService for Service {
         &self,
         request: Request<pb::RequestRefreshRequest>,
     ) -> Result<Response<pb::RequestRefreshResponse>, Status> {
-        let deadline = crate::refresh::deadline_of(&request, self.app.config.request_timeout);
-        let result = crate::refresh::request(&self.app, request.into_inner(), deadline).await;
+        let deadline = refresh::deadline_of(&request, self.app.config.request_timeout);
+        let result = refresh::request(&self.app, request.into_inner(), deadline).await;
         self.finish("RequestRefresh", result)
     }
 
@@ -69,13 +68,7 @@ impl RefreshService for Service {
         let id = request.into_inner().refresh_intent_id;
         let result = async {
             super::check_id("refresh_intent_id", &id)?;
-            let lookup = id.clone();
-            match self
-                .app
-                .store
-                .read(move |c| store::get_intent(c, &lookup))
-                .await?
-            {
+            match self.app.store.get_intent(id.clone()).await? {
                 Some(intent) => Ok(pb::GetRefreshResponse {
                     refresh_intent: Some(convert::refresh_intent(&intent)),
                 }),

@@ -16,12 +16,12 @@ use futures_util::Stream;
 use tonic::Status;
 
 use super::convert;
+use crate::app::App;
+use crate::domain::{IntentView, ResultRow, Target};
 use crate::error::AppError;
 use crate::hub::{Next, Subscription};
 use crate::pb::watch_refresh_request::Target as PbTarget;
 use crate::pb::{self, watch_refresh_response::Event};
-use crate::server::App;
-use crate::store::{self, ResultRow, Target};
 
 /// Rows read from the database per catch-up query.
 const PAGE: i64 = 256;
@@ -48,15 +48,12 @@ pub async fn open(
     if let Some(after) = request.after_sequence {
         check_cursor(&app, after).await?;
     }
-    if let Target::Intent(id) = &target {
-        let id = id.clone();
-        let known = app.store.read(move |c| store::get_intent(c, &id)).await?;
-        if known.is_none() {
-            return Err(AppError::NotFound(format!(
-                "refresh intent {:?} is not known to this service",
-                request_id(&target)
-            )));
-        }
+    if let Target::Intent(id) = &target
+        && app.store.get_intent(id.clone()).await?.is_none()
+    {
+        return Err(AppError::NotFound(format!(
+            "refresh intent {id:?} is not known to this service"
+        )));
     }
     // Register first, then decide where to start: see the module docs.
     let subscription = app.hub.subscribe(target.clone());
@@ -90,17 +87,11 @@ fn non_empty(field: &str, id: String) -> Result<String, AppError> {
     Ok(id)
 }
 
-fn request_id(target: &Target) -> &str {
-    match target {
-        Target::Intent(id) | Target::Link(id) | Target::Account(id) => id,
-    }
-}
-
 async fn check_cursor(app: &App, after: u64) -> Result<(), AppError> {
     if after == 0 {
         return Ok(());
     }
-    let bounds = app.store.read(store::log_bounds).await?;
+    let bounds = app.store.log_bounds().await?;
     let after_i = i64::try_from(after).unwrap_or(i64::MAX);
     if after_i < bounds.pruned_through() {
         return Err(AppError::CursorExpired {
@@ -139,6 +130,26 @@ fn shutting_down(cursor: i64) -> Status {
     ))
 }
 
+fn result_message(row: &ResultRow) -> pb::WatchRefreshResponse {
+    message(
+        row.sequence,
+        Event::AccountResult(convert::account_result(row)),
+    )
+}
+
+/// The stream's last message after delivering `row`, if `row` completed the intent it
+/// follows.
+async fn completed_by(
+    app: &App,
+    target: &Target,
+    row: &ResultRow,
+) -> Result<Option<pb::WatchRefreshResponse>, AppError> {
+    if !row.completes_intent {
+        return Ok(None);
+    }
+    completion(app, target, row.sequence).await
+}
+
 /// The final `refresh_completed` message for an intent, if it has completed and this stream
 /// has delivered the result that completed it (`cursor` is the last sequence delivered). A
 /// completion can be visible a moment before it is durable; its result, and so its summary,
@@ -151,11 +162,9 @@ async fn completion(
     let Target::Intent(id) = target else {
         return Ok(None);
     };
-    let id = id.clone();
-    let intent = app.store.read(move |c| store::get_intent(c, &id)).await?;
-    let delivered = |i: &crate::store::models::IntentView| {
-        i.status.is_final() && i.completed_sequence.unwrap_or_default() <= cursor
-    };
+    let intent = app.store.get_intent(id.clone()).await?;
+    let delivered =
+        |i: &IntentView| i.status.is_final() && i.completed_sequence.unwrap_or_default() <= cursor;
     Ok(intent.filter(delivered).map(|i| {
         message(
             i.completed_sequence.unwrap_or_default(),
@@ -172,7 +181,7 @@ fn run(
     mut catching_up: bool,
     mut last_sent: i64,
 ) -> impl Stream<Item = Result<pb::WatchRefreshResponse, Status>> + Send {
-    let interval = i64::try_from(app.config.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+    let interval = crate::clock::millis(app.config.heartbeat_interval);
     async_stream::try_stream! {
         let clock = app.config.clock.clone();
         if !catching_up {
@@ -184,11 +193,10 @@ fn run(
                 Err::<(), Status>(shutting_down(cursor))?;
             }
             if catching_up {
-                // Only what is durable: the hub's high water moves after the fsync.
-                let (t, after, upto) = (target.clone(), cursor, app.hub.high_water());
+                // The store reads only what is durable.
                 let rows: Vec<ResultRow> = app
                     .store
-                    .read(move |c| store::results_after(c, &t, after, upto, PAGE))
+                    .results_after(target.clone(), cursor, PAGE)
                     .await
                     .map_err(AppError::from)?;
                 let done = (rows.len() as i64) < PAGE;
@@ -197,10 +205,8 @@ fn run(
                 }
                 for row in rows {
                     cursor = row.sequence;
-                    yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
-                    // (async_stream is edition 2021: no let chains inside it.)
-                    let done = if row.completes_intent { completion(&app, &target, cursor).await? } else { None };
-                    if let Some(done) = done {
+                    yield result_message(&row);
+                    if let Some(done) = completed_by(&app, &target, &row).await? {
                         yield done;
                         return;
                     }
@@ -221,10 +227,8 @@ fn run(
                     }
                     cursor = row.sequence;
                     last_sent = clock.now_ms();
-                    yield message(row.sequence, Event::AccountResult(convert::account_result(&row)));
-                    // (async_stream is edition 2021: no let chains inside it.)
-                    let done = if row.completes_intent { completion(&app, &target, cursor).await? } else { None };
-                    if let Some(done) = done {
+                    yield result_message(&row);
+                    if let Some(done) = completed_by(&app, &target, &row).await? {
                         yield done;
                         return;
                     }

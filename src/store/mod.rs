@@ -1,58 +1,34 @@
-//! SQLite storage behind one seam. Everything else talks to [`Store`]; nothing else touches
-//! diesel. Writes go through [`Store::write`] to the single writer thread (group commit, see
-//! `writer.rs`); reads go through [`Store::read`] to a small pool of read-only connections on
-//! the blocking pool. Both carry the caller's tracing span. A second backend (PostgreSQL) fits
-//! behind the same two entry points.
+//! Storage behind one seam. Everything above talks to [`Store`], in intentions — "ingest this
+//! webhook", "register this intent", "results of this target after this cursor" — and never
+//! sees diesel, a connection, or the marks of create calls in flight. A backend lives in its
+//! own folder behind the [`Backend`] enum: SQLite (`sqlite/`) today.
 //!
-//! Durability: WAL, and no request waiting on a commit is answered before the WAL holding it
-//! has been fsynced. SQLite's own `synchronous=FULL` would fsync inside every COMMIT while it
-//! holds the write lock; instead the writer commits with `synchronous=NORMAL` (the frames are
-//! written, not synced) and a second thread fsyncs the WAL before answering, so the next
-//! group's statements run during the fsync (`durable.rs`). Both survive `kill -9` and power
-//! loss for everything acknowledged. Readers may see a committed row a moment before it is
-//! durable, so the result log is only ever streamed up to the hub's high water, which moves
-//! after the fsync.
+//! Two promises every backend keeps:
+//! - **Durable before answered.** A write resolves only once the commit holding it is
+//!   durable; the committed log entries then go to the [`Publish`] sink (the hub), in
+//!   sequence order, once each.
+//! - **Reads never run ahead of durability.** The log is read only up to the newest sequence
+//!   handed to the sink ([`Store::results_after`] caps itself), so what a watcher is shown
+//!   can never revert after a crash.
 
-mod checkpoint;
-mod durable;
-mod ingest;
-mod intents;
-pub mod links;
-mod log;
-pub mod models;
-pub mod retention;
-#[rustfmt::skip]
-mod schema;
-mod statements;
-mod writer;
+mod claim;
+mod sqlite;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use diesel::Connection;
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
-use diesel::sqlite::SqliteConnection;
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use tracing::Instrument;
+use bytes::Bytes;
 
-pub use ingest::{IngestOutcome, ingest_event, process_held};
-pub use intents::{
-    NewIntent, complete_timed_out, get_intent, mark_reconciled, pending_intents_due,
-    register_intent,
-};
-pub use log::{Counts, LogBounds, Target, counts, log_bounds, results_after};
-pub use models::ResultRow;
-pub use writer::Tx;
-
-use crate::clock::Clock;
-use crate::hub::Hub;
+use crate::clock::{Clock, Millis};
+use crate::domain::{IntentView, NewIntent, RefreshType, ResultRow, Target};
+use crate::error::AppError;
+use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+pub use claim::LinkTurn;
 
-/// Read connections: watchers' catch-up and unary reads. WAL lets them run beside the writer.
-const READ_POOL_SIZE: u32 = 4;
+/// Where committed log entries go once durable (the hub, wired in `app.rs`): called from the
+/// storage thread, in sequence order, and must not block.
+pub type Publish = Arc<dyn Fn(&[Arc<ResultRow>]) + Send + Sync>;
 
 /// Storage failures. None of them is the caller's fault; they map to INTERNAL / 500.
 #[derive(Debug, thiserror::Error)]
@@ -65,14 +41,25 @@ pub enum StoreError {
     Pool(#[from] diesel::r2d2::PoolError),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A value read back is not one this service writes (a closed set, a vanished row).
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
+    /// The file system refused something the store needs (opening, syncing, a thread).
+    #[error("{doing}: {source}")]
+    Io {
+        doing: &'static str,
+        source: std::io::Error,
+    },
     #[error("commit failed: {0}")]
     Commit(String),
     #[error("the database writer has stopped")]
     WriterGone,
-    #[error("a storage task panicked")]
+    /// A storage job panicked; its own writes were undone and the writer lives on.
+    #[error("a storage job panicked")]
     Panicked,
+    /// A blocking storage task ended without an answer (panicked or was cancelled).
+    #[error("a storage task failed: {0}")]
+    TaskFailed(String),
 }
 
 impl From<crate::domain::status::UnknownValue> for StoreError {
@@ -81,227 +68,344 @@ impl From<crate::domain::status::UnknownValue> for StoreError {
     }
 }
 
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Link ids whose refresh-intent create call is in flight: account events for them are held
-/// until the intent is known (see `domain::correlate`). Shared with the RequestRefresh path;
-/// read and changed only inside writer jobs, so its state is ordered with every commit.
-pub type InFlight = Arc<Mutex<std::collections::HashSet<String>>>;
-
-/// The handle to the database: cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    writer: writer::Writer,
-    readers: Pool<ConnectionManager<SqliteConnection>>,
-    in_flight: InFlight,
-    checkpointer: Arc<Mutex<checkpoint::Checkpointer>>,
-}
-
-#[derive(Debug)]
-struct ReadOnly;
-
-impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReadOnly {
-    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
-            .map_err(diesel::r2d2::Error::QueryError)
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError::Internal {
+            what: "storage",
+            detail: e.to_string(),
+        }
     }
 }
 
-/// Process-wide SQLite settings, applied once before the first connection opens.
-///
-/// The bundled SQLite is built "serialized": every call takes a per-connection mutex, and
-/// every allocation takes a global one to keep memory statistics. Neither buys anything here:
-/// each connection is used by one thread at a time (the writer owns its own; the pool lends
-/// the others out one at a time), and nothing reads SQLite's memory statistics. Off, the
-/// writer spends ~5% fewer instructions per event (callgrind). If SQLite was already initialized (a
-/// connection opened elsewhere first), the calls are refused and the safe defaults stay.
-fn configure_sqlite() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sqlite3_config may only run before sqlite3_initialize and with no other
-        // SQLite call in flight; the Once makes this the first SQLite call of this path, and
-        // SQLite answers SQLITE_MISUSE (changing nothing) if it was initialized already.
-        unsafe {
-            use libsqlite3_sys as ffi;
-            let threading = ffi::sqlite3_config(ffi::SQLITE_CONFIG_MULTITHREAD);
-            let memstatus = ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int);
-            if threading != ffi::SQLITE_OK || memstatus != ffi::SQLITE_OK {
-                tracing::debug!(
-                    threading,
-                    memstatus,
-                    "SQLite was initialized already; keeping its defaults"
-                );
-            }
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What became of one delivered event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Logged as a result with this sequence.
+    Logged(i64),
+    /// Kept; it will be logged once the intent being created for its Link is known.
+    Held,
+    /// Kept; a type we do not push.
+    Ignored,
+    /// Kept raw; not understood.
+    Unparseable,
+    /// Seen before: nothing changed.
+    Duplicate,
+}
+
+/// What part of the log is still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The newest sequence ever assigned (0 when the log was always empty).
+    pub newest: i64,
+    /// The oldest sequence still retained; `newest + 1` when retention emptied the log.
+    pub oldest: i64,
+}
+
+impl LogBounds {
+    /// Every sequence up to this one has been pruned.
+    pub fn pruned_through(&self) -> i64 {
+        self.oldest - 1
+    }
+}
+
+/// Row counts, for operators and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub webhook_events: i64,
+    pub held_events: i64,
+    pub results: i64,
+}
+
+/// A Link as this service knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownLink {
+    pub link_id: String,
+    pub rejected_at_ms: Option<Millis>,
+}
+
+/// What RequestRefresh needs to answer for a known Link without calling Fintoc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    /// Its pending intent, if any (the newest, should there be several).
+    pub pending: Option<IntentView>,
+    /// The most recent succeeded intent of the asked type: (id, completed at).
+    pub last_success: Option<(String, Millis)>,
+}
+
+/// A RequestRefresh answer to remember under the caller's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key: String,
+    pub token_sha256: String,
+    pub refresh_type: RefreshType,
+    pub refresh_intent_id: String,
+    pub joined_existing: bool,
+}
+
+/// A remembered answer, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub token_sha256: String,
+    pub refresh_type: String,
+    pub refresh_intent_id: String,
+    pub joined_existing: bool,
+    pub created_at_ms: Millis,
+}
+
+/// Rows removed by one [`Store::prune`] call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub results: usize,
+    pub events: usize,
+    pub intents: usize,
+    pub keys: usize,
+}
+
+impl Pruned {
+    pub fn total(&self) -> usize {
+        self.results + self.events + self.intents + self.keys
+    }
+}
+
+/// A pending intent whose deadlines the background work checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueIntent {
+    pub id: String,
+    pub created_at_ms: Millis,
+    pub reconciled_at_ms: Option<Millis>,
+}
+
+/// The backends; each arm of every [`Store`] method forwards to one.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// Forwards a call to whichever backend the store runs on.
+macro_rules! forward {
+    ($self:ident, $backend:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($backend) => $call,
         }
-    });
+    };
+}
+
+/// The handle to storage: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    links: claim::LinkLocks,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `url`, and starts the writer.
-    /// Committed results are handed to `hub` right after each commit; each group commit's
-    /// size and time go to `metrics`.
-    pub fn open(
+    /// Opens (creating and migrating if needed) the database at `url` and starts its writer.
+    /// Committed log entries go to `publish` once durable; commit sizes and times to `metrics`.
+    pub async fn open(
         url: &str,
-        hub: Arc<Hub>,
         clock: Clock,
         metrics: Arc<Metrics>,
+        publish: Publish,
     ) -> StoreResult<Store> {
-        configure_sqlite();
-        let mut conn = SqliteConnection::establish(url)?;
-        // journal_mode persists in the file; the rest is per connection. synchronous=NORMAL
-        // because the writer's syncer fsyncs the WAL itself (see the module docs). temp_store=MEMORY
-        // keeps the writer's savepoint (statement) journals in memory: on a file they cost a
-        // quarter of the intake's time in pwrite calls. Checkpoints run on their own thread.
-        // The page cache stays at SQLite's default (2 MB): every commit walks it once, so a
-        // larger one made each commit slower without saving reads (the hot pages fit).
-        conn.batch_execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY; \
-             PRAGMA wal_autocheckpoint = 0;",
-        )?;
-        conn.run_pending_migrations(MIGRATIONS)
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-        let readers = Pool::builder()
-            .max_size(READ_POOL_SIZE)
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
-            .connection_customizer(Box::new(ReadOnly))
-            .build(ConnectionManager::new(url))?;
-        let in_flight = InFlight::default();
-        let checkpointer = Arc::new(Mutex::new(checkpoint::Checkpointer::start(url)?));
-        let writer = writer::Writer::start(conn, hub, clock, metrics)?;
+        let sqlite = sqlite::SqliteStore::open(url, clock, metrics, publish).await?;
         Ok(Store {
-            writer,
-            readers,
-            in_flight,
-            checkpointer,
+            backend: Backend::Sqlite(sqlite),
+            links: claim::LinkLocks::default(),
         })
     }
 
-    /// Runs `f` inside the next group commit. It resolves once the transaction holding its
-    /// work is durable (or failed). `f` runs under its own savepoint: an error from it undoes
-    /// only its own work and is returned to this caller alone.
-    pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Tx<'_>) -> StoreResult<T> + Send + 'static,
-    {
-        self.writer.submit(f).await
+    /// Waits for this link token's turn: RequestRefresh work for one token runs one at a
+    /// time across the service, so concurrent callers make one create call.
+    pub async fn link_turn(&self, token_sha256: &str) -> LinkTurn {
+        self.links.turn(token_sha256).await
     }
 
-    /// Like [`Store::write`] for work that may run twice (it must only touch the database,
-    /// like ingesting a webhook): it is grouped with its neighbours under one savepoint,
-    /// which is what makes the intake's group commit cheap.
-    pub async fn write_repeatable<T, F>(&self, f: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: Fn(&mut Tx<'_>) -> StoreResult<T> + Send + 'static,
-    {
-        self.writer.submit_repeatable(f).await
+    /// Takes in one verified webhook body (`decoded` from it): dedupe on the event id, keep
+    /// the body, and log an account result attributed to the intent waiting for it (held
+    /// while a create call for its Link is in flight). Resolves once durable.
+    pub async fn ingest_webhook(
+        &self,
+        body: Bytes,
+        decoded: Decoded,
+        received_at_ms: Millis,
+    ) -> StoreResult<IngestOutcome> {
+        forward!(self, s => s.ingest_webhook(body, decoded, received_at_ms).await)
     }
 
-    /// Runs a read on a pooled read-only connection, off the async workers.
-    pub async fn read<T, F>(&self, f: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut SqliteConnection) -> StoreResult<T> + Send + 'static,
-    {
-        let pool = self.readers.clone();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let mut conn = pool.get()?;
-            f(&mut conn)
-        })
-        .instrument(tracing::Span::current())
-        .await
-        .map_err(|_| StoreError::Panicked)?
+    /// Takes in event bodies found through Fintoc's events endpoint (lost webhooks), exactly
+    /// as if they had been delivered, in one commit.
+    pub async fn ingest_reconciled(
+        &self,
+        bodies: Vec<Bytes>,
+        received_at_ms: Millis,
+    ) -> StoreResult<Vec<IngestOutcome>> {
+        forward!(self, s => s.ingest_reconciled(bodies, received_at_ms).await)
+    }
+
+    /// Marks a create call for `link_id` as in flight: account events for the Link are held
+    /// until the guard registers the intent, or settled as unsolicited when it is dropped.
+    pub fn begin_create(&self, link_id: &str) -> CreateGuard {
+        forward!(self, s => s.mark_create(link_id));
+        CreateGuard {
+            store: self.clone(),
+            link_id: link_id.to_owned(),
+            armed: true,
+        }
+    }
+
+    /// Records an intent and its expected accounts (a no-op if already known), logs the
+    /// events held for its Link, and remembers `key` with it, all in one commit.
+    pub async fn register_intent(
+        &self,
+        new: NewIntent,
+        key: Option<KeyRecord>,
+    ) -> StoreResult<IntentView> {
+        forward!(self, s => s.register_intent(new, key).await)
+    }
+
+    /// Records a Link resolved through Fintoc (by its token's hash) with its current accounts.
+    pub async fn upsert_link(
+        &self,
+        link_id: String,
+        token_sha256: String,
+        accounts: Vec<String>,
+    ) -> StoreResult<()> {
+        forward!(self, s => s.upsert_link(link_id, token_sha256, accounts).await)
+    }
+
+    /// Remembers the first answer given for an idempotency key (a later one keeps it).
+    pub async fn remember_key(&self, key: KeyRecord) -> StoreResult<()> {
+        forward!(self, s => s.remember_key(key).await)
+    }
+
+    /// Gives every account of a pending intent still missing a result a TIMED_OUT one (no
+    /// event id, its own sequence), which completes it. `None` if it was not pending.
+    pub async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
+        forward!(self, s => s.complete_timed_out(id).await)
+    }
+
+    /// Notes that the lost-webhook reconciliation ran for these intents.
+    pub async fn mark_reconciled(&self, ids: Vec<String>) -> StoreResult<()> {
+        forward!(self, s => s.mark_reconciled(ids).await)
+    }
+
+    /// Removes up to `limit` rows of each kind older than `cutoff_ms` (idempotency keys
+    /// older than `key_cutoff_ms`), the log from its oldest end only.
+    pub async fn prune(
+        &self,
+        cutoff_ms: Millis,
+        key_cutoff_ms: Millis,
+        limit: i64,
+    ) -> StoreResult<Pruned> {
+        forward!(self, s => s.prune(cutoff_ms, key_cutoff_ms, limit).await)
+    }
+
+    /// The intent's current state, or `None` if it is unknown.
+    pub async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>> {
+        forward!(self, s => s.get_intent(id).await)
+    }
+
+    /// Up to `limit` durable results of `target` after `after`, oldest first.
+    pub async fn results_after(
+        &self,
+        target: Target,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ResultRow>> {
+        forward!(self, s => s.results_after(target, after, limit).await)
+    }
+
+    pub async fn log_bounds(&self) -> StoreResult<LogBounds> {
+        forward!(self, s => s.log_bounds().await)
+    }
+
+    /// The Link last resolved with this token (by its hash).
+    pub async fn link_by_token(&self, token_sha256: String) -> StoreResult<Option<KnownLink>> {
+        forward!(self, s => s.link_by_token(token_sha256).await)
+    }
+
+    pub async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>> {
+        forward!(self, s => s.link_by_id(link_id).await)
+    }
+
+    /// The Link's pending intent and last success of `refresh_type`, read together.
+    pub async fn link_state(
+        &self,
+        link_id: String,
+        refresh_type: RefreshType,
+    ) -> StoreResult<LinkState> {
+        forward!(self, s => s.link_state(link_id, refresh_type).await)
+    }
+
+    /// The answer remembered for `key` and its intent's current state.
+    pub async fn idempotency(
+        &self,
+        key: String,
+    ) -> StoreResult<Option<(IdempotencyRecord, Option<IntentView>)>> {
+        forward!(self, s => s.idempotency(key).await)
+    }
+
+    /// Pending intents created at or before `created_before_ms`, oldest first.
+    pub async fn pending_intents_due(
+        &self,
+        created_before_ms: Millis,
+    ) -> StoreResult<Vec<DueIntent>> {
+        forward!(self, s => s.pending_intents_due(created_before_ms).await)
+    }
+
+    pub async fn counts(&self) -> StoreResult<Counts> {
+        forward!(self, s => s.counts().await)
     }
 
     /// Whether the database answers a trivial query (readiness).
     pub async fn ping(&self) -> bool {
-        self.read(|conn| {
-            conn.batch_execute("SELECT 1")?;
-            Ok(())
-        })
-        .await
-        .is_ok()
-    }
-
-    /// The shared set of links with a create call in flight.
-    pub fn in_flight(&self) -> &InFlight {
-        &self.in_flight
+        forward!(self, s => s.ping().await)
     }
 
     /// Stops the writer after the work already queued is committed.
     pub async fn close(&self) {
-        self.writer.close().await;
-        let checkpointer = self.checkpointer.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || checkpointer.lock().expect("checkpointer").stop())
-                .await;
+        forward!(self, s => s.close().await)
+    }
+
+    /// Clears a create mark without an intent and settles the events held for it.
+    async fn abandon_create(&self, link_id: String) -> StoreResult<usize> {
+        forward!(self, s => s.abandon_create(link_id).await)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use diesel::prelude::*;
-    use diesel::sql_types::BigInt;
+/// A create call in flight for one Link (see [`Store::begin_create`]).
+pub struct CreateGuard {
+    store: Store,
+    link_id: String,
+    armed: bool,
+}
 
-    use super::*;
-
-    #[derive(QueryableByName)]
-    struct Seq {
-        #[diesel(sql_type = BigInt)]
-        sequence: i64,
+impl CreateGuard {
+    /// The create call returned an intent: record it (clearing the mark in the same commit).
+    pub async fn register(
+        mut self,
+        new: NewIntent,
+        key: Option<KeyRecord>,
+    ) -> StoreResult<IntentView> {
+        let view = self.store.register_intent(new, key).await?;
+        self.armed = false;
+        Ok(view)
     }
+}
 
-    fn append(conn: &mut SqliteConnection) -> i64 {
-        conn.batch_execute(
-            "INSERT INTO results (account_id, link_id, refresh_intent_id, status, new_movements, \
-             public_error, event_id, occurred_at_ms, committed_at_ms) \
-             VALUES ('acc', '', '', 'succeeded', 0, '', 'evt', 0, 0)",
-        )
-        .unwrap();
-        diesel::sql_query("SELECT last_insert_rowid() AS sequence")
-            .get_result::<Seq>(conn)
-            .unwrap()
-            .sequence
-    }
-
-    /// The CHECK rebuild copies the tables; a log that retention emptied must still never
-    /// hand out a sequence twice.
-    #[test]
-    fn rebuilding_the_tables_keeps_rows_and_the_sequence_high_water() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("m.db").to_string_lossy().into_owned();
-        let mut conn = SqliteConnection::establish(&url).unwrap();
-        for _ in 0..2 {
-            conn.run_next_migration(MIGRATIONS).unwrap();
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
         }
-        for _ in 0..5 {
-            append(&mut conn);
-        }
-        conn.batch_execute(
-            "DELETE FROM results; \
-             INSERT INTO webhook_events (event_key, disposition, received_at_ms, body) \
-             VALUES ('evt_kept', 'held', 7, x'7b7d');",
-        )
-        .unwrap();
-        conn.run_pending_migrations(MIGRATIONS).unwrap();
-        assert_eq!(append(&mut conn), 6, "sequences continue after the rebuild");
-        let held: Vec<(String, String)> = schema::webhook_events::table
-            .select((
-                schema::webhook_events::event_key,
-                schema::webhook_events::disposition,
-            ))
-            .load(&mut conn)
-            .unwrap();
-        assert_eq!(held, vec![("evt_kept".into(), "held".into())]);
-        let bad = conn.batch_execute(
-            "INSERT INTO webhook_events (event_key, disposition, received_at_ms, body) \
-             VALUES ('evt_bad', 'bogus', 7, x'00')",
-        );
-        assert!(bad.is_err(), "the closed set is still enforced");
+        // The create failed (or its caller vanished): the events held for it are no
+        // longer anyone's to wait for. Settled in the background; Drop cannot wait.
+        let (store, link_id) = (self.store.clone(), std::mem::take(&mut self.link_id));
+        tokio::spawn(async move {
+            if let Err(e) = store.abandon_create(link_id).await {
+                tracing::error!(error = %e, "could not settle events held for a failed create");
+            }
+        });
     }
 }

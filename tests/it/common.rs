@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fintoc_refresh::Listeners;
+use fintoc_refresh::app::App;
 use fintoc_refresh::clock::{Clock, ManualClock};
 use fintoc_refresh::config::Config;
+use fintoc_refresh::domain::NewIntent;
 use fintoc_refresh::domain::RefreshType;
 use fintoc_refresh::fintoc::signature;
 use fintoc_refresh::pb::refresh_service_client::RefreshServiceClient;
 use fintoc_refresh::pb::{self, watch_refresh_request::Target, watch_refresh_response::Event};
 use fintoc_refresh::secret::Secret;
-use fintoc_refresh::server::{self, App};
+use fintoc_refresh::server;
 use fintoc_refresh::simulator::{SimConfig, Simulator};
-use fintoc_refresh::store::{self, NewIntent};
+use fintoc_refresh::store;
 use fintoc_refresh::tls::{GrpcTls, TlsIdentity};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -141,7 +143,7 @@ impl TestServer {
         if let Some(tune) = opts.tune.take() {
             tune(&mut config);
         }
-        let app = server::start(config).await.unwrap();
+        let app = App::start(config).await.unwrap();
         let task = tokio::spawn(server::run(
             app.clone(),
             Listeners { grpc, http },
@@ -231,7 +233,7 @@ impl TestServer {
     }
 
     pub async fn counts(&self) -> store::Counts {
-        self.app.store.read(store::counts).await.unwrap()
+        self.app.store.counts().await.unwrap()
     }
 
     /// Registers an intent directly through the store (as if Fintoc had created it).
@@ -244,12 +246,7 @@ impl TestServer {
             created_at_ms: self.clock.now_ms(),
             mfa_widget_token: String::new(),
         };
-        let in_flight = self.app.store.in_flight().clone();
-        self.app
-            .store
-            .write(move |tx| store::register_intent(tx, &in_flight, &new))
-            .await
-            .unwrap();
+        self.app.store.register_intent(new, None).await.unwrap();
     }
 
     pub async fn watch(&self, target: Target, after: Option<u64>) -> Watch {

@@ -5,37 +5,23 @@
 
 use diesel::prelude::*;
 
+use super::Tx;
 use super::intents::{complete_if_done, rejected_now};
 use super::log::append;
-use super::models::{NewResult, NewWebhookEvent, ResultRow};
+use super::models::{NewResult, NewWebhookEvent};
 use super::schema::{accounts, intent_accounts, refresh_intents, webhook_events};
-use super::{InFlight, StoreResult, Tx};
 use crate::clock::Millis;
+use crate::domain::ResultRow;
 use crate::domain::correlate::{Candidate, Correlation, correlate};
 use crate::fintoc::event::{AccountEvent, Decoded, decode};
-
-/// What became of one delivered event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IngestOutcome {
-    /// Logged as a result with this sequence.
-    Logged(i64),
-    /// Kept; it will be logged once the intent being created for its Link is known.
-    Held,
-    /// Kept; a type we do not push.
-    Ignored,
-    /// Kept raw; not understood.
-    Unparseable,
-    /// Seen before: nothing changed.
-    Duplicate,
-}
+use crate::store::{IngestOutcome, StoreResult};
 
 const RESULT: &str = "result";
 const HELD: &str = "held";
 
 /// Stores one signed body and applies it. `received_at_ms` is the arrival time.
-pub fn ingest_event(
+pub(super) fn ingest_event(
     tx: &mut Tx<'_>,
-    in_flight: &InFlight,
     body: &[u8],
     decoded: &Decoded,
     received_at_ms: Millis,
@@ -67,7 +53,7 @@ pub fn ingest_event(
         return Ok(IngestOutcome::Duplicate);
     }
     Ok(match decoded {
-        Decoded::Result(event) => match apply_result(tx, in_flight, event, received_at_ms)? {
+        Decoded::Result(event) => match apply_result(tx, event, received_at_ms)? {
             Some(row) => IngestOutcome::Logged(row.sequence),
             None => {
                 diesel::update(webhook_events::table.filter(webhook_events::event_key.eq(key)))
@@ -84,7 +70,6 @@ pub fn ingest_event(
 /// Correlates one account result and logs it; `None` when it must be held.
 fn apply_result(
     tx: &mut Tx<'_>,
-    in_flight: &InFlight,
     event: &AccountEvent,
     received_at_ms: Millis,
 ) -> StoreResult<Option<ResultRow>> {
@@ -112,7 +97,7 @@ fn apply_result(
         .collect();
     let creating = link_id
         .as_ref()
-        .is_some_and(|l| in_flight.lock().expect("in-flight lock").contains(l));
+        .is_some_and(|l| tx.in_flight().lock().expect("in-flight lock").contains(l));
     let occurred_at_ms = event.occurred_at_ms.unwrap_or(received_at_ms);
     let intent_id = match correlate(occurred_at_ms, &candidates, creating) {
         Correlation::Hold => return Ok(None),
@@ -154,7 +139,7 @@ fn apply_result(
 
 /// Re-examines held events (oldest first): those whose Link no longer has a create in
 /// flight are logged, attributed to the intent now known or as unsolicited.
-pub fn process_held(tx: &mut Tx<'_>, in_flight: &InFlight) -> StoreResult<usize> {
+pub(super) fn process_held(tx: &mut Tx<'_>) -> StoreResult<usize> {
     let held: Vec<(i64, Vec<u8>, Millis)> = webhook_events::table
         .filter(webhook_events::disposition.eq(HELD))
         .order(webhook_events::id.asc())
@@ -169,7 +154,7 @@ pub fn process_held(tx: &mut Tx<'_>, in_flight: &InFlight) -> StoreResult<usize>
         let Decoded::Result(event) = decode(&body) else {
             continue;
         };
-        if apply_result(tx, in_flight, &event, received_at_ms)?.is_some() {
+        if apply_result(tx, &event, received_at_ms)?.is_some() {
             diesel::update(webhook_events::table.find(id))
                 .set(webhook_events::disposition.eq(RESULT))
                 .execute(tx.conn)?;

@@ -16,10 +16,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
+use crate::app::App;
 use crate::fintoc::event::{decode, type_label};
 use crate::fintoc::signature;
-use crate::server::App;
-use crate::store::{IngestOutcome, ingest_event};
+use crate::store::IngestOutcome;
 
 pub const SIGNATURE_HEADER: &str = "fintoc-signature";
 
@@ -69,11 +69,7 @@ pub async fn receive(
     }
     let decoded = decode(&body);
     let label = type_label(decoded.event_type());
-    let in_flight = app.store.in_flight().clone();
-    let result = app
-        .store
-        .write_repeatable(move |tx| ingest_event(tx, &in_flight, &body, &decoded, now_ms))
-        .await;
+    let result = app.store.ingest_webhook(body, decoded, now_ms).await;
     app.metrics
         .intake_seconds
         .observe(started.elapsed().as_secs_f64());

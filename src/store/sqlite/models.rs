@@ -2,15 +2,14 @@
 
 use diesel::prelude::*;
 
-use super::StoreResult;
 use super::schema::{refresh_intents, results, webhook_events};
 use crate::clock::Millis;
-use crate::domain::{IntentStatus, RefreshType, ResultStatus};
+use crate::domain::ResultRow;
 
-/// One entry of the result log. Shared by reference (`Arc`) with every watcher it concerns.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+/// One entry of the result log as stored; [`ResultRow`] is what leaves the store.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = results)]
-pub struct ResultRow {
+pub struct ResultRecord {
     pub sequence: i64,
     pub account_id: String,
     pub link_id: String,
@@ -24,15 +23,26 @@ pub struct ResultRow {
     pub completes_intent: bool,
 }
 
-impl ResultRow {
-    pub fn status(&self) -> StoreResult<ResultStatus> {
-        Ok(ResultStatus::parse(&self.status)?)
+impl From<ResultRecord> for ResultRow {
+    fn from(r: ResultRecord) -> ResultRow {
+        ResultRow {
+            sequence: r.sequence,
+            account_id: r.account_id,
+            link_id: r.link_id,
+            refresh_intent_id: r.refresh_intent_id,
+            status: r.status,
+            new_movements: r.new_movements,
+            public_error: r.public_error,
+            event_id: r.event_id,
+            occurred_at_ms: r.occurred_at_ms,
+            committed_at_ms: r.committed_at_ms,
+            completes_intent: r.completes_intent,
+        }
     }
 }
 
 /// A result about to be appended (the sequence is assigned by SQLite).
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = results)]
+#[derive(Debug, Clone)]
 pub struct NewResult<'a> {
     pub account_id: &'a str,
     pub link_id: &'a str,
@@ -44,6 +54,25 @@ pub struct NewResult<'a> {
     pub occurred_at_ms: Millis,
     pub committed_at_ms: Millis,
     pub completes_intent: bool,
+}
+
+impl NewResult<'_> {
+    /// The log entry this becomes once SQLite has given it `sequence`.
+    pub fn logged(&self, sequence: i64) -> ResultRow {
+        ResultRow {
+            sequence,
+            account_id: self.account_id.to_owned(),
+            link_id: self.link_id.to_owned(),
+            refresh_intent_id: self.refresh_intent_id.to_owned(),
+            status: self.status.to_owned(),
+            new_movements: self.new_movements,
+            public_error: self.public_error.to_owned(),
+            event_id: self.event_id.to_owned(),
+            occurred_at_ms: self.occurred_at_ms,
+            committed_at_ms: self.committed_at_ms,
+            completes_intent: self.completes_intent,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -67,26 +96,4 @@ pub struct IntentRow {
     pub created_at_ms: Millis,
     pub completed_at_ms: Option<Millis>,
     pub completed_sequence: Option<i64>,
-}
-
-/// An intent with where each expected account stands: what GetRefresh and
-/// `refresh_completed` carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IntentView {
-    pub id: String,
-    pub link_id: String,
-    pub refresh_type: RefreshType,
-    pub status: IntentStatus,
-    pub mfa_widget_token: String,
-    pub created_at_ms: Millis,
-    pub completed_at_ms: Option<Millis>,
-    pub completed_sequence: Option<i64>,
-    /// One per expected account, by account id; `result` is None while pending.
-    pub accounts: Vec<AccountState>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountState {
-    pub account_id: String,
-    pub result: Option<ResultRow>,
 }

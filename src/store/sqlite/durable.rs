@@ -6,15 +6,15 @@
 //! `synchronous=NORMAL` — COMMIT writes the WAL frames but does not sync them — and hands each
 //! committed group to this thread, then goes straight on to the next group. This thread takes
 //! every group committed so far, syncs the WAL file once (`fdatasync` after the frames were
-//! written, so it covers them all), and only then publishes their results to the hub and
+//! written, so it covers them all), and only then hands their results to the sink (the hub) and
 //! answers their callers. The promise is unchanged: no caller hears "done" before its work is
 //! on disk. What changes is that the next group's statements run during this group's fsync,
 //! and one fsync covers every group that committed while the previous one was running.
 //!
 //! Two things keep that honest:
 //! - Readers must not show what is not yet durable. A reader can see a committed but unsynced
-//!   row, so everything that streams the result log caps its reads at the hub's high water,
-//!   which moves only here, after the sync (`store::results_after`).
+//!   row, so every read of the result log is capped at the durable high water, which moves
+//!   only here, after the sync (`SqliteStore::results_after`).
 //! - The file synced must be the WAL SQLite writes. It is opened by the path SQLite reports,
 //!   right after the writer's connection created it, and kept open: SQLite writes through its
 //!   own descriptor of that same file until its last connection closes (only then may it
@@ -38,9 +38,8 @@ use diesel::sql_types::Text;
 use diesel::sqlite::SqliteConnection;
 
 use super::writer::Committed;
-use super::{StoreError, StoreResult};
-use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::store::{Publish, StoreError, StoreResult};
 
 /// The WAL file of the writer's database, opened for syncing.
 pub(super) struct WalFile {
@@ -71,12 +70,18 @@ impl WalFile {
             return Ok(None);
         }
         let path = PathBuf::from(format!("{}-wal", main.file));
-        let file = File::open(&path).map_err(|e| io_error("opening the WAL file", &e))?;
+        let file = File::open(&path).map_err(|source| StoreError::Io {
+            doing: "opening the WAL file",
+            source,
+        })?;
         // The WAL was just created: make its directory entry durable too.
         if let Some(dir) = path.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| io_error("syncing the database directory", &e))?;
+                .map_err(|source| StoreError::Io {
+                    doing: "syncing the database directory",
+                    source,
+                })?;
         }
         Ok(Some(WalFile { path, file }))
     }
@@ -97,17 +102,13 @@ impl WalFile {
 /// Makes everything committed so far durable.
 pub(super) type SyncFn = Box<dyn Fn() -> std::io::Result<()> + Send>;
 
-fn io_error(doing: &str, e: &std::io::Error) -> StoreError {
-    StoreError::Corrupt(format!("{doing}: {e}"))
-}
-
 /// The syncer thread's loop: until the writer hangs up, sync every group committed so far
 /// with one fsync, then publish and answer them in commit order. `sync` is `None` for a
 /// database without a file.
 pub(super) fn run(
     rx: Receiver<Committed>,
     sync: Option<SyncFn>,
-    hub: Arc<Hub>,
+    publish: Publish,
     metrics: Arc<Metrics>,
 ) {
     let mut groups = Vec::new();
@@ -134,7 +135,7 @@ pub(super) fn run(
                 .observe(started.elapsed().as_secs_f64());
         }
         for group in groups.drain(..) {
-            group.finish(&hub, &metrics);
+            group.finish(&publish, &metrics);
         }
     }
 }

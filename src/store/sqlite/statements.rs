@@ -119,21 +119,16 @@ mod tests {
     use diesel::prelude::*;
 
     use super::*;
-    use crate::store::models::ResultRow;
-    use crate::store::schema::{results, webhook_events};
+    use crate::domain::ResultRow;
+    use crate::store::sqlite::models::ResultRecord;
+    use crate::store::sqlite::schema::{results, webhook_events};
 
-    #[test]
-    fn the_hand_written_inserts_match_the_schema() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("s.db").to_string_lossy().into_owned();
-        let store = crate::store::Store::open(
-            &url,
-            std::sync::Arc::new(crate::hub::Hub::new(1)),
-            crate::clock::Clock::System,
-            std::sync::Arc::new(crate::metrics::Metrics::new()),
-        )
-        .unwrap();
-        drop(store);
+    #[tokio::test]
+    async fn the_hand_written_inserts_match_the_schema() {
+        // Opening a store creates and migrates the file; the statements then run on their own.
+        let (dir, store) = crate::store::sqlite::tests::open().await;
+        store.close().await;
+        let url = dir.path().join("t.db").to_string_lossy().into_owned();
         let mut conn = SqliteConnection::establish(&url).unwrap();
         let event = NewWebhookEvent {
             event_key: "evt_1",
@@ -173,9 +168,10 @@ mod tests {
         assert_eq!(insert_result(&mut conn, &new).unwrap(), seq + 1);
         let row: ResultRow = results::table
             .find(seq)
-            .select(ResultRow::as_select())
-            .first(&mut conn)
-            .unwrap();
+            .select(ResultRecord::as_select())
+            .first::<ResultRecord>(&mut conn)
+            .unwrap()
+            .into();
         assert_eq!(
             row,
             ResultRow {

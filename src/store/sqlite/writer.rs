@@ -22,11 +22,12 @@ use diesel::Connection;
 use diesel::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::InFlight;
 use super::durable::SyncFn;
-use super::{ResultRow, StoreError, StoreResult};
 use crate::clock::{Clock, Millis};
-use crate::hub::Hub;
+use crate::domain::ResultRow;
 use crate::metrics::Metrics;
+use crate::store::{Publish, StoreError, StoreResult};
 
 /// Jobs committed together at most. Large enough to amortize the fsync at any rate we can
 /// receive; small enough that one transaction stays short for readers' WAL checkpoints.
@@ -80,13 +81,20 @@ enum Msg {
 }
 
 /// A job's view of the open transaction.
-pub struct Tx<'a> {
-    pub conn: &'a mut SqliteConnection,
+pub(super) struct Tx<'a> {
+    pub(super) conn: &'a mut SqliteConnection,
     now_ms: Millis,
+    in_flight: &'a InFlight,
     appended: &'a mut Vec<Arc<ResultRow>>,
 }
 
 impl Tx<'_> {
+    /// The Links with a create call in flight (changed only inside jobs, or before one is
+    /// queued, so what a job sees is ordered with the commits).
+    pub(super) fn in_flight(&self) -> &InFlight {
+        self.in_flight
+    }
+
     /// The clock's reading when this group commit began.
     pub fn now_ms(&self) -> Millis {
         self.now_ms
@@ -104,12 +112,13 @@ impl Tx<'_> {
         f: impl FnOnce(&mut Tx<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
         let mark = self.appended.len();
-        let now_ms = self.now_ms;
+        let (now_ms, in_flight) = (self.now_ms, self.in_flight);
         let appended = &mut *self.appended;
         let result = self.conn.transaction(|conn| {
             let mut inner = Tx {
                 conn,
                 now_ms,
+                in_flight,
                 appended,
             };
             catch_unwind(AssertUnwindSafe(|| f(&mut inner))).unwrap_or(Err(StoreError::Panicked))
@@ -129,19 +138,21 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn start(
         mut conn: SqliteConnection,
-        hub: Arc<Hub>,
+        in_flight: InFlight,
+        publish: Publish,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> StoreResult<Writer> {
         let sync = super::durable::WalFile::open(&mut conn)?.map(|wal| wal.into_sync());
-        Self::start_with(conn, sync, hub, clock, metrics)
+        Self::start_with(conn, sync, in_flight, publish, clock, metrics)
     }
 
     /// [`Writer::start`] with the way commits are made durable given (tests hold it back).
     fn start_with(
         conn: SqliteConnection,
         sync: Option<SyncFn>,
-        hub: Arc<Hub>,
+        in_flight: InFlight,
+        publish: Publish,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> StoreResult<Writer> {
@@ -151,12 +162,18 @@ impl Writer {
         let (to_syncer, committed) = std::sync::mpsc::channel();
         let syncer = std::thread::Builder::new()
             .name("db-sync".into())
-            .spawn(move || super::durable::run(committed, sync, hub, metrics))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the sync thread: {e}")))?;
+            .spawn(move || super::durable::run(committed, sync, publish, metrics))
+            .map_err(|source| StoreError::Io {
+                doing: "starting the WAL sync thread",
+                source,
+            })?;
         std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx, to_syncer, syncer, clock))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+            .spawn(move || run(conn, rx, to_syncer, syncer, in_flight, clock))
+            .map_err(|source| StoreError::Io {
+                doing: "starting the writer thread",
+                source,
+            })?;
         Ok(Writer { tx })
     }
 
@@ -222,7 +239,7 @@ pub(super) struct Committed {
 impl Committed {
     /// Called once the group is durable (or its commit failed): publishes its results and
     /// answers every job in it.
-    pub(super) fn finish(self, hub: &Hub, metrics: &Metrics) {
+    pub(super) fn finish(self, publish: &Publish, metrics: &Metrics) {
         let jobs = self.finishers.len() + self.repeatables.len();
         metrics.commit_batch_size.observe(jobs as f64);
         metrics
@@ -230,7 +247,7 @@ impl Committed {
             .observe(self.started.elapsed().as_secs_f64());
         let outcome = match &self.commit {
             Ok(()) => {
-                hub.publish(&self.appended);
+                publish(&self.appended);
                 Ok(())
             }
             Err(e) => {
@@ -253,6 +270,7 @@ fn run(
     mut rx: mpsc::Receiver<Msg>,
     to_syncer: std::sync::mpsc::Sender<Committed>,
     syncer: std::thread::JoinHandle<()>,
+    in_flight: InFlight,
     clock: Clock,
 ) {
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
@@ -293,6 +311,7 @@ fn run(
             let mut tx = Tx {
                 conn,
                 now_ms,
+                in_flight: &in_flight,
                 appended: &mut group.appended,
             };
             let mut items = batch.drain(..).peekable();
@@ -357,8 +376,11 @@ mod tests {
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
 
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     use super::*;
-    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::sqlite::tests::open;
 
     /// The group-commit promise itself: a job's caller is answered, and its results reach
     /// watchers, only after the fsync that covers its commit has returned. The sync is held
@@ -375,11 +397,18 @@ mod tests {
             released.lock().unwrap().recv().unwrap();
             Ok(())
         });
-        let hub = Arc::new(Hub::new(8));
+        let published = Arc::new(AtomicI64::new(0));
+        let sink: Publish = {
+            let published = published.clone();
+            Arc::new(move |rows: &[Arc<ResultRow>]| {
+                published.store(rows.last().unwrap().sequence, Ordering::SeqCst)
+            })
+        };
         let writer = Writer::start_with(
             conn,
             Some(sync),
-            hub.clone(),
+            InFlight::default(),
+            sink,
             Clock::System,
             Arc::new(Metrics::new()),
         )
@@ -391,19 +420,7 @@ mod tests {
                     .submit(|tx| {
                         tx.conn
                             .batch_execute("CREATE TABLE t (x); INSERT INTO t VALUES (1);")?;
-                        tx.appended(ResultRow {
-                            sequence: 1,
-                            account_id: "acc".into(),
-                            link_id: String::new(),
-                            refresh_intent_id: String::new(),
-                            status: "succeeded".into(),
-                            new_movements: 0,
-                            public_error: String::new(),
-                            event_id: "evt".into(),
-                            occurred_at_ms: 0,
-                            committed_at_ms: 0,
-                            completes_intent: false,
-                        });
+                        tx.appended(ResultRow::example(1, "acc"));
                         Ok(7)
                     })
                     .await
@@ -415,28 +432,19 @@ mod tests {
             .unwrap();
         tokio::task::yield_now().await;
         assert!(!job.is_finished(), "answered before the fsync returned");
-        assert_eq!(hub.high_water(), 0, "published before the fsync returned");
+        assert_eq!(
+            published.load(Ordering::SeqCst),
+            0,
+            "published before the fsync returned"
+        );
         release.send(()).unwrap();
         assert_eq!(job.await.unwrap().unwrap(), 7);
-        assert_eq!(hub.high_water(), 1);
+        assert_eq!(published.load(Ordering::SeqCst), 1);
         writer.close().await;
     }
 
-    fn open() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("w.db").to_string_lossy().into_owned();
-        let store = Store::open(
-            &url,
-            Arc::new(Hub::new(8)),
-            Clock::System,
-            Arc::new(Metrics::new()),
-        )
-        .unwrap();
-        (dir, store)
-    }
-
     fn insert_link(tx: &mut Tx<'_>, id: &str) -> StoreResult<()> {
-        use crate::store::schema::links;
+        use crate::store::sqlite::schema::links;
         diesel::insert_into(links::table)
             .values((
                 links::link_id.eq(id),
@@ -447,8 +455,8 @@ mod tests {
         Ok(())
     }
 
-    async fn link_ids(store: &Store) -> Vec<String> {
-        use crate::store::schema::links;
+    async fn link_ids(store: &SqliteStore) -> Vec<String> {
+        use crate::store::sqlite::schema::links;
         store
             .read(|c| {
                 Ok(links::table
@@ -462,13 +470,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_job_loses_only_its_own_writes() {
-        let (_dir, store) = open();
+        let (_dir, store) = open().await;
         let mut calls = Vec::new();
         for i in 0..20 {
             let store = store.clone();
             calls.push(tokio::spawn(async move {
                 store
-                    .write_repeatable(move |tx| {
+                    .writer
+                    .submit_repeatable(move |tx| {
                         insert_link(tx, &format!("link_{i:02}"))?;
                         if i == 7 {
                             return Err(StoreError::Corrupt("job 7 fails after writing".into()));
@@ -496,9 +505,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_fails_alone_and_the_writer_lives_on() {
-        let (_dir, store) = open();
+        let (_dir, store) = open().await;
         let panicked = store
-            .write_repeatable(|_tx| -> StoreResult<()> { panic!("boom") })
+            .writer
+            .submit_repeatable(|_tx| -> StoreResult<()> { panic!("boom") })
             .await;
         assert!(matches!(panicked, Err(StoreError::Panicked)));
         store

@@ -13,24 +13,21 @@
 //! created intent unrecorded. While the create call is in flight, account events for the Link
 //! are held and matched once the intent is known (`domain::correlate`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::Request;
 
-use crate::clock::parse_rfc3339_ms;
-use crate::domain::RefreshType;
-use crate::domain::policy::{cooldown_for, cooldown_remaining, hold_remaining};
+use super::convert;
+use crate::app::App;
+use crate::clock::{millis, parse_rfc3339_ms};
+use crate::domain::policy::{KEY_TTL, cooldown_for, cooldown_remaining, hold_remaining};
+use crate::domain::{IntentView, NewIntent, RefreshType};
 use crate::error::{AppError, cooldown};
-use crate::fintoc::client::{FintocError, RefreshIntent};
-use crate::grpc::convert;
+use crate::fintoc::client::RefreshIntent;
 use crate::pb;
 use crate::secret::{Secret, sha256_hex};
-use crate::server::App;
-use crate::store::links::{self, KnownLink};
-use crate::store::models::IntentView;
-use crate::store::{self, InFlight, NewIntent, Store};
+use crate::store::{KeyRecord, KnownLink};
 
 /// Kept back from the caller's deadline so the answer (an UNAVAILABLE that says why, say)
 /// reaches the caller before its own timer gives up: a tenth of it, at most this much.
@@ -39,53 +36,6 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(250);
 const MAX_KEY_LEN: usize = 255;
 /// Link tokens are ~50 bytes; anything this long is not one (and is never echoed).
 const MAX_TOKEN_LEN: usize = 1024;
-/// Keys are honoured this long (the contract asks for at least 24 h); retention prunes them
-/// after it.
-pub const KEY_TTL: Duration = Duration::from_secs(48 * 3600);
-
-/// Serializes work per link token (by its hash).
-#[derive(Default)]
-pub struct Coordinator {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl Coordinator {
-    async fn lock(&self, token_sha256: &str) -> LinkGuard<'_> {
-        let lock = self
-            .locks
-            .lock()
-            .expect("coordinator lock")
-            .entry(token_sha256.to_owned())
-            .or_default()
-            .clone();
-        let guard = lock.clone().lock_owned().await;
-        LinkGuard {
-            coordinator: self,
-            key: token_sha256.to_owned(),
-            lock,
-            _guard: Some(guard),
-        }
-    }
-}
-
-/// Holds one link token's lock; forgets the lock when nobody else wants it.
-struct LinkGuard<'a> {
-    coordinator: &'a Coordinator,
-    key: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for LinkGuard<'_> {
-    fn drop(&mut self) {
-        self._guard.take();
-        let mut locks = self.coordinator.locks.lock().expect("coordinator lock");
-        // Ours plus the map's: nobody else holds or waits for it.
-        if Arc::strong_count(&self.lock) == 2 {
-            locks.remove(&self.key);
-        }
-    }
-}
 
 /// How long the work may take: the caller's `grpc-timeout`, at most `limit`
 /// (`--request-timeout`, also the budget when the caller sets none), minus a margin to answer
@@ -126,6 +76,19 @@ struct Ask {
     key: Option<String>,
 }
 
+impl Ask {
+    /// What to remember under the caller's key (if it gave one) for this answer.
+    fn key_record(&self, refresh_intent_id: &str, joined_existing: bool) -> Option<KeyRecord> {
+        self.key.as_ref().map(|key| KeyRecord {
+            key: key.clone(),
+            token_sha256: self.token_sha256.clone(),
+            refresh_type: self.refresh_type,
+            refresh_intent_id: refresh_intent_id.to_owned(),
+            joined_existing,
+        })
+    }
+}
+
 pub async fn request(
     app: &Arc<App>,
     request: pb::RequestRefreshRequest,
@@ -163,7 +126,10 @@ pub async fn request(
     let app = app.clone();
     tokio::spawn(async move { run(&app, ask, deadline).await })
         .await
-        .map_err(|_| AppError::Store(store::StoreError::Panicked))?
+        .map_err(|e| AppError::Internal {
+            what: "RequestRefresh task",
+            detail: e.to_string(),
+        })?
 }
 
 async fn run(
@@ -174,16 +140,12 @@ async fn run(
     if let Some(answer) = replay(app, &ask).await? {
         return Ok(answer);
     }
-    let _serialized = app.refresh.lock(&ask.token_sha256).await;
+    let _turn = app.store.link_turn(&ask.token_sha256).await;
     // A caller with the same key may have finished while we waited.
     if let Some(answer) = replay(app, &ask).await? {
         return Ok(answer);
     }
-    let sha = ask.token_sha256.clone();
-    let known = app
-        .store
-        .read(move |c| links::link_by_token(c, &sha))
-        .await?;
+    let known = app.store.link_by_token(ask.token_sha256.clone()).await?;
     if let Some(link) = known
         && let Some(answer) = local_answer(app, &ask, &link).await?
     {
@@ -194,7 +156,7 @@ async fn run(
         .fintoc
         .get_link(&ask.token, deadline)
         .await
-        .map_err(|e| upstream(e, "looking up the Link"))?;
+        .map_err(|e| e.into_app_error("looking up the Link"))?;
     let mut accounts: Vec<String> = link
         .accounts
         .unwrap_or_default()
@@ -203,26 +165,18 @@ async fn run(
         .collect();
     accounts.sort();
     accounts.dedup();
-    {
-        let (link_id, sha, accounts) =
-            (link.id.clone(), ask.token_sha256.clone(), accounts.clone());
-        app.store
-            .write(move |tx| links::upsert_link(tx, &link_id, &sha, &accounts))
-            .await?;
-    }
-    // First time this token is seen: the Link may still be known by its id.
-    let link_id = link.id.clone();
-    let known = app
-        .store
-        .read(move |c| links::link_by_id(c, &link_id))
+    app.store
+        .upsert_link(link.id.clone(), ask.token_sha256.clone(), accounts.clone())
         .await?;
+    // First time this token is seen: the Link may still be known by its id.
+    let known = app.store.link_by_id(link.id.clone()).await?;
     if let Some(known) = known
         && let Some(answer) = local_answer(app, &ask, &known).await?
     {
         return Ok(answer);
     }
 
-    let mut flight = InFlightMark::set(&app.store, &link.id);
+    let create = app.store.begin_create(&link.id);
     let fintoc_key = fintoc_idempotency_key(&ask);
     let (intent, joined) = match app
         .fintoc
@@ -240,7 +194,7 @@ async fn run(
                 String::new(),
             ));
         }
-        Err(e) => return Err(upstream(e, "creating the refresh intent")),
+        Err(e) => return Err(e.into_app_error("creating the refresh intent")),
     };
     let new = NewIntent {
         refresh_type: intent
@@ -261,19 +215,8 @@ async fn run(
         link_id: link.id,
         accounts,
     };
-    let in_flight = app.store.in_flight().clone();
-    let (key, sha, kind) = (ask.key.clone(), ask.token_sha256.clone(), ask.refresh_type);
-    let view = app
-        .store
-        .write(move |tx| {
-            let view = store::register_intent(tx, &in_flight, &new)?;
-            if let Some(key) = key {
-                links::remember_key(tx, &key, &sha, kind, &view.id, joined)?;
-            }
-            Ok(view)
-        })
-        .await?;
-    flight.disarm();
+    let key = ask.key_record(&new.id, joined);
+    let view = create.register(new, key).await?;
     tracing::info!(intent = %view.id, link = %view.link_id, joined, "refresh intent recorded");
     Ok(answer(&view, joined))
 }
@@ -290,20 +233,10 @@ async fn replay(app: &App, ask: &Ask) -> Result<Option<pb::RequestRefreshRespons
     let Some(key) = ask.key.clone() else {
         return Ok(None);
     };
-    let found = app
-        .store
-        .read(move |c| {
-            let Some(record) = links::idempotency(c, &key)? else {
-                return Ok(None);
-            };
-            let intent = store::get_intent(c, &record.refresh_intent_id)?;
-            Ok(Some((record, intent)))
-        })
-        .await?;
-    let Some((record, intent)) = found else {
+    let Some((record, intent)) = app.store.idempotency(key).await? else {
         return Ok(None);
     };
-    let expired = app.config.clock.now_ms() - record.created_at_ms > KEY_TTL.as_millis() as i64;
+    let expired = app.config.clock.now_ms() - record.created_at_ms > millis(KEY_TTL);
     if expired {
         return Ok(None);
     }
@@ -321,22 +254,11 @@ async fn local_answer(
     ask: &Ask,
     link: &KnownLink,
 ) -> Result<Option<pb::RequestRefreshResponse>, AppError> {
-    let (id, kind) = (link.link_id.clone(), ask.refresh_type);
-    let (pending, last) = app
-        .store
-        .read(move |c| {
-            Ok((
-                links::pending_intent(c, &id)?,
-                links::last_success(c, &id, kind)?,
-            ))
-        })
-        .await?;
-    if let Some(view) = pending {
-        if let Some(key) = ask.key.clone() {
-            let (sha, intent) = (ask.token_sha256.clone(), view.id.clone());
-            app.store
-                .write(move |tx| links::remember_key(tx, &key, &sha, kind, &intent, true))
-                .await?;
+    let kind = ask.refresh_type;
+    let state = app.store.link_state(link.link_id.clone(), kind).await?;
+    if let Some(view) = state.pending {
+        if let Some(key) = ask.key_record(&view.id, true) {
+            app.store.remember_key(key).await?;
         }
         return Ok(Some(answer(&view, true)));
     }
@@ -348,7 +270,7 @@ async fn local_answer(
             crate::config::format_duration(Duration::from_secs(left.as_secs().max(1)))
         )));
     }
-    if let Some((intent_id, completed_at)) = last
+    if let Some((intent_id, completed_at)) = state.last_success
         && let Some(left) = cooldown_remaining(kind, Some(completed_at), now)
     {
         return Err(cooldown(kind, left, intent_id));
@@ -362,7 +284,7 @@ async fn adopt(app: &App, ask: &Ask, deadline: Instant) -> Result<RefreshIntent,
         .fintoc
         .list_refresh_intents(&ask.token, deadline)
         .await
-        .map_err(|e| upstream(e, "finding the refresh intent already in progress"))?;
+        .map_err(|e| e.into_app_error("finding the refresh intent already in progress"))?;
     intents
         .into_iter()
         .find(|i| !matches!(i.status.as_deref(), Some("succeeded" | "failed" | "rejected")))
@@ -388,101 +310,6 @@ fn fintoc_idempotency_key(ask: &Ask) -> String {
     }
 }
 
-/// Marks a Link's create call as in flight; unless disarmed (the intent got registered,
-/// which clears it in the same commit), dropping it clears the mark and settles held events.
-struct InFlightMark {
-    store: Store,
-    link_id: String,
-    armed: bool,
-}
-
-impl InFlightMark {
-    fn set(store: &Store, link_id: &str) -> InFlightMark {
-        store
-            .in_flight()
-            .lock()
-            .expect("in-flight lock")
-            .insert(link_id.to_owned());
-        InFlightMark {
-            store: store.clone(),
-            link_id: link_id.to_owned(),
-            armed: true,
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for InFlightMark {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (store, link_id) = (self.store.clone(), std::mem::take(&mut self.link_id));
-        tokio::spawn(async move {
-            let in_flight: InFlight = store.in_flight().clone();
-            let settled = store
-                .write(move |tx| {
-                    in_flight.lock().expect("in-flight lock").remove(&link_id);
-                    store::process_held(tx, &in_flight)
-                })
-                .await;
-            if let Err(e) = settled {
-                tracing::error!(error = %e, "could not settle events held for a failed create");
-            }
-        });
-    }
-}
-
-/// Fintoc's failure as a status a caller can act on. Fintoc's own message is not passed on
-/// (it may quote the request); the code is.
-fn upstream(err: FintocError, doing: &str) -> AppError {
-    match &err {
-        FintocError::Api { status, error_type, code, .. } => match (code.as_str(), *status) {
-            ("rejected_refresh_intent", _) => AppError::CredentialsRejected(
-                "the bank rejected this Link's credentials (Fintoc: rejected_refresh_intent); the Link must be \
-                 reconnected through the Fintoc widget before it can be refreshed"
-                    .into(),
-            ),
-            ("invalid_link_token" | "missing_resource" | "link_not_found", _) | (_, 404) => AppError::NotFound(
-                format!("Fintoc does not know this link token ({code}); it may have been deleted, or belong to the other mode (live vs test)"),
-            ),
-            ("invalid_api_key", _) | (_, 401) => {
-                tracing::error!(status, code, "Fintoc refused this service's API key while {doing}: check FINTOC_SECRET_KEY");
-                AppError::Upstream(
-                    "Fintoc refused this service's API key; an operator must check FINTOC_SECRET_KEY".into(),
-                )
-            }
-            _ if error_type == "authentication_error" => {
-                tracing::error!(status, code, "Fintoc refused this service's credentials while {doing}");
-                AppError::Upstream(
-                    "Fintoc refused this service's API key; an operator must check FINTOC_SECRET_KEY".into(),
-                )
-            }
-            (_, 402 | 403) => {
-                tracing::error!(status, code, "Fintoc refused the request while {doing}");
-                AppError::Upstream(format!(
-                    "Fintoc refused the request while {doing} (HTTP {status} {code}); the organization may lack the on-demand refresh policy"
-                ))
-            }
-            (_, 429) | (_, 500..) => AppError::Unavailable(format!(
-                "Fintoc kept failing while {doing} (HTTP {status}{}); try again later",
-                if code.is_empty() { String::new() } else { format!(" {code}") }
-            )),
-            _ => {
-                tracing::error!(status, code, error_type, "Fintoc rejected our request while {doing}");
-                AppError::Upstream(format!("Fintoc rejected the request while {doing} (HTTP {status} {code})"))
-            }
-        },
-        FintocError::Unreachable(why) => AppError::Unavailable(format!("Fintoc is unavailable while {doing}: {why}")),
-        FintocError::Malformed(why) => {
-            AppError::Unavailable(format!("Fintoc's answer while {doing} could not be read: {why}; try again later"))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,46 +323,6 @@ mod tests {
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
-    }
-
-    fn api(status: u16, code: &str) -> FintocError {
-        FintocError::Api {
-            status,
-            error_type: "invalid_request_error".into(),
-            code: code.into(),
-            message: "secret-bearing text".into(),
-        }
-    }
-
-    #[test]
-    fn upstream_failures_map_to_precise_codes() {
-        use tonic::Code;
-        let table = [
-            (
-                api(400, "rejected_refresh_intent"),
-                Code::FailedPrecondition,
-            ),
-            (api(404, "invalid_link_token"), Code::NotFound),
-            (api(400, "invalid_link_token"), Code::NotFound),
-            (api(401, "invalid_api_key"), Code::Internal),
-            (api(403, "forbidden"), Code::Internal),
-            (api(503, ""), Code::Unavailable),
-            (api(429, "too_many_requests"), Code::Unavailable),
-            (api(400, "missing_parameter"), Code::Internal),
-            (
-                FintocError::Unreachable("connection refused".into()),
-                Code::Unavailable,
-            ),
-            (
-                FintocError::Malformed("not valid JSON".into()),
-                Code::Unavailable,
-            ),
-        ];
-        for (err, code) in table {
-            let mapped = upstream(err.clone(), "testing");
-            assert_eq!(mapped.code(), code, "{err:?}");
-            assert!(!mapped.to_string().contains("secret-bearing"), "{mapped}");
-        }
     }
 
     #[test]

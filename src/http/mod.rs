@@ -1,8 +1,10 @@
-//! The HTTP side: Fintoc's webhook intake plus the operator endpoints.
+//! The HTTP side: Fintoc's webhook intake (`webhook.rs`) plus the operator endpoints.
 //!
 //! `GET /healthz` answers while the process runs; `GET /readyz` only while the database
 //! answers and the server is not draining; `GET /metrics` is the Prometheus text format.
 //! Every request is bounded: `--max-body-bytes` (413) and `--request-timeout` (408).
+
+pub mod webhook;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,8 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
 
-use crate::server::App;
-use crate::webhook;
+use crate::app::App;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()

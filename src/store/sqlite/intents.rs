@@ -5,35 +5,21 @@
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 
-use super::ingest::process_held;
+use super::Tx;
 use super::log::append;
-use super::models::{AccountState, IntentRow, IntentView, NewResult, ResultRow};
+use super::models::{IntentRow, NewResult, ResultRecord};
 use super::schema::{accounts, intent_accounts, links, refresh_intents, results};
-use super::{InFlight, StoreResult, Tx};
 use crate::clock::Millis;
 use crate::domain::status::intent_status;
-use crate::domain::{IntentStatus, RefreshType, ResultStatus};
+use crate::domain::{
+    AccountState, IntentStatus, IntentView, NewIntent, RefreshType, ResultRow, ResultStatus,
+};
+use crate::store::{DueIntent, StoreError, StoreResult};
 
-/// An intent Fintoc has created (or that a test hands us directly).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewIntent {
-    pub id: String,
-    pub link_id: String,
-    pub refresh_type: RefreshType,
-    /// Every account of the Link: one result is expected from each.
-    pub accounts: Vec<String>,
-    pub created_at_ms: Millis,
-    pub mfa_widget_token: String,
-}
-
-/// Records an intent and its expected accounts (a no-op if it is already known), clears its
-/// Link's create-in-flight mark, and logs the events held while it was being created.
-pub fn register_intent(
-    tx: &mut Tx<'_>,
-    in_flight: &InFlight,
-    new: &NewIntent,
-) -> StoreResult<IntentView> {
-    in_flight
+/// Records an intent and its expected accounts (a no-op if it is already known) and clears
+/// its Link's create-in-flight mark. The caller then logs the events held for it.
+pub(super) fn register_intent(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<()> {
+    tx.in_flight()
         .lock()
         .expect("in-flight lock")
         .remove(&new.link_id);
@@ -69,9 +55,7 @@ pub fn register_intent(
             finish(tx, &new.id, IntentStatus::Succeeded, newest)?;
         }
     }
-    process_held(tx, in_flight)?;
-    get_intent(tx.conn, &new.id)?
-        .ok_or_else(|| super::StoreError::Corrupt(format!("intent {} vanished", new.id)))
+    Ok(())
 }
 
 /// Attributes results already logged without an intent to a newly registered one: an intent
@@ -104,7 +88,7 @@ fn claim_unsolicited(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<()> {
     }
     let Some(last) = last else { return Ok(()) };
     let intent = get_intent(tx.conn, &new.id)?
-        .ok_or_else(|| super::StoreError::Corrupt("intent vanished".into()))?;
+        .ok_or_else(|| StoreError::Corrupt("intent vanished".into()))?;
     let mut statuses = Vec::with_capacity(intent.accounts.len());
     for a in &intent.accounts {
         statuses.push(match &a.result {
@@ -189,7 +173,10 @@ pub(super) fn rejected_now(tx: &mut Tx<'_>, link_id: &str, at_ms: Millis) -> Sto
 
 /// Gives every account of a pending intent that is still missing a TIMED_OUT result (no
 /// event id, its own sequence), which completes the intent. `None` if it was not pending.
-pub fn complete_timed_out(tx: &mut Tx<'_>, intent_id: &str) -> StoreResult<Option<IntentView>> {
+pub(super) fn complete_timed_out(
+    tx: &mut Tx<'_>,
+    intent_id: &str,
+) -> StoreResult<Option<IntentView>> {
     let Some(intent) = get_intent(tx.conn, intent_id)? else {
         return Ok(None);
     };
@@ -228,11 +215,11 @@ pub fn complete_timed_out(tx: &mut Tx<'_>, intent_id: &str) -> StoreResult<Optio
 
 /// Pending intents created at or before `created_before_ms`, oldest first, with when each was
 /// last reconciled.
-pub fn pending_intents_due(
+pub(super) fn pending_intents_due(
     conn: &mut SqliteConnection,
     created_before_ms: Millis,
-) -> StoreResult<Vec<(String, Millis, Option<Millis>)>> {
-    Ok(refresh_intents::table
+) -> StoreResult<Vec<DueIntent>> {
+    let due: Vec<(String, Millis, Option<Millis>)> = refresh_intents::table
         .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
         .filter(refresh_intents::created_at_ms.le(created_before_ms))
         .order(refresh_intents::created_at_ms.asc())
@@ -241,11 +228,19 @@ pub fn pending_intents_due(
             refresh_intents::created_at_ms,
             refresh_intents::reconciled_at_ms,
         ))
-        .load(conn)?)
+        .load(conn)?;
+    Ok(due
+        .into_iter()
+        .map(|(id, created_at_ms, reconciled_at_ms)| DueIntent {
+            id,
+            created_at_ms,
+            reconciled_at_ms,
+        })
+        .collect())
 }
 
 /// Notes that the lost-webhook reconciliation ran for these intents.
-pub fn mark_reconciled(tx: &mut Tx<'_>, ids: &[String]) -> StoreResult<()> {
+pub(super) fn mark_reconciled(tx: &mut Tx<'_>, ids: &[String]) -> StoreResult<()> {
     let now = tx.now_ms();
     diesel::update(refresh_intents::table.filter(refresh_intents::id.eq_any(ids)))
         .set(refresh_intents::reconciled_at_ms.eq(now))
@@ -254,7 +249,7 @@ pub fn mark_reconciled(tx: &mut Tx<'_>, ids: &[String]) -> StoreResult<()> {
 }
 
 /// The intent's current state, or `None` if it is unknown.
-pub fn get_intent(conn: &mut SqliteConnection, id: &str) -> StoreResult<Option<IntentView>> {
+pub(super) fn get_intent(conn: &mut SqliteConnection, id: &str) -> StoreResult<Option<IntentView>> {
     let Some(row) = refresh_intents::table
         .find(id)
         .select(IntentRow::as_select())
@@ -274,8 +269,11 @@ pub fn get_intent(conn: &mut SqliteConnection, id: &str) -> StoreResult<Option<I
     let answered: Vec<i64> = expected.iter().filter_map(|(_, seq)| *seq).collect();
     let mut rows: Vec<ResultRow> = results::table
         .filter(results::sequence.eq_any(&answered))
-        .select(ResultRow::as_select())
-        .load(conn)?;
+        .select(ResultRecord::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(ResultRow::from)
+        .collect();
     let accounts = expected
         .into_iter()
         .map(|(account_id, seq)| {

@@ -13,7 +13,7 @@ use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use diesel::sqlite::SqliteConnection;
 
-use super::StoreResult;
+use crate::store::{StoreError, StoreResult};
 
 const PERIOD: Duration = Duration::from_secs(1);
 
@@ -41,8 +41,9 @@ impl Checkpointer {
                     tracing::warn!(error = %e, "final WAL checkpoint failed");
                 }
             })
-            .map_err(|e| {
-                super::StoreError::Corrupt(format!("cannot start the checkpoint thread: {e}"))
+            .map_err(|source| StoreError::Io {
+                doing: "starting the checkpoint thread",
+                source,
             })?;
         Ok(Checkpointer {
             stop,

@@ -3,29 +3,15 @@
 
 use diesel::prelude::*;
 
+use super::Tx;
 use super::schema::{idempotency_keys, intent_accounts, refresh_intents, results, webhook_events};
-use super::{StoreResult, Tx};
 use crate::clock::Millis;
-
-/// Rows removed by one [`prune`] call.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pruned {
-    pub results: usize,
-    pub events: usize,
-    pub intents: usize,
-    pub keys: usize,
-}
-
-impl Pruned {
-    pub fn total(&self) -> usize {
-        self.results + self.events + self.intents + self.keys
-    }
-}
+use crate::store::{Pruned, StoreResult};
 
 /// Removes up to `limit` rows of each kind older than `cutoff_ms` (idempotency keys older than
 /// `key_cutoff_ms`). The log is pruned from its oldest end only, so the retained sequences
 /// stay contiguous and a cursor is either fully served or refused with OUT_OF_RANGE.
-pub fn prune(
+pub(super) fn prune(
     tx: &mut Tx<'_>,
     cutoff_ms: Millis,
     key_cutoff_ms: Millis,
@@ -95,29 +81,16 @@ pub fn prune(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use diesel::connection::SimpleConnection;
 
     use super::*;
-    use crate::clock::Clock;
-    use crate::hub::Hub;
-    use crate::metrics::Metrics;
-    use crate::store::{Store, counts};
+    use crate::store::sqlite::tests::open;
 
     /// Old rows go in chunks from the oldest end; young rows and held events stay; the log
     /// stays contiguous.
     #[tokio::test]
     async fn prunes_old_rows_in_chunks_from_the_oldest_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("r.db").to_string_lossy().into_owned();
-        let store = Store::open(
-            &url,
-            Arc::new(Hub::new(8)),
-            Clock::System,
-            Arc::new(Metrics::new()),
-        )
-        .unwrap();
+        let (_dir, store) = open().await;
         store
             .write(|tx| {
                 let mut sql = String::new();
@@ -146,7 +119,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let first = store.write(|tx| prune(tx, 50, 50, 3)).await.unwrap();
+        let first = store.prune(50, 50, 3).await.unwrap();
         assert_eq!(
             first,
             Pruned {
@@ -156,16 +129,16 @@ mod tests {
                 keys: 1
             }
         );
-        let second = store.write(|tx| prune(tx, 50, 50, 3)).await.unwrap();
+        let second = store.prune(50, 50, 3).await.unwrap();
         assert_eq!((second.results, second.events), (2, 1));
-        let third = store.write(|tx| prune(tx, 50, 50, 3)).await.unwrap();
+        let third = store.prune(50, 50, 3).await.unwrap();
         assert_eq!(third.total(), 0, "nothing young is touched");
-        let left = store.read(counts).await.unwrap();
+        let left = store.counts().await.unwrap();
         assert_eq!(
             (left.results, left.webhook_events, left.held_events),
             (5, 6, 1)
         );
-        let bounds = store.read(crate::store::log_bounds).await.unwrap();
+        let bounds = store.log_bounds().await.unwrap();
         assert_eq!((bounds.oldest, bounds.newest), (6, 10));
         store.close().await;
     }

@@ -5,21 +5,14 @@
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 
+use super::Tx;
 use super::intents::get_intent;
-use super::models::IntentView;
 use super::schema::{accounts, idempotency_keys, links, refresh_intents};
-use super::{StoreResult, Tx};
 use crate::clock::Millis;
-use crate::domain::{IntentStatus, RefreshType};
+use crate::domain::{IntentStatus, IntentView, RefreshType};
+use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
 
-/// A Link as this service knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownLink {
-    pub link_id: String,
-    pub rejected_at_ms: Option<Millis>,
-}
-
-pub fn link_by_token(
+pub(super) fn link_by_token(
     conn: &mut SqliteConnection,
     token_sha256: &str,
 ) -> StoreResult<Option<KnownLink>> {
@@ -35,7 +28,10 @@ pub fn link_by_token(
         }))
 }
 
-pub fn link_by_id(conn: &mut SqliteConnection, link_id: &str) -> StoreResult<Option<KnownLink>> {
+pub(super) fn link_by_id(
+    conn: &mut SqliteConnection,
+    link_id: &str,
+) -> StoreResult<Option<KnownLink>> {
     Ok(links::table
         .find(link_id)
         .select(links::rejected_at_ms)
@@ -48,7 +44,7 @@ pub fn link_by_id(conn: &mut SqliteConnection, link_id: &str) -> StoreResult<Opt
 }
 
 /// Records a Link resolved through Fintoc, with its current accounts.
-pub fn upsert_link(
+pub(super) fn upsert_link(
     tx: &mut Tx<'_>,
     link_id: &str,
     token_sha256: &str,
@@ -80,7 +76,7 @@ pub fn upsert_link(
 }
 
 /// The Link's pending intent, if any (the newest, should there be several).
-pub fn pending_intent(
+pub(super) fn pending_intent(
     conn: &mut SqliteConnection,
     link_id: &str,
 ) -> StoreResult<Option<IntentView>> {
@@ -98,7 +94,7 @@ pub fn pending_intent(
 }
 
 /// The most recently completed succeeded intent of this type: (id, completed at).
-pub fn last_success(
+pub(super) fn last_success(
     conn: &mut SqliteConnection,
     link_id: &str,
     refresh_type: RefreshType,
@@ -117,21 +113,11 @@ pub fn last_success(
         .optional()?)
 }
 
-/// A remembered RequestRefresh answer.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub struct IdempotencyRecord {
-    pub token_sha256: String,
-    pub refresh_type: String,
-    pub refresh_intent_id: String,
-    pub joined_existing: bool,
-    pub created_at_ms: Millis,
-}
-
-pub fn idempotency(
+pub(super) fn idempotency(
     conn: &mut SqliteConnection,
     key: &str,
 ) -> StoreResult<Option<IdempotencyRecord>> {
-    Ok(idempotency_keys::table
+    let found: Option<(String, String, String, bool, Millis)> = idempotency_keys::table
         .find(key)
         .select((
             idempotency_keys::token_sha256,
@@ -141,26 +127,30 @@ pub fn idempotency(
             idempotency_keys::created_at_ms,
         ))
         .first(conn)
-        .optional()?)
+        .optional()?;
+    Ok(found.map(
+        |(token_sha256, refresh_type, refresh_intent_id, joined_existing, created_at_ms)| {
+            IdempotencyRecord {
+                token_sha256,
+                refresh_type,
+                refresh_intent_id,
+                joined_existing,
+                created_at_ms,
+            }
+        },
+    ))
 }
 
 /// Remembers the first answer given for `key` (a later call with the same key keeps it).
-pub fn remember_key(
-    tx: &mut Tx<'_>,
-    key: &str,
-    token_sha256: &str,
-    refresh_type: RefreshType,
-    refresh_intent_id: &str,
-    joined_existing: bool,
-) -> StoreResult<()> {
+pub(super) fn remember_key(tx: &mut Tx<'_>, key: &KeyRecord) -> StoreResult<()> {
     let now = tx.now_ms();
     diesel::insert_or_ignore_into(idempotency_keys::table)
         .values((
-            idempotency_keys::idempotency_key.eq(key),
-            idempotency_keys::token_sha256.eq(token_sha256),
-            idempotency_keys::refresh_type.eq(refresh_type.as_str()),
-            idempotency_keys::refresh_intent_id.eq(refresh_intent_id),
-            idempotency_keys::joined_existing.eq(joined_existing),
+            idempotency_keys::idempotency_key.eq(&key.key),
+            idempotency_keys::token_sha256.eq(&key.token_sha256),
+            idempotency_keys::refresh_type.eq(key.refresh_type.as_str()),
+            idempotency_keys::refresh_intent_id.eq(&key.refresh_intent_id),
+            idempotency_keys::joined_existing.eq(key.joined_existing),
             idempotency_keys::created_at_ms.eq(now),
         ))
         .execute(tx.conn)?;

@@ -1,0 +1,57 @@
+//! The state every handler shares, and what builds it: the configuration, storage, the hub
+//! that wakes watchers, metrics and the Fintoc client. Handlers (`http/`, `grpc/`, `tasks`)
+//! import [`App`] from here; `server.rs` only wires listeners and servers around it.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::domain::ResultRow;
+use crate::fintoc::client::Client;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::{Publish, Store};
+
+/// State shared by every handler.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub fintoc: Client,
+    /// Set once shutdown starts: readiness fails, new work is refused.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    /// Opens the database and builds the shared state. The one place the store is told
+    /// where durable commits go: the hub.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
+        let hub = Arc::new(Hub::new(config.watch_buffer));
+        let metrics = Arc::new(Metrics::new());
+        let publish: Publish = {
+            let hub = hub.clone();
+            Arc::new(move |rows: &[Arc<ResultRow>]| hub.publish(rows))
+        };
+        let store = Store::open(
+            &config.database_url,
+            config.clock.clone(),
+            metrics.clone(),
+            publish,
+        )
+        .await
+        .with_context(|| format!("cannot open the database {:?}", config.database_url))?;
+        hub.start_at(store.log_bounds().await?.newest);
+        let fintoc = Client::new(&config, metrics.clone())?;
+        Ok(Arc::new(App {
+            config,
+            store,
+            hub,
+            metrics,
+            fintoc,
+            draining: AtomicBool::new(false),
+        }))
+    }
+}
