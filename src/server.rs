@@ -58,7 +58,8 @@ pub async fn serve(
 }
 
 /// Opens the database and builds the shared state, ready to [`run`]. Tests use the two
-/// halves to reach the store directly.
+/// halves to reach the store directly. Fails at once while another process (or another
+/// `App` in this one) has the SQLite file open: see `store::lock`.
 pub async fn start(config: Config) -> anyhow::Result<Arc<App>> {
     let hub = Arc::new(Hub::new(config.watch_buffer));
     let metrics = Arc::new(Metrics::new());

@@ -12,12 +12,16 @@
 //! loss for everything acknowledged. Readers may see a committed row a moment before it is
 //! durable, so the result log is only ever streamed up to the hub's high water, which moves
 //! after the fsync.
+//!
+//! A SQLite store belongs to one process: [`Store::open`] takes an exclusive lock beside the
+//! file first and refuses a second opener (`lock.rs`).
 
 mod checkpoint;
 mod durable;
 mod ingest;
 mod intents;
 pub mod links;
+pub mod lock;
 mod log;
 pub mod models;
 pub mod retention;
@@ -63,6 +67,8 @@ pub enum StoreError {
     Connection(#[from] diesel::ConnectionError),
     #[error("database pool error: {0}")]
     Pool(#[from] diesel::r2d2::PoolError),
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
     #[error("migration failed: {0}")]
     Migration(String),
     #[error("stored value is invalid: {0}")]
@@ -95,6 +101,9 @@ pub struct Store {
     readers: Pool<ConnectionManager<SqliteConnection>>,
     in_flight: InFlight,
     checkpointer: Arc<Mutex<checkpoint::Checkpointer>>,
+    /// This process's claim on the file, released by [`Store::close`] or when the last handle
+    /// drops. `None` for an in-memory database.
+    file_lock: Arc<Mutex<Option<lock::DbLock>>>,
 }
 
 #[derive(Debug)]
@@ -139,13 +148,16 @@ fn configure_sqlite() {
 impl Store {
     /// Opens (creating if needed) and migrates the database at `url`, and starts the writer.
     /// Committed results are handed to `hub` right after each commit; each group commit's
-    /// size and time go to `metrics`.
+    /// size and time go to `metrics`. Refused with [`StoreError::Locked`], before anything
+    /// touches the file, while another store (in any process) has it open.
     pub fn open(
         url: &str,
         hub: Arc<Hub>,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> StoreResult<Store> {
+        // First: a second process must not even run migrations on a file that is in use.
+        let file_lock = lock::lock_exclusive(url)?;
         configure_sqlite();
         let mut conn = SqliteConnection::establish(url)?;
         // journal_mode persists in the file; the rest is per connection. synchronous=NORMAL
@@ -175,6 +187,7 @@ impl Store {
             readers,
             in_flight,
             checkpointer,
+            file_lock: Arc::new(Mutex::new(file_lock)),
         })
     }
 
@@ -233,13 +246,16 @@ impl Store {
         &self.in_flight
     }
 
-    /// Stops the writer after the work already queued is committed.
+    /// Stops the writer after the work already queued is committed, then gives up the file's
+    /// lock: nothing writes through this store any more, so the next process (or a new store
+    /// in this one) may take over even while stray handles to this one linger.
     pub async fn close(&self) {
         self.writer.close().await;
         let checkpointer = self.checkpointer.clone();
         let _ =
             tokio::task::spawn_blocking(move || checkpointer.lock().expect("checkpointer").stop())
                 .await;
+        self.file_lock.lock().expect("file lock").take();
     }
 }
 
