@@ -9,7 +9,8 @@
 //! - [`fintoc`]: the signature scheme, event payloads and the REST client.
 //! - [`webhook`], [`http`]: the HTTP intake and operator endpoints.
 //! - [`store`]: SQLite behind one seam; the single group-committing writer and the thread
-//!   that fsyncs its commits before anyone is answered.
+//!   that fsyncs its commits before anyone is answered; the lock that keeps a file to one
+//!   process.
 //! - [`hub`]: the wake-up fan-out to watchers.
 //! - [`grpc`]: the RefreshService (RequestRefresh in [`refresh`], WatchRefresh in
 //!   `grpc::watch`).

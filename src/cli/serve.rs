@@ -1,6 +1,8 @@
-//! `fintoc-refresh serve`: bind, announce, serve until SIGTERM/SIGINT. With `--simulate` the
-//! embedded Fintoc simulator is started on its own port first, with fresh secrets, and the
-//! service is pointed at it (its webhooks go to the intake over HTTPS when that has TLS).
+//! `fintoc-refresh serve`: bind, open the store, announce, serve until SIGTERM/SIGINT. With
+//! `--simulate` the embedded Fintoc simulator is started on its own port first, with fresh
+//! secrets, and the service is pointed at it (its webhooks go to the intake over HTTPS when
+//! that has TLS). The store is open (and so this process holds the database's lock) before
+//! the listening line: a second process on the same SQLite file exits with one line instead.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -9,10 +11,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{init_tracing, shutdown_on_signal};
+use crate::app::App;
 use crate::config::ServeArgs;
 use crate::secret::Secret;
 use crate::simulator::{SimConfig, Simulator};
-use crate::{Listeners, serve};
+use crate::{Listeners, server};
 
 pub async fn run(args: ServeArgs) -> ExitCode {
     init_tracing(&args.log_format);
@@ -50,12 +53,19 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             }
         }
     }
+    let app = match App::start(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
     // The contract's one line on stdout (then, with --simulate, the demo tokens).
     println!("listening grpc={grpc} http={http}");
     for (name, link) in &demo {
         println!("demo {name} link_token={}", link.token);
     }
-    match serve(listeners, config, shutdown).await {
+    match server::run(app, listeners, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

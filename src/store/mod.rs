@@ -39,6 +39,9 @@ pub enum StoreError {
     Connection(#[from] diesel::ConnectionError),
     #[error("database pool error: {0}")]
     Pool(#[from] diesel::r2d2::PoolError),
+    /// The database belongs to another process (or another store in this one).
+    #[error("{0}")]
+    Locked(String),
     #[error("migration failed: {0}")]
     Migration(String),
     /// A value read back is not one this service writes (a closed set, a vanished row).

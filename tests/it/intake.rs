@@ -267,6 +267,41 @@ async fn a_restart_on_the_same_file_keeps_everything_and_sequences_keep_increasi
     drop(dir);
 }
 
+/// Two servers in one process on one file would split the stream just like two processes:
+/// the second `App::start` is refused (and touches nothing) while the first runs, and
+/// succeeds as soon as the first has stopped, even though the test still holds the first's
+/// `App`. Without the lock the second start succeeds and this test fails.
+#[tokio::test]
+async fn a_second_server_on_the_same_file_in_one_process_is_refused_until_the_first_stops() {
+    let server = TestServer::start().await;
+    let path = server.db_path.clone();
+    let config =
+        || fintoc_refresh::Config::new(path.to_string_lossy(), "http://127.0.0.1:9".to_owned());
+    let refused = match fintoc_refresh::app::App::start(config()).await {
+        Ok(_) => panic!("a second server opened a database in use"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        refused.contains("already open in this process"),
+        "{refused}"
+    );
+    assert!(refused.contains("PostgreSQL"), "{refused}");
+    // The first one still works.
+    let now = server.clock.now_ms();
+    let (status, _) = server
+        .post_event(&event("evt_1", "acc_1", "succeeded", now))
+        .await;
+    assert_eq!(status, 200);
+    let app = server.app.clone();
+    let (dir, _) = server.stop_keep_db().await;
+    let second = fintoc_refresh::app::App::start(config())
+        .await
+        .expect("the file is free once the first server has stopped");
+    assert_eq!(second.store.counts().await.unwrap().results, 1);
+    second.store.close().await;
+    drop((app, dir));
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let server = TestServer::start().await;

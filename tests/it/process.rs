@@ -1,5 +1,5 @@
-//! The binary as an operator runs it: the listening line, signals, bad configuration, and
-//! durability across SIGKILL.
+//! The binary as an operator runs it: the listening line, signals, bad configuration,
+//! durability across SIGKILL, and one process per SQLite file.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -501,4 +501,166 @@ async fn verify_all_stored(running: &Running, senders: usize, acked: &BTreeSet<S
     sequences.sort();
     let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
     assert_eq!(sequences, expected, "no gaps or duplicates in the log");
+}
+
+/// Kills a child that outlives a failing test.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two processes on one SQLite file would each push only their own commits to their own
+/// watchers. The second `serve` must exit non-zero before announcing itself, with one line
+/// naming the holder's pid and PostgreSQL, and the first must go on serving untouched.
+/// Without the lock the second one starts and serves: it never exits and this test fails.
+#[tokio::test]
+async fn a_second_serve_on_the_same_database_is_refused_while_the_first_runs() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let mut first = spawn(&db, &[], 0);
+    let mut second = KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--database-url")
+            .arg(&db)
+            .env("FINTOC_SECRET_KEY", API_KEY)
+            .env("FINTOC_WEBHOOK_SECRET", SECRET)
+            // What a new user sees: the default log level.
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_exit(&mut second.0, Duration::from_secs(10));
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    second
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    second
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert_eq!(stdout, "", "no listening line");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+    let pid = format!("in use by another process (pid {})", first.child.id());
+    assert!(stderr.contains(&pid), "{stderr}");
+    assert!(
+        stderr.contains("PostgreSQL") && stderr.contains("postgres://"),
+        "{stderr}"
+    );
+
+    // The first one is unaffected: it acknowledges and streams as before.
+    let mut client = RefreshServiceClient::connect(format!("http://{}", first.grpc))
+        .await
+        .unwrap();
+    let mut feed = client
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(account_target("acc_1")),
+            after_sequence: Some(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let body = event("evt_first", "acc_1", "succeeded", system_now_ms());
+    assert_eq!(
+        post(&reqwest::Client::new(), &first.http, &body)
+            .await
+            .unwrap(),
+        200
+    );
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, feed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(pb::watch_refresh_response::Event::AccountResult(r)) = msg.event {
+            assert_eq!((msg.sequence, r.event_id.as_str()), (1, "evt_first"));
+            break;
+        }
+    }
+    sigterm(&first.child);
+    assert_eq!(
+        wait_exit(&mut first.child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+}
+
+/// The lock dies with its holder: right after a SIGKILL (no pause, no cleanup, the old
+/// pid still in the lock file) a new `serve` on the same file starts and has everything the
+/// killed one acknowledged. A lock that outlived its process would make `spawn` fail here.
+#[tokio::test]
+async fn a_new_serve_starts_right_after_the_first_is_sigkilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("killed.db");
+    let lock_file = dir.path().canonicalize().unwrap().join("killed.db.lock");
+    let mut first = spawn(&db, &[], 0);
+    let first_pid = first.child.id().to_string();
+    let body = event("evt_before_kill", "acc_1", "succeeded", system_now_ms());
+    assert_eq!(
+        post(&reqwest::Client::new(), &first.http, &body)
+            .await
+            .unwrap(),
+        200
+    );
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&lock_file).unwrap().trim(),
+        first_pid,
+        "stale file"
+    );
+
+    let mut second = spawn(&db, &["--heartbeat-interval", "50ms"], 0);
+    assert_eq!(
+        std::fs::read_to_string(&lock_file).unwrap().trim(),
+        second.child.id().to_string()
+    );
+    let mut client = RefreshServiceClient::connect(format!("http://{}", second.grpc))
+        .await
+        .unwrap();
+    let mut feed = client
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(account_target("acc_1")),
+            after_sequence: Some(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, feed.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(pb::watch_refresh_response::Event::AccountResult(r)) = msg.event {
+            assert_eq!((msg.sequence, r.event_id.as_str()), (1, "evt_before_kill"));
+            break;
+        }
+    }
+    sigterm(&second.child);
+    assert_eq!(
+        wait_exit(&mut second.child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
 }

@@ -11,6 +11,9 @@
 //! durable, so the result log is only ever read up to the durable high water, which moves
 //! after the fsync.
 //!
+//! A SQLite store belongs to one process: opening it takes an exclusive lock beside the file
+//! first and refuses a second opener (`lock.rs`).
+//!
 //! The marks of create calls in flight live here, in memory: this process is the only
 //! writer, and they are read and changed only inside writer jobs (or before one is queued),
 //! so their state is ordered with every commit. No create call survives a restart, so the
@@ -21,6 +24,7 @@ mod durable;
 mod ingest;
 mod intents;
 mod links;
+mod lock;
 mod log;
 mod models;
 mod retention;
@@ -69,6 +73,9 @@ pub(super) struct SqliteStore {
     /// The newest sequence whose commit is durable (and handed to the sink).
     durable: Arc<AtomicI64>,
     checkpointer: Arc<Mutex<checkpoint::Checkpointer>>,
+    /// This process's claim on the file, released by `close` or when the last handle drops.
+    /// `None` for an in-memory database.
+    file_lock: Arc<Mutex<Option<lock::DbLock>>>,
 }
 
 #[derive(Debug)]
@@ -132,6 +139,8 @@ impl SqliteStore {
         metrics: Arc<Metrics>,
         publish: Publish,
     ) -> StoreResult<SqliteStore> {
+        // First: a second process must not even run migrations on a file that is in use.
+        let file_lock = lock::lock_exclusive(url).map_err(|e| StoreError::Locked(e.to_string()))?;
         configure_sqlite();
         let mut conn = SqliteConnection::establish(url)?;
         // journal_mode persists in the file; the rest is per connection. synchronous=NORMAL
@@ -174,6 +183,7 @@ impl SqliteStore {
             in_flight,
             durable,
             checkpointer,
+            file_lock: Arc::new(Mutex::new(file_lock)),
         })
     }
 
@@ -383,6 +393,9 @@ impl SqliteStore {
         .is_ok()
     }
 
+    /// Stops the writer after the work already queued is committed, then gives up the file's
+    /// lock: nothing writes through this store any more, so the next process (or a new store
+    /// in this one) may take over even while stray handles to this one linger.
     pub(super) async fn close(&self) {
         self.writer.close().await;
         let checkpointer = self.checkpointer.clone();
@@ -391,6 +404,7 @@ impl SqliteStore {
             Ok(())
         })
         .await;
+        self.file_lock.lock().expect("file lock").take();
     }
 }
 
