@@ -1,23 +1,60 @@
 //! fintoc-refresh: refresh bank Links through Fintoc and push each account's result to
 //! internal watchers over gRPC the moment Fintoc's webhook lands.
 //!
-//! # Layout
-//! - [`server`]: `serve(listeners, config, shutdown)`, the one entry `main` and tests share.
-//! - [`config`], [`clock`], [`secret`], [`error`]: settings, injected time, redaction, and
-//!   the one error type with its one mapping to gRPC statuses.
-//! - [`domain`]: pure rules: statuses and completion, correlation, cooldown and hold.
-//! - [`fintoc`]: the signature scheme, event payloads and the REST client.
-//! - [`webhook`], [`http`]: the HTTP intake and operator endpoints.
-//! - [`store`]: SQLite behind one seam; the single group-committing writer and the thread
-//!   that fsyncs its commits before anyone is answered; the lock that keeps a file to one
-//!   process.
+//! # The data path
+//!
+//! A webhook in, to a watcher:
+//! 1. **In**: `POST /webhooks/fintoc` reaches [`http::webhook::receive`].
+//! 2. **Verify**: [`fintoc::signature::verify`] checks the HMAC over the raw bytes (401 and
+//!    nothing stored on any failure); only then [`fintoc::event::decode`] reads the body.
+//! 3. **Commit**: [`store::Store::ingest_webhook`] queues it for the SQLite writer, which
+//!    stores the raw event (dedupe on its id), correlates an account result with the intent
+//!    waiting for it ([`domain::correlate`]) and appends it to the result log, many webhooks
+//!    per group commit (`store/sqlite/writer.rs`).
+//! 4. **Fsync**: the sync thread makes the group durable (`store/sqlite/durable.rs`); only
+//!    then is the webhook answered 2xx and the durable high water moved.
+//! 5. **Publish**: the store hands the new log entries to the sink wired in [`app::App::start`]:
+//!    [`hub::Hub::publish`] queues each entry for the watchers of its intent, Link and account.
+//! 6. **Stream**: each WatchRefresh stream ([`grpc::watch`]) replays from the log
+//!    ([`store::Store::results_after`]), then takes live entries from its hub mailbox, with
+//!    heartbeats that are safe resume cursors, until its intent completes.
+//!
+//! A refresh out, and back:
+//! 1. [`grpc::refresh::request`] validates the call; a repeated idempotency key, a pending
+//!    intent (joined), a rejected-credentials hold or a cooldown
+//!    ([`domain::policy`]) is answered from the store without calling Fintoc.
+//! 2. Otherwise, in the link token's turn ([`store::Store::link_turn`]), the Link is resolved
+//!    with [`fintoc::client::Client::get_link`], the create marked in flight
+//!    ([`store::Store::begin_create`]) so early results are held, and the intent created with
+//!    [`fintoc::client::Client::create_refresh_intent`].
+//! 3. [`store::CreateGuard::register`] records it with its expected accounts and logs the
+//!    results held meanwhile; its results then arrive as webhooks (above), and the result that
+//!    completes it ends its watchers' streams with `refresh_completed`.
+//! 4. [`tasks`] reconciles intents whose webhooks went missing through Fintoc's events
+//!    endpoint, times out what never arrives, and prunes past `--retention`.
+//!
+//! # Layers
+//!
+//! Each module uses only modules of lower layers (`tests/it/layers.rs` keeps it so):
+//! `clock`, `secret`, `metrics` → `tls` → `config` → `domain` → `error` → `fintoc` →
+//! `store`, `simulator` → `hub` → `app` → `http`, `grpc`, `tasks` → `server` → `cli`.
+//!
+//! - [`clock`], [`secret`], [`metrics`], [`tls`], [`config`]: injected time, redaction,
+//!   Prometheus metrics, certificates and keys, settings.
+//! - [`domain`]: pure rules and plain data: statuses and completion, correlation, cooldown
+//!   and hold, log entries and intents.
+//! - [`error`]: the one error type and its one mapping to gRPC statuses.
+//! - [`fintoc`]: the signature scheme, event payloads, the REST client and what its
+//!   failures mean to callers.
+//! - [`store`]: storage behind one seam that speaks in intentions; the SQLite backend
+//!   (`store/sqlite/`): the group-committing writer, the fsync thread, checkpoints, the
+//!   one-process lock.
 //! - [`hub`]: the wake-up fan-out to watchers.
-//! - [`grpc`]: the RefreshService (RequestRefresh in [`refresh`], WatchRefresh in
-//!   `grpc::watch`).
+//! - [`app`]: the state every handler shares, and what builds it.
+//! - [`http`], [`grpc`]: the two surfaces — the webhook intake and probes; RefreshService.
 //! - [`tasks`]: deadlines (reconcile, timeout) and retention.
-//! - [`tls`]: certificates and keys checked at start, the HTTPS listener of the intake;
-//!   `grpc::auth` is the bearer-token check.
-//! - [`simulator`]: a Fintoc look-alike for laptops and tests; [`cli`]: the human client.
+//! - [`server`]: `serve(listeners, config, shutdown)`, the one entry `main` and tests share.
+//! - [`simulator`]: a Fintoc look-alike for laptops and tests; [`cli`]: the commands.
 
 pub mod app;
 pub mod cli;

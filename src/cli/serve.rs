@@ -14,8 +14,8 @@ use super::{init_tracing, shutdown_on_signal};
 use crate::app::App;
 use crate::config::ServeArgs;
 use crate::secret::Secret;
+use crate::server::{self, Listeners};
 use crate::simulator::{SimConfig, Simulator};
-use crate::{Listeners, server};
 
 pub async fn run(args: ServeArgs) -> ExitCode {
     init_tracing(&args.log_format);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
 
 mod duration;
 
@@ -153,32 +153,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for tests and embedding: the documented defaults, an in-memory-free temp
-    /// path is still the caller's job (`database_url`).
+    /// The documented defaults (those of `serve --help`, read from the flags' own
+    /// definitions, never from the environment), with the given database and Fintoc URL and
+    /// no secrets: for tests and embedding.
     pub fn new(database_url: impl Into<String>, fintoc_api_url: impl Into<String>) -> Config {
-        Config {
-            database_url: database_url.into(),
-            fintoc_api_url: fintoc_api_url.into(),
-            fintoc_secret_key: Secret::new(""),
-            webhook_secrets: Vec::new(),
-            heartbeat_interval: Duration::from_secs(5),
-            reconcile_after: Duration::from_secs(5 * 60),
-            refresh_timeout: Duration::from_secs(30 * 60),
-            rejected_hold: Duration::from_secs(60 * 60),
-            retention: Duration::from_secs(7 * 24 * 3600),
-            max_body_bytes: 1_048_576,
-            shutdown_grace: Duration::from_secs(10),
-            drain_delay: Duration::ZERO,
-            watch_buffer: 256,
-            max_concurrent_streams: 1024,
-            max_watch_streams: 20_000,
-            request_timeout: Duration::from_secs(30),
-            fintoc_backoff: Duration::from_secs(1),
-            clock: Clock::System,
-            grpc_tls: None,
-            http_tls: None,
-            grpc_bearer_tokens: Vec::new(),
-        }
+        let command = ServeArgs::augment_args(clap::Command::new("serve"))
+            .mut_args(|arg| arg.env(None::<&str>));
+        // --simulate only so that no secret is required; it leaves no trace in a Config.
+        let matches = command
+            .try_get_matches_from(["serve", "--simulate"])
+            .expect("the defaults parse");
+        let args = ServeArgs::from_arg_matches(&matches).expect("the defaults parse");
+        let mut config = args.into_config(|_| None).expect("the defaults are valid");
+        config.database_url = database_url.into();
+        config.fintoc_api_url = fintoc_api_url.into();
+        config
     }
 
     /// Whether a caller must prove who it is: a client certificate or a bearer token.

@@ -387,3 +387,55 @@ fn exposure_warnings() {
         }
     }
 }
+
+/// The README's configuration table says what `serve --help` says: every flag has a row with
+/// its env var and default, and every row (other than the secrets, which are no flags) is a
+/// flag. A default changed in one place only fails here.
+#[test]
+fn the_readme_configuration_table_matches_the_flags() {
+    let readme = include_str!("../../README.md");
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `--") || l.starts_with("| (secret)"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().trim_matches('`').to_owned())
+                .collect()
+        })
+        .collect();
+    let command = ServeArgs::augment_args(clap::Command::new("serve"));
+    let mut flags = Vec::new();
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let flag = format!("--{long}");
+        let row = rows
+            .iter()
+            .find(|r| r[0] == flag)
+            .unwrap_or_else(|| panic!("README's configuration table has no row for {flag}"));
+        let env = arg
+            .get_env()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert_eq!(row[1], env, "env var of {flag}");
+        let default: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let default = match default.as_slice() {
+            [] => "off".to_owned(),
+            [one] if arg.get_action().takes_values() => one.clone(),
+            _ => "off".to_owned(),
+        };
+        assert_eq!(row[2], default, "default of {flag}");
+        flags.push(flag);
+    }
+    for row in &rows {
+        assert!(
+            row[0] == "(secret)" || flags.contains(&row[0]),
+            "README documents {}, which `serve` does not have",
+            row[0]
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! Storage behind one seam. Everything above talks to [`Store`], in intentions — "ingest this
 //! webhook", "register this intent", "results of this target after this cursor" — and never
 //! sees diesel, a connection, or the marks of create calls in flight. A backend lives in its
-//! own folder behind the [`Backend`] enum: SQLite (`sqlite/`) today.
+//! own folder behind the `Backend` enum: SQLite (`sqlite/`) today.
 //!
 //! Two promises every backend keeps:
 //! - **Durable before answered.** A write resolves only once the commit holding it is

@@ -37,12 +37,11 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A last adjustment of the server's config.
 pub type Tune = Box<dyn FnOnce(&mut Config) + Send>;
 
-/// How to start a test server.
+/// How to start a test server: the documented defaults (`Config::new`) unless a field, or
+/// `tune`, says otherwise.
+#[derive(Default)]
 pub struct Options {
     pub db: Option<std::path::PathBuf>,
-    pub heartbeat: Duration,
-    pub watch_buffer: usize,
-    pub max_body_bytes: usize,
     pub simulator: Option<SimConfig>,
     pub fintoc_url: Option<String>,
     pub clock: Option<(Clock, Arc<ManualClock>)>,
@@ -58,24 +57,6 @@ pub struct Options {
     pub bearer_tokens: Vec<String>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            db: None,
-            heartbeat: Duration::from_secs(5),
-            watch_buffer: 256,
-            max_body_bytes: 1_048_576,
-            simulator: None,
-            fintoc_url: None,
-            clock: None,
-            tune: None,
-            grpc_tls: None,
-            http_tls: None,
-            http_trust: None,
-            bearer_tokens: Vec::new(),
-        }
-    }
-}
 
 pub struct TestServer {
     pub grpc: SocketAddr,
@@ -132,9 +113,6 @@ impl TestServer {
         let mut config = Config::new(db_path.to_string_lossy(), fintoc_url);
         config.fintoc_secret_key = Secret::new(API_KEY);
         config.webhook_secrets = vec![Secret::new(SECRET)];
-        config.heartbeat_interval = opts.heartbeat;
-        config.watch_buffer = opts.watch_buffer;
-        config.max_body_bytes = opts.max_body_bytes;
         config.shutdown_grace = Duration::from_secs(5);
         config.clock = clock;
         config.grpc_tls = opts.grpc_tls.take();

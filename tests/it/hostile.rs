@@ -196,7 +196,7 @@ async fn oversized_and_overlong_requests_get_clear_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_that_never_read_hold_up_neither_the_intake_nor_other_watchers() {
     let server = TestServer::with(Options {
-        watch_buffer: 16,
+        tune: Some(Box::new(|c| c.watch_buffer = 16)),
         ..Options::default()
     })
     .await;

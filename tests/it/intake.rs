@@ -165,7 +165,7 @@ async fn bad_signatures_get_401_and_change_nothing() {
 async fn bodies_over_the_limit_get_413_and_exactly_the_limit_is_accepted() {
     let limit = 600;
     let server = TestServer::with(Options {
-        max_body_bytes: limit,
+        tune: Some(Box::new(move |c| c.max_body_bytes = limit)),
         ..Options::default()
     })
     .await;

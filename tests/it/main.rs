@@ -5,6 +5,7 @@ mod common;
 mod faults;
 mod hostile;
 mod intake;
+mod layers;
 mod process;
 mod refresh;
 mod sdk;

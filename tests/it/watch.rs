@@ -113,8 +113,9 @@ async fn resuming_with_after_sequence_gives_exactly_the_rest() {
 
 #[tokio::test]
 async fn idle_streams_get_heartbeats_that_are_safe_cursors() {
+    // The documented default heartbeat interval (5 s).
     let server = TestServer::with(Options {
-        heartbeat: Duration::from_secs(5),
+        tune: Some(Box::new(|c| c.heartbeat_interval = Duration::from_secs(5))),
         ..Options::default()
     })
     .await;
@@ -150,7 +151,7 @@ async fn idle_streams_get_heartbeats_that_are_safe_cursors() {
 async fn a_slow_watcher_neither_delays_others_nor_misses_anything() {
     // A tiny buffer, so the slow watcher overflows at once.
     let server = TestServer::with(Options {
-        watch_buffer: 4,
+        tune: Some(Box::new(|c| c.watch_buffer = 4)),
         ..Options::default()
     })
     .await;

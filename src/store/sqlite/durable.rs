@@ -37,7 +37,6 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel::sqlite::SqliteConnection;
 
-use super::writer::Committed;
 use crate::metrics::Metrics;
 use crate::store::{Publish, StoreError, StoreResult};
 
@@ -102,11 +101,20 @@ impl WalFile {
 /// Makes everything committed so far durable.
 pub(super) type SyncFn = Box<dyn Fn() -> std::io::Result<()> + Send>;
 
+/// A group the writer committed (or failed to commit), as the syncer sees it.
+pub(super) trait Group: Send {
+    /// Whether its commit succeeded: only those need the sync.
+    fn committed(&self) -> bool;
+    /// Publishes its results and answers its callers; called once it is durable (or its
+    /// commit failed).
+    fn finish(self, publish: &Publish, metrics: &Metrics);
+}
+
 /// The syncer thread's loop: until the writer hangs up, sync every group committed so far
 /// with one fsync, then publish and answer them in commit order. `sync` is `None` for a
 /// database without a file.
-pub(super) fn run(
-    rx: Receiver<Committed>,
+pub(super) fn run<G: Group>(
+    rx: Receiver<G>,
     sync: Option<SyncFn>,
     publish: Publish,
     metrics: Arc<Metrics>,
@@ -117,7 +125,7 @@ pub(super) fn run(
         while let Ok(more) = rx.try_recv() {
             groups.push(more);
         }
-        if groups.iter().any(|g| g.commit.is_ok())
+        if groups.iter().any(Group::committed)
             && let Some(sync) = sync.as_ref()
         {
             let started = Instant::now();

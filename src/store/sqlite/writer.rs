@@ -23,7 +23,7 @@ use diesel::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::InFlight;
-use super::durable::SyncFn;
+use super::durable::{Group, SyncFn};
 use crate::clock::{Clock, Millis};
 use crate::domain::ResultRow;
 use crate::metrics::Metrics;
@@ -228,18 +228,21 @@ impl Writer {
 }
 
 /// A group the writer committed (or failed to), on its way to the syncer.
-pub(super) struct Committed {
-    pub(super) commit: StoreResult<()>,
+struct Committed {
+    commit: StoreResult<()>,
     appended: Vec<Arc<ResultRow>>,
     finishers: Vec<Finisher>,
     repeatables: Vec<Box<dyn Repeatable>>,
     started: Instant,
 }
 
-impl Committed {
-    /// Called once the group is durable (or its commit failed): publishes its results and
-    /// answers every job in it.
-    pub(super) fn finish(self, publish: &Publish, metrics: &Metrics) {
+impl Group for Committed {
+    fn committed(&self) -> bool {
+        self.commit.is_ok()
+    }
+
+    /// Publishes the group's results and answers every job in it.
+    fn finish(self, publish: &Publish, metrics: &Metrics) {
         let jobs = self.finishers.len() + self.repeatables.len();
         metrics.commit_batch_size.observe(jobs as f64);
         metrics
