@@ -480,6 +480,10 @@ fn upstream(err: FintocError, doing: &str) -> AppError {
         FintocError::Malformed(why) => {
             AppError::Unavailable(format!("Fintoc's answer while {doing} could not be read: {why}; try again later"))
         }
+        FintocError::TypeMismatch { .. } => {
+            tracing::error!(error = %err, "Fintoc's answer does not match the request while {doing}");
+            AppError::Upstream(format!("{err}"))
+        }
     }
 }
 

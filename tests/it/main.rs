@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on port 0 with a fresh SQLite file, called over real
 //! gRPC and real HTTP.
 
+mod client;
 mod common;
 mod faults;
 mod hostile;
