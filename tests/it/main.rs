@@ -3,6 +3,7 @@
 
 mod client;
 mod common;
+mod delivery;
 mod faults;
 mod hostile;
 mod intake;
@@ -10,5 +11,6 @@ mod process;
 mod refresh;
 mod sdk;
 mod secrets;
+mod simulator;
 mod tls;
 mod watch;
