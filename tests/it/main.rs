@@ -8,6 +8,7 @@ mod faults;
 mod hostile;
 mod intake;
 mod process;
+mod reflection;
 mod refresh;
 mod sdk;
 mod secrets;
