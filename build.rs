@@ -1,5 +1,9 @@
 //! Compiles the wire contract with protox (a pure-Rust protobuf compiler), so a fresh machine
-//! needs nothing but cargo. The encoded descriptor set feeds gRPC server reflection.
+//! needs nothing but cargo. The encoded descriptor sets feed gRPC server reflection: ours,
+//! and Google's `google/rpc/{error_details,status}.proto` (googleapis' files, Apache-2.0,
+//! vendored unchanged under proto/google/rpc as tonic-types ships them; only described,
+//! never generated: tonic-types has their Rust types), so reflection clients can decode the
+//! ErrorInfo / RetryInfo details our errors carry.
 
 use std::{env, path::PathBuf};
 
@@ -10,6 +14,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         out.join("refresh_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
+    )?;
+    let details = protox::compile(
+        ["google/rpc/error_details.proto", "google/rpc/status.proto"],
+        ["proto"],
+    )?;
+    std::fs::write(
+        out.join("error_details_descriptor.bin"),
+        prost::Message::encode_to_vec(&details),
     )?;
     tonic_prost_build::configure()
         .build_server(true)

@@ -85,4 +85,9 @@ pub mod pb {
     /// The encoded descriptors, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("refresh_descriptor");
+
+    /// `google/rpc/error_details.proto` and `google/rpc/status.proto` with their imports,
+    /// for server reflection: the detail messages (ErrorInfo, RetryInfo …) our statuses carry.
+    pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("error_details_descriptor");
 }

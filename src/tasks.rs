@@ -26,9 +26,8 @@ const DEADLINE_TICK: Duration = Duration::from_secs(1);
 const RETENTION_TICK: Duration = Duration::from_secs(600);
 /// Rows per retention job: short enough that the intake barely notices it.
 const PRUNE_CHUNK: i64 = 2_000;
-/// Pages of `/v2/events` read per reconciliation at most (100 events each).
-const MAX_EVENT_PAGES: usize = 50;
-/// Time allowed for one reconciliation's calls to Fintoc.
+/// Time allowed for one reconciliation's calls to Fintoc. How far back it reads is set by
+/// time too: down to the oldest pending intent's creation.
 const RECONCILE_BUDGET: Duration = Duration::from_secs(60);
 
 /// Starts the background tasks; the returned future finishes once they stopped.
@@ -112,21 +111,9 @@ pub async fn keep_deadlines(app: &App) -> anyhow::Result<()> {
 /// many of them were new results.
 async fn reconcile(app: &App, since_ms: Millis) -> anyhow::Result<usize> {
     let deadline = Instant::now() + RECONCILE_BUDGET;
-    let mut cursor: Option<String> = None;
+    let mut pages = app.fintoc.events_since(since_ms - CLOCK_SLACK_MS, deadline);
     let mut found = 0;
-    for _ in 0..MAX_EVENT_PAGES {
-        let (events, next) = app.fintoc.list_events(cursor.as_deref(), deadline).await?;
-        let reached_older = events.iter().any(|e| {
-            e.created_at_ms
-                .is_some_and(|at| at < since_ms - CLOCK_SLACK_MS)
-        });
-        let fresh: Vec<_> = events
-            .into_iter()
-            .filter(|e| {
-                e.created_at_ms
-                    .is_none_or(|at| at >= since_ms - CLOCK_SLACK_MS)
-            })
-            .collect();
+    while let Some(fresh) = pages.next_page().await? {
         let bodies = fresh.into_iter().map(|e| Bytes::from(e.raw)).collect();
         let now = app.config.clock.now_ms();
         let outcomes = app.store.ingest_reconciled(bodies, now).await?;
@@ -134,10 +121,6 @@ async fn reconcile(app: &App, since_ms: Millis) -> anyhow::Result<usize> {
             .iter()
             .filter(|o| matches!(o, IngestOutcome::Logged(_)))
             .count();
-        if reached_older || next.is_none() {
-            break;
-        }
-        cursor = next;
     }
     app.metrics.reconciled_events.inc_by(found as u64);
     Ok(found)

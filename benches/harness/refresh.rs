@@ -55,11 +55,15 @@ pub async fn run(mode: &Mode) -> Value {
             .unwrap();
         assert!(got.status().is_success());
         got.bytes().await.unwrap();
+        // As the service sends it: the documented query parameters, an empty body.
         let created = http
             .post(format!("{sim_url}/v1/refresh_intents"))
+            .query(&[
+                ("link_token", link.token.as_str()),
+                ("refresh_type", "only_last"),
+            ])
             .header("Authorization", API_KEY)
             .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&json!({"link_token": link.token, "refresh_type": "only_last"}))
             .send()
             .await
             .unwrap();

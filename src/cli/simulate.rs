@@ -48,10 +48,10 @@ pub struct SimulateArgs {
     /// Retries per delivery (Fintoc: 17).
     #[arg(long, default_value_t = 17)]
     pub max_retries: u32,
-    /// Deliver every event twice.
+    /// Deliver every event twice (the copies after the first round).
     #[arg(long)]
     pub duplicate: bool,
-    /// Deliver each refresh's events in reverse order.
+    /// Deliver each refresh's events one at a time, in reverse order.
     #[arg(long)]
     pub reorder: bool,
     /// Log format on stderr: text or json.

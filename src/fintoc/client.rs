@@ -8,6 +8,11 @@
 //! are branched on `error.code`, never on the HTTP status alone. Unknown fields are ignored,
 //! so new API versions do not break us.
 //!
+//! Only documented parameters are sent: the create call's `link_token` and `refresh_type`
+//! as query parameters with an empty body, `/v2/events` with nothing but its
+//! `starting_after` cursor. An answer that is not what was asked for (an intent of another
+//! type) is an error, not something to guess around.
+//!
 //! Secrets: the link token travels in URLs (Fintoc's API puts it there), so no error from
 //! this module carries a URL, and no request is logged with one.
 
@@ -20,6 +25,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 pub use super::error::FintocError;
+use crate::clock::Millis;
 use crate::config::Config;
 use crate::domain::RefreshType;
 use crate::metrics::{Metrics, UpstreamLabels};
@@ -55,6 +61,7 @@ pub struct Link {
     pub accounts: Option<Vec<Account>>,
 }
 
+/// An account, from a Link or from `GET /v1/accounts` (only what we use).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Account {
     pub id: String,
@@ -86,8 +93,45 @@ pub struct RequiresMfa {
 #[derive(Debug, Clone)]
 pub struct ListedEvent {
     pub id: String,
-    pub created_at_ms: Option<crate::clock::Millis>,
+    pub created_at_ms: Option<Millis>,
     pub raw: String,
+}
+
+/// A walk down `GET /v2/events` (newest first) to a point in time; see
+/// [`Client::events_since`].
+pub struct EventsSince<'a> {
+    client: &'a Client,
+    since_ms: Millis,
+    deadline: Instant,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl EventsSince<'_> {
+    /// The next page's events created at or after `since_ms` (events whose `created_at`
+    /// cannot be read are kept: better read twice than lost), or `None` once the walk has
+    /// reached an older event or the end of the list.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ListedEvent>>, FintocError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (events, next) = self
+            .client
+            .list_events(self.cursor.as_deref(), self.deadline)
+            .await?;
+        let since = self.since_ms;
+        let reached_older = events
+            .iter()
+            .any(|e| e.created_at_ms.is_some_and(|at| at < since));
+        self.done = reached_older || next.is_none();
+        self.cursor = next;
+        Ok(Some(
+            events
+                .into_iter()
+                .filter(|e| e.created_at_ms.is_none_or(|at| at >= since))
+                .collect(),
+        ))
+    }
 }
 
 #[derive(Clone)]
@@ -124,13 +168,12 @@ impl Client {
         link_token: &Secret,
         deadline: Instant,
     ) -> Result<Link, FintocError> {
-        let path = format!("v1/links/{}", encode_segment(link_token.expose()));
+        let url = self.url(&format!("v1/links/{}", encode_segment(link_token.expose())))?;
         self.call(
             "get_link",
             Method::GET,
-            &path,
+            url,
             &[],
-            None,
             None,
             deadline,
             |body, _| decode(body),
@@ -138,8 +181,9 @@ impl Client {
         .await
     }
 
-    /// `POST /v1/refresh_intents`. The token goes in the JSON body (as Fintoc's SDKs send it),
-    /// not the query string, so it stays out of access logs along the way.
+    /// `POST /v1/refresh_intents?link_token=…&refresh_type=…` with an empty body, as
+    /// Fintoc documents it. An intent of another type than `refresh_type` is
+    /// [`FintocError::TypeMismatch`]; one whose answer has no `type` is taken as asked.
     pub async fn create_refresh_intent(
         &self,
         link_token: &Secret,
@@ -147,19 +191,30 @@ impl Client {
         idempotency_key: &str,
         deadline: Instant,
     ) -> Result<RefreshIntent, FintocError> {
-        let body = serde_json::json!({
-            "link_token": link_token.expose(),
-            "refresh_type": refresh_type.as_str(),
-        });
+        let query = [
+            ("link_token", link_token.expose().to_owned()),
+            ("refresh_type", refresh_type.as_str().to_owned()),
+        ];
         self.call(
             "create_refresh_intent",
             Method::POST,
-            "v1/refresh_intents",
-            &[],
-            Some(body),
+            self.url("v1/refresh_intents")?,
+            &query,
             Some(idempotency_key),
             deadline,
-            |body, _| decode(body),
+            |body, _| {
+                let intent: RefreshIntent = decode(body)?;
+                match intent.refresh_type.as_deref() {
+                    Some(answered) if answered != refresh_type.as_str() => {
+                        Err(FintocError::TypeMismatch {
+                            intent_id: intent.id,
+                            asked: refresh_type.as_str().to_owned(),
+                            answered: answered.to_owned(),
+                        })
+                    }
+                    _ => Ok(intent),
+                }
+            },
         )
         .await
     }
@@ -175,9 +230,8 @@ impl Client {
         self.call(
             "list_refresh_intents",
             Method::GET,
-            "v1/refresh_intents",
+            self.url("v1/refresh_intents")?,
             &query,
-            None,
             None,
             deadline,
             |body, _| decode(body),
@@ -185,28 +239,88 @@ impl Client {
         .await
     }
 
-    /// One page of `GET /v2/events` (most recent first) and the cursor of the next page, if
-    /// any, from the `Link` header.
+    /// `GET /v1/accounts?link_token=…`: every account of the Link, following the `Link:
+    /// rel="next"` header page after page (as Fintoc's SDKs do, verbatim: the next URL
+    /// carries the query). A next URL on another host than Fintoc's is refused, so the key
+    /// is never sent elsewhere.
+    pub async fn list_accounts(
+        &self,
+        link_token: &Secret,
+        deadline: Instant,
+    ) -> Result<Vec<Account>, FintocError> {
+        let mut accounts = Vec::new();
+        let mut url = self.url("v1/accounts")?;
+        let mut query = vec![("link_token", link_token.expose().to_owned())];
+        loop {
+            let (page, next) = self
+                .call(
+                    "list_accounts",
+                    Method::GET,
+                    url,
+                    &query,
+                    None,
+                    deadline,
+                    |body, headers| {
+                        let page: Vec<Account> = decode_list(body)?;
+                        Ok((page, next_url(headers)))
+                    },
+                )
+                .await?;
+            accounts.extend(page);
+            let Some(next) = next else {
+                return Ok(accounts);
+            };
+            if next.origin() != self.base.origin() {
+                return Err(FintocError::Malformed(
+                    "the accounts list points its next page at another host".into(),
+                ));
+            }
+            url = next;
+            query.clear();
+        }
+    }
+
+    /// One page of `GET /v2/events` (most recent first; the page size is Fintoc's) and the
+    /// `starting_after` cursor of the next page, if any, from the `Link` header.
     pub async fn list_events(
         &self,
         starting_after: Option<&str>,
         deadline: Instant,
     ) -> Result<(Vec<ListedEvent>, Option<String>), FintocError> {
-        let mut query = vec![("limit", "100".to_owned())];
-        if let Some(after) = starting_after {
-            query.push(("starting_after", after.to_owned()));
-        }
+        let query: Vec<_> = starting_after
+            .map(|after| ("starting_after", after.to_owned()))
+            .into_iter()
+            .collect();
         self.call(
             "list_events",
             Method::GET,
-            "v2/events",
+            self.url("v2/events")?,
             &query,
-            None,
             None,
             deadline,
             read_events_page,
         )
         .await
+    }
+
+    /// The events created at or after `since_ms`, page by page, newest first. Fintoc's list
+    /// takes no time filter, only cursors, so this walks back from the newest event and
+    /// stops at the first page that reaches an older one: how far it reads is bounded by
+    /// time, not by a page count. Every call shares `deadline`.
+    pub fn events_since(&self, since_ms: Millis, deadline: Instant) -> EventsSince<'_> {
+        EventsSince {
+            client: self,
+            since_ms,
+            deadline,
+            cursor: None,
+            done: false,
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, FintocError> {
+        self.base
+            .join(path)
+            .map_err(|_| FintocError::Malformed("invalid request path".into()))
     }
 
     /// Sends one request with retries and reads a 2xx with `parse`; an answer `parse` cannot
@@ -216,17 +330,12 @@ impl Client {
         &self,
         endpoint: &'static str,
         method: Method,
-        path: &str,
+        url: Url,
         query: &[(&str, String)],
-        json: Option<serde_json::Value>,
         idempotency_key: Option<&str>,
         deadline: Instant,
         parse: impl Fn(&[u8], &HeaderMap) -> Result<T, FintocError>,
     ) -> Result<T, FintocError> {
-        let url = self
-            .base
-            .join(path)
-            .map_err(|_| FintocError::Malformed("invalid request path".into()))?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -240,7 +349,6 @@ impl Client {
                     &method,
                     url.clone(),
                     query,
-                    json.as_ref(),
                     idempotency_key,
                     left.min(ATTEMPT_TIMEOUT),
                 )
@@ -276,7 +384,6 @@ impl Client {
         method: &Method,
         url: Url,
         query: &[(&str, String)],
-        json: Option<&serde_json::Value>,
         idempotency_key: Option<&str>,
         timeout: Duration,
     ) -> Result<(bytes::Bytes, HeaderMap), FintocError> {
@@ -294,9 +401,6 @@ impl Client {
             .query(query);
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
-        }
-        if let Some(body) = json {
-            request = request.json(body);
         }
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
@@ -333,10 +437,11 @@ fn read_events_page(
             raw: item.get().to_owned(),
         });
     }
-    let next = headers
-        .get(reqwest::header::LINK)
-        .and_then(|v| v.to_str().ok())
-        .and_then(next_cursor);
+    let next = next_url(headers).and_then(|url| {
+        url.query_pairs()
+            .find(|(k, _)| k == "starting_after")
+            .map(|(_, v)| v.into_owned())
+    });
     Ok((events, next))
 }
 
@@ -427,17 +532,15 @@ fn decode_list<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, FintocError> 
     }
 }
 
-/// The `starting_after` of the `rel="next"` URL in an RFC 8288 `Link` header.
-fn next_cursor(header: &str) -> Option<String> {
+/// The `rel="next"` URL of an RFC 8288 `Link` header.
+fn next_url(headers: &HeaderMap) -> Option<Url> {
+    let header = headers.get(reqwest::header::LINK)?.to_str().ok()?;
     header.split(',').find_map(|part| {
         let (url, params) = part.split_once(';')?;
         if !params.contains("rel=\"next\"") {
             return None;
         }
-        let url = Url::parse(url.trim().trim_start_matches('<').trim_end_matches('>')).ok()?;
-        url.query_pairs()
-            .find(|(k, _)| k == "starting_after")
-            .map(|(_, v)| v.into_owned())
+        Url::parse(url.trim().trim_start_matches('<').trim_end_matches('>')).ok()
     })
 }
 
@@ -486,10 +589,28 @@ mod tests {
 
     #[test]
     fn follows_the_link_header() {
-        let h = r#"<https://api.fintoc.com/v2/events?limit=100&starting_after=evt_9>; rel="next""#;
-        assert_eq!(next_cursor(h).as_deref(), Some("evt_9"));
-        let h = r#"<https://api.fintoc.com/v1/links?page=1>; rel="first", <https://api.fintoc.com/v1/links?page=2>; rel="last""#;
-        assert_eq!(next_cursor(h), None);
+        let link = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(reqwest::header::LINK, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        let h = link(r#"<https://api.fintoc.com/v2/events?starting_after=evt_9>; rel="next""#);
+        assert_eq!(
+            read_events_page(b"[]", &h).unwrap().1.as_deref(),
+            Some("evt_9")
+        );
+        let h = link(
+            r#"<https://api.fintoc.com/v1/links?page=1>; rel="first", <https://api.fintoc.com/v1/links?page=2>; rel="next""#,
+        );
+        assert_eq!(
+            next_url(&h).unwrap().as_str(),
+            "https://api.fintoc.com/v1/links?page=2"
+        );
+        let h = link(
+            r#"<https://api.fintoc.com/v1/links?page=1>; rel="first", <https://api.fintoc.com/v1/links?page=2>; rel="last""#,
+        );
+        assert_eq!(next_url(&h), None);
+        assert_eq!(read_events_page(b"[]", &h).unwrap().1, None);
     }
 
     #[test]

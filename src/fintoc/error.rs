@@ -20,6 +20,16 @@ pub enum FintocError {
     /// A 2xx whose body is not what the API documents (after retries).
     #[error("Fintoc's answer could not be read: {0}")]
     Malformed(String),
+    /// Fintoc created a refresh intent, but not of the type asked for. Not retried: the
+    /// same idempotency key would replay the same answer. The intent exists at Fintoc.
+    #[error(
+        "Fintoc created refresh intent {intent_id} of type {answered} although {asked} was asked for"
+    )]
+    TypeMismatch {
+        intent_id: String,
+        asked: String,
+        answered: String,
+    },
 }
 
 impl FintocError {
@@ -38,6 +48,7 @@ impl FintocError {
                 (*status == 429 && code != "rate_limit_exceeded") || *status >= 500
             }
             FintocError::Unreachable(_) | FintocError::Malformed(_) => true,
+            FintocError::TypeMismatch { .. } => false,
         }
     }
 
@@ -49,6 +60,7 @@ impl FintocError {
             FintocError::Unreachable(m) if m.contains("time") => "timeout",
             FintocError::Unreachable(_) => "unreachable",
             FintocError::Malformed(_) => "malformed",
+            FintocError::TypeMismatch { .. } => "type_mismatch",
         }
     }
 
@@ -95,6 +107,10 @@ impl FintocError {
         FintocError::Unreachable(why) => AppError::Unavailable(format!("Fintoc is unavailable while {doing}: {why}")),
         FintocError::Malformed(why) => {
             AppError::Unavailable(format!("Fintoc's answer while {doing} could not be read: {why}; try again later"))
+        }
+        FintocError::TypeMismatch { .. } => {
+            tracing::error!(error = %self, "Fintoc's answer does not match the request while {doing}");
+            AppError::Upstream(format!("{self}"))
         }
     }
     }

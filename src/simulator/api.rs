@@ -1,17 +1,20 @@
-//! The simulator's HTTP API: Fintoc's endpoints as documented in `shared/fintoc-api.md`,
-//! behind an auth + fault-injection layer, always answering errors with Fintoc's envelope.
+//! The simulator's HTTP API: Fintoc's endpoints as Fintoc documents them, always answering
+//! errors with Fintoc's envelope, behind three layers, outermost first: authentication and
+//! the request log (a request that fails authentication is not recorded anywhere), the
+//! `Idempotency-Key` store (replays a POST's first answer), and fault injection (so an
+//! injected fault is the answer the key stores, as a real failure at Fintoc would be).
 
 // Handlers return a ready `Response` as their error: it is the HTTP answer itself, built
 // once per failed request; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SimConfig;
 use super::deliver::{Deliverer, Delivery};
-use super::state::{Endpoint, Fault, Intent, Link, State as Model, new_id};
+use super::state::{Endpoint, Fault, Intent, Link, State as Model, StoredAnswer, new_id};
 use crate::clock::format_rfc3339_ms;
 use crate::domain::RefreshType;
 
@@ -90,16 +93,54 @@ pub fn router(shared: Shared) -> Router {
                 "Unrecognized request URL",
             )
         })
+        // The last layer added runs first.
+        .layer(middleware::from_fn_with_state(shared.clone(), faults))
+        .layer(middleware::from_fn_with_state(shared.clone(), idempotency))
         .layer(middleware::from_fn_with_state(shared.clone(), guard))
         .with_state(shared)
 }
 
 /// Fintoc's error envelope.
 fn error(status: u16, kind: &str, code: &str, message: &str) -> Response {
+    error_about(status, kind, code, message, None)
+}
+
+/// Fintoc's error envelope naming the offending parameter.
+fn error_about(
+    status: u16,
+    kind: &str,
+    code: &str,
+    message: &str,
+    param: Option<&str>,
+) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"error": {"type": kind, "code": code, "message": message, "param": null,
+    let body = json!({"error": {"type": kind, "code": code, "message": message, "param": param,
         "doc_url": "https://docs.fintoc.com/reference/errors"}});
     (status, axum::Json(body)).into_response()
+}
+
+/// The first parameter (in name order) that is not among `documented`, refused the way
+/// Fintoc refuses a bad parameter. Fintoc's answer to an unknown parameter is undocumented;
+/// the simulator is strict on purpose, so a client leaving the documented API fails in tests.
+fn undocumented<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    documented: &[&str],
+) -> Result<(), Response> {
+    let mut unknown: Vec<&String> = names
+        .into_iter()
+        .filter(|n| !documented.contains(&n.as_str()))
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some(name) => Err(error_about(
+            400,
+            "invalid_request_error",
+            "unrecognized_parameter",
+            &format!("Unrecognized param: {name}"),
+            Some(name),
+        )),
+    }
 }
 
 fn ok(status: u16, body: Value) -> Response {
@@ -110,7 +151,7 @@ fn ok(status: u16, body: Value) -> Response {
         .into_response()
 }
 
-/// Authentication, the request log and injected faults, before any endpoint.
+/// Authentication and the request log, before anything else.
 async fn guard(State(s): State<Shared>, request: Request, next: Next) -> Response {
     let authorized = request
         .headers()
@@ -125,11 +166,125 @@ async fn guard(State(s): State<Shared>, request: Request, next: Next) -> Respons
             "Invalid API Key provided",
         );
     }
-    let fault = {
-        let mut model = s.model();
-        model.record_request(request.method().as_str(), request.uri().path());
-        model.next_fault()
+    s.model()
+        .record_request(request.method().as_str(), request.uri().path());
+    next.run(request).await
+}
+
+/// Largest request body the simulator reads (its endpoints take a few small fields).
+const MAX_BODY: usize = 1 << 20;
+
+/// Fintoc's limit on an `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// `Idempotency-Key` on a POST: the first answer for the key (whatever it was: a success,
+/// a refusal, an injected fault) is stored and replayed byte for byte to every repeat with
+/// the same parameters for 24 hours; a repeat with other parameters is refused (and that
+/// refusal is not stored). Two first requests racing with one key both run; the first to
+/// finish is what the key keeps (Fintoc documents nothing for that case).
+async fn idempotency(State(s): State<Shared>, request: Request, next: Next) -> Response {
+    let key = request
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_owned));
+    let key = match key {
+        Some(Ok(key)) if request.method() == Method::POST => key,
+        Some(Err(_)) if request.method() == Method::POST => String::new(),
+        _ => return next.run(request).await,
     };
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return error_about(
+            400,
+            "invalid_request_error",
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible characters",
+            None,
+        );
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return error(
+            400,
+            "invalid_request_error",
+            "invalid_body",
+            "The request body could not be read",
+        );
+    };
+    let fingerprint = fingerprint(&parts.method, &parts.uri, &body);
+    let now = s.config.clock.now_ms();
+    let stored = s.model().recall(&key, now);
+    if let Some(stored) = stored {
+        if stored.fingerprint != fingerprint {
+            return error(
+                400,
+                "invalid_request_error",
+                "idempotency_key_reused",
+                "Keys for idempotent requests can only be used with the same parameters they were first used with",
+            );
+        }
+        return replay(&stored);
+    }
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let answer = StoredAnswer {
+        fingerprint,
+        status: parts.status.as_u16(),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        body: body.clone(),
+        at_ms: now,
+    };
+    s.model().remember(key, answer);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// A stored answer, as first given.
+fn replay(stored: &StoredAnswer) -> Response {
+    let mut response = Response::new(Body::from(stored.body.clone()));
+    *response.status_mut() =
+        StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(v) = stored
+        .content_type
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        response.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    response
+}
+
+/// What makes two requests "the same" for an idempotency key: method, path, and the
+/// parameters wherever they travel (query or JSON body: the create call accepts both).
+fn fingerprint(method: &Method, uri: &axum::http::Uri, body: &[u8]) -> String {
+    let mut params: BTreeMap<String, String> = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map(|Query(pairs)| pairs.into_iter().collect())
+        .unwrap_or_default();
+    if !body.is_empty() {
+        match serde_json::from_slice::<serde_json::Map<String, Value>>(body) {
+            Ok(fields) => params.extend(fields.into_iter().map(|(k, v)| {
+                let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                (k, v)
+            })),
+            Err(_) => {
+                params.insert(String::new(), String::from_utf8_lossy(body).into_owned());
+            }
+        }
+    }
+    let params = serde_json::to_string(&params).unwrap_or_default();
+    format!("{method} {}\n{params}", uri.path())
+}
+
+/// Injected faults, inside the idempotency layer so a POST's fault is what its key stores.
+async fn faults(State(s): State<Shared>, request: Request, next: Next) -> Response {
+    let fault = s
+        .model()
+        .next_fault(request.method().as_str(), request.uri().path());
     match fault {
         None => next.run(request).await,
         Some(Fault::Slow(wait)) => {
@@ -175,13 +330,9 @@ fn no_link() -> Response {
     )
 }
 
-/// `POST /v1/refresh_intents`: `link_token` and `refresh_type` from the query or a JSON body.
-async fn create_intent(
-    State(s): State<Shared>,
-    Query(query): Params,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// `POST /v1/refresh_intents`: `link_token` and `refresh_type`, documented as query
+/// parameters; Fintoc's SDKs send them as a JSON body, which Fintoc accepts too. Nothing else.
+async fn create_intent(State(s): State<Shared>, Query(query): Params, body: Bytes) -> Response {
     let body: HashMap<String, Value> = if body.is_empty() {
         HashMap::new()
     } else {
@@ -197,6 +348,9 @@ async fn create_intent(
             }
         }
     };
+    if let Err(refused) = undocumented(query.keys().chain(body.keys()), &CREATE_PARAMS) {
+        return refused;
+    }
     let param = |name: &str| {
         query
             .get(name)
@@ -213,38 +367,9 @@ async fn create_intent(
         );
     };
     let kind = param("refresh_type").unwrap_or_else(|| "only_last".into());
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let fingerprint = format!("{token}\n{kind}");
     let now = s.config.clock.now_ms();
-    let (status, answer, intent) = {
-        let mut model = s.model();
-        if let Some(key) = &key
-            && let Some((seen, status, body)) = model.idempotency.get(key)
-        {
-            {
-                if *seen != fingerprint {
-                    return error(
-                        400,
-                        "invalid_request_error",
-                        "idempotency_key_reused",
-                        "Keys for idempotent requests can only be used with the same parameters they were first used with",
-                    );
-                }
-                return ok(*status, body.clone());
-            }
-        }
-        let (status, answer, intent) =
-            decide(&mut model, &token, &kind, now, s.config.cooldown_status);
-        if let Some(key) = key {
-            model
-                .idempotency
-                .insert(key, (fingerprint, status, answer.clone()));
-        }
-        (status, answer, intent)
-    };
+    let (status, answer, intent) =
+        decide(&mut s.model(), &token, &kind, now, s.config.cooldown_status);
     if let Some(intent) = intent {
         let run = run_refresh(s.clone(), intent);
         if s.config.deliver_before_response {
@@ -255,6 +380,9 @@ async fn create_intent(
     }
     ok(status, answer)
 }
+
+/// The create call's documented parameters.
+const CREATE_PARAMS: [&str; 2] = ["link_token", "refresh_type"];
 
 /// The create call's answer, and the intent to run if one was created.
 fn decide(
@@ -324,14 +452,27 @@ async fn run_refresh(s: Shared, intent: Intent) {
         );
         (events, targets)
     };
-    let copies = if s.config.duplicate { 2 } else { 1 };
-    let mut pending = Vec::new();
+    // Every (event, target) pair, in the order the events were produced (reversed by
+    // `reorder`, which also stored them that way).
+    let mut round = Vec::new();
     for event in events.into_iter().filter(|e| e.deliver) {
         for (url, secret, wanted) in &targets {
-            if !wanted.iter().any(|w| w == "*" || *w == event.event_type) {
-                continue;
+            if wanted.iter().any(|w| w == "*" || *w == event.event_type) {
+                round.push((event.clone(), url.clone(), secret.clone()));
             }
-            for _ in 0..copies {
+        }
+    }
+    let rounds = if s.config.duplicate { 2 } else { 1 };
+    for _ in 0..rounds {
+        if s.config.reorder {
+            // One after another, so the receiver sees exactly this order.
+            for (event, url, secret) in &round {
+                s.deliverer
+                    .deliver(&event.id, url, secret, &event.body)
+                    .await;
+            }
+        } else {
+            let all = round.iter().map(|(event, url, secret)| {
                 let (d, id, url, secret, body) = (
                     s.deliverer.clone(),
                     event.id.clone(),
@@ -339,15 +480,11 @@ async fn run_refresh(s: Shared, intent: Intent) {
                     secret.clone(),
                     event.body.clone(),
                 );
-                pending.push(tokio::spawn(async move {
-                    d.deliver(&id, &url, &secret, &body).await
-                }));
+                tokio::spawn(async move { d.deliver(&id, &url, &secret, &body).await })
+            });
+            for delivery in all.collect::<Vec<_>>() {
+                let _ = delivery.await;
             }
-        }
-    }
-    if s.config.deliver_before_response {
-        for p in pending {
-            let _ = p.await;
         }
     }
 }
@@ -554,41 +691,73 @@ async fn list_movements(
     page(&s, &format!("/v1/accounts/{id}/movements"), &q, items)
 }
 
+/// Events per `/v2/events` page. Fintoc documents no page size (nor a parameter to set
+/// one); this is its v1 lists' default.
+const EVENTS_PAGE: usize = 30;
+
+/// `GET /v2/events`: newest first, cursor pagination. `starting_after=<id>` gives the page
+/// of older events right after that one; `ending_before=<id>` the page of newer events
+/// right before it (still newest first). Only those two are documented, and not together.
+/// `Link: <…>; rel="next"` carries just the cursor to keep going the same way.
 async fn list_events(State(s): State<Shared>, Query(q): Params) -> Response {
-    let limit = q
-        .get("limit")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30usize)
-        .clamp(1, 100);
+    if let Err(refused) = undocumented(q.keys(), &["starting_after", "ending_before"]) {
+        return refused;
+    }
+    let bad_cursor = |name: &str| {
+        error_about(
+            400,
+            "invalid_request_error",
+            "invalid_cursor",
+            &format!("Unknown {name}"),
+            Some(name),
+        )
+    };
     let (items, next, base) = {
         let model = s.model();
         let newest_first: Vec<_> = model.events.iter().rev().collect();
-        let start = match q.get("starting_after") {
-            Some(after) => match newest_first.iter().position(|e| e.id == *after) {
-                Some(i) => i + 1,
-                None => {
-                    return error(
-                        400,
-                        "invalid_request_error",
-                        "invalid_cursor",
-                        "Unknown starting_after",
-                    );
-                }
-            },
-            None => 0,
+        let position = |id: &str| newest_first.iter().position(|e| e.id == id);
+        let len = newest_first.len();
+        let (range, next) = match (q.get("starting_after"), q.get("ending_before")) {
+            (Some(_), Some(_)) => {
+                return error_about(
+                    400,
+                    "invalid_request_error",
+                    "invalid_parameter",
+                    "starting_after and ending_before cannot be used together",
+                    Some("ending_before"),
+                );
+            }
+            (None, Some(before)) => {
+                let Some(end) = position(before) else {
+                    return bad_cursor("ending_before");
+                };
+                let start = end.saturating_sub(EVENTS_PAGE);
+                let next = (start > 0).then(|| ("ending_before", newest_first[start].id.clone()));
+                (start..end, next)
+            }
+            (after, None) => {
+                let start = match after {
+                    None => 0,
+                    Some(after) => match position(after) {
+                        Some(i) => i + 1,
+                        None => return bad_cursor("starting_after"),
+                    },
+                };
+                let end = (start + EVENTS_PAGE).min(len);
+                let next =
+                    (end < len).then(|| ("starting_after", newest_first[end - 1].id.clone()));
+                (start..end, next)
+            }
         };
-        let items: Vec<Value> = newest_first[start..]
+        let items: Vec<Value> = newest_first[range]
             .iter()
-            .take(limit)
             .filter_map(|e| serde_json::from_str(&e.body).ok())
             .collect();
-        let next = (start + limit < newest_first.len())
-            .then(|| newest_first[start + limit - 1].id.clone());
         (items, next, model.base_url.clone())
     };
     let mut response = ok(200, Value::Array(items));
-    if let Some(after) = next {
-        let link = format!("<{base}/v2/events?limit={limit}&starting_after={after}>; rel=\"next\"");
+    if let Some((cursor, id)) = next {
+        let link = format!("<{base}/v2/events?{cursor}={id}>; rel=\"next\"");
         if let Ok(v) = HeaderValue::from_str(&link) {
             response.headers_mut().insert(header::LINK, v);
         }

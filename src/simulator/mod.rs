@@ -1,14 +1,19 @@
 //! A Fintoc look-alike: a real HTTP server speaking the parts of Fintoc's API this service
-//! uses (see `shared/fintoc-api.md`), that delivers **signed** account events to webhook URLs
+//! uses, as Fintoc documents them, that delivers **signed** account events to webhook URLs
 //! the way Fintoc does (retries on non-2xx with exponential backoff, optional duplicates and
 //! reordering). `serve --simulate` embeds it on its own port; `fintoc-refresh simulate` runs
 //! it alone for other teams' integration tests; the end-to-end tests drive it directly.
 //!
 //! What it enforces like Fintoc: the raw secret key in `Authorization`; JSON error envelopes
 //! with Fintoc's codes; one refresh in progress per Link; 5 / 60 minute spacing after a
-//! succeeded only_last / historical refresh (none after a failed one); rejected credentials;
-//! MFA via `requires_mfa.widget_token`; `Idempotency-Key` replay on POST; Link-header
-//! pagination; `/v2/events`. Time for those rules comes from the injected clock.
+//! succeeded only_last / historical refresh (none after a failed one); rejected credentials
+//! (reconnect, or wait an hour while unconfirmed); MFA via `requires_mfa.widget_token`;
+//! `Idempotency-Key` on POST: the first answer, errors and injected faults included, replayed
+//! for 24 hours, another request under the same key refused; Link-header pagination;
+//! `/v2/events` with its `starting_after` / `ending_before` cursors. Endpoints whose
+//! parameters Fintoc documents (create, events) refuse any other parameter, so a client that
+//! drifts off the documented API fails here rather than in production. Time for those rules
+//! comes from the injected clock.
 //!
 //! Layout: `state.rs` the model and its rules, `api.rs` the HTTP endpoints, `deliver.rs`
 //! webhook delivery.
@@ -45,9 +50,11 @@ pub struct SimConfig {
     pub retry_base: Duration,
     /// Retries per delivery after the first attempt (Fintoc: 17).
     pub max_retries: u32,
-    /// Deliver every event twice.
+    /// Deliver every event twice: the second copies once the first round is over, as Fintoc
+    /// redelivers an event it believes failed.
     pub duplicate: bool,
-    /// Deliver each refresh's events in reverse order.
+    /// Deliver each refresh's events one after another, newest first (the reverse of the
+    /// order they were produced in), instead of all at once.
     pub reorder: bool,
     /// Produce and deliver the events before answering the create call.
     pub deliver_before_response: bool,
@@ -168,12 +175,23 @@ impl Simulator {
             .collect()
     }
 
-    /// Makes the next `count` API requests fail with `fault`.
+    /// Makes the next `count` API requests fail with `fault`. A faulted POST with an
+    /// `Idempotency-Key` keeps that fault as the key's answer: a retry with the same key
+    /// gets it again (without using up another fault), as it would from Fintoc.
     pub fn inject(&self, fault: Fault, count: usize) {
         self.state
             .lock()
             .expect("simulator state")
-            .inject(fault, count);
+            .inject(None, fault, count);
+    }
+
+    /// Makes the next `count` requests to `method` `path` (exact path, no query; e.g.
+    /// `"POST", "/v1/refresh_intents"`) fail with `fault`; other requests are untouched.
+    pub fn inject_on(&self, method: &str, path: &str, fault: Fault, count: usize) {
+        self.state
+            .lock()
+            .expect("simulator state")
+            .inject(Some((method, path)), fault, count);
     }
 
     /// How many API requests matched `method` and `path` (exact path, no query).

@@ -5,6 +5,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use rand::RngExt;
 use serde_json::{Value, json};
 
@@ -20,15 +22,21 @@ pub enum Outcome {
     Succeed { new_movements: u32 },
     /// `account.refresh_intent.failed`.
     Fail { public_error: String },
-    /// `account.refresh_intent.rejected`: the Link's credentials become invalid.
+    /// `account.refresh_intent.rejected`, and Fintoc confirms the credentials are invalid:
+    /// new refreshes are refused until the Link is reconnected.
     Reject,
+    /// `account.refresh_intent.rejected` as the bank reported it, not yet confirmed by
+    /// Fintoc: new refreshes are refused for an hour (so the user's bank login does not get
+    /// locked), then allowed again.
+    RejectUnconfirmed,
     /// No event at all (the bank never answers).
     Silent,
     /// The event exists (listed by `/v2/events`) but its webhook is never delivered.
     Dropped,
 }
 
-/// A failure to inject into the next API requests.
+/// A failure to inject into the next API requests. Injected into a POST that carries an
+/// `Idempotency-Key`, it becomes that key's stored answer, like any answer Fintoc gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Answer with this status and Fintoc's error envelope.
@@ -37,6 +45,32 @@ pub enum Fault {
     Malformed,
     /// Wait this long before answering normally.
     Slow(Duration),
+}
+
+/// Why a Link's refreshes are refused after a rejected one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Fintoc confirmed the credentials are invalid: reconnect the Link.
+    Confirmed,
+    /// The bank said so at this instant; refused until an hour later.
+    Unconfirmed { at_ms: Millis },
+}
+
+/// How long a Link is refused after an unconfirmed rejection.
+pub const UNCONFIRMED_REJECTION_WAIT_MS: Millis = 3_600_000;
+
+/// How long an `Idempotency-Key`'s answer is kept (Fintoc may purge keys from 24 h on).
+pub const IDEMPOTENCY_TTL_MS: Millis = 24 * 3_600_000;
+
+/// The first answer given to a POST with an `Idempotency-Key`, replayed as is.
+#[derive(Debug, Clone)]
+pub struct StoredAnswer {
+    /// The request's method, path and parameters, to refuse a reuse with other ones.
+    pub fingerprint: String,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    pub at_ms: Millis,
 }
 
 #[derive(Debug)]
@@ -53,7 +87,7 @@ pub struct Link {
     pub token: String,
     pub accounts: Vec<Account>,
     pub mfa: bool,
-    pub rejected: bool,
+    pub rejection: Option<Rejection>,
     pub in_progress: Option<String>,
     /// When the last succeeded refresh of each type completed.
     pub last_success: HashMap<&'static str, Millis>,
@@ -131,9 +165,10 @@ pub struct State {
     pub events: Vec<Event>,
     pub movements: HashMap<String, Vec<Value>>,
     pub endpoints: Vec<Endpoint>,
-    /// Idempotency-Key → (request fingerprint, status, body).
-    pub idempotency: HashMap<String, (String, u16, Value)>,
-    faults: VecDeque<Fault>,
+    /// Idempotency-Key → its first answer.
+    idempotency: HashMap<String, StoredAnswer>,
+    /// Faults in injection order, each for any request or for one (method, path).
+    faults: VecDeque<(Option<(String, String)>, Fault)>,
     requests: Vec<(String, String)>,
 }
 
@@ -204,7 +239,7 @@ impl State {
             token,
             accounts,
             mfa: spec.mfa,
-            rejected: false,
+            rejection: None,
             in_progress: None,
             last_success: HashMap::new(),
             created_at_ms: 1_700_000_000_000,
@@ -222,16 +257,45 @@ impl State {
 
     pub fn reconnect(&mut self, link_id: &str) {
         if let Some(link) = self.link_mut(link_id) {
-            link.rejected = false;
+            link.rejection = None;
         }
     }
 
-    pub fn inject(&mut self, fault: Fault, count: usize) {
-        self.faults.extend(std::iter::repeat_n(fault, count));
+    /// Queues `count` faults for the next requests, or only for those matching `target`
+    /// (method, exact path).
+    pub fn inject(&mut self, target: Option<(&str, &str)>, fault: Fault, count: usize) {
+        let target = target.map(|(m, p)| (m.to_owned(), p.to_owned()));
+        self.faults
+            .extend(std::iter::repeat_n((target, fault), count));
     }
 
-    pub fn next_fault(&mut self) -> Option<Fault> {
-        self.faults.pop_front()
+    /// The oldest queued fault that applies to this request, removed from the queue.
+    pub fn next_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
+        let index = self.faults.iter().position(|(target, _)| {
+            target
+                .as_ref()
+                .is_none_or(|(m, p)| m.eq_ignore_ascii_case(method) && p == path)
+        })?;
+        self.faults.remove(index).map(|(_, fault)| fault)
+    }
+
+    /// The answer stored for `key`, unless it is 24 hours old (then it is forgotten).
+    pub fn recall(&mut self, key: &str, now_ms: Millis) -> Option<StoredAnswer> {
+        let stored = self.idempotency.get(key)?;
+        if now_ms - stored.at_ms >= IDEMPOTENCY_TTL_MS {
+            self.idempotency.remove(key);
+            return None;
+        }
+        Some(stored.clone())
+    }
+
+    /// Stores the first answer for `key` (a concurrent first request that finished earlier
+    /// keeps its place), and forgets keys past their 24 hours.
+    pub fn remember(&mut self, key: String, answer: StoredAnswer) {
+        let now = answer.at_ms;
+        self.idempotency
+            .retain(|_, a| now - a.at_ms < IDEMPOTENCY_TTL_MS);
+        self.idempotency.entry(key).or_insert(answer);
     }
 
     pub fn record_request(&mut self, method: &str, path: &str) {
@@ -257,13 +321,26 @@ impl State {
         now_ms: Millis,
         cooldown_status: u16,
     ) -> Option<(u16, &'static str, &'static str, String)> {
-        if link.rejected {
-            return Some((
-                400,
-                "link_error",
-                "rejected_refresh_intent",
-                "The institution indicated that the credentials are invalid. You need to reconnect the account.".into(),
-            ));
+        match link.rejection {
+            Some(Rejection::Confirmed) => {
+                return Some((
+                    400,
+                    "link_error",
+                    "rejected_refresh_intent",
+                    "The institution indicated that the credentials are invalid. You need to reconnect the account.".into(),
+                ));
+            }
+            Some(Rejection::Unconfirmed { at_ms })
+                if now_ms < at_ms + UNCONFIRMED_REJECTION_WAIT_MS =>
+            {
+                return Some((
+                    400,
+                    "link_error",
+                    "rejected_refresh_intent",
+                    "The institution indicated that the credentials are invalid. You have to wait at least an hour to avoid locking your credentials".into(),
+                ));
+            }
+            Some(Rejection::Unconfirmed { .. }) | None => {}
         }
         if link.in_progress.is_some() {
             return Some((
@@ -332,7 +409,7 @@ impl State {
             .find(|l| l.id == intent.link_id)
             .expect("intent's link");
         let mut events = Vec::new();
-        let (mut all_ok, mut rejected) = (true, false);
+        let (mut all_ok, mut rejected) = (true, None);
         let mut new_movements = Vec::new();
         for account in &link.accounts {
             let (kind, status, movements, public_error) = match &account.outcome {
@@ -340,7 +417,7 @@ impl State {
                     ("succeeded", "succeeded", *new_movements, Value::Null)
                 }
                 Outcome::Fail { public_error } => ("failed", "failed", 0, json!(public_error)),
-                Outcome::Reject => (
+                Outcome::Reject | Outcome::RejectUnconfirmed => (
                     "rejected",
                     "rejected",
                     0,
@@ -353,7 +430,14 @@ impl State {
                 Outcome::Dropped => ("succeeded", "succeeded", 1, Value::Null),
             };
             all_ok &= status == "succeeded";
-            rejected |= status == "rejected";
+            // A confirmed rejection outweighs an unconfirmed one.
+            rejected = match (&account.outcome, rejected) {
+                (Outcome::Reject, _) => Some(Rejection::Confirmed),
+                (Outcome::RejectUnconfirmed, None) => {
+                    Some(Rejection::Unconfirmed { at_ms: now_ms })
+                }
+                (_, kept) => kept,
+            };
             if movements > 0 {
                 new_movements.push((account.id.clone(), movements));
             }
@@ -383,8 +467,10 @@ impl State {
             });
         }
         link.in_progress = None;
-        link.rejected |= rejected;
-        let status = if rejected {
+        if rejected.is_some() {
+            link.rejection = rejected;
+        }
+        let status = if rejected.is_some() {
             "rejected"
         } else if all_ok {
             link.last_success
@@ -503,6 +589,81 @@ mod tests {
         s.reconnect(&info.link_id);
         let link = s.link_by_token(&info.token).unwrap();
         assert!(s.refusal(link, RefreshType::OnlyLast, t, 400).is_none());
+    }
+
+    #[test]
+    fn an_unconfirmed_rejection_refuses_for_an_hour_then_allows() {
+        let (mut s, info) = state_with(vec![Outcome::RejectUnconfirmed, Outcome::Reject]);
+        let t = 1_800_000_000_000;
+        let intent = s.create_intent(&info.token, RefreshType::OnlyLast, t);
+        s.run_intent(&intent.id, t, false);
+        let link = s.link_by_token(&info.token).unwrap();
+        let refusal = s.refusal(link, RefreshType::OnlyLast, t, 400).unwrap();
+        assert!(
+            refusal.3.contains("reconnect"),
+            "confirmed wins: {refusal:?}"
+        );
+
+        let (mut s, info) = state_with(vec![Outcome::RejectUnconfirmed]);
+        let intent = s.create_intent(&info.token, RefreshType::OnlyLast, t);
+        s.run_intent(&intent.id, t, false);
+        assert_eq!(s.intents[0].status, "rejected");
+        let link = s.link_by_token(&info.token).unwrap();
+        let hour = UNCONFIRMED_REJECTION_WAIT_MS;
+        let (status, kind, code, message) = s
+            .refusal(link, RefreshType::OnlyLast, t + hour - 1, 400)
+            .unwrap();
+        assert_eq!(
+            (status, kind, code),
+            (400, "link_error", "rejected_refresh_intent")
+        );
+        assert_eq!(
+            message,
+            "The institution indicated that the credentials are invalid. You have to wait at least an hour to avoid locking your credentials"
+        );
+        assert!(
+            s.refusal(link, RefreshType::OnlyLast, t + hour, 400)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn targeted_faults_wait_for_their_request_and_keep_their_order() {
+        let mut s = State::new("sk_test_x", "http://sim");
+        s.inject(Some(("POST", "/v1/refresh_intents")), Fault::Status(503), 2);
+        s.inject(None, Fault::Status(500), 1);
+        assert_eq!(s.next_fault("GET", "/v1/links/t"), Some(Fault::Status(500)));
+        assert_eq!(s.next_fault("GET", "/v1/links/t"), None);
+        assert_eq!(
+            s.next_fault("POST", "/v1/refresh_intents"),
+            Some(Fault::Status(503))
+        );
+        assert_eq!(
+            s.next_fault("post", "/v1/refresh_intents"),
+            Some(Fault::Status(503))
+        );
+        assert_eq!(s.next_fault("POST", "/v1/refresh_intents"), None);
+    }
+
+    #[test]
+    fn idempotency_answers_are_kept_first_come_for_24_hours() {
+        let mut s = State::new("sk_test_x", "http://sim");
+        let answer = |status: u16, at_ms| StoredAnswer {
+            fingerprint: "f".into(),
+            status,
+            content_type: None,
+            body: Bytes::new(),
+            at_ms,
+        };
+        s.remember("k".into(), answer(503, 0));
+        s.remember("k".into(), answer(201, 5));
+        assert_eq!(s.recall("k", IDEMPOTENCY_TTL_MS - 1).unwrap().status, 503);
+        assert!(s.recall("k", IDEMPOTENCY_TTL_MS).is_none());
+        s.remember("k".into(), answer(201, IDEMPOTENCY_TTL_MS));
+        assert_eq!(s.recall("k", IDEMPOTENCY_TTL_MS).unwrap().status, 201);
+        s.remember("old".into(), answer(400, 0));
+        s.remember("new".into(), answer(400, IDEMPOTENCY_TTL_MS));
+        assert_eq!(s.idempotency.len(), 2, "expired keys are purged on insert");
     }
 
     #[test]

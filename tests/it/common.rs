@@ -57,7 +57,6 @@ pub struct Options {
     pub bearer_tokens: Vec<String>,
 }
 
-
 pub struct TestServer {
     pub grpc: SocketAddr,
     pub http: SocketAddr,

@@ -1,14 +1,18 @@
 //! End-to-end tests: the real server on port 0 with a fresh SQLite file, called over real
 //! gRPC and real HTTP.
 
+mod client;
 mod common;
+mod delivery;
 mod faults;
 mod hostile;
 mod intake;
 mod layers;
 mod process;
+mod reflection;
 mod refresh;
 mod sdk;
 mod secrets;
+mod simulator;
 mod tls;
 mod watch;

@@ -1,9 +1,10 @@
 //! Cross-checks against Fintoc's official Python SDK (`tests/sdk/*.py`): it must accept the
-//! signatures we produce, and work against our simulator. `.ci/run` installs the SDK and sets
-//! FINTOC_SDK_PYTHON and REQUIRE_SDK=1, so in CI these cannot be skipped; elsewhere they use
-//! `.venv/bin/python` if it has the SDK, and say loudly when they skip.
+//! signatures we produce, and work against our simulator. They use FINTOC_SDK_PYTHON, else
+//! `.venv/bin/python`. Without the SDK they fail, saying how to install it: a cross-check
+//! that did not run must not look like one that passed. SKIP_SDK=1 skips them on purpose
+//! (they then print SKIPPED); `.ci/run` installs the SDK and never sets it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,26 +18,51 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
+/// How to get the SDK, in the words of the failure.
+const INSTALL: &str =
+    "python3 -m venv .venv && .venv/bin/pip install -r tests/sdk/requirements.txt";
+
+/// The Python to run the cross-checks with; panics (the test fails) when it lacks the SDK,
+/// unless SKIP_SDK=1.
 fn sdk_python() -> Option<PathBuf> {
     let candidate = std::env::var_os("FINTOC_SDK_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let works = Command::new(&candidate)
+    let skip = std::env::var("SKIP_SDK").is_ok_and(|v| v == "1");
+    match sdk_decision(&candidate, skip) {
+        Ok(found) => found,
+        Err(why) => panic!("{why}"),
+    }
+}
+
+/// Whether to run with `python` (Some), skip (None), or fail (Err: what to do about it).
+fn sdk_decision(python: &Path, skip: bool) -> Result<Option<PathBuf>, String> {
+    if skip {
+        eprintln!("SKIPPED: SKIP_SDK=1, the cross-check with Fintoc's official SDK did not run");
+        return Ok(None);
+    }
+    let works = Command::new(python)
         .args(["-c", "import fintoc.webhook"])
         .output()
         .is_ok_and(|o| o.status.success());
     if works {
-        return Some(candidate);
+        return Ok(Some(python.to_owned()));
     }
-    assert!(
-        std::env::var("REQUIRE_SDK").is_err(),
-        "REQUIRE_SDK is set but {} cannot import fintoc",
-        candidate.display()
-    );
-    eprintln!(
-        "SKIPPED: no Python with the fintoc SDK (pip install -r tests/sdk/requirements.txt into .venv)"
-    );
-    None
+    Err(format!(
+        "the cross-check with Fintoc's official Python SDK cannot run: {} cannot import fintoc. \
+         Install it with `{INSTALL}` (or point FINTOC_SDK_PYTHON at a Python that has it), \
+         or set SKIP_SDK=1 to skip these checks on purpose",
+        python.display()
+    ))
+}
+
+/// Proves a missing SDK is a failure that says what to do, and only SKIP_SDK skips.
+#[test]
+fn a_missing_sdk_fails_with_instructions_unless_skipped_on_purpose() {
+    let nowhere = Path::new("/nonexistent/python-without-fintoc");
+    let why = sdk_decision(nowhere, false).unwrap_err();
+    assert!(why.contains(INSTALL) && why.contains("SKIP_SDK=1"), "{why}");
+    assert_eq!(sdk_decision(nowhere, true), Ok(None));
 }
 
 fn script(name: &str) -> PathBuf {
