@@ -21,9 +21,9 @@ use fintoc_refresh::fintoc::signature::{SignatureError, TOLERANCE_SECS, sign, ve
 use fintoc_refresh::secret::Secret;
 use libfuzzer_sys::fuzz_target;
 
-/// fintoc-api.md §6.4 vector 2's secret.
+/// signature test vector 2 of docs/fintoc.md's secret.
 const CURRENT: &str = "whsec_sim_secret";
-/// fintoc-api.md §6.4 vector 1's secret, standing in for the one being rotated out.
+/// signature test vector 1 of docs/fintoc.md's secret, standing in for the one being rotated out.
 const PREVIOUS: &str = "whsec_test_secret";
 /// Never configured: a well-formed signature with it must count for nothing.
 const FOREIGN: &str = "whsec_not_ours";

@@ -167,12 +167,12 @@ pub fn verify(
 mod tests {
     use super::*;
 
-    /// fintoc-api.md §6.4 vector 2, computed with both official SDKs.
+    /// signature test vector 2 of docs/fintoc.md, computed with both official SDKs.
     const RI_BODY: &str = r#"{"id":"evt_sim0001","type":"account.refresh_intent.succeeded","mode":"test","created_at":"2025-01-01T00:00:05.000Z","data":{"object":"refresh_intent","refreshed_object":"account","refreshed_object_id":"acc_sim0001","status":"succeeded","public_error":null,"created_at":"2025-01-01T00:00:00.000Z","type":"only_last","new_movements":2},"object":"event"}"#;
     const RI_T: i64 = 1735689605;
     const RI_V1: &str = "a7f28de282fda58693b6c71f10af46b4d47d0b9ee1fdc4ddb36b2cbc3c5eaf9b";
 
-    /// fintoc-api.md §6.4 vector 1: the Node SDK's own spec payload, whitespace removed.
+    /// signature test vector 1 of docs/fintoc.md: the Node SDK's own spec payload, whitespace removed.
     const NODE_BODY: &str = include_str!("testdata/node_sdk_payment_intent.json");
     const NODE_T: i64 = 1743890251;
     const NODE_V1: &str = "11b98dd8f5500109246aa4d9875fad2e97d462560b012a5f50ff924411de0b0f";
