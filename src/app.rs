@@ -12,7 +12,7 @@ use crate::domain::ResultRow;
 use crate::fintoc::client::Client;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{Publish, Store};
+use crate::store::{Publish, Store, redacted};
 
 /// State shared by every handler.
 pub struct App {
@@ -42,7 +42,13 @@ impl App {
             publish,
         )
         .await
-        .with_context(|| format!("cannot open the database {:?}", config.database_url))?;
+        .with_context(|| {
+            // A PostgreSQL URL may carry a password: never print it.
+            format!(
+                "cannot open the database {:?}",
+                redacted(&config.database_url)
+            )
+        })?;
         hub.start_at(store.log_bounds().await?.newest);
         let fintoc = Client::new(&config, metrics.clone())?;
         Ok(Arc::new(App {

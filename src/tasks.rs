@@ -56,6 +56,11 @@ where
             _ = stop.cancelled() => return,
             _ = app.config.clock.tick(period) => {}
         }
+        // Several replicas share the work's subject (one database): only the one holding
+        // the leader lock does it, and another takes over when that one is gone.
+        if !app.store.leads() {
+            continue;
+        }
         if let Err(e) = work(app.clone()).await {
             tracing::warn!(error = %e, "background task failed; will retry");
         }
@@ -64,6 +69,13 @@ where
 
 /// Runs both deadline checks once (also called by tests through the clock).
 pub async fn keep_deadlines(app: &App) -> anyhow::Result<()> {
+    let settled = app.store.settle_abandoned_creates().await?;
+    if settled > 0 {
+        tracing::info!(
+            settled,
+            "logged events held for create calls that never returned"
+        );
+    }
     let now = app.config.clock.now_ms();
     let reconcile_after = millis(app.config.reconcile_after);
     let timeout = millis(app.config.refresh_timeout);

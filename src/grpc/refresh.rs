@@ -140,7 +140,7 @@ async fn run(
     if let Some(answer) = replay(app, &ask).await? {
         return Ok(answer);
     }
-    let _turn = app.store.link_turn(&ask.token_sha256).await;
+    let _turn = app.store.link_turn(&ask.token_sha256).await?;
     // A caller with the same key may have finished while we waited.
     if let Some(answer) = replay(app, &ask).await? {
         return Ok(answer);
@@ -176,7 +176,7 @@ async fn run(
         return Ok(answer);
     }
 
-    let create = app.store.begin_create(&link.id);
+    let create = app.store.begin_create(&link.id).await?;
     let fintoc_key = fintoc_idempotency_key(&ask);
     let (intent, joined) = match app
         .fintoc

@@ -1,6 +1,7 @@
-//! Turns per Link: RequestRefresh work for one link token runs one at a time, so concurrent
-//! callers make one upstream create call and the others join it. On SQLite the store belongs
-//! to one process, so an in-process lock per token (by its hash) is the whole answer.
+//! Turns per Link within one process: RequestRefresh work for one link token runs one at a
+//! time, so concurrent callers make one upstream create call and the others join it. On
+//! SQLite the store belongs to one process, so an in-process lock per token (by its hash) is
+//! the whole answer; PostgreSQL replicas take turns under an advisory lock instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ pub(super) struct LinkLocks {
 
 impl LinkLocks {
     /// Waits for this token's turn.
-    pub(super) async fn turn(&self, token_sha256: &str) -> LinkTurn {
+    pub(super) async fn turn(&self, token_sha256: &str) -> LocalTurn {
         let lock = self
             .locks
             .lock()
@@ -24,7 +25,7 @@ impl LinkLocks {
             .or_default()
             .clone();
         let guard = lock.clone().lock_owned().await;
-        LinkTurn {
+        LocalTurn {
             locks: self.locks.clone(),
             key: token_sha256.to_owned(),
             lock,
@@ -35,14 +36,14 @@ impl LinkLocks {
 
 /// One link token's turn; the next caller's begins when it is dropped. The lock itself is
 /// forgotten when nobody else wants it, so the map holds only tokens in use.
-pub struct LinkTurn {
+pub struct LocalTurn {
     locks: Locks,
     key: String,
     lock: Arc<tokio::sync::Mutex<()>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl Drop for LinkTurn {
+impl Drop for LocalTurn {
     fn drop(&mut self) {
         self.guard.take();
         let mut locks = self.locks.lock().expect("link locks");

@@ -1,7 +1,8 @@
 //! Storage behind one seam. Everything above talks to [`Store`], in intentions — "ingest this
 //! webhook", "register this intent", "results of this target after this cursor" — and never
 //! sees diesel, a connection, or the marks of create calls in flight. A backend lives in its
-//! own folder behind the `Backend` enum: SQLite (`sqlite/`) today.
+//! own folder behind the `Backend` enum: SQLite (`sqlite/`, one process, the default) and
+//! PostgreSQL (`postgres/`, any number of replicas acting as one), chosen by the URL.
 //!
 //! Two promises every backend keeps:
 //! - **Durable before answered.** A write resolves only once the commit holding it is
@@ -12,6 +13,8 @@
 //!   can never revert after a crash.
 
 mod claim;
+pub mod plan;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use crate::error::AppError;
 use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
 
-pub use claim::LinkTurn;
+pub use postgres::{is_postgres_url, redacted};
 
 /// Where committed log entries go once durable (the hub, wired in `app.rs`): called from the
 /// storage thread, in sequence order, and must not block.
@@ -42,6 +45,10 @@ pub enum StoreError {
     /// The database belongs to another process (or another store in this one).
     #[error("{0}")]
     Locked(String),
+    /// The database cannot be reached now (PostgreSQL down, restarting, or cut off); the
+    /// same call may work again in a moment.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
     #[error("migration failed: {0}")]
     Migration(String),
     /// A value read back is not one this service writes (a closed set, a vanished row).
@@ -71,8 +78,39 @@ impl From<crate::domain::status::UnknownValue> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (rather than refused the work): the
+    /// caller may retry, and the service is not ready meanwhile.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StoreError::Unavailable(_) | StoreError::Connection(_) => true,
+            StoreError::Database(Error::BrokenTransactionManager) => true,
+            StoreError::Database(Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection
+                ) || {
+                    // PostgreSQL shutting down or restarting says so in its message (its
+                    // SQLSTATE class 57 does not survive diesel's error kinds).
+                    let message = info.message();
+                    message.contains("terminating connection")
+                        || message.contains("the database system is")
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "the database is unreachable");
+            return AppError::Unavailable(
+                "the database is unreachable right now; retry shortly".into(),
+            );
+        }
         AppError::Internal {
             what: "storage",
             detail: e.to_string(),
@@ -184,6 +222,7 @@ pub struct DueIntent {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
 }
 
 /// Forwards a call to whichever backend the store runs on.
@@ -191,6 +230,7 @@ macro_rules! forward {
     ($self:ident, $backend:ident => $call:expr) => {
         match &$self.backend {
             Backend::Sqlite($backend) => $call,
+            Backend::Postgres($backend) => $call,
         }
     };
 }
@@ -205,23 +245,52 @@ pub struct Store {
 impl Store {
     /// Opens (creating and migrating if needed) the database at `url` and starts its writer.
     /// Committed log entries go to `publish` once durable; commit sizes and times to `metrics`.
+    /// A URL starting with `postgres://` or `postgresql://` opens PostgreSQL; anything else
+    /// is a SQLite file.
     pub async fn open(
         url: &str,
         clock: Clock,
         metrics: Arc<Metrics>,
         publish: Publish,
     ) -> StoreResult<Store> {
-        let sqlite = sqlite::SqliteStore::open(url, clock, metrics, publish).await?;
+        let backend = if is_postgres_url(url) {
+            Backend::Postgres(postgres::PgStore::open(url, clock, metrics, publish).await?)
+        } else {
+            Backend::Sqlite(sqlite::SqliteStore::open(url, clock, metrics, publish).await?)
+        };
         Ok(Store {
-            backend: Backend::Sqlite(sqlite),
+            backend,
             links: claim::LinkLocks::default(),
         })
     }
 
     /// Waits for this link token's turn: RequestRefresh work for one token runs one at a
-    /// time across the service, so concurrent callers make one create call.
-    pub async fn link_turn(&self, token_sha256: &str) -> LinkTurn {
-        self.links.turn(token_sha256).await
+    /// time across the service (every replica), so concurrent callers make one create call.
+    pub async fn link_turn(&self, token_sha256: &str) -> StoreResult<LinkTurn> {
+        let held = match &self.backend {
+            Backend::Sqlite(_) => Held::Local(self.links.turn(token_sha256).await),
+            Backend::Postgres(pg) => Held::Shared(Box::new(pg.link_turn(token_sha256).await?)),
+        };
+        Ok(LinkTurn { _held: held })
+    }
+
+    /// Whether this process runs the background work (reconciliation, timeouts, retention)
+    /// now: always on SQLite; on PostgreSQL, the one replica holding the leader lock.
+    pub fn leads(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(pg) => pg.leads(),
+        }
+    }
+
+    /// Settles the events held for create calls that can no longer return: on PostgreSQL,
+    /// those of replicas that died mid-call (their mark's lease ran out). A no-op on SQLite,
+    /// which settles them when it opens.
+    pub async fn settle_abandoned_creates(&self) -> StoreResult<usize> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(0),
+            Backend::Postgres(pg) => pg.settle_expired_creates().await,
+        }
     }
 
     /// Takes in one verified webhook body (`decoded` from it): dedupe on the event id, keep
@@ -246,15 +315,16 @@ impl Store {
         forward!(self, s => s.ingest_reconciled(bodies, received_at_ms).await)
     }
 
-    /// Marks a create call for `link_id` as in flight: account events for the Link are held
-    /// until the guard registers the intent, or settled as unsolicited when it is dropped.
-    pub fn begin_create(&self, link_id: &str) -> CreateGuard {
-        forward!(self, s => s.mark_create(link_id));
-        CreateGuard {
+    /// Marks a create call for `link_id` as in flight (on every replica, before it is
+    /// sent): account events for the Link are held until the guard registers the intent, or
+    /// settled as unsolicited when it is dropped.
+    pub async fn begin_create(&self, link_id: &str) -> StoreResult<CreateGuard> {
+        forward!(self, s => s.mark_create(link_id).await)?;
+        Ok(CreateGuard {
             store: self.clone(),
             link_id: link_id.to_owned(),
             armed: true,
-        }
+        })
     }
 
     /// Records an intent and its expected accounts (a no-op if already known), logs the
@@ -411,4 +481,18 @@ impl Drop for CreateGuard {
             }
         });
     }
+}
+
+/// One link token's turn (see [`Store::link_turn`]); the next caller's begins when it drops.
+pub struct LinkTurn {
+    _held: Held,
+}
+
+/// What a turn holds until it is dropped.
+#[allow(dead_code)] // held only for what dropping it releases
+enum Held {
+    /// SQLite: this process is the only one, an in-process lock suffices.
+    Local(claim::LocalTurn),
+    /// PostgreSQL: an advisory lock every replica waits on.
+    Shared(Box<postgres::Turn>),
 }

@@ -20,6 +20,8 @@ use fintoc_refresh::server;
 use fintoc_refresh::simulator::{SimConfig, Simulator};
 use fintoc_refresh::store;
 use fintoc_refresh::tls::{GrpcTls, TlsIdentity};
+
+pub use crate::pg::PgDb;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -37,11 +39,25 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A last adjustment of the server's config.
 pub type Tune = Box<dyn FnOnce(&mut Config) + Send>;
 
+/// Which store a test server runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in a temp dir (the embedded default).
+    #[default]
+    Sqlite,
+    /// A fresh PostgreSQL database (see `pg.rs`).
+    Postgres,
+}
+
 /// How to start a test server: the documented defaults (`Config::new`) unless a field, or
 /// `tune`, says otherwise.
 #[derive(Default)]
 pub struct Options {
+    pub backend: Backend,
+    /// An existing SQLite file (instead of a fresh one).
     pub db: Option<std::path::PathBuf>,
+    /// An existing PostgreSQL database (instead of a fresh one).
+    pub pg: Option<std::sync::Arc<PgDb>>,
     pub simulator: Option<SimConfig>,
     pub fintoc_url: Option<String>,
     pub clock: Option<(Clock, Arc<ManualClock>)>,
@@ -64,6 +80,8 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub sim: Option<Simulator>,
     pub db_path: std::path::PathBuf,
+    /// The PostgreSQL database, when the server runs on one.
+    pub pg: Option<std::sync::Arc<PgDb>>,
     /// `http://` or `https://` and the intake's address.
     pub http_base: String,
     _dir: Option<tempfile::TempDir>,
@@ -109,7 +127,16 @@ impl TestServer {
             .take()
             .or_else(|| sim.as_ref().map(Simulator::url))
             .unwrap_or_else(|| "http://127.0.0.1:9".into());
-        let mut config = Config::new(db_path.to_string_lossy(), fintoc_url);
+        let pg = match (opts.backend, opts.pg.take()) {
+            (_, Some(pg)) => Some(pg),
+            (Backend::Postgres, None) => Some(std::sync::Arc::new(PgDb::create().await)),
+            (Backend::Sqlite, None) => None,
+        };
+        let database_url = match &pg {
+            Some(pg) => pg.url.clone(),
+            None => db_path.to_string_lossy().into_owned(),
+        };
+        let mut config = Config::new(database_url, fintoc_url);
         config.fintoc_secret_key = Secret::new(API_KEY);
         config.webhook_secrets = vec![Secret::new(SECRET)];
         config.shutdown_grace = Duration::from_secs(5);
@@ -138,6 +165,7 @@ impl TestServer {
             clock: hand,
             sim,
             db_path,
+            pg,
             http_base,
             _dir: dir,
             shutdown,

@@ -8,6 +8,8 @@ mod faults;
 mod hostile;
 mod intake;
 mod layers;
+mod pg;
+mod postgres;
 mod process;
 mod reflection;
 mod refresh;

@@ -188,7 +188,14 @@ fn bad_configuration_exits_with_one_line_naming_the_problem() {
             "--reconcile-after",
         ),
         (
-            &["serve", "--simulate", "--http-addr", "203.0.113.1:1"],
+            &[
+                "serve",
+                "--simulate",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "203.0.113.1:1",
+            ],
             &[],
             "--http-addr",
         ),

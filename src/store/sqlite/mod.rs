@@ -56,7 +56,7 @@ use crate::fintoc::event::{Decoded, decode};
 use crate::metrics::Metrics;
 use writer::Tx;
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Read connections: watchers' catch-up and unary reads. WAL lets them run beside the writer.
 const READ_POOL_SIZE: u32 = 4;
@@ -242,11 +242,12 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) fn mark_create(&self, link_id: &str) {
+    pub(super) async fn mark_create(&self, link_id: &str) -> StoreResult<()> {
         self.in_flight
             .lock()
             .expect("in-flight lock")
             .insert(link_id.to_owned());
+        Ok(())
     }
 
     pub(super) async fn abandon_create(&self, link_id: String) -> StoreResult<usize> {

@@ -1,0 +1,225 @@
+//! What RequestRefresh needs to answer locally, on PostgreSQL: Links known by their token's
+//! hash, the pending intent of a Link, the last success (cooldown), the rejected hold,
+//! idempotency keys, and the marks of create calls in flight.
+
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Text};
+use diesel::upsert::excluded;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::schema::{creates_in_flight, idempotency_keys, links, refresh_intents};
+use crate::clock::Millis;
+use crate::domain::{IntentStatus, IntentView, RefreshType};
+use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
+
+pub(super) async fn link_by_token(
+    conn: &mut AsyncPgConnection,
+    token_sha256: &str,
+) -> StoreResult<Option<KnownLink>> {
+    Ok(links::table
+        .filter(links::token_sha256.eq(token_sha256))
+        .order(links::resolved_at_ms.desc())
+        .select((links::link_id, links::rejected_at_ms))
+        .first::<(String, Option<Millis>)>(conn)
+        .await
+        .optional()?
+        .map(|(link_id, rejected_at_ms)| KnownLink {
+            link_id,
+            rejected_at_ms,
+        }))
+}
+
+pub(super) async fn link_by_id(
+    conn: &mut AsyncPgConnection,
+    link_id: &str,
+) -> StoreResult<Option<KnownLink>> {
+    Ok(links::table
+        .find(link_id)
+        .select(links::rejected_at_ms)
+        .first::<Option<Millis>>(conn)
+        .await
+        .optional()?
+        .map(|rejected_at_ms| KnownLink {
+            link_id: link_id.to_owned(),
+            rejected_at_ms,
+        }))
+}
+
+/// Records a Link resolved through Fintoc, with its current accounts.
+pub(super) async fn upsert_link(
+    conn: &mut AsyncPgConnection,
+    link_id: &str,
+    token_sha256: &str,
+    account_ids: &[String],
+    now_ms: Millis,
+) -> StoreResult<()> {
+    diesel::insert_into(links::table)
+        .values((
+            links::link_id.eq(link_id),
+            links::token_sha256.eq(token_sha256),
+            links::resolved_at_ms.eq(now_ms),
+        ))
+        .on_conflict(links::link_id)
+        .do_update()
+        .set((
+            links::token_sha256.eq(excluded(links::token_sha256)),
+            links::resolved_at_ms.eq(excluded(links::resolved_at_ms)),
+        ))
+        .execute(conn)
+        .await?;
+    assign_accounts(conn, link_id, account_ids).await
+}
+
+/// Records that these accounts belong to `link_id` (an account may move between Links).
+pub(super) async fn assign_accounts(
+    conn: &mut AsyncPgConnection,
+    link_id: &str,
+    account_ids: &[String],
+) -> StoreResult<()> {
+    if account_ids.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(
+        "INSERT INTO accounts (account_id, link_id) SELECT a, $2 FROM unnest($1::text[]) AS a \
+         ON CONFLICT (account_id) DO UPDATE SET link_id = excluded.link_id",
+    )
+    .bind::<Array<Text>, _>(account_ids)
+    .bind::<Text, _>(link_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The Link's pending intent, if any (the newest, should there be several).
+pub(super) async fn pending_intent(
+    conn: &mut AsyncPgConnection,
+    link_id: &str,
+) -> StoreResult<Option<IntentView>> {
+    let id: Option<String> = refresh_intents::table
+        .filter(refresh_intents::link_id.eq(link_id))
+        .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
+        .order(refresh_intents::created_at_ms.desc())
+        .select(refresh_intents::id)
+        .first(conn)
+        .await
+        .optional()?;
+    match id {
+        Some(id) => super::intents::get_intent(conn, &id).await,
+        None => Ok(None),
+    }
+}
+
+/// The most recently completed succeeded intent of this type: (id, completed at).
+pub(super) async fn last_success(
+    conn: &mut AsyncPgConnection,
+    link_id: &str,
+    refresh_type: RefreshType,
+) -> StoreResult<Option<(String, Millis)>> {
+    Ok(refresh_intents::table
+        .filter(refresh_intents::link_id.eq(link_id))
+        .filter(refresh_intents::refresh_type.eq(refresh_type.as_str()))
+        .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
+        .filter(refresh_intents::completed_at_ms.is_not_null())
+        .order(refresh_intents::completed_at_ms.desc())
+        .select((
+            refresh_intents::id,
+            refresh_intents::completed_at_ms.assume_not_null(),
+        ))
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub(super) async fn idempotency(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+) -> StoreResult<Option<IdempotencyRecord>> {
+    let found: Option<(String, String, String, bool, Millis)> = idempotency_keys::table
+        .find(key)
+        .select((
+            idempotency_keys::token_sha256,
+            idempotency_keys::refresh_type,
+            idempotency_keys::refresh_intent_id,
+            idempotency_keys::joined_existing,
+            idempotency_keys::created_at_ms,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.map(
+        |(token_sha256, refresh_type, refresh_intent_id, joined_existing, created_at_ms)| {
+            IdempotencyRecord {
+                token_sha256,
+                refresh_type,
+                refresh_intent_id,
+                joined_existing,
+                created_at_ms,
+            }
+        },
+    ))
+}
+
+/// Remembers the first answer given for a key (a later call with the same key keeps it).
+pub(super) async fn remember_key(
+    conn: &mut AsyncPgConnection,
+    key: &KeyRecord,
+    now_ms: Millis,
+) -> StoreResult<()> {
+    diesel::insert_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::idempotency_key.eq(&key.key),
+            idempotency_keys::token_sha256.eq(&key.token_sha256),
+            idempotency_keys::refresh_type.eq(key.refresh_type.as_str()),
+            idempotency_keys::refresh_intent_id.eq(&key.refresh_intent_id),
+            idempotency_keys::joined_existing.eq(key.joined_existing),
+            idempotency_keys::created_at_ms.eq(now_ms),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks a create call for `link_id` as in flight until `expires_at_ms` (or until the
+/// intent is registered or the call abandoned, which remove the mark).
+pub(super) async fn mark_create(
+    conn: &mut AsyncPgConnection,
+    link_id: &str,
+    expires_at_ms: Millis,
+) -> StoreResult<()> {
+    diesel::insert_into(creates_in_flight::table)
+        .values((
+            creates_in_flight::link_id.eq(link_id),
+            creates_in_flight::expires_at_ms.eq(expires_at_ms),
+        ))
+        .on_conflict(creates_in_flight::link_id)
+        .do_update()
+        .set(creates_in_flight::expires_at_ms.eq(excluded(creates_in_flight::expires_at_ms)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes the create mark of `link_id`, or with `None` every mark whose lease ran out (its
+/// replica died mid-call), so the events held for them can be settled.
+pub(super) async fn clear_creates(
+    conn: &mut AsyncPgConnection,
+    link_id: Option<&str>,
+    now_ms: Millis,
+) -> StoreResult<usize> {
+    let cleared = match link_id {
+        Some(link_id) => {
+            diesel::delete(creates_in_flight::table.find(link_id))
+                .execute(conn)
+                .await?
+        }
+        None => {
+            diesel::delete(
+                creates_in_flight::table.filter(creates_in_flight::expires_at_ms.le(now_ms)),
+            )
+            .execute(conn)
+            .await?
+        }
+    };
+    Ok(cleared)
+}

@@ -1,0 +1,105 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    accounts (account_id) {
+        account_id -> Text,
+        link_id -> Text,
+    }
+}
+
+diesel::table! {
+    creates_in_flight (link_id) {
+        link_id -> Text,
+        expires_at_ms -> Int8,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (idempotency_key) {
+        idempotency_key -> Text,
+        token_sha256 -> Text,
+        refresh_type -> Text,
+        refresh_intent_id -> Text,
+        joined_existing -> Bool,
+        created_at_ms -> Int8,
+    }
+}
+
+diesel::table! {
+    intent_accounts (refresh_intent_id, account_id) {
+        refresh_intent_id -> Text,
+        account_id -> Text,
+        result_sequence -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    links (link_id) {
+        link_id -> Text,
+        token_sha256 -> Text,
+        rejected_at_ms -> Nullable<Int8>,
+        resolved_at_ms -> Int8,
+    }
+}
+
+diesel::table! {
+    log_counter (singleton) {
+        singleton -> Bool,
+        newest -> Int8,
+    }
+}
+
+diesel::table! {
+    refresh_intents (id) {
+        id -> Text,
+        link_id -> Text,
+        refresh_type -> Text,
+        status -> Text,
+        mfa_widget_token -> Text,
+        created_at_ms -> Int8,
+        completed_at_ms -> Nullable<Int8>,
+        completed_sequence -> Nullable<Int8>,
+        reconciled_at_ms -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    results (sequence) {
+        sequence -> Int8,
+        account_id -> Text,
+        link_id -> Text,
+        refresh_intent_id -> Text,
+        status -> Text,
+        new_movements -> Int8,
+        public_error -> Text,
+        event_id -> Text,
+        occurred_at_ms -> Int8,
+        committed_at_ms -> Int8,
+        completes_intent -> Bool,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> Int8,
+        event_key -> Text,
+        event_type -> Nullable<Text>,
+        disposition -> Text,
+        received_at_ms -> Int8,
+        body -> Bytea,
+    }
+}
+
+diesel::joinable!(intent_accounts -> refresh_intents (refresh_intent_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    creates_in_flight,
+    idempotency_keys,
+    intent_accounts,
+    links,
+    log_counter,
+    refresh_intents,
+    results,
+    webhook_events,
+);
