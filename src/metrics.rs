@@ -51,6 +51,9 @@ pub struct Metrics {
     pub unauthenticated: Family<RefusalLabels, Counter>,
     pub upstream: Family<UpstreamLabels, Counter>,
     pub timed_out_intents: Counter,
+    /// 1 while this process runs the background work (always on SQLite; on PostgreSQL, the
+    /// replica holding the leader lock).
+    pub leader: Gauge,
     pub reconciled_events: Counter,
     pub pruned_rows: Counter,
 }
@@ -132,6 +135,12 @@ impl Metrics {
             "Calls to Fintoc's API, by endpoint and outcome",
             upstream.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process runs the background work (reconciliation, timeouts, retention)",
+            leader.clone(),
+        );
         let timed_out_intents = Counter::default();
         registry.register(
             "intents_timed_out",
@@ -164,6 +173,7 @@ impl Metrics {
             unauthenticated,
             upstream,
             timed_out_intents,
+            leader,
             reconciled_events,
             pruned_rows,
         }

@@ -130,6 +130,11 @@ pub async fn run(
         },)
     });
     let background = crate::tasks::spawn(app.clone(), stop.clone());
+    let storage_health = tokio::spawn(report_storage_health(
+        app.clone(),
+        health.clone(),
+        stop.clone(),
+    ));
 
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -141,6 +146,7 @@ pub async fn run(
     }
 
     tracing::info!(grace = ?app.config.shutdown_grace, "shutting down");
+    storage_health.abort();
     let grace_ends = tokio::time::Instant::now() + app.config.shutdown_grace;
     // Draining: readiness fails and health says NOT_SERVING (Check and Watch), while both
     // ports keep answering for --drain-delay so load balancers see it and move traffic away.
@@ -174,4 +180,44 @@ pub async fn run(
     app.store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often gRPC health re-checks that the database answers.
+const STORAGE_CHECK: Duration = Duration::from_secs(1);
+
+/// Keeps gRPC health (Check and Watch, the service's and the server's) in step with the
+/// database: NOT_SERVING while it does not answer (PostgreSQL down or cut off), SERVING again
+/// when it does, so load balancers route around a replica that cannot store anything.
+/// `/readyz` asks the database itself on each probe.
+async fn report_storage_health(
+    app: Arc<App>,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(STORAGE_CHECK) => {}
+        }
+        let up = app.store.ping().await;
+        if up == serving || app.draining.load(Ordering::Acquire) {
+            continue;
+        }
+        serving = up;
+        let status = if up {
+            tracing::info!("the database answers again: serving");
+            tonic_health::ServingStatus::Serving
+        } else {
+            tracing::warn!("the database does not answer: not serving until it does");
+            tonic_health::ServingStatus::NotServing
+        };
+        health
+            .set_service_status(
+                <RefreshServiceServer<Service> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        health.set_service_status("", status).await;
+    }
 }

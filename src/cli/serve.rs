@@ -27,6 +27,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(why) = crate::store::check_url(&config.database_url) {
+        eprintln!("error: --database-url (DATABASE_URL) is not a usable PostgreSQL URL: {why}");
+        return ExitCode::from(2);
+    }
     let listeners = match bind(grpc_addr, http_addr).await {
         Ok(l) => l,
         Err(line) => {

@@ -51,6 +51,7 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    app.metrics.leader.set(i64::from(app.store.leads()));
     (
         [(
             header::CONTENT_TYPE,

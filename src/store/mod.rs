@@ -29,6 +29,16 @@ use crate::metrics::Metrics;
 
 pub use postgres::{is_postgres_url, redacted};
 
+/// Whether `url` can be used, checked without connecting: a PostgreSQL URL must be readable
+/// (its `sslmode` one libpq knows); anything else is a SQLite path, checked when opened.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if is_postgres_url(url) {
+        postgres::check_url(url)
+    } else {
+        Ok(())
+    }
+}
+
 /// Where committed log entries go once durable (the hub, wired in `app.rs`): called from the
 /// storage thread, in sequence order, and must not block.
 pub type Publish = Arc<dyn Fn(&[Arc<ResultRow>]) + Send + Sync>;

@@ -255,17 +255,7 @@ impl TestServer {
     }
 
     pub async fn watch(&self, target: Target, after: Option<u64>) -> Watch {
-        let stream = self
-            .client()
-            .await
-            .watch_refresh(pb::WatchRefreshRequest {
-                target: Some(target),
-                after_sequence: after,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        Watch { stream }
+        Watch::over(self.client().await, target, after).await
     }
 }
 
@@ -340,6 +330,23 @@ impl Seen {
 }
 
 impl Watch {
+    /// Opens a WatchRefresh stream through `client`.
+    pub async fn over(
+        mut client: RefreshServiceClient<Channel>,
+        target: Target,
+        after: Option<u64>,
+    ) -> Watch {
+        let stream = client
+            .watch_refresh(pb::WatchRefreshRequest {
+                target: Some(target),
+                after_sequence: after,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        Watch { stream }
+    }
+
     /// The next message; panics if none arrives within [`PATIENCE`].
     pub async fn next(&mut self) -> Seen {
         match self.try_next(PATIENCE).await {

@@ -13,6 +13,7 @@ mod postgres;
 mod process;
 mod reflection;
 mod refresh;
+mod replicas;
 mod sdk;
 mod secrets;
 mod simulator;

@@ -42,6 +42,15 @@ pub(super) async fn connect(url: &str) -> ConnectionResult<AsyncPgConnection> {
     Ok(conn)
 }
 
+/// Whether `url` is a PostgreSQL URL this service can use (without connecting): `Err` says
+/// what is wrong with it, never quoting a password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    settings(url).map(|_| ()).map_err(|e| match e {
+        ConnectionError::InvalidConnectionUrl(why) => why,
+        other => other.to_string(),
+    })
+}
+
 /// The connection settings of `url`, and how to do TLS, with `sslmode` read as libpq reads
 /// it: `disable` never encrypts; `prefer` (the default) encrypts when the server offers it
 /// and `require` insists, neither checking whose certificate it is; `verify-ca` and

@@ -43,7 +43,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio_util::sync::CancellationToken;
 
 use connect::Pool;
-pub use connect::redacted;
+pub use connect::{check_url, redacted};
 pub use lead::Turn;
 
 use super::{

@@ -1,0 +1,618 @@
+//! Several replicas on one PostgreSQL database: real `serve` processes (the binary), each on
+//! port 0, sharing a fresh database, called over real HTTP and gRPC. What they prove:
+//! one global log every replica streams in the same order, cursors that move between
+//! replicas, "once" across replicas (dedupe, single flight, held events, background work),
+//! and no acknowledged event lost when a replica is SIGKILLed under load.
+//!
+//! These processes run on the system clock (a manual clock cannot cross processes): the
+//! tests wait for conditions with a deadline, never for a fixed time.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fintoc_refresh::clock::system_now_ms;
+use fintoc_refresh::fintoc::signature;
+use fintoc_refresh::pb::{self, refresh_service_client::RefreshServiceClient};
+use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome, SimConfig, Simulator};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
+
+/// One `serve` process; killed when dropped, so a failing test leaves nothing running.
+pub struct Replica {
+    child: Child,
+    pub grpc: String,
+    pub http: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Replica {
+    /// Starts `serve` on `database_url` (Fintoc at `fintoc_url`) and waits for its
+    /// listening line, which comes once the database is open.
+    pub fn start(database_url: &str, fintoc_url: &str, extra: &[&str]) -> Replica {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--database-url", database_url])
+            .args(["--fintoc-api-url", fintoc_url])
+            .args(["--heartbeat-interval", "200ms", "--shutdown-grace", "5s"])
+            .args(extra)
+            .env("FINTOC_SECRET_KEY", API_KEY)
+            .env("FINTOC_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let Some(Ok(first)) = lines.next() else {
+            let mut err = String::new();
+            log.reopen().unwrap().read_to_string(&mut err).unwrap();
+            panic!("the replica exited before listening: {err}");
+        };
+        let parts: Vec<&str> = first.split(' ').collect();
+        assert_eq!(parts.first(), Some(&"listening"), "{first}");
+        Replica {
+            grpc: parts[1].strip_prefix("grpc=").unwrap().to_owned(),
+            http: parts[2].strip_prefix("http=").unwrap().to_owned(),
+            child,
+            log,
+        }
+    }
+
+    pub fn sigkill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub async fn client(&self) -> RefreshServiceClient<tonic::transport::Channel> {
+        RefreshServiceClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap()
+    }
+
+    /// A watch stream on this replica.
+    pub async fn watch(
+        &self,
+        target: pb::watch_refresh_request::Target,
+        after: Option<u64>,
+    ) -> Watch {
+        Watch::over(self.client().await, target, after).await
+    }
+
+    /// Posts a signed webhook body; the HTTP status, or None if the replica is unreachable.
+    pub async fn post(&self, http: &reqwest::Client, body: &str) -> Option<(u16, String)> {
+        let header = signature::header(SECRET, system_now_ms() / 1000, body.as_bytes());
+        let response = http
+            .post(format!("http://{}/webhooks/fintoc", self.http))
+            .header("Fintoc-Signature", header)
+            .body(body.to_owned())
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// A sample of this replica's `/metrics`.
+    pub async fn metric(&self, http: &reqwest::Client, name: &str) -> Option<f64> {
+        let text = http
+            .get(format!("http://{}/metrics", self.http))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// What this replica wrote to stderr so far (for failure messages).
+    pub fn stderr(&self) -> String {
+        let mut out = String::new();
+        let _ = self.log.reopen().unwrap().read_to_string(&mut out);
+        out
+    }
+}
+
+/// Waits for `cond` (checked every 20 ms) until [`PATIENCE`] has passed.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A webhook front door for the simulator's deliveries: each one goes to the next replica in
+/// turn, as a load balancer would send them. Replicas are added once they listen.
+struct Balancer {
+    url: String,
+    replicas: Arc<Mutex<Vec<String>>>,
+}
+
+impl Balancer {
+    async fn start(stop: CancellationToken) -> Balancer {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/webhooks/fintoc", listener.local_addr().unwrap());
+        let replicas: Arc<Mutex<Vec<String>>> = Arc::default();
+        let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let http = reqwest::Client::new();
+        let targets = replicas.clone();
+        let forward = move |headers: HeaderMap, body: Bytes| {
+            let (targets, turn, http) = (targets.clone(), turn.clone(), http.clone());
+            async move {
+                let target = {
+                    let targets = targets.lock().unwrap();
+                    let n = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    targets[n % targets.len()].clone()
+                };
+                let mut request = http.post(format!("http://{target}/webhooks/fintoc"));
+                if let Some(sig) = headers.get("fintoc-signature") {
+                    request = request.header("Fintoc-Signature", sig.as_bytes());
+                }
+                match request.body(body).send().await {
+                    Ok(r) => StatusCode::from_u16(r.status().as_u16()).unwrap(),
+                    Err(_) => StatusCode::BAD_GATEWAY,
+                }
+            }
+        };
+        let app = axum::Router::new().route("/webhooks/fintoc", axum::routing::post(forward));
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Balancer { url, replicas }
+    }
+
+    fn add(&self, replica: &Replica) {
+        self.replicas.lock().unwrap().push(replica.http.clone());
+    }
+}
+
+fn account(id: &str) -> pb::watch_refresh_request::Target {
+    pb::watch_refresh_request::Target::AccountId(id.into())
+}
+
+/// The simulator on its own port with the test's key, its deliveries going to `webhook`
+/// `delivery_delay` after each create.
+fn simulator(webhook: &str, delivery_delay: Duration, stop: &CancellationToken) -> Simulator {
+    let mut config = SimConfig::new(API_KEY);
+    config.webhooks = vec![(webhook.to_owned(), SECRET.to_owned())];
+    config.delivery_delay = delivery_delay;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    Simulator::start(
+        TcpListener::from_std(listener).unwrap(),
+        config,
+        stop.clone(),
+    )
+    .unwrap()
+}
+
+/// Nowhere: replicas that never call Fintoc.
+const NO_FINTOC: &str = "http://127.0.0.1:9";
+
+/// Every replica's watcher of one account sees exactly 1..n, in order, with the same event
+/// at each sequence, while six senders post to three replicas at once: commit order is
+/// sequence order cluster-wide, so no reader ever steps over a sequence still to come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_three_replicas_make_one_gap_free_log_every_watcher_sees() {
+    let db = PgDb::create().await;
+    let replicas: Vec<Replica> = (0..3)
+        .map(|_| Replica::start(&db.url, NO_FINTOC, &[]))
+        .collect();
+    let mut watchers = Vec::new();
+    for r in &replicas {
+        let mut w = r.watch(account("acc_ord"), None).await;
+        assert!(matches!(w.next().await, Seen::Heartbeat { seq: 0 }));
+        watchers.push(w);
+    }
+    let (senders, per_sender) = (6, 40);
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for s in 0..senders {
+        let (http, targets) = (
+            http.clone(),
+            replicas.iter().map(|r| r.http.clone()).collect::<Vec<_>>(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per_sender {
+                let body = event(
+                    &format!("evt_ord_{s}_{i}"),
+                    "acc_ord",
+                    "succeeded",
+                    system_now_ms(),
+                );
+                let header = signature::header(SECRET, system_now_ms() / 1000, body.as_bytes());
+                let status = http
+                    .post(format!("http://{}/webhooks/fintoc", targets[(s + i) % 3]))
+                    .header("Fintoc-Signature", header)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = (senders * per_sender) as u64;
+    let mut logs = Vec::new();
+    for w in &mut watchers {
+        let mut seen = Vec::new();
+        while seen.len() < n as usize {
+            if let Seen::Result { seq, event, .. } = w.next_event().await {
+                seen.push((seq, event));
+            }
+        }
+        let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            seqs,
+            (1..=n).collect::<Vec<_>>(),
+            "gaps, repeats or disorder"
+        );
+        logs.push(seen);
+    }
+    assert!(
+        logs.windows(2).all(|w| w[0] == w[1]),
+        "replicas disagree on the log"
+    );
+    let ids: HashSet<&String> = logs[0].iter().map(|(_, e)| e).collect();
+    assert_eq!(ids.len() as u64, n, "every event once");
+}
+
+/// A watcher that moves from one replica to another with its cursor neither misses nor
+/// repeats a result: a result's sequence and a heartbeat's are both safe cursors on any
+/// replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_taken_on_one_replica_resumes_on_another_exactly() {
+    let db = PgDb::create().await;
+    let (a, b) = (
+        Replica::start(&db.url, NO_FINTOC, &[]),
+        Replica::start(&db.url, NO_FINTOC, &[]),
+    );
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        let body = event(
+            &format!("evt_mv_{i}"),
+            "acc_mv",
+            "succeeded",
+            system_now_ms(),
+        );
+        assert_eq!(a.post(&http, &body).await.unwrap().0, 200);
+    }
+    let mut on_a = a.watch(account("acc_mv"), Some(0)).await;
+    for expected in 1..=5 {
+        assert_eq!(on_a.next_event().await.seq(), expected);
+    }
+    drop(on_a);
+    let mut on_b = b.watch(account("acc_mv"), Some(5)).await;
+    for expected in 6..=10 {
+        assert_eq!(on_b.next_event().await.seq(), expected);
+    }
+    // A heartbeat cursor from A, then results written through B: resuming on B after the
+    // heartbeat gets exactly those.
+    let mut live = a.watch(account("acc_mv"), None).await;
+    let Seen::Heartbeat { seq: cursor } = live.next().await else {
+        panic!("a feed from now opens with a heartbeat");
+    };
+    assert_eq!(cursor, 10);
+    for i in 10..13 {
+        let body = event(&format!("evt_mv_{i}"), "acc_mv", "failed", system_now_ms());
+        assert_eq!(b.post(&http, &body).await.unwrap().0, 200);
+    }
+    let mut resumed = b.watch(account("acc_mv"), Some(cursor)).await;
+    for expected in 11..=13 {
+        assert_eq!(resumed.next_event().await.seq(), expected);
+        assert_eq!(live.next_event().await.seq(), expected);
+    }
+    let next = resumed.try_next(Duration::from_millis(500)).await;
+    assert!(
+        matches!(next, None | Some(Ok(Seen::Heartbeat { .. }))),
+        "nothing repeated: {next:?}"
+    );
+}
+
+/// Fintoc's retry of one event landing on two replicas at once is stored once and pushed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_delivered_to_two_replicas_is_stored_and_pushed_once() {
+    let db = PgDb::create().await;
+    let (a, b) = (
+        Replica::start(&db.url, NO_FINTOC, &[]),
+        Replica::start(&db.url, NO_FINTOC, &[]),
+    );
+    let mut feed = b.watch(account("acc_dup"), None).await;
+    feed.next().await;
+    let http = reqwest::Client::new();
+    let body = event("evt_twice", "acc_dup", "succeeded", system_now_ms());
+    let (first, second) = tokio::join!(a.post(&http, &body), b.post(&http, &body));
+    let replies = [first.unwrap(), second.unwrap()];
+    assert!(replies.iter().all(|(s, _)| *s == 200), "{replies:?}");
+    let stored = replies.iter().filter(|(_, r)| r.contains("stored")).count();
+    let duplicate = replies
+        .iter()
+        .filter(|(_, r)| r.contains("duplicate"))
+        .count();
+    assert_eq!((stored, duplicate), (1, 1), "{replies:?}");
+    assert_eq!(feed.next_event().await.seq(), 1);
+    let more = feed.try_next(Duration::from_millis(500)).await;
+    assert!(
+        matches!(more, None | Some(Ok(Seen::Heartbeat { .. }))),
+        "pushed once: {more:?}"
+    );
+}
+
+/// Concurrent RequestRefresh calls for one Link on three replicas make one POST to Fintoc;
+/// the others join it. The create call is slowed so all three overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_one_link_on_three_replicas_make_one_create_call() {
+    let stop = CancellationToken::new();
+    let balancer = Balancer::start(stop.clone()).await;
+    let sim = simulator(&balancer.url, Duration::from_millis(50), &stop);
+    let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 1 }]));
+    let db = PgDb::create().await;
+    let replicas: Vec<Replica> = (0..3)
+        .map(|_| Replica::start(&db.url, &sim.url(), &[]))
+        .collect();
+    for r in &replicas {
+        balancer.add(r);
+    }
+    sim.inject_on(
+        "POST",
+        "/v1/refresh_intents",
+        Fault::Slow(Duration::from_millis(500)),
+        1,
+    );
+    let mut calls = Vec::new();
+    for r in &replicas {
+        let mut client = r.client().await;
+        let token = link.token.clone();
+        calls.push(tokio::spawn(async move {
+            client
+                .request_refresh(pb::RequestRefreshRequest {
+                    link_token: token,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner())
+        }));
+    }
+    let mut answers = Vec::new();
+    for c in calls {
+        answers.push(c.await.unwrap().expect("every replica answers"));
+    }
+    assert_eq!(
+        sim.requests("POST", "/v1/refresh_intents"),
+        1,
+        "one create call"
+    );
+    let ids: HashSet<String> = answers
+        .iter()
+        .map(|a| a.refresh_intent.as_ref().unwrap().id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1, "one intent: {answers:?}");
+    let joined = answers.iter().filter(|a| a.joined_existing).count();
+    assert_eq!(joined, 2, "{answers:?}");
+    // Its result reaches the intent's watcher on a replica that made no call.
+    let id = ids.into_iter().next().unwrap();
+    let mut watch = replicas[2]
+        .watch(pb::watch_refresh_request::Target::RefreshIntentId(id), None)
+        .await;
+    loop {
+        if let Seen::Completed { status, .. } = watch.next_event().await {
+            assert_eq!(status, pb::RefreshStatus::Succeeded);
+            break;
+        }
+    }
+    stop.cancel();
+}
+
+/// An account event landing on replica B while replica A's create call is still in flight
+/// is held (the create mark is a row every replica sees), then attributed to A's intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_on_one_replica_during_a_create_on_another_is_held_then_attributed() {
+    let stop = CancellationToken::new();
+    let balancer = Balancer::start(stop.clone()).await;
+    // Fintoc's own deliveries come long after the test: only the event posted here counts.
+    let sim = simulator(&balancer.url, Duration::from_secs(600), &stop);
+    let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 2 }]));
+    let db = PgDb::create().await;
+    let (a, b) = (
+        Replica::start(&db.url, &sim.url(), &[]),
+        Replica::start(&db.url, &sim.url(), &[]),
+    );
+    balancer.add(&a);
+    sim.inject_on(
+        "POST",
+        "/v1/refresh_intents",
+        Fault::Slow(Duration::from_secs(2)),
+        1,
+    );
+    let mut client = a.client().await;
+    let token = link.token.clone();
+    let call = tokio::spawn(async move {
+        client
+            .request_refresh(pb::RequestRefreshRequest {
+                link_token: token,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    });
+    eventually("the create call to reach Fintoc", || async {
+        sim.requests("POST", "/v1/refresh_intents") == 1
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let account_id = &link.account_ids[0];
+    // Fintoc's result for the intent being created (dated after it).
+    let body = event(
+        "evt_early",
+        account_id,
+        "succeeded",
+        system_now_ms() + 5_000,
+    );
+    let (status, reply) = b.post(&http, &body).await.unwrap();
+    assert_eq!((status, reply.contains("held")), (200, true), "{reply}");
+    let answer = call.await.unwrap().expect("the create succeeds");
+    let intent = answer.refresh_intent.unwrap();
+    let mut watch = b
+        .watch(
+            pb::watch_refresh_request::Target::RefreshIntentId(intent.id.clone()),
+            Some(0),
+        )
+        .await;
+    match watch.next_event().await {
+        Seen::Result {
+            event, intent: of, ..
+        } => {
+            assert_eq!(
+                (event.as_str(), of.as_str()),
+                ("evt_early", intent.id.as_str())
+            );
+        }
+        other => panic!("expected the held result, got {other:?}"),
+    }
+    stop.cancel();
+}
+
+/// Background work runs on one replica (the one holding the leader lock) and moves to
+/// another when that one dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_work_has_one_leader_and_moves_when_it_dies() {
+    let db = PgDb::create().await;
+    let mut replicas = vec![
+        Replica::start(&db.url, NO_FINTOC, &[]),
+        Replica::start(&db.url, NO_FINTOC, &[]),
+    ];
+    let http = reqwest::Client::new();
+    let leaders = async |replicas: &[Replica]| {
+        let mut out = Vec::new();
+        for r in replicas {
+            out.push(r.metric(&http, "fintoc_refresh_leader").await == Some(1.0));
+        }
+        out
+    };
+    eventually("one leader", || async {
+        leaders(&replicas).await.iter().filter(|l| **l).count() == 1
+    })
+    .await;
+    let leader = leaders(&replicas).await.iter().position(|l| *l).unwrap();
+    replicas[leader].sigkill();
+    let survivor = [replicas.remove(1 - leader)];
+    eventually("the survivor to take over", || async {
+        leaders(&survivor).await == [true]
+    })
+    .await;
+}
+
+/// SIGKILL of a replica under load loses no acknowledged event: every event either replica
+/// answered 2xx is in the log exactly once, and the log is gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_replica_under_load_loses_no_acknowledged_event() {
+    let db = PgDb::create().await;
+    let mut a = Replica::start(&db.url, NO_FINTOC, &[]);
+    let b = Replica::start(&db.url, NO_FINTOC, &[]);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for s in 0..8 {
+        let (http, acked) = (http.clone(), acked.clone());
+        let targets = [a.http.clone(), b.http.clone()];
+        tasks.push(tokio::spawn(async move {
+            for i in 0..60 {
+                let id = format!("evt_kill_{s}_{i}");
+                let body = event(
+                    &id,
+                    &format!("acc_k{}", s % 3),
+                    "succeeded",
+                    system_now_ms(),
+                );
+                let header = signature::header(SECRET, system_now_ms() / 1000, body.as_bytes());
+                let sent = http
+                    .post(format!("http://{}/webhooks/fintoc", targets[(s + i) % 2]))
+                    .header("Fintoc-Signature", header)
+                    .body(body)
+                    .send()
+                    .await;
+                if let Ok(r) = sent
+                    && r.status() == 200
+                {
+                    acked.lock().unwrap().push(id);
+                }
+            }
+        }));
+    }
+    eventually("some load to be acknowledged", || async {
+        acked.lock().unwrap().len() >= 60
+    })
+    .await;
+    a.sigkill();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked: HashSet<String> = acked.lock().unwrap().iter().cloned().collect();
+    let mut seen: BTreeMap<u64, String> = BTreeMap::new();
+    for acc in ["acc_k0", "acc_k1", "acc_k2"] {
+        let mut replay = b.watch(account(acc), Some(0)).await;
+        loop {
+            match replay.next().await {
+                Seen::Result { seq, event, .. } => {
+                    assert!(seen.insert(seq, event).is_none(), "sequence {seq} twice");
+                }
+                Seen::Heartbeat { .. } => break,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let logged: HashSet<&String> = seen.values().collect();
+    assert_eq!(logged.len(), seen.len(), "an event logged twice");
+    for id in &acked {
+        assert!(logged.contains(id), "acknowledged {id} is missing");
+    }
+    let seqs: Vec<u64> = seen.keys().copied().collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gaps in the log"
+    );
+    assert!(
+        acked.len() > 60,
+        "the load went on through B after the kill"
+    );
+    let _ = b.stderr();
+}
