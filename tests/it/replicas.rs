@@ -616,3 +616,237 @@ async fn sigkill_of_a_replica_under_load_loses_no_acknowledged_event() {
     );
     let _ = b.stderr();
 }
+
+/// A PostgreSQL server of the test's own (initdb into a temp dir, its own port), so stopping
+/// and starting it touches no other test. initdb refuses to run as root: as root it runs as
+/// the `postgres` user.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let bindir = Command::new("pg_config").arg("--bindir").output().expect(
+            "the PostgreSQL restart test needs PostgreSQL's server binaries (pg_config --bindir)",
+        );
+        let bin = std::path::PathBuf::from(String::from_utf8(bindir.stdout).unwrap().trim());
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePostgres { dir, port, bin };
+        if pg.as_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(pg.dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let data = pg.dir.path().join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        );
+        pg.ctl("start");
+        pg
+    }
+
+    fn as_root(&self) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe extern "C" {
+            fn geteuid() -> u32;
+        }
+        unsafe { geteuid() == 0 }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let out = if self.as_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&program).args(args).output()
+        }
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ctl(&self, action: &str) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("log");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-m",
+                "fast",
+                "-w",
+                action,
+            ],
+        );
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let program = self.bin.join("pg_ctl");
+        let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
+        let _ = if self.as_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&program).args(args).output()
+        };
+    }
+}
+
+async fn health_of(replica: &Replica) -> Option<i32> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", replica.grpc))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let mut client = HealthClient::new(channel);
+    let answer = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    Some(answer.into_inner().status)
+}
+
+/// PostgreSQL stopped under two replicas: webhooks get 5xx (Fintoc retries), /readyz 503,
+/// gRPC health NOT_SERVING, RequestRefresh UNAVAILABLE, and an open watch stream waits;
+/// started again, both replicas recover by themselves and the stream goes on from where it
+/// was, nothing skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_ride_out_a_postgres_restart_without_a_restart_of_their_own() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let pg = PrivatePostgres::start();
+    let (admin, _) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .map(|(client, connection)| (client, tokio::spawn(connection)))
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE refresh")
+        .await
+        .unwrap();
+    drop(admin);
+    let url = pg.url("refresh");
+    let (a, b) = (
+        Replica::start(&url, NO_FINTOC, &[]),
+        Replica::start(&url, NO_FINTOC, &[]),
+    );
+    let http = reqwest::Client::new();
+    let mut feed = a.watch(account("acc_pg"), None).await;
+    feed.next().await;
+    let first = event("evt_pg_1", "acc_pg", "succeeded", system_now_ms());
+    assert_eq!(b.post(&http, &first).await.unwrap().0, 200);
+    assert_eq!(feed.next_event().await.seq(), 1);
+
+    pg.ctl("stop");
+    let down = event("evt_pg_down", "acc_pg", "succeeded", system_now_ms());
+    for r in [&a, &b] {
+        let (status, _) = r.post(&http, &down).await.unwrap();
+        assert!(
+            status >= 500,
+            "a webhook while PostgreSQL is down: {status}"
+        );
+        let ready = http
+            .get(format!("http://{}/readyz", r.http))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(ready, 503);
+        eventually("gRPC health to say NOT_SERVING", || async {
+            health_of(r).await == Some(ServingStatus::NotServing as i32)
+        })
+        .await;
+        let refused = r
+            .client()
+            .await
+            .request_refresh(pb::RequestRefreshRequest {
+                link_token: "link_x_token_y".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    }
+    // The stream waits (heartbeats only) rather than skipping or failing.
+    let waiting = feed.try_next(Duration::from_millis(500)).await;
+    assert!(
+        matches!(waiting, None | Some(Ok(Seen::Heartbeat { seq: 1 }))),
+        "{waiting:?}"
+    );
+
+    pg.ctl("start");
+    for r in [&a, &b] {
+        eventually("webhooks to be stored again", || async {
+            let body = event(
+                &format!("evt_pg_up_{}", r.http),
+                "acc_pg",
+                "failed",
+                system_now_ms(),
+            );
+            r.post(&http, &body).await.map(|(s, _)| s) == Some(200)
+        })
+        .await;
+        eventually("gRPC health to say SERVING", || async {
+            health_of(r).await == Some(ServingStatus::Serving as i32)
+        })
+        .await;
+    }
+    // Fintoc retries the event refused during the outage: it is stored now.
+    assert_eq!(a.post(&http, &down).await.unwrap().0, 200);
+    let mut after: Vec<u64> = Vec::new();
+    while after.len() < 3 {
+        after.push(feed.next_event().await.seq());
+    }
+    assert_eq!(
+        after,
+        vec![2, 3, 4],
+        "the stream goes on with nothing skipped"
+    );
+}

@@ -221,10 +221,10 @@ async fn transact(
     let result = live
         .transaction::<_, StoreError, _>(async |tx| run_jobs(tx, jobs, now_ms).await)
         .await;
-    if let Err(e) = &result
-        && e.is_unavailable()
-    {
-        // The connection is gone (or broken): open a new one for the next batch.
+    if result.is_err() {
+        // The connection may be gone or broken in a way no error kind says (a restart's
+        // admin shutdown, a cut network): a fresh one for the next batch is cheap, a stuck
+        // one would fail every batch from now on.
         *conn = None;
     }
     result
