@@ -49,7 +49,8 @@ pub struct ServeArgs {
     /// Address of the HTTP side: webhook intake, /healthz, /readyz, /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// SQLite database file, created and migrated on start.
+    /// SQLite database file, created and migrated on start; or a postgres:// (postgresql://)
+    /// URL, which several replicas may share.
     #[arg(long, env = "DATABASE_URL", default_value = "fintoc-refresh.db")]
     pub database_url: String,
     /// Fintoc's API base URL (ignored with --simulate).

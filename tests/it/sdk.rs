@@ -1,8 +1,10 @@
 //! Cross-checks against Fintoc's official Python SDK (`tests/sdk/*.py`): it must accept the
 //! signatures we produce, and work against our simulator. They use FINTOC_SDK_PYTHON, else
-//! `.venv/bin/python`. Without the SDK they fail, saying how to install it: a cross-check
-//! that did not run must not look like one that passed. SKIP_SDK=1 skips them on purpose
-//! (they then print SKIPPED); `.ci/run` installs the SDK and never sets it.
+//! `.venv/bin/python`, which they create and install the SDK into the first time (pinned in
+//! `tests/sdk/requirements.txt`). Without the SDK (no Python, no package index) they fail,
+//! saying how to install it: a cross-check that did not run must not look like one that
+//! passed. SKIP_SDK=1 skips them on purpose (they then print SKIPPED); `.ci/run` never sets
+//! it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,14 +27,50 @@ const INSTALL: &str =
 /// The Python to run the cross-checks with; panics (the test fails) when it lacks the SDK,
 /// unless SKIP_SDK=1.
 fn sdk_python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("FINTOC_SDK_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     let skip = std::env::var("SKIP_SDK").is_ok_and(|v| v == "1");
+    let candidate = match std::env::var_os("FINTOC_SDK_PYTHON") {
+        Some(python) => PathBuf::from(python),
+        None if skip => PathBuf::new(),
+        None => project_venv(),
+    };
     match sdk_decision(&candidate, skip) {
         Ok(found) => found,
         Err(why) => panic!("{why}"),
     }
+}
+
+/// The project's `.venv` Python, created with the SDK on first use (once per test run: the
+/// two cross-checks may start together).
+fn project_venv() -> PathBuf {
+    static PROVISIONED: Mutex<()> = Mutex::new(());
+    let _once = PROVISIONED.lock().unwrap_or_else(|e| e.into_inner());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    let has_sdk = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import fintoc.webhook"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has_sdk(&python) {
+        eprintln!("installing Fintoc's Python SDK into .venv for the cross-checks (once)");
+        let _ = Command::new("python3")
+            .args(["-m", "venv", ".venv"])
+            .current_dir(&root)
+            .status();
+        let _ = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(root.join("tests/sdk/requirements.txt"))
+            .status();
+    }
+    python
 }
 
 /// Whether to run with `python` (Some), skip (None), or fail (Err: what to do about it).
