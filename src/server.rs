@@ -169,7 +169,9 @@ pub async fn run(
             servers.abort();
         }
     }
-    background.await;
+    // The background work was told to stop with the servers; it gets what is left of the
+    // grace, not a moment more.
+    background.stop_by(grace_ends).await;
     // Everything acknowledged is already committed; this only flushes queued work.
     app.store.close().await;
     tracing::info!("stopped");
