@@ -3,13 +3,22 @@
 //! sees diesel, a connection, or the marks of create calls in flight. A backend lives in its
 //! own folder behind the `Backend` enum: SQLite (`sqlite/`) today.
 //!
-//! Two promises every backend keeps:
+//! The promises every backend keeps:
 //! - **Durable before answered.** A write resolves only once the commit holding it is
 //!   durable; the committed log entries then go to the [`Publish`] sink (the hub), in
 //!   sequence order, once each.
-//! - **Reads never run ahead of durability.** The log is read only up to the newest sequence
-//!   handed to the sink ([`Store::results_after`] caps itself), so what a watcher is shown
-//!   can never revert after a crash.
+//! - **Reads never show what is not durable.** Every read — an intent, a Link's state, an
+//!   idempotency key, the log, its bounds — answers only with what a crash could not take
+//!   back: no result, completion, intent or remembered key that is committed but not yet
+//!   durable. (On SQLite a read waits, after its queries, until every commit they could have
+//!   seen is durable: `sqlite/progress.rs`.) So nothing a caller or a watcher is told can
+//!   revert after a power loss. The log is also read only up to the newest sequence handed
+//!   to the sink ([`Store::results_after`] caps itself), so a watcher's catch-up never gets
+//!   ahead of the hub.
+//! - **Failure is loud and final.** If the store can no longer commit (on SQLite: its
+//!   writer or sync thread stopped), [`Store::is_healthy`] turns false for good and
+//!   [`Store::failed`] resolves; the service then stops instead of answering every write
+//!   with an error while probes say it is fine.
 
 mod claim;
 mod sqlite;
@@ -364,6 +373,23 @@ impl Store {
     /// Whether the database answers a trivial query (readiness).
     pub async fn ping(&self) -> bool {
         forward!(self, s => s.ping().await)
+    }
+
+    /// False for good once the store can no longer commit (see the module docs).
+    pub fn is_healthy(&self) -> bool {
+        forward!(self, s => s.is_healthy())
+    }
+
+    /// Resolves once the store can no longer commit; never, while it can.
+    pub async fn failed(&self) {
+        forward!(self, s => s.failed().await)
+    }
+
+    /// Test hook: breaks the store for good, the way a bug in its machinery would (on SQLite
+    /// the sync thread panics). Never called by the service.
+    #[doc(hidden)]
+    pub fn break_for_test(&self) {
+        forward!(self, s => s.break_for_test())
     }
 
     /// Stops the writer after the work already queued is committed.
