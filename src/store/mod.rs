@@ -24,6 +24,7 @@ mod claim;
 mod sqlite;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -72,6 +73,10 @@ pub enum StoreError {
     /// A blocking storage task ended without an answer (panicked or was cancelled).
     #[error("a storage task failed: {0}")]
     TaskFailed(String),
+    /// A request the store does not take (a caller's mistake, such as an intent that expects
+    /// no account).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<crate::domain::status::UnknownValue> for StoreError {
@@ -122,6 +127,16 @@ impl LogBounds {
     }
 }
 
+/// One page of the log for a target, and what retention had removed when it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPage {
+    /// Results of the target after the cursor, oldest first.
+    pub rows: Vec<ResultRow>,
+    /// Every sequence up to this one had been pruned, in the same snapshot as `rows`: if it
+    /// is past the cursor, results after the cursor may be missing from `rows`.
+    pub pruned_through: i64,
+}
+
 /// Row counts, for operators and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -142,7 +157,8 @@ pub struct KnownLink {
 pub struct LinkState {
     /// Its pending intent, if any (the newest, should there be several).
     pub pending: Option<IntentView>,
-    /// The most recent succeeded intent of the asked type: (id, completed at).
+    /// The most recent succeeded intent of the asked type: (id, completed at — when Fintoc
+    /// completed it, see [`IntentView::completed_at_ms`]).
     pub last_success: Option<(String, Millis)>,
 }
 
@@ -209,6 +225,14 @@ macro_rules! forward {
 pub struct Store {
     backend: Backend,
     links: claim::LinkLocks,
+    hooks: Arc<TestHooks>,
+}
+
+/// Failures tests ask for through the store's hidden hooks; never set by the service.
+#[derive(Default)]
+struct TestHooks {
+    /// Log reads ([`Store::results_after`]) still to fail.
+    failing_log_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Store {
@@ -224,6 +248,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(sqlite),
             links: claim::LinkLocks::default(),
+            hooks: Arc::default(),
         })
     }
 
@@ -268,11 +293,19 @@ impl Store {
 
     /// Records an intent and its expected accounts (a no-op if already known), logs the
     /// events held for its Link, and remembers `key` with it, all in one commit.
+    /// `new.accounts` must not be empty ([`StoreError::Invalid`]): an intent with nothing to
+    /// wait for could never complete, so callers refuse such Links before asking Fintoc.
     pub async fn register_intent(
         &self,
         new: NewIntent,
         key: Option<KeyRecord>,
     ) -> StoreResult<IntentView> {
+        if new.accounts.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "refresh intent {} expects no account: it could never complete",
+                new.id
+            )));
+        }
         forward!(self, s => s.register_intent(new, key).await)
     }
 
@@ -318,13 +351,23 @@ impl Store {
         forward!(self, s => s.get_intent(id).await)
     }
 
-    /// Up to `limit` durable results of `target` after `after`, oldest first.
+    /// Up to `limit` durable results of `target` after `after`, oldest first, with how far
+    /// retention had pruned the log in the same snapshot (see [`LogPage`]).
     pub async fn results_after(
         &self,
         target: Target,
         after: i64,
         limit: i64,
-    ) -> StoreResult<Vec<ResultRow>> {
+    ) -> StoreResult<LogPage> {
+        let failing = &self.hooks.failing_log_reads;
+        let fail = failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(StoreError::TaskFailed(
+                "a log read failed on purpose (test hook)".into(),
+            ));
+        }
         forward!(self, s => s.results_after(target, after, limit).await)
     }
 
@@ -390,6 +433,13 @@ impl Store {
     #[doc(hidden)]
     pub fn break_for_test(&self) {
         forward!(self, s => s.break_for_test())
+    }
+
+    /// Test hook: the next `count` calls of [`Store::results_after`] fail, as a database that
+    /// cannot be read would. Never called by the service.
+    #[doc(hidden)]
+    pub fn fail_log_reads_for_test(&self, count: usize) {
+        self.hooks.failing_log_reads.store(count, Ordering::SeqCst);
     }
 
     /// Stops the writer after the work already queued is committed.

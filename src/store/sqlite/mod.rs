@@ -50,7 +50,7 @@ use tracing::Instrument;
 
 use super::{
     Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
-    LogBounds, Pruned, Publish, StoreError, StoreResult,
+    LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
 use crate::domain::{IntentView, NewIntent, RefreshType, ResultRow, Target};
@@ -358,10 +358,20 @@ impl SqliteStore {
         target: Target,
         after: i64,
         limit: i64,
-    ) -> StoreResult<Vec<ResultRow>> {
+    ) -> StoreResult<LogPage> {
         let upto = self.durable();
-        self.read(move |c| log::results_after(c, &target, after, upto, limit))
-            .await
+        self.read(move |c| {
+            // One snapshot for both: what retention had pruned is known for these very rows.
+            c.transaction(|c| {
+                let rows = log::results_after(c, &target, after, upto, limit)?;
+                let pruned_through = log::log_bounds(c)?.pruned_through();
+                Ok(LogPage {
+                    rows,
+                    pruned_through,
+                })
+            })
+        })
+        .await
     }
 
     pub(super) async fn log_bounds(&self) -> StoreResult<LogBounds> {
