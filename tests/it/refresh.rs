@@ -531,3 +531,55 @@ async fn mfa_links_return_the_widget_token_and_complete_after_the_user_does() {
         }
     ));
 }
+
+/// Proves the cooldown counts from when Fintoc completed the intent (its results' event
+/// time), not from when the result reached us: a result recovered by reconciliation five
+/// minutes late does not refuse a request Fintoc accepts.
+#[tokio::test]
+async fn a_late_result_starts_the_cooldown_when_fintoc_completed_the_intent() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![Outcome::Dropped]));
+    let completed_at = server.clock.now_ms();
+    let intent = request(&server, &link.token, "")
+        .await
+        .unwrap()
+        .refresh_intent
+        .unwrap();
+    eventually("Fintoc produced the (undelivered) event", || async {
+        sim(&server).event_ids().len() == 1
+    })
+    .await;
+    let mut watch = server.watch(intent_target(&intent.id), None).await;
+    // Reconciliation finds it --reconcile-after (5 minutes) later.
+    server.clock.advance(Duration::from_secs(5 * 60));
+    assert!(matches!(watch.next_event().await, Seen::Result { .. }));
+    assert!(matches!(
+        watch.next_event().await,
+        Seen::Completed {
+            status: RefreshStatus::Succeeded,
+            ..
+        }
+    ));
+    let got = server
+        .client()
+        .await
+        .get_refresh(pb::GetRefreshRequest {
+            refresh_intent_id: intent.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .refresh_intent
+        .unwrap();
+    let completed = got.completed_at.unwrap();
+    assert_eq!(
+        completed.seconds * 1000 + i64::from(completed.nanos / 1_000_000),
+        completed_at,
+        "completed when Fintoc's event says"
+    );
+    // Fintoc's 5 minutes (from its completion) are over; ours must be too.
+    server.clock.advance(Duration::from_secs(1));
+    let again = request(&server, &link.token, "").await.unwrap();
+    assert!(!again.joined_existing);
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
+}
