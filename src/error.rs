@@ -41,6 +41,13 @@ pub enum AppError {
     /// The bank rejected the Link's credentials.
     #[error("{0}")]
     CredentialsRejected(String),
+    /// The Link has nothing Fintoc would refresh (inactive, or without accounts); `reason`
+    /// is the ErrorInfo reason.
+    #[error("{message}")]
+    NothingToRefresh {
+        reason: &'static str,
+        message: String,
+    },
     /// The call lacks the credentials the server requires (a bearer token).
     #[error("{0}")]
     Unauthenticated(String),
@@ -64,7 +71,9 @@ impl AppError {
             AppError::NotFound(_) => Code::NotFound,
             AppError::CursorExpired { .. } | AppError::CursorAhead { .. } => Code::OutOfRange,
             AppError::Cooldown { .. } => Code::ResourceExhausted,
-            AppError::CredentialsRejected(_) => Code::FailedPrecondition,
+            AppError::CredentialsRejected(_) | AppError::NothingToRefresh { .. } => {
+                Code::FailedPrecondition
+            }
             AppError::Unauthenticated(_) => Code::Unauthenticated,
             AppError::Unavailable(_) => Code::Unavailable,
             AppError::Exhausted(_) => Code::ResourceExhausted,
@@ -109,6 +118,9 @@ impl From<AppError> for Status {
             }
             AppError::CredentialsRejected(_) => {
                 Status::with_error_details(code, err.to_string(), info("CREDENTIALS_REJECTED", &[]))
+            }
+            AppError::NothingToRefresh { reason, .. } => {
+                Status::with_error_details(code, err.to_string(), info(reason, &[]))
             }
             AppError::Internal { what, detail } => {
                 tracing::error!(error = %detail, "{what} failure");

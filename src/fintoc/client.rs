@@ -57,8 +57,16 @@ struct ErrorBody {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Link {
     pub id: String,
+    /// `null` in some answers (as in lists): then `GET /v1/accounts` has them.
     #[serde(default)]
     pub accounts: Option<Vec<Account>>,
+    /// Fintoc does not refresh an inactive Link. Taken as active when absent.
+    #[serde(default = "active_by_default")]
+    pub active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
 }
 
 /// An account, from a Link or from `GET /v1/accounts` (only what we use).

@@ -5,7 +5,8 @@
 //! state); a Link with a pending intent is joined (single flight); a Link whose credentials
 //! were rejected is held back for `--rejected-hold`; a Link refreshed successfully too
 //! recently is in cooldown. Only then is Fintoc asked: the Link is resolved (its accounts are
-//! what the intent waits for) and the intent created with an `Idempotency-Key`. If Fintoc
+//! what the intent waits for; an inactive Link, or one without accounts, has nothing to
+//! refresh and is refused) and the intent created with an `Idempotency-Key`. If Fintoc
 //! says an intent is already in progress (created elsewhere), that one is adopted and joined.
 //!
 //! Requests for the same link token are serialized in-process, so concurrent callers make
@@ -157,14 +158,38 @@ async fn run(
         .get_link(&ask.token, deadline)
         .await
         .map_err(|e| e.into_app_error("looking up the Link"))?;
-    let mut accounts: Vec<String> = link
-        .accounts
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| a.id)
-        .collect();
+    if !link.active {
+        return Err(AppError::NothingToRefresh {
+            reason: "LINK_INACTIVE",
+            message: format!(
+                "Link {} is inactive at Fintoc (active: false), and Fintoc does not refresh \
+                 inactive Links; it must be reactivated (reconnected) first",
+                link.id
+            ),
+        });
+    }
+    let listed = match link.accounts {
+        Some(accounts) => accounts,
+        // Not included in the Link's answer: Fintoc lists them on their own.
+        None => app
+            .fintoc
+            .list_accounts(&ask.token, deadline)
+            .await
+            .map_err(|e| e.into_app_error("listing the Link's accounts"))?,
+    };
+    let mut accounts: Vec<String> = listed.into_iter().map(|a| a.id).collect();
     accounts.sort();
     accounts.dedup();
+    if accounts.is_empty() {
+        // A refresh would have no account to report on: no result would ever come.
+        return Err(AppError::NothingToRefresh {
+            reason: "LINK_WITHOUT_ACCOUNTS",
+            message: format!(
+                "Link {} has no accounts at Fintoc, so there is nothing to refresh",
+                link.id
+            ),
+        });
+    }
     app.store
         .upsert_link(link.id.clone(), ask.token_sha256.clone(), accounts.clone())
         .await?;

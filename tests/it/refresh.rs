@@ -583,3 +583,46 @@ async fn a_late_result_starts_the_cooldown_when_fintoc_completed_the_intent() {
     assert!(!again.joined_existing);
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
 }
+
+/// Proves a Link Fintoc would not refresh is refused before any create call, with
+/// FAILED_PRECONDITION saying why: one without accounts (it would never report a result, and
+/// used to "succeed" at once with another refresh's sequence) and an inactive one. A Link
+/// whose answer leaves `accounts` null has them listed through `/v1/accounts`.
+#[tokio::test]
+async fn a_link_with_nothing_to_refresh_is_refused_without_calling_fintocs_create() {
+    let server = with_sim(sim_config()).await;
+    let refused = |err: tonic::Status, reason: &str, words: &str| {
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+        assert!(err.message().contains(words), "{}", err.message());
+        let info = err.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            (reason, "fintoc-refresh")
+        );
+    };
+    let empty = sim(&server).add_link(LinkSpec::new(vec![]));
+    let err = request(&server, &empty.token, "").await.unwrap_err();
+    refused(err, "LINK_WITHOUT_ACCOUNTS", "no accounts");
+
+    let inactive = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    sim(&server).set_active(&inactive.link_id, false);
+    let err = request(&server, &inactive.token, "").await.unwrap_err();
+    refused(err, "LINK_INACTIVE", "inactive");
+
+    let listed_empty = sim(&server).add_link(LinkSpec::new(vec![]));
+    sim(&server).list_accounts_separately(&listed_empty.link_id);
+    let err = request(&server, &listed_empty.token, "").await.unwrap_err();
+    refused(err, "LINK_WITHOUT_ACCOUNTS", "no accounts");
+    assert_eq!(
+        sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1),
+        0,
+        "Fintoc's create was never called"
+    );
+
+    let listed = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
+    sim(&server).list_accounts_separately(&listed.link_id);
+    let (results, status, _) = refresh_to_end(&server, &listed).await;
+    assert_eq!(results.len(), 2, "one result per listed account");
+    assert_eq!(status, RefreshStatus::Succeeded);
+    assert_eq!(sim(&server).requests("GET", "/v1/accounts"), 2);
+}
