@@ -6,8 +6,10 @@
 //! were rejected is held back for `--rejected-hold`; a Link refreshed successfully too
 //! recently is in cooldown. Only then is Fintoc asked: the Link is resolved (its accounts are
 //! what the intent waits for; an inactive Link, or one without accounts, has nothing to
-//! refresh and is refused) and the intent created with an `Idempotency-Key`. If Fintoc
-//! says an intent is already in progress (created elsewhere), that one is adopted and joined.
+//! refresh and is refused) and the intent created with an `Idempotency-Key` from a series
+//! that moves past every key Fintoc has answered (see `fintoc::client::IdempotencyKeys`).
+//! If Fintoc says an intent is already in progress (created elsewhere), that one is adopted
+//! and joined.
 //!
 //! Requests for the same link token are serialized in-process, so concurrent callers make
 //! one upstream POST. The work runs in its own task: a caller that hangs up does not leave a
@@ -25,7 +27,7 @@ use crate::clock::{millis, parse_rfc3339_ms};
 use crate::domain::policy::{KEY_TTL, cooldown_for, cooldown_remaining, hold_remaining};
 use crate::domain::{IntentView, NewIntent, RefreshType};
 use crate::error::{AppError, cooldown};
-use crate::fintoc::client::RefreshIntent;
+use crate::fintoc::client::{IdempotencyKeys, RefreshIntent};
 use crate::pb;
 use crate::secret::{Secret, sha256_hex};
 use crate::store::{KeyRecord, KnownLink};
@@ -202,12 +204,28 @@ async fn run(
     }
 
     let create = app.store.begin_create(&link.id);
-    let fintoc_key = fintoc_idempotency_key(&ask);
-    let (intent, joined) = match app
+    let mut keys = fintoc_keys(app, &ask).await?;
+    let spent_before = keys.spent();
+    let created = app
         .fintoc
-        .create_refresh_intent(&ask.token, ask.refresh_type, &fintoc_key, deadline)
-        .await
+        .create_refresh_intent(&ask.token, ask.refresh_type, &mut keys, deadline)
+        .await;
+    if let Some(caller_key) = &ask.key
+        && keys.spent() > spent_before
     {
+        // Fintoc answered some of this caller key's Fintoc keys: a later call with the same
+        // caller key starts after them, instead of being replayed their answers for a day.
+        let kept = app
+            .store
+            .remember_fintoc_keys_spent(caller_key.clone(), keys.spent())
+            .await;
+        if let Err(e) = kept {
+            // Not fatal: the series is deterministic, so a later call replays the answered
+            // keys (spending them again) until it reaches a fresh one.
+            tracing::warn!(error = %e, "could not record the Fintoc keys spent");
+        }
+    }
+    let (intent, joined) = match created {
         Ok(intent) => (intent, false),
         Err(e) if e.code() == Some("refresh_intent_in_progress") => {
             (adopt(app, &ask, deadline).await?, true)
@@ -320,19 +338,31 @@ async fn adopt(app: &App, ask: &Ask, deadline: Instant) -> Result<RefreshIntent,
         })
 }
 
-/// The key sent to Fintoc: derived from the caller's key, so a retry after a crash replays
-/// Fintoc's first answer; random otherwise.
-fn fintoc_idempotency_key(ask: &Ask) -> String {
-    match &ask.key {
-        Some(key) => format!(
-            "fintoc-refresh-{}",
-            &sha256_hex(&format!(
-                "{key}\n{}\n{}",
-                ask.token_sha256, ask.refresh_type
-            ))[..48]
-        ),
-        None => uuid::Uuid::new_v4().to_string(),
-    }
+/// The `Idempotency-Key` series sent to Fintoc. With a caller key it is derived from it
+/// (a retry after a crash, or of a call whose outcome was unknown, replays Fintoc's answer
+/// rather than creating a second intent), past the keys Fintoc already answered for it;
+/// without one it is random.
+async fn fintoc_keys(app: &App, ask: &Ask) -> Result<IdempotencyKeys, AppError> {
+    Ok(match &ask.key {
+        Some(key) => {
+            let spent = app.store.fintoc_keys_spent(key.clone()).await?;
+            IdempotencyKeys::new(fintoc_key_base(ask), spent)
+        }
+        None => IdempotencyKeys::new(uuid::Uuid::new_v4().to_string(), 0),
+    })
+}
+
+/// The first key of a caller key's series: a digest of the caller key, the token and the
+/// type (so a key reused elsewhere can never collide), short enough for Fintoc's 255.
+fn fintoc_key_base(ask: &Ask) -> String {
+    let key = ask.key.as_deref().unwrap_or_default();
+    format!(
+        "fintoc-refresh-{}",
+        &sha256_hex(&format!(
+            "{key}\n{}\n{}",
+            ask.token_sha256, ask.refresh_type
+        ))[..48]
+    )
 }
 
 #[cfg(test)]
@@ -359,17 +389,18 @@ mod tests {
             key: key.map(str::to_owned),
         };
         assert_eq!(
-            fintoc_idempotency_key(&ask(Some("k"))),
-            fintoc_idempotency_key(&ask(Some("k")))
+            fintoc_key_base(&ask(Some("k"))),
+            fintoc_key_base(&ask(Some("k")))
         );
         assert_ne!(
-            fintoc_idempotency_key(&ask(Some("k"))),
-            fintoc_idempotency_key(&ask(Some("j")))
+            fintoc_key_base(&ask(Some("k"))),
+            fintoc_key_base(&ask(Some("j")))
         );
-        assert_ne!(
-            fintoc_idempotency_key(&ask(None)),
-            fintoc_idempotency_key(&ask(None))
-        );
-        assert!(fintoc_idempotency_key(&ask(Some(&"x".repeat(255)))).len() <= 255);
+        // The series: the base first, then a new key for each one Fintoc answered.
+        let base = fintoc_key_base(&ask(Some(&"x".repeat(255))));
+        assert_eq!(IdempotencyKeys::new(base.clone(), 0).current(), base);
+        let later = IdempotencyKeys::new(base.clone(), 12).current();
+        assert_eq!(later, format!("{base}-12"));
+        assert!(later.len() <= 255);
     }
 }

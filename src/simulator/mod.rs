@@ -194,6 +194,11 @@ impl Simulator {
             .inject(Some((method, path)), fault, count);
     }
 
+    /// Drops the faults still queued (by [`Simulator::inject`] or [`Simulator::inject_on`]).
+    pub fn clear_faults(&self) {
+        self.state.lock().expect("simulator state").clear_faults();
+    }
+
     /// Marks a Link active or not: its answer says `active: false` when not (Fintoc does
     /// not refresh an inactive Link).
     pub fn set_active(&self, link_id: &str, active: bool) {

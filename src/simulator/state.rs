@@ -275,6 +275,11 @@ impl State {
             .extend(std::iter::repeat_n((target, fault), count));
     }
 
+    /// Drops every fault still queued.
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
     /// The oldest queued fault that applies to this request, removed from the queue.
     pub fn next_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
         let index = self.faults.iter().position(|(target, _)| {

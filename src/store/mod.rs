@@ -324,6 +324,21 @@ impl Store {
         forward!(self, s => s.remember_key(key).await)
     }
 
+    /// How many of the Fintoc `Idempotency-Key`s derived from the caller's idempotency `key`
+    /// Fintoc has already answered: those must never be sent again (Fintoc would replay
+    /// their stored answer for 24 h), so the next create for this caller key starts after
+    /// them. 0 for a key never recorded.
+    pub async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
+        forward!(self, s => s.fintoc_keys_spent(key).await)
+    }
+
+    /// Records that the first `spent` Fintoc keys derived from the caller's `key` have been
+    /// answered (a smaller number than the one recorded changes nothing). Kept as long as
+    /// idempotency keys are.
+    pub async fn remember_fintoc_keys_spent(&self, key: String, spent: u64) -> StoreResult<()> {
+        forward!(self, s => s.remember_fintoc_keys_spent(key, spent).await)
+    }
+
     /// Gives every account of a pending intent still missing a result a TIMED_OUT one (no
     /// event id, its own sequence), which completes it. `None` if it was not pending.
     pub async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
@@ -335,8 +350,8 @@ impl Store {
         forward!(self, s => s.mark_reconciled(ids).await)
     }
 
-    /// Removes up to `limit` rows of each kind older than `cutoff_ms` (idempotency keys
-    /// older than `key_cutoff_ms`), the log from its oldest end only.
+    /// Removes up to `limit` rows of each kind older than `cutoff_ms` (idempotency keys and
+    /// their Fintoc key counts older than `key_cutoff_ms`), the log from its oldest end only.
     pub async fn prune(
         &self,
         cutoff_ms: Millis,

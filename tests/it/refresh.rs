@@ -626,3 +626,86 @@ async fn a_link_with_nothing_to_refresh_is_refused_without_calling_fintocs_creat
     assert_eq!(status, RefreshStatus::Succeeded);
     assert_eq!(sim(&server).requests("GET", "/v1/accounts"), 2);
 }
+
+/// The ids of the refresh intents Fintoc (the simulator) holds for a Link, newest first.
+async fn intents_at_fintoc(server: &TestServer, token: &str) -> Vec<String> {
+    let list: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/refresh_intents", sim(server).url()))
+        .query(&[("link_token", token)])
+        .header("Authorization", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Fintoc keeps the first answer to an `Idempotency-Key`, failures included, so a retry
+/// that reused the key would only be handed the same 503 again. Proves the create call's own
+/// 5xx and 429 are retried with a fresh key each time, and succeed, with exactly one intent
+/// made at Fintoc.
+#[tokio::test]
+async fn a_passing_failure_of_the_create_call_is_retried_with_a_fresh_key() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    sim(&server).inject_on(POST_INTENTS.0, POST_INTENTS.1, Fault::Status(503), 2);
+    sim(&server).inject_on(POST_INTENTS.0, POST_INTENTS.1, Fault::Status(429), 1);
+    let answer = request(&server, &link.token, "key-passing").await.unwrap();
+    assert!(!answer.joined_existing);
+    let id = answer.refresh_intent.unwrap().id;
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 4);
+    assert_eq!(intents_at_fintoc(&server, &link.token).await, vec![id]);
+}
+
+/// Proves a caller that retries with its own idempotency key after a failed call is not
+/// locked out for the 24 hours Fintoc replays a stored failure: the next call starts after
+/// every key Fintoc already answered. The same after a failure that is not retried within
+/// the call (an answered 4xx). Either way exactly one intent is made.
+#[tokio::test]
+async fn a_caller_retrying_with_its_key_after_fintoc_failed_gets_a_fresh_attempt() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    sim(&server).inject_on(POST_INTENTS.0, POST_INTENTS.1, Fault::Status(503), 1000);
+    let down = request(&server, &link.token, "key-retry")
+        .await
+        .unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable, "{}", down.message());
+    let tried = sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1);
+    assert!(tried >= 2, "retried within the call: {tried}");
+    sim(&server).clear_faults();
+
+    let answer = request(&server, &link.token, "key-retry").await.unwrap();
+    let id = answer.refresh_intent.unwrap().id;
+    assert_eq!(
+        sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1),
+        tried + 1,
+        "one more attempt, with a key Fintoc had not answered"
+    );
+    assert_eq!(
+        intents_at_fintoc(&server, &link.token).await,
+        vec![id.clone()]
+    );
+    // From now on the key is answered here.
+    let again = request(&server, &link.token, "key-retry").await.unwrap();
+    assert_eq!(again.refresh_intent.unwrap().id, id);
+    assert_eq!(
+        sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1),
+        tried + 1
+    );
+
+    let other = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    sim(&server).inject_on(POST_INTENTS.0, POST_INTENTS.1, Fault::Status(400), 1);
+    let refused = request(&server, &other.token, "key-400").await.unwrap_err();
+    assert_eq!(refused.code(), Code::Internal, "{}", refused.message());
+    let answer = request(&server, &other.token, "key-400").await.unwrap();
+    assert_eq!(
+        intents_at_fintoc(&server, &other.token).await,
+        vec![answer.refresh_intent.unwrap().id]
+    );
+}

@@ -329,6 +329,19 @@ impl SqliteStore {
         self.write(move |tx| links::remember_key(tx, &key)).await
     }
 
+    pub(super) async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
+        self.read(move |c| links::fintoc_keys_spent(c, &key)).await
+    }
+
+    pub(super) async fn remember_fintoc_keys_spent(
+        &self,
+        key: String,
+        spent: u64,
+    ) -> StoreResult<()> {
+        self.write(move |tx| links::remember_fintoc_keys_spent(tx, &key, spent))
+            .await
+    }
+
     pub(super) async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
         self.write(move |tx| intents::complete_timed_out(tx, &id))
             .await
