@@ -139,12 +139,35 @@ pub fn cooldown(
     left: Duration,
     refresh_intent_id: String,
 ) -> AppError {
-    let left = Duration::from_secs(left.as_millis().div_ceil(1000) as u64);
+    let what = format!("this Link was refreshed successfully by {refresh_intent_id} too recently");
+    cooldown_because(kind, left, refresh_intent_id, what)
+}
+
+/// The cooldown answer when Fintoc refused with `rate_limit_exceeded`: `refresh_intent_id`
+/// is the last success known here (empty if none).
+pub fn fintoc_cooldown(
+    kind: crate::domain::RefreshType,
+    left: Duration,
+    refresh_intent_id: String,
+) -> AppError {
     let what = if refresh_intent_id.is_empty() {
         "Fintoc says this Link was refreshed successfully too recently".to_owned()
     } else {
-        format!("this Link was refreshed successfully by {refresh_intent_id} too recently")
+        format!(
+            "Fintoc says this Link was refreshed successfully too recently (the last success \
+             known here is {refresh_intent_id})"
+        )
     };
+    cooldown_because(kind, left, refresh_intent_id, what)
+}
+
+fn cooldown_because(
+    kind: crate::domain::RefreshType,
+    left: Duration,
+    refresh_intent_id: String,
+    what: String,
+) -> AppError {
+    let left = Duration::from_secs(left.as_millis().div_ceil(1000) as u64);
     AppError::Cooldown {
         message: format!(
             "{what}: a new {kind} refresh is allowed in {} (Fintoc allows one every {})",

@@ -9,7 +9,8 @@
 //! refresh and is refused) and the intent created with an `Idempotency-Key` from a series
 //! that moves past every key Fintoc has answered (see `fintoc::client::IdempotencyKeys`).
 //! If Fintoc says an intent is already in progress (created elsewhere), that one is adopted
-//! and joined.
+//! and joined; if it says the Link is in cooldown, the answer names the last success known
+//! here.
 //!
 //! Requests for the same link token are serialized in-process, so concurrent callers make
 //! one upstream POST. The work runs in its own task: a caller that hangs up does not leave a
@@ -26,7 +27,7 @@ use crate::app::App;
 use crate::clock::{millis, parse_rfc3339_ms};
 use crate::domain::policy::{KEY_TTL, cooldown_for, cooldown_remaining, hold_remaining};
 use crate::domain::{IntentView, NewIntent, RefreshType};
-use crate::error::{AppError, cooldown};
+use crate::error::{AppError, cooldown, fintoc_cooldown};
 use crate::fintoc::client::{IdempotencyKeys, RefreshIntent};
 use crate::pb;
 use crate::secret::{Secret, sha256_hex};
@@ -231,11 +232,7 @@ async fn run(
             (adopt(app, &ask, deadline).await?, true)
         }
         Err(e) if e.code() == Some("rate_limit_exceeded") => {
-            return Err(cooldown(
-                ask.refresh_type,
-                cooldown_for(ask.refresh_type),
-                String::new(),
-            ));
+            return Err(fintoc_says_cooldown(app, &ask, &link.id).await?);
         }
         Err(e) => return Err(e.into_app_error("creating the refresh intent")),
     };
@@ -336,6 +333,23 @@ async fn adopt(app: &App, ask: &Ask, deadline: Instant) -> Result<RefreshIntent,
                 "Fintoc says a refresh of this Link is in progress but lists none; try again shortly".into(),
             )
         })
+}
+
+/// Fintoc refused with `rate_limit_exceeded`: the cooldown answer, naming the last success
+/// known here for this Link and type, with the time its completion leaves if that is known
+/// (else Fintoc's full spacing: Fintoc knows of a success we do not, or counts differently).
+async fn fintoc_says_cooldown(app: &App, ask: &Ask, link_id: &str) -> Result<AppError, AppError> {
+    let kind = ask.refresh_type;
+    let state = app.store.link_state(link_id.to_owned(), kind).await?;
+    let now = app.config.clock.now_ms();
+    Ok(match state.last_success {
+        Some((intent_id, completed_at)) => {
+            let left = cooldown_remaining(kind, Some(completed_at), now)
+                .unwrap_or_else(|| cooldown_for(kind));
+            fintoc_cooldown(kind, left, intent_id)
+        }
+        None => fintoc_cooldown(kind, cooldown_for(kind), String::new()),
+    })
 }
 
 /// The `Idempotency-Key` series sent to Fintoc. With a caller key it is derived from it

@@ -709,3 +709,65 @@ async fn a_caller_retrying_with_its_key_after_fintoc_failed_gets_a_fresh_attempt
         vec![answer.refresh_intent.unwrap().id]
     );
 }
+
+/// Someone else (another service, Fintoc's dashboard) creates a refresh intent at Fintoc.
+async fn someone_else_refreshes(server: &TestServer, token: &str) -> String {
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/v1/refresh_intents", sim(server).url()))
+        .header("Authorization", API_KEY)
+        .json(&serde_json::json!({ "link_token": token }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().expect("an intent").to_owned()
+}
+
+/// Proves Fintoc's own `rate_limit_exceeded` is answered like a local cooldown and names the
+/// last success known here (with Fintoc's full spacing when the time left is not known
+/// here): here Fintoc knows of a later success, made elsewhere, that this service has only
+/// seen as unsolicited results. For a Link without a success known here the id is empty.
+#[tokio::test]
+async fn fintocs_own_cooldown_names_the_last_success_known_here() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    let (_, status, ours) = refresh_to_end(&server, &link).await;
+    assert_eq!(status, RefreshStatus::Succeeded);
+    // Once Fintoc allows it, someone else refreshes the Link at Fintoc; its result reaches
+    // this service as one of no intent.
+    server.clock.advance(Duration::from_secs(5 * 60));
+    someone_else_refreshes(&server, &link.token).await;
+    eventually("the other refresh completed at Fintoc", || async {
+        sim(&server).event_ids().len() == 2
+    })
+    .await;
+    // Our cooldown (5 minutes from our success) is over; Fintoc's, from the other, is not.
+    server.clock.advance(Duration::from_secs(60));
+    let err = request(&server, &link.token, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert!(err.message().contains("Fintoc says"), "{}", err.message());
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "REFRESH_COOLDOWN");
+    assert_eq!(info.metadata["refresh_intent_id"], ours);
+    assert_eq!(
+        err.get_details_retry_info().unwrap().retry_delay,
+        Some(Duration::from_secs(300))
+    );
+
+    let stranger = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    someone_else_refreshes(&server, &stranger.token).await;
+    eventually("the stranger's refresh completed at Fintoc", || async {
+        sim(&server).event_ids().len() == 3
+    })
+    .await;
+    let err = request(&server, &stranger.token, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(info.metadata["refresh_intent_id"], "");
+    assert_eq!(
+        err.get_details_retry_info().unwrap().retry_delay,
+        Some(Duration::from_secs(300))
+    );
+}
