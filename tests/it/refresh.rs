@@ -771,3 +771,141 @@ async fn fintocs_own_cooldown_names_the_last_success_known_here() {
         Some(Duration::from_secs(300))
     );
 }
+
+/// Proves historical refreshes are spaced by 60 minutes, end to end on the manual clock:
+/// refused locally (without calling Fintoc) with the time left and the last intent's id
+/// until the hour is over, accepted after.
+#[tokio::test]
+async fn the_historical_cooldown_lasts_an_hour() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    let first = request_typed(&server, &link.token, "", RefreshType::Historical)
+        .await
+        .unwrap()
+        .refresh_intent
+        .unwrap();
+    let mut watch = server.watch(intent_target(&first.id), None).await;
+    watch.next_event().await;
+    assert!(matches!(
+        watch.next_event().await,
+        Seen::Completed {
+            status: RefreshStatus::Succeeded,
+            ..
+        }
+    ));
+    server.clock.advance(Duration::from_secs(59 * 60));
+    let err = request_typed(&server, &link.token, "", RefreshType::Historical)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+    assert_eq!(
+        err.get_details_retry_info().unwrap().retry_delay,
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(
+        err.get_details_error_info().unwrap().metadata["refresh_intent_id"],
+        first.id
+    );
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
+
+    server.clock.advance(Duration::from_secs(60));
+    let second = request_typed(&server, &link.token, "", RefreshType::Historical)
+        .await
+        .unwrap();
+    assert!(!second.joined_existing);
+    assert_ne!(second.refresh_intent.unwrap().id, first.id);
+    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
+}
+
+/// Proves an intent created elsewhere and adopted here gets every result of its refresh: one
+/// that arrived before anyone here knew the intent (logged then, without an intent) and one
+/// that arrives after the adoption, both attributed to it; then it completes.
+#[tokio::test]
+async fn an_adopted_intent_gets_its_results_from_before_and_after_the_adoption() {
+    let mut config = sim_config();
+    // Fintoc's own deliveries stay away; the test delivers the results itself.
+    config.delivery_delay = Duration::from_secs(600);
+    let server = with_sim(config).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
+    let theirs = someone_else_refreshes(&server, &link.token).await;
+    let (before, after) = (&link.account_ids[0], &link.account_ids[1]);
+    let at = server.clock.now_ms();
+    let (status, _) = server
+        .post_event(&event("evt_before", before, "succeeded", at))
+        .await;
+    assert_eq!(status, 200);
+
+    let answer = request(&server, &link.token, "").await.unwrap();
+    assert!(answer.joined_existing);
+    assert_eq!(answer.refresh_intent.unwrap().id, theirs);
+    let mut watch = server.watch(intent_target(&theirs), None).await;
+    assert!(
+        matches!(watch.next_event().await, Seen::Result { ref event, ref intent, .. } if event == "evt_before" && *intent == theirs)
+    );
+    let (status, _) = server
+        .post_event(&event("evt_after", after, "succeeded", at + 1000))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        matches!(watch.next_event().await, Seen::Result { ref event, ref intent, .. } if event == "evt_after" && *intent == theirs)
+    );
+    assert!(matches!(
+        watch.next_event().await,
+        Seen::Completed {
+            status: RefreshStatus::Succeeded,
+            ..
+        }
+    ));
+}
+
+/// Proves events held while a create call is in flight are not lost when that call fails:
+/// once it has failed they are logged as results of no intent, and pushed.
+#[tokio::test]
+async fn events_held_during_a_create_that_fails_are_logged_not_lost() {
+    let server = with_sim(sim_config()).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
+    let account = link.account_ids[0].clone();
+    let mut feed = server.watch(account_target(&account), None).await;
+    feed.next().await;
+    // The create call hangs at Fintoc beyond the caller's deadline.
+    sim(&server).inject_on(
+        POST_INTENTS.0,
+        POST_INTENTS.1,
+        Fault::Slow(Duration::from_secs(60)),
+        1,
+    );
+    let pending = {
+        let mut call = tonic::Request::new(pb::RequestRefreshRequest {
+            link_token: link.token.clone(),
+            refresh_type: 0,
+            idempotency_key: String::new(),
+        });
+        call.set_timeout(Duration::from_millis(1500));
+        let mut client = server.client().await;
+        tokio::spawn(async move { client.request_refresh(call).await })
+    };
+    eventually("the create call is in flight", || async {
+        sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1) == 1
+    })
+    .await;
+    let (status, _) = server
+        .post_event(&event(
+            "evt_held",
+            &account,
+            "succeeded",
+            server.clock.now_ms(),
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(server.counts().await.held_events, 1, "held for the intent");
+
+    let failed = pending.await.unwrap().unwrap_err();
+    assert_eq!(failed.code(), Code::Unavailable, "{}", failed.message());
+    assert!(
+        matches!(feed.next_event().await, Seen::Result { ref event, ref intent, .. } if event == "evt_held" && intent.is_empty())
+    );
+    eventually("nothing is held any more", || async {
+        server.counts().await.held_events == 0
+    })
+    .await;
+}
