@@ -325,6 +325,11 @@ async fn health_readiness_and_metrics_answer() {
     );
 }
 
+/// Proves the answer waits for the commit holding the event: another connection holds
+/// SQLite's write lock, so the commit cannot happen, and the request stays unanswered until
+/// it can. It does not prove the wait for the fsync after the commit (an answer given right
+/// after COMMIT would pass here): `store::sqlite::writer::tests::
+/// nothing_is_answered_or_published_before_its_commit_is_durable` proves that one.
 #[tokio::test]
 async fn a_webhook_is_answered_only_after_the_commit_that_contains_it() {
     use diesel::Connection;
