@@ -41,6 +41,13 @@ pub enum AppError {
     /// The bank rejected the Link's credentials.
     #[error("{0}")]
     CredentialsRejected(String),
+    /// The Link has nothing Fintoc would refresh (inactive, or without accounts); `reason`
+    /// is the ErrorInfo reason.
+    #[error("{message}")]
+    NothingToRefresh {
+        reason: &'static str,
+        message: String,
+    },
     /// The call lacks the credentials the server requires (a bearer token).
     #[error("{0}")]
     Unauthenticated(String),
@@ -64,7 +71,9 @@ impl AppError {
             AppError::NotFound(_) => Code::NotFound,
             AppError::CursorExpired { .. } | AppError::CursorAhead { .. } => Code::OutOfRange,
             AppError::Cooldown { .. } => Code::ResourceExhausted,
-            AppError::CredentialsRejected(_) => Code::FailedPrecondition,
+            AppError::CredentialsRejected(_) | AppError::NothingToRefresh { .. } => {
+                Code::FailedPrecondition
+            }
             AppError::Unauthenticated(_) => Code::Unauthenticated,
             AppError::Unavailable(_) => Code::Unavailable,
             AppError::Exhausted(_) => Code::ResourceExhausted,
@@ -110,6 +119,9 @@ impl From<AppError> for Status {
             AppError::CredentialsRejected(_) => {
                 Status::with_error_details(code, err.to_string(), info("CREDENTIALS_REJECTED", &[]))
             }
+            AppError::NothingToRefresh { reason, .. } => {
+                Status::with_error_details(code, err.to_string(), info(reason, &[]))
+            }
             AppError::Internal { what, detail } => {
                 tracing::error!(error = %detail, "{what} failure");
                 Status::internal(format!(
@@ -127,12 +139,35 @@ pub fn cooldown(
     left: Duration,
     refresh_intent_id: String,
 ) -> AppError {
-    let left = Duration::from_secs(left.as_millis().div_ceil(1000) as u64);
+    let what = format!("this Link was refreshed successfully by {refresh_intent_id} too recently");
+    cooldown_because(kind, left, refresh_intent_id, what)
+}
+
+/// The cooldown answer when Fintoc refused with `rate_limit_exceeded`: `refresh_intent_id`
+/// is the last success known here (empty if none).
+pub fn fintoc_cooldown(
+    kind: crate::domain::RefreshType,
+    left: Duration,
+    refresh_intent_id: String,
+) -> AppError {
     let what = if refresh_intent_id.is_empty() {
         "Fintoc says this Link was refreshed successfully too recently".to_owned()
     } else {
-        format!("this Link was refreshed successfully by {refresh_intent_id} too recently")
+        format!(
+            "Fintoc says this Link was refreshed successfully too recently (the last success \
+             known here is {refresh_intent_id})"
+        )
     };
+    cooldown_because(kind, left, refresh_intent_id, what)
+}
+
+fn cooldown_because(
+    kind: crate::domain::RefreshType,
+    left: Duration,
+    refresh_intent_id: String,
+    what: String,
+) -> AppError {
+    let left = Duration::from_secs(left.as_millis().div_ceil(1000) as u64);
     AppError::Cooldown {
         message: format!(
             "{what}: a new {kind} refresh is allowed in {} (Fintoc allows one every {})",

@@ -47,8 +47,8 @@
 //! - [`fintoc`]: the signature scheme, event payloads, the REST client and what its
 //!   failures mean to callers.
 //! - [`store`]: storage behind one seam that speaks in intentions; the SQLite backend
-//!   (`store/sqlite/`): the group-committing writer, the fsync thread, checkpoints, the
-//!   one-process lock.
+//!   (`store/sqlite/`): the group-committing writer, the fsync thread, reads that answer
+//!   only with what is durable, checkpoints, the one-process lock.
 //! - [`hub`]: the wake-up fan-out to watchers.
 //! - [`app`]: the state every handler shares, and what builds it.
 //! - [`http`], [`grpc`]: the two surfaces — the webhook intake and probes; RefreshService.

@@ -1,5 +1,6 @@
 //! `serve`: puts the shared state ([`App`]) behind the gRPC and HTTP servers, starts the
-//! background tasks, runs until `shutdown` is cancelled, then drains within the grace period.
+//! background tasks, runs until `shutdown` is cancelled (or storage fails for good: then it
+//! stops with an error), then drains within the grace period.
 //! `main` and every test call this same function with their own listeners (port 0 in tests),
 //! config and cancellation token; nothing is global.
 
@@ -136,18 +137,31 @@ pub async fn run(
         stop.clone(),
     ));
 
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
+    // Storage that can no longer commit makes every webhook a 500 and every refresh an
+    // INTERNAL: rather than sit half-dead behind probes that say it is fine, the server
+    // stops (serve then exits non-zero, as it does after a failed fsync) so its supervisor
+    // restarts it on what the disk holds. Nothing acknowledged is lost: an answer waits for
+    // its commit to be durable.
+    let storage_failed = tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = app.store.failed() => true,
         result = &mut servers => {
             stop.cancel();
             result??;
             anyhow::bail!("the servers stopped on their own");
         }
-    }
+    };
 
-    tracing::info!(grace = ?app.config.shutdown_grace, "shutting down");
     storage_health.abort();
     let grace_ends = tokio::time::Instant::now() + app.config.shutdown_grace;
+    if storage_failed {
+        tracing::error!(
+            "storage has stopped and can no longer commit; the server stops so a restart \
+             recovers from what the disk holds"
+        );
+    } else {
+        tracing::info!(grace = ?app.config.shutdown_grace, "shutting down");
+    }
     // Draining: readiness fails and health says NOT_SERVING (Check and Watch), while both
     // ports keep answering for --drain-delay so load balancers see it and move traffic away.
     app.draining.store(true, Ordering::Release);
@@ -157,7 +171,10 @@ pub async fn run(
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
-    tokio::time::sleep(app.config.drain_delay).await;
+    if !storage_failed {
+        // Dead storage serves nobody: no point holding traffic for the drain.
+        tokio::time::sleep(app.config.drain_delay).await;
+    }
     // Open watch streams end with UNAVAILABLE and their cursor, so clients resume elsewhere;
     // health Watch streams end too, or they would hold the server open until the grace ends.
     app.hub.close();
@@ -175,9 +192,14 @@ pub async fn run(
             servers.abort();
         }
     }
-    background.await;
+    // The background work was told to stop with the servers; it gets what is left of the
+    // grace, not a moment more.
+    background.stop_by(grace_ends).await;
     // Everything acknowledged is already committed; this only flushes queued work.
     app.store.close().await;
+    if storage_failed {
+        anyhow::bail!("storage stopped and can no longer commit (the log above says why)");
+    }
     tracing::info!("stopped");
     Ok(())
 }

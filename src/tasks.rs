@@ -30,19 +30,38 @@ const PRUNE_CHUNK: i64 = 2_000;
 /// time too: down to the oldest pending intent's creation.
 const RECONCILE_BUDGET: Duration = Duration::from_secs(60);
 
-/// Starts the background tasks; the returned future finishes once they stopped.
-pub fn spawn(app: Arc<App>, stop: CancellationToken) -> impl Future<Output = ()> {
-    let deadlines = tokio::spawn(every(
+/// The running background tasks.
+pub struct Background {
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// Starts the background tasks; they stop when `stop` is cancelled, dropping the work in
+/// progress (see [`Background::stop_by`]).
+pub fn spawn(app: Arc<App>, stop: CancellationToken) -> Background {
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(every(
         app.clone(),
         stop.clone(),
         DEADLINE_TICK,
         |app| async move { keep_deadlines(&app).await },
     ));
-    let retention = tokio::spawn(every(app, stop, RETENTION_TICK, |app| async move {
+    tasks.spawn(every(app, stop, RETENTION_TICK, |app| async move {
         prune(&app).await
     }));
-    async move {
-        let _ = tokio::join!(deadlines, retention);
+    Background { tasks }
+}
+
+impl Background {
+    /// Waits for the tasks to end (their `stop` token must be cancelled), but no later than
+    /// `deadline`: then they are aborted, so a call stuck on a slow Fintoc cannot hold the
+    /// shutdown past its grace. Cutting one short loses nothing: every step is a store write
+    /// that commits whole or not at all, and is redone on the next run (the next start).
+    pub async fn stop_by(mut self, deadline: tokio::time::Instant) {
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!("background work still running at the end of the grace; abandoned");
+            self.tasks.abort_all();
+        }
     }
 }
 
@@ -61,8 +80,15 @@ where
         if !app.store.leads() {
             continue;
         }
-        if let Err(e) = work(app.clone()).await {
-            tracing::warn!(error = %e, "background task failed; will retry");
+        // The work itself is raced against `stop` too: a reconciliation may wait on Fintoc for
+        // up to a minute, and nothing it leaves half done is lost (see `Background::stop_by`).
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            result = work(app.clone()) => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "background task failed; will retry");
+                }
+            }
         }
     }
 }

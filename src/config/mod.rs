@@ -37,6 +37,14 @@ const HTTP_TLS_KEY: Setting = Setting {
     flag: "--http-tls-key",
     env: "HTTP_TLS_KEY",
 };
+/// The shortest `--retention` that keeps two promises. Fintoc redelivers a webhook it
+/// believes failed with exponential backoff from 3 s, 17 times: 3 s × (2^17 − 1) ≈ 4.55 days
+/// after the first attempt. A raw event pruned before then would be taken for a new one
+/// when it comes again, and pushed twice. And an intent must outlive the idempotency keys
+/// that point at it (honoured 48 h, `domain::policy::KEY_TTL`) and the `Idempotency-Key`s
+/// sent to Fintoc for it (24 h). Five days covers both.
+pub const MIN_RETENTION: Duration = Duration::from_secs(5 * 86_400);
+
 /// Shorter tokens are refused: a static token is only as strong as it is long and random.
 const MIN_TOKEN_LEN: usize = 16;
 
@@ -71,7 +79,8 @@ pub struct ServeArgs {
     /// How long a Link is held back after its credentials were rejected.
     #[arg(long, env = "REJECTED_HOLD", default_value = "1h", value_parser = parse_duration)]
     pub rejected_hold: Duration,
-    /// How long results and raw events are kept.
+    /// How long results and raw events are kept; at least 5d: Fintoc redelivers a webhook for
+    /// ~4.5 days, and a pruned event id would be taken as new (pushed twice).
     #[arg(long, env = "RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
     /// Largest webhook body accepted (bytes); larger ones get 413.
@@ -271,6 +280,14 @@ impl ServeArgs {
                  reconciliation has to happen before results time out",
                 format_duration(self.reconcile_after),
                 format_duration(self.refresh_timeout)
+            )));
+        }
+        if self.retention < MIN_RETENTION {
+            return Err(ConfigError(format!(
+                "--retention (RETENTION) is {}; it must be at least {}: Fintoc redelivers a webhook \
+                 for about 4.5 days, and an event pruned before then would be pushed twice",
+                format_duration(self.retention),
+                format_duration(MIN_RETENTION)
             )));
         }
         if self.retention <= self.refresh_timeout {

@@ -107,6 +107,11 @@ fn bad_settings_name_the_problem() {
             "--heartbeat-interval",
         ),
         (&["--reconcile-after", "30m"], SECRETS, "--reconcile-after"),
+        (
+            &["--retention", "4d23h59m"],
+            SECRETS,
+            "--retention (RETENTION) is 4d23h59m; it must be at least 5d",
+        ),
         (&["--max-body-bytes", "0"], SECRETS, "--max-body-bytes"),
         (
             &["--max-watch-streams", "0"],
@@ -273,6 +278,11 @@ fn bad_settings_name_the_problem() {
     assert!(
         config(&["--simulate"], &[]).is_ok(),
         "--simulate needs no secrets"
+    );
+    assert_eq!(
+        config(&["--simulate", "--retention", "5d"], &[]).map(|c| c.retention),
+        Ok(MIN_RETENTION),
+        "exactly the minimum is accepted"
     );
 }
 

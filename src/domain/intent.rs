@@ -26,6 +26,8 @@ pub struct IntentView {
     pub status: IntentStatus,
     pub mfa_widget_token: String,
     pub created_at_ms: Millis,
+    /// When it reached its final status by Fintoc's account: the latest `occurred_at` of its
+    /// results (never after the moment it was recorded). Cooldowns count from it.
     pub completed_at_ms: Option<Millis>,
     /// The sequence of the result that completed it.
     pub completed_sequence: Option<i64>,

@@ -4,7 +4,10 @@
 //!
 //! Retries: 429 (unless it is the refresh cooldown), 5xx, timeouts, connection failures and
 //! unreadable 2xx bodies are retried with exponential backoff and jitter while the caller's
-//! deadline allows; a POST is safe to repeat because it carries an idempotency key. Errors
+//! deadline allows. A POST is safe to repeat because it carries an idempotency key — but
+//! Fintoc keeps the first answer to a key, errors included, and replays it for 24 h, so a
+//! key is sent again only while its outcome is unknown (a timeout, a lost connection); after
+//! any answer the retry takes the next key of its series ([`IdempotencyKeys`]). Errors
 //! are branched on `error.code`, never on the HTTP status alone. Unknown fields are ignored,
 //! so new API versions do not break us.
 //!
@@ -57,8 +60,58 @@ struct ErrorBody {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Link {
     pub id: String,
+    /// `null` in some answers (as in lists): then `GET /v1/accounts` has them.
     #[serde(default)]
     pub accounts: Option<Vec<Account>>,
+    /// Fintoc does not refresh an inactive Link. Taken as active when absent.
+    #[serde(default = "active_by_default")]
+    pub active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
+}
+
+/// The `Idempotency-Key`s of one logical create call, attempt after attempt and call after
+/// call: `base`, then `base-1`, `base-2` … Fintoc stores the first answer to a key — a 5xx,
+/// a refusal, an unreadable body included — and replays it to every later request with that
+/// key for 24 hours. So a key is worth sending again only while its outcome is unknown (the
+/// request timed out or its connection was lost: Fintoc may have created the intent, and the
+/// replay says so); once Fintoc has answered it, the key is spent and the next attempt takes
+/// the next one. A caller that keeps `spent()` (per caller idempotency key) starts a later
+/// call after the keys already answered, so a passing failure is never replayed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKeys {
+    base: String,
+    spent: u64,
+}
+
+impl IdempotencyKeys {
+    /// The series of `base`, of which the first `spent` keys were answered already.
+    pub fn new(base: impl Into<String>, spent: u64) -> IdempotencyKeys {
+        IdempotencyKeys {
+            base: base.into(),
+            spent,
+        }
+    }
+
+    /// The key for the next attempt.
+    pub fn current(&self) -> String {
+        match self.spent {
+            0 => self.base.clone(),
+            n => format!("{}-{n}", self.base),
+        }
+    }
+
+    /// How many keys of the series Fintoc has answered.
+    pub fn spent(&self) -> u64 {
+        self.spent
+    }
+
+    /// Fintoc answered the current key: never send it again.
+    fn spend(&mut self) {
+        self.spent += 1;
+    }
 }
 
 /// An account, from a Link or from `GET /v1/accounts` (only what we use).
@@ -182,13 +235,15 @@ impl Client {
     }
 
     /// `POST /v1/refresh_intents?link_token=…&refresh_type=…` with an empty body, as
-    /// Fintoc documents it. An intent of another type than `refresh_type` is
-    /// [`FintocError::TypeMismatch`]; one whose answer has no `type` is taken as asked.
+    /// Fintoc documents it, each attempt with `keys.current()` as its `Idempotency-Key`
+    /// (`keys` tells afterwards how many of its keys Fintoc answered). An intent of another
+    /// type than `refresh_type` is [`FintocError::TypeMismatch`]; one whose answer has no
+    /// `type` is taken as asked.
     pub async fn create_refresh_intent(
         &self,
         link_token: &Secret,
         refresh_type: RefreshType,
-        idempotency_key: &str,
+        keys: &mut IdempotencyKeys,
         deadline: Instant,
     ) -> Result<RefreshIntent, FintocError> {
         let query = [
@@ -200,7 +255,7 @@ impl Client {
             Method::POST,
             self.url("v1/refresh_intents")?,
             &query,
-            Some(idempotency_key),
+            Some(keys),
             deadline,
             |body, _| {
                 let intent: RefreshIntent = decode(body)?;
@@ -324,7 +379,8 @@ impl Client {
     }
 
     /// Sends one request with retries and reads a 2xx with `parse`; an answer `parse` cannot
-    /// read counts as a failed attempt (retried like a 5xx).
+    /// read counts as a failed attempt (retried like a 5xx). With `keys`, each attempt
+    /// carries the series' current key, and an attempt Fintoc answered spends it.
     #[allow(clippy::too_many_arguments)]
     async fn call<T>(
         &self,
@@ -332,7 +388,7 @@ impl Client {
         method: Method,
         url: Url,
         query: &[(&str, String)],
-        idempotency_key: Option<&str>,
+        mut keys: Option<&mut IdempotencyKeys>,
         deadline: Instant,
         parse: impl Fn(&[u8], &HeaderMap) -> Result<T, FintocError>,
     ) -> Result<T, FintocError> {
@@ -340,6 +396,7 @@ impl Client {
         loop {
             attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
+            let key = keys.as_deref().map(IdempotencyKeys::current);
             let result = if left.is_zero() {
                 Err(FintocError::Unreachable(
                     "no time left before the caller's deadline".into(),
@@ -349,12 +406,17 @@ impl Client {
                     &method,
                     url.clone(),
                     query,
-                    idempotency_key,
+                    key.as_deref(),
                     left.min(ATTEMPT_TIMEOUT),
                 )
                 .await
                 .and_then(|(body, headers)| parse(&body, &headers))
             };
+            if let (Err(e), Some(keys)) = (&result, keys.as_deref_mut())
+                && e.answered()
+            {
+                keys.spend();
+            }
             let outcome = match &result {
                 Ok(_) => "ok",
                 Err(e) => e.metric_outcome(),

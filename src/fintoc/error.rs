@@ -52,6 +52,18 @@ impl FintocError {
         }
     }
 
+    /// Whether Fintoc (or something in its place) answered the request: Fintoc stored that
+    /// answer under the request's idempotency key, so repeating the key would only replay
+    /// it. A timeout or a lost connection leaves the outcome unknown.
+    pub(super) fn answered(&self) -> bool {
+        match self {
+            FintocError::Api { .. }
+            | FintocError::Malformed(_)
+            | FintocError::TypeMismatch { .. } => true,
+            FintocError::Unreachable(_) => false,
+        }
+    }
+
     pub(super) fn metric_outcome(&self) -> &'static str {
         match self {
             FintocError::Api { status: 429, .. } => "status_429",

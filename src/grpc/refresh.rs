@@ -5,8 +5,12 @@
 //! state); a Link with a pending intent is joined (single flight); a Link whose credentials
 //! were rejected is held back for `--rejected-hold`; a Link refreshed successfully too
 //! recently is in cooldown. Only then is Fintoc asked: the Link is resolved (its accounts are
-//! what the intent waits for) and the intent created with an `Idempotency-Key`. If Fintoc
-//! says an intent is already in progress (created elsewhere), that one is adopted and joined.
+//! what the intent waits for; an inactive Link, or one without accounts, has nothing to
+//! refresh and is refused) and the intent created with an `Idempotency-Key` from a series
+//! that moves past every key Fintoc has answered (see `fintoc::client::IdempotencyKeys`).
+//! If Fintoc says an intent is already in progress (created elsewhere), that one is adopted
+//! and joined; if it says the Link is in cooldown, the answer names the last success known
+//! here.
 //!
 //! Requests for the same link token are serialized in-process, so concurrent callers make
 //! one upstream POST. The work runs in its own task: a caller that hangs up does not leave a
@@ -23,8 +27,8 @@ use crate::app::App;
 use crate::clock::{millis, parse_rfc3339_ms};
 use crate::domain::policy::{KEY_TTL, cooldown_for, cooldown_remaining, hold_remaining};
 use crate::domain::{IntentView, NewIntent, RefreshType};
-use crate::error::{AppError, cooldown};
-use crate::fintoc::client::RefreshIntent;
+use crate::error::{AppError, cooldown, fintoc_cooldown};
+use crate::fintoc::client::{IdempotencyKeys, RefreshIntent};
 use crate::pb;
 use crate::secret::{Secret, sha256_hex};
 use crate::store::{KeyRecord, KnownLink};
@@ -157,14 +161,38 @@ async fn run(
         .get_link(&ask.token, deadline)
         .await
         .map_err(|e| e.into_app_error("looking up the Link"))?;
-    let mut accounts: Vec<String> = link
-        .accounts
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| a.id)
-        .collect();
+    if !link.active {
+        return Err(AppError::NothingToRefresh {
+            reason: "LINK_INACTIVE",
+            message: format!(
+                "Link {} is inactive at Fintoc (active: false), and Fintoc does not refresh \
+                 inactive Links; it must be reactivated (reconnected) first",
+                link.id
+            ),
+        });
+    }
+    let listed = match link.accounts {
+        Some(accounts) => accounts,
+        // Not included in the Link's answer: Fintoc lists them on their own.
+        None => app
+            .fintoc
+            .list_accounts(&ask.token, deadline)
+            .await
+            .map_err(|e| e.into_app_error("listing the Link's accounts"))?,
+    };
+    let mut accounts: Vec<String> = listed.into_iter().map(|a| a.id).collect();
     accounts.sort();
     accounts.dedup();
+    if accounts.is_empty() {
+        // A refresh would have no account to report on: no result would ever come.
+        return Err(AppError::NothingToRefresh {
+            reason: "LINK_WITHOUT_ACCOUNTS",
+            message: format!(
+                "Link {} has no accounts at Fintoc, so there is nothing to refresh",
+                link.id
+            ),
+        });
+    }
     app.store
         .upsert_link(link.id.clone(), ask.token_sha256.clone(), accounts.clone())
         .await?;
@@ -177,22 +205,34 @@ async fn run(
     }
 
     let create = app.store.begin_create(&link.id).await?;
-    let fintoc_key = fintoc_idempotency_key(&ask);
-    let (intent, joined) = match app
+    let mut keys = fintoc_keys(app, &ask).await?;
+    let spent_before = keys.spent();
+    let created = app
         .fintoc
-        .create_refresh_intent(&ask.token, ask.refresh_type, &fintoc_key, deadline)
-        .await
+        .create_refresh_intent(&ask.token, ask.refresh_type, &mut keys, deadline)
+        .await;
+    if let Some(caller_key) = &ask.key
+        && keys.spent() > spent_before
     {
+        // Fintoc answered some of this caller key's Fintoc keys: a later call with the same
+        // caller key starts after them, instead of being replayed their answers for a day.
+        let kept = app
+            .store
+            .remember_fintoc_keys_spent(caller_key.clone(), keys.spent())
+            .await;
+        if let Err(e) = kept {
+            // Not fatal: the series is deterministic, so a later call replays the answered
+            // keys (spending them again) until it reaches a fresh one.
+            tracing::warn!(error = %e, "could not record the Fintoc keys spent");
+        }
+    }
+    let (intent, joined) = match created {
         Ok(intent) => (intent, false),
         Err(e) if e.code() == Some("refresh_intent_in_progress") => {
             (adopt(app, &ask, deadline).await?, true)
         }
         Err(e) if e.code() == Some("rate_limit_exceeded") => {
-            return Err(cooldown(
-                ask.refresh_type,
-                cooldown_for(ask.refresh_type),
-                String::new(),
-            ));
+            return Err(fintoc_says_cooldown(app, &ask, &link.id).await?);
         }
         Err(e) => return Err(e.into_app_error("creating the refresh intent")),
     };
@@ -295,19 +335,48 @@ async fn adopt(app: &App, ask: &Ask, deadline: Instant) -> Result<RefreshIntent,
         })
 }
 
-/// The key sent to Fintoc: derived from the caller's key, so a retry after a crash replays
-/// Fintoc's first answer; random otherwise.
-fn fintoc_idempotency_key(ask: &Ask) -> String {
-    match &ask.key {
-        Some(key) => format!(
-            "fintoc-refresh-{}",
-            &sha256_hex(&format!(
-                "{key}\n{}\n{}",
-                ask.token_sha256, ask.refresh_type
-            ))[..48]
-        ),
-        None => uuid::Uuid::new_v4().to_string(),
-    }
+/// Fintoc refused with `rate_limit_exceeded`: the cooldown answer, naming the last success
+/// known here for this Link and type, with the time its completion leaves if that is known
+/// (else Fintoc's full spacing: Fintoc knows of a success we do not, or counts differently).
+async fn fintoc_says_cooldown(app: &App, ask: &Ask, link_id: &str) -> Result<AppError, AppError> {
+    let kind = ask.refresh_type;
+    let state = app.store.link_state(link_id.to_owned(), kind).await?;
+    let now = app.config.clock.now_ms();
+    Ok(match state.last_success {
+        Some((intent_id, completed_at)) => {
+            let left = cooldown_remaining(kind, Some(completed_at), now)
+                .unwrap_or_else(|| cooldown_for(kind));
+            fintoc_cooldown(kind, left, intent_id)
+        }
+        None => fintoc_cooldown(kind, cooldown_for(kind), String::new()),
+    })
+}
+
+/// The `Idempotency-Key` series sent to Fintoc. With a caller key it is derived from it
+/// (a retry after a crash, or of a call whose outcome was unknown, replays Fintoc's answer
+/// rather than creating a second intent), past the keys Fintoc already answered for it;
+/// without one it is random.
+async fn fintoc_keys(app: &App, ask: &Ask) -> Result<IdempotencyKeys, AppError> {
+    Ok(match &ask.key {
+        Some(key) => {
+            let spent = app.store.fintoc_keys_spent(key.clone()).await?;
+            IdempotencyKeys::new(fintoc_key_base(ask), spent)
+        }
+        None => IdempotencyKeys::new(uuid::Uuid::new_v4().to_string(), 0),
+    })
+}
+
+/// The first key of a caller key's series: a digest of the caller key, the token and the
+/// type (so a key reused elsewhere can never collide), short enough for Fintoc's 255.
+fn fintoc_key_base(ask: &Ask) -> String {
+    let key = ask.key.as_deref().unwrap_or_default();
+    format!(
+        "fintoc-refresh-{}",
+        &sha256_hex(&format!(
+            "{key}\n{}\n{}",
+            ask.token_sha256, ask.refresh_type
+        ))[..48]
+    )
 }
 
 #[cfg(test)]
@@ -334,17 +403,18 @@ mod tests {
             key: key.map(str::to_owned),
         };
         assert_eq!(
-            fintoc_idempotency_key(&ask(Some("k"))),
-            fintoc_idempotency_key(&ask(Some("k")))
+            fintoc_key_base(&ask(Some("k"))),
+            fintoc_key_base(&ask(Some("k")))
         );
         assert_ne!(
-            fintoc_idempotency_key(&ask(Some("k"))),
-            fintoc_idempotency_key(&ask(Some("j")))
+            fintoc_key_base(&ask(Some("k"))),
+            fintoc_key_base(&ask(Some("j")))
         );
-        assert_ne!(
-            fintoc_idempotency_key(&ask(None)),
-            fintoc_idempotency_key(&ask(None))
-        );
-        assert!(fintoc_idempotency_key(&ask(Some(&"x".repeat(255)))).len() <= 255);
+        // The series: the base first, then a new key for each one Fintoc answered.
+        let base = fintoc_key_base(&ask(Some(&"x".repeat(255))));
+        assert_eq!(IdempotencyKeys::new(base.clone(), 0).current(), base);
+        let later = IdempotencyKeys::new(base.clone(), 12).current();
+        assert_eq!(later, format!("{base}-12"));
+        assert!(later.len() <= 255);
     }
 }

@@ -7,7 +7,9 @@
 //! hub *before* it reads the backlog, so nothing committed in between can fall through;
 //! entries at or below its cursor are skipped, so nothing is delivered twice. If its mailbox
 //! overflows (the client reads slower than results arrive) it re-reads from the database from
-//! its cursor: a slow watcher is late, never wrong.
+//! its cursor: a slow watcher is late, never wrong. If a read fails mid-stream, the stream
+//! ends UNAVAILABLE naming its cursor; if retention pruned past the cursor meanwhile, it ends
+//! OUT_OF_RANGE (`CURSOR_EXPIRED`) rather than skip anything.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::error::AppError;
 use crate::hub::{Next, Subscription};
 use crate::pb::watch_refresh_request::Target as PbTarget;
 use crate::pb::{self, watch_refresh_response::Event};
+use crate::store::StoreError;
 
 /// Rows read from the database per catch-up query.
 const PAGE: i64 = 256;
@@ -137,40 +140,76 @@ fn result_message(row: &ResultRow) -> pb::WatchRefreshResponse {
     )
 }
 
+/// The stream cannot read the store mid-way (a pool timeout, a failing disk): it ends
+/// UNAVAILABLE with its cursor, so the client reconnects and resumes exactly there. The
+/// cause goes to the log, not to the client.
+fn read_failed(cursor: i64, error: &StoreError) -> Status {
+    tracing::warn!(%error, cursor, "a watch stream could not read the store; it ends resumable");
+    Status::unavailable(format!(
+        "the server could not read the result log; reconnect and resume with after_sequence = {cursor}"
+    ))
+}
+
+/// Where an intent stream stands once it has read the log up to now.
+enum Settled {
+    /// Still pending (or not an intent stream): go on live.
+    Open,
+    /// Completed: end with this summary.
+    Ended(pb::WatchRefreshResponse),
+    /// Completed by a result after the cursor that this stream has not read yet: read the
+    /// log once more before ending.
+    Unread,
+}
+
 /// The stream's last message after delivering `row`, if `row` completed the intent it
 /// follows.
 async fn completed_by(
     app: &App,
     target: &Target,
     row: &ResultRow,
-) -> Result<Option<pb::WatchRefreshResponse>, AppError> {
+) -> Result<Option<pb::WatchRefreshResponse>, Status> {
     if !row.completes_intent {
         return Ok(None);
     }
-    completion(app, target, row.sequence).await
+    Ok(match completion(app, target, row.sequence, false).await? {
+        Settled::Ended(summary) => Some(summary),
+        Settled::Open | Settled::Unread => None,
+    })
 }
 
-/// The final `refresh_completed` message for an intent, if it has completed and this stream
-/// has delivered the result that completed it (`cursor` is the last sequence delivered). A
-/// completion can be visible a moment before it is durable; its result, and so its summary,
-/// reach the stream only once it is.
+/// Whether the intent this stream follows has completed, `cursor` being the last sequence
+/// delivered. Reads show only what is durable, so a completion seen here is durable, and a
+/// read of the log that starts after it returns every result of the intent up to the one
+/// that completed it. Hence: completed by a result at or before the cursor, the stream
+/// ends; completed by one after it, the log is read once more (`reread` false) and the
+/// stream ends after that read whatever it held (`reread` true), so a completed intent's
+/// stream always ends with its summary, even when the completing result is not in the
+/// stream's range (retention pruned it, or an old database completed it elsewhere).
 async fn completion(
     app: &App,
     target: &Target,
     cursor: i64,
-) -> Result<Option<pb::WatchRefreshResponse>, AppError> {
+    reread: bool,
+) -> Result<Settled, Status> {
     let Target::Intent(id) = target else {
-        return Ok(None);
+        return Ok(Settled::Open);
     };
-    let intent = app.store.get_intent(id.clone()).await?;
-    let delivered =
-        |i: &IntentView| i.status.is_final() && i.completed_sequence.unwrap_or_default() <= cursor;
-    Ok(intent.filter(delivered).map(|i| {
-        message(
-            i.completed_sequence.unwrap_or_default(),
-            Event::RefreshCompleted(convert::refresh_intent(&i)),
-        )
-    }))
+    let intent: Option<IntentView> = app
+        .store
+        .get_intent(id.clone())
+        .await
+        .map_err(|e| read_failed(cursor, &e))?;
+    let Some(intent) = intent.filter(|i| i.status.is_final()) else {
+        return Ok(Settled::Open);
+    };
+    let completed = intent.completed_sequence.unwrap_or_default();
+    if completed > cursor && !reread {
+        return Ok(Settled::Unread);
+    }
+    Ok(Settled::Ended(message(
+        completed,
+        Event::RefreshCompleted(convert::refresh_intent(&intent)),
+    )))
 }
 
 fn run(
@@ -184,6 +223,8 @@ fn run(
     let interval = crate::clock::millis(app.config.heartbeat_interval);
     async_stream::try_stream! {
         let clock = app.config.clock.clone();
+        // Set once the intent was seen completed by a result this stream has not read yet.
+        let mut reread = false;
         if !catching_up {
             // A feed from now opens with the cursor it starts after.
             yield heartbeat(&app, cursor);
@@ -194,11 +235,24 @@ fn run(
             }
             if catching_up {
                 // The store reads only what is durable.
-                let rows: Vec<ResultRow> = app
+                let page = app
                     .store
                     .results_after(target.clone(), cursor, PAGE)
                     .await
-                    .map_err(AppError::from)?;
+                    .map_err(|e| read_failed(cursor, &e))?;
+                // Retention may have pruned past the cursor since the stream opened (or since
+                // the last page): refuse rather than skip what was there. A cursor of 0 asks
+                // only for what is still retained.
+                if cursor > 0 && page.pruned_through > cursor {
+                    Err::<(), Status>(
+                        AppError::CursorExpired {
+                            after: cursor as u64,
+                            oldest: (page.pruned_through + 1) as u64,
+                        }
+                        .into(),
+                    )?;
+                }
+                let rows = page.rows;
                 let done = (rows.len() as i64) < PAGE;
                 if !rows.is_empty() {
                     last_sent = clock.now_ms();
@@ -212,11 +266,14 @@ fn run(
                     }
                 }
                 if done {
-                    if let Some(done) = completion(&app, &target, cursor).await? {
-                        yield done;
-                        return;
+                    match completion(&app, &target, cursor, reread).await? {
+                        Settled::Ended(summary) => {
+                            yield summary;
+                            return;
+                        }
+                        Settled::Unread => reread = true,
+                        Settled::Open => catching_up = false,
                     }
-                    catching_up = false;
                 }
                 continue;
             }

@@ -1,7 +1,7 @@
 //! The HTTP side: Fintoc's webhook intake (`webhook.rs`) plus the operator endpoints.
 //!
 //! `GET /healthz` answers while the process runs; `GET /readyz` only while the database
-//! answers and the server is not draining; `GET /metrics` is the Prometheus text format.
+//! answers, storage can commit, and the server is not draining; `GET /metrics` is the Prometheus text format.
 //! Every request is bounded: `--max-body-bytes` (413) and `--request-timeout` (408).
 
 pub mod webhook;
@@ -43,6 +43,8 @@ async fn healthz() -> &'static str {
 async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
     if app.draining.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if !app.store.is_healthy() {
+        (StatusCode::SERVICE_UNAVAILABLE, "storage stopped\n")
     } else if app.store.ping().await {
         (StatusCode::OK, "ready\n")
     } else {

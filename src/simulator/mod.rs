@@ -194,6 +194,37 @@ impl Simulator {
             .inject(Some((method, path)), fault, count);
     }
 
+    /// Drops the faults still queued (by [`Simulator::inject`] or [`Simulator::inject_on`]).
+    pub fn clear_faults(&self) {
+        self.state.lock().expect("simulator state").clear_faults();
+    }
+
+    /// Marks a Link active or not: its answer says `active: false` when not (Fintoc does
+    /// not refresh an inactive Link).
+    pub fn set_active(&self, link_id: &str, active: bool) {
+        if let Some(link) = self
+            .state
+            .lock()
+            .expect("simulator state")
+            .link_mut(link_id)
+        {
+            link.active = active;
+        }
+    }
+
+    /// `GET /v1/links/{token}` answers `accounts: null` for this Link (as Fintoc's lists
+    /// do); `GET /v1/accounts` still lists them.
+    pub fn list_accounts_separately(&self, link_id: &str) {
+        if let Some(link) = self
+            .state
+            .lock()
+            .expect("simulator state")
+            .link_mut(link_id)
+        {
+            link.accounts_inline = false;
+        }
+    }
+
     /// How many API requests matched `method` and `path` (exact path, no query).
     pub fn requests(&self, method: &str, path: &str) -> usize {
         self.state

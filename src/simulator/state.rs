@@ -88,6 +88,10 @@ pub struct Link {
     pub accounts: Vec<Account>,
     pub mfa: bool,
     pub rejection: Option<Rejection>,
+    /// `active` in the Link's answer (Fintoc does not refresh an inactive Link).
+    pub active: bool,
+    /// Whether `GET /v1/links/{token}` lists the accounts, or answers `accounts: null`.
+    pub accounts_inline: bool,
     pub in_progress: Option<String>,
     /// When the last succeeded refresh of each type completed.
     pub last_success: HashMap<&'static str, Millis>,
@@ -240,6 +244,8 @@ impl State {
             accounts,
             mfa: spec.mfa,
             rejection: None,
+            active: true,
+            accounts_inline: true,
             in_progress: None,
             last_success: HashMap::new(),
             created_at_ms: 1_700_000_000_000,
@@ -267,6 +273,11 @@ impl State {
         let target = target.map(|(m, p)| (m.to_owned(), p.to_owned()));
         self.faults
             .extend(std::iter::repeat_n((target, fault), count));
+    }
+
+    /// Drops every fault still queued.
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
     }
 
     /// The oldest queued fault that applies to this request, removed from the queue.

@@ -4,13 +4,22 @@
 //! own folder behind the `Backend` enum: SQLite (`sqlite/`, one process, the default) and
 //! PostgreSQL (`postgres/`, any number of replicas acting as one), chosen by the URL.
 //!
-//! Two promises every backend keeps:
+//! The promises every backend keeps:
 //! - **Durable before answered.** A write resolves only once the commit holding it is
 //!   durable; the committed log entries then go to the [`Publish`] sink (the hub), in
 //!   sequence order, once each.
-//! - **Reads never run ahead of durability.** The log is read only up to the newest sequence
-//!   handed to the sink ([`Store::results_after`] caps itself), so what a watcher is shown
-//!   can never revert after a crash.
+//! - **Reads never show what is not durable.** Every read — an intent, a Link's state, an
+//!   idempotency key, the log, its bounds — answers only with what a crash could not take
+//!   back: no result, completion, intent or remembered key that is committed but not yet
+//!   durable. (On SQLite a read waits, after its queries, until every commit they could have
+//!   seen is durable: `sqlite/progress.rs`.) So nothing a caller or a watcher is told can
+//!   revert after a power loss. The log is also read only up to the newest sequence handed
+//!   to the sink ([`Store::results_after`] caps itself), so a watcher's catch-up never gets
+//!   ahead of the hub.
+//! - **Failure is loud and final.** If the store can no longer commit (on SQLite: its
+//!   writer or sync thread stopped), [`Store::is_healthy`] turns false for good and
+//!   [`Store::failed`] resolves; the service then stops instead of answering every write
+//!   with an error while probes say it is fine.
 
 mod claim;
 pub mod plan;
@@ -18,6 +27,7 @@ mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -80,6 +90,10 @@ pub enum StoreError {
     /// A blocking storage task ended without an answer (panicked or was cancelled).
     #[error("a storage task failed: {0}")]
     TaskFailed(String),
+    /// A request the store does not take (a caller's mistake, such as an intent that expects
+    /// no account).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<crate::domain::status::UnknownValue> for StoreError {
@@ -161,6 +175,16 @@ impl LogBounds {
     }
 }
 
+/// One page of the log for a target, and what retention had removed when it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPage {
+    /// Results of the target after the cursor, oldest first.
+    pub rows: Vec<ResultRow>,
+    /// Every sequence up to this one had been pruned, in the same snapshot as `rows`: if it
+    /// is past the cursor, results after the cursor may be missing from `rows`.
+    pub pruned_through: i64,
+}
+
 /// Row counts, for operators and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -181,7 +205,8 @@ pub struct KnownLink {
 pub struct LinkState {
     /// Its pending intent, if any (the newest, should there be several).
     pub pending: Option<IntentView>,
-    /// The most recent succeeded intent of the asked type: (id, completed at).
+    /// The most recent succeeded intent of the asked type: (id, completed at — when Fintoc
+    /// completed it, see [`IntentView::completed_at_ms`]).
     pub last_success: Option<(String, Millis)>,
 }
 
@@ -250,6 +275,14 @@ macro_rules! forward {
 pub struct Store {
     backend: Backend,
     links: claim::LinkLocks,
+    hooks: Arc<TestHooks>,
+}
+
+/// Failures tests ask for through the store's hidden hooks; never set by the service.
+#[derive(Default)]
+struct TestHooks {
+    /// Log reads ([`Store::results_after`]) still to fail.
+    failing_log_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Store {
@@ -271,6 +304,7 @@ impl Store {
         Ok(Store {
             backend,
             links: claim::LinkLocks::default(),
+            hooks: Arc::default(),
         })
     }
 
@@ -339,11 +373,19 @@ impl Store {
 
     /// Records an intent and its expected accounts (a no-op if already known), logs the
     /// events held for its Link, and remembers `key` with it, all in one commit.
+    /// `new.accounts` must not be empty ([`StoreError::Invalid`]): an intent with nothing to
+    /// wait for could never complete, so callers refuse such Links before asking Fintoc.
     pub async fn register_intent(
         &self,
         new: NewIntent,
         key: Option<KeyRecord>,
     ) -> StoreResult<IntentView> {
+        if new.accounts.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "refresh intent {} expects no account: it could never complete",
+                new.id
+            )));
+        }
         forward!(self, s => s.register_intent(new, key).await)
     }
 
@@ -362,6 +404,21 @@ impl Store {
         forward!(self, s => s.remember_key(key).await)
     }
 
+    /// How many of the Fintoc `Idempotency-Key`s derived from the caller's idempotency `key`
+    /// Fintoc has already answered: those must never be sent again (Fintoc would replay
+    /// their stored answer for 24 h), so the next create for this caller key starts after
+    /// them. 0 for a key never recorded.
+    pub async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
+        forward!(self, s => s.fintoc_keys_spent(key).await)
+    }
+
+    /// Records that the first `spent` Fintoc keys derived from the caller's `key` have been
+    /// answered (a smaller number than the one recorded changes nothing). Kept as long as
+    /// idempotency keys are.
+    pub async fn remember_fintoc_keys_spent(&self, key: String, spent: u64) -> StoreResult<()> {
+        forward!(self, s => s.remember_fintoc_keys_spent(key, spent).await)
+    }
+
     /// Gives every account of a pending intent still missing a result a TIMED_OUT one (no
     /// event id, its own sequence), which completes it. `None` if it was not pending.
     pub async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
@@ -373,8 +430,8 @@ impl Store {
         forward!(self, s => s.mark_reconciled(ids).await)
     }
 
-    /// Removes up to `limit` rows of each kind older than `cutoff_ms` (idempotency keys
-    /// older than `key_cutoff_ms`), the log from its oldest end only.
+    /// Removes up to `limit` rows of each kind older than `cutoff_ms` (idempotency keys and
+    /// their Fintoc key counts older than `key_cutoff_ms`), the log from its oldest end only.
     pub async fn prune(
         &self,
         cutoff_ms: Millis,
@@ -389,13 +446,23 @@ impl Store {
         forward!(self, s => s.get_intent(id).await)
     }
 
-    /// Up to `limit` durable results of `target` after `after`, oldest first.
+    /// Up to `limit` durable results of `target` after `after`, oldest first, with how far
+    /// retention had pruned the log in the same snapshot (see [`LogPage`]).
     pub async fn results_after(
         &self,
         target: Target,
         after: i64,
         limit: i64,
-    ) -> StoreResult<Vec<ResultRow>> {
+    ) -> StoreResult<LogPage> {
+        let failing = &self.hooks.failing_log_reads;
+        let fail = failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(StoreError::TaskFailed(
+                "a log read failed on purpose (test hook)".into(),
+            ));
+        }
         forward!(self, s => s.results_after(target, after, limit).await)
     }
 
@@ -444,6 +511,30 @@ impl Store {
     /// Whether the database answers a trivial query (readiness).
     pub async fn ping(&self) -> bool {
         forward!(self, s => s.ping().await)
+    }
+
+    /// False for good once the store can no longer commit (see the module docs).
+    pub fn is_healthy(&self) -> bool {
+        forward!(self, s => s.is_healthy())
+    }
+
+    /// Resolves once the store can no longer commit; never, while it can.
+    pub async fn failed(&self) {
+        forward!(self, s => s.failed().await)
+    }
+
+    /// Test hook: breaks the store for good, the way a bug in its machinery would (on SQLite
+    /// the sync thread panics). Never called by the service.
+    #[doc(hidden)]
+    pub fn break_for_test(&self) {
+        forward!(self, s => s.break_for_test())
+    }
+
+    /// Test hook: the next `count` calls of [`Store::results_after`] fail, as a database that
+    /// cannot be read would. Never called by the service.
+    #[doc(hidden)]
+    pub fn fail_log_reads_for_test(&self, count: usize) {
+        self.hooks.failing_log_reads.store(count, Ordering::SeqCst);
     }
 
     /// Stops the writer after the work already queued is committed.

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use fintoc_refresh::config::Config;
 use fintoc_refresh::domain::RefreshType;
-use fintoc_refresh::fintoc::client::Client;
+use fintoc_refresh::fintoc::client::{Client, IdempotencyKeys};
 use fintoc_refresh::metrics::Metrics;
 use fintoc_refresh::secret::Secret;
 use serde_json::{Value, json};
@@ -105,7 +105,7 @@ async fn the_create_call_sends_token_and_type_as_query_parameters_and_no_body() 
         .create_refresh_intent(
             &Secret::new(TOKEN),
             RefreshType::Historical,
-            "key-1",
+            &mut IdempotencyKeys::new("key-1", 0),
             deadline(),
         )
         .await
@@ -137,7 +137,7 @@ async fn an_intent_of_another_type_than_asked_is_an_error() {
         .create_refresh_intent(
             &Secret::new(TOKEN),
             RefreshType::Historical,
-            "key-2",
+            &mut IdempotencyKeys::new("key-2", 0),
             deadline(),
         )
         .await
@@ -160,7 +160,7 @@ async fn an_intent_of_another_type_than_asked_is_an_error() {
         .create_refresh_intent(
             &Secret::new(TOKEN),
             RefreshType::Historical,
-            "key-3",
+            &mut IdempotencyKeys::new("key-3", 0),
             deadline(),
         )
         .await
@@ -222,7 +222,7 @@ async fn refresh(
         .create_refresh_intent(
             &Secret::new(&link.token),
             RefreshType::OnlyLast,
-            &uuid::Uuid::new_v4().to_string(),
+            &mut IdempotencyKeys::new(uuid::Uuid::new_v4().to_string(), 0),
             deadline(),
         )
         .await

@@ -190,6 +190,16 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Waits, without asking it to stop, for the server to stop on its own, and returns
+    /// how it ended.
+    pub async fn ended(mut self) -> anyhow::Result<()> {
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("the server did not stop on its own")
+            .unwrap()
+    }
+
     /// The token whose cancellation starts the server's shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

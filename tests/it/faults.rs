@@ -159,3 +159,40 @@ async fn a_refused_connection_and_a_failed_tls_handshake_are_unavailable_with_th
     assert!(!err.message().contains("link_a_token_b"));
     still_serving(&server, "evt_tls").await;
 }
+
+/// Proves shutdown keeps to `--shutdown-grace` while background work waits on Fintoc: a
+/// reconciliation stuck on a Fintoc that takes the connection and never answers (it would
+/// wait up to a minute) does not hold the server past its grace.
+#[tokio::test]
+async fn shutdown_keeps_its_grace_while_a_reconciliation_waits_on_a_silent_fintoc() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let (accepted, mut called) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+            let _ = accepted.send(());
+        }
+    });
+    let grace = Duration::from_secs(1);
+    let server = TestServer::with(Options {
+        fintoc_url: Some(url),
+        tune: Some(Box::new(move |c| c.shutdown_grace = grace)),
+        ..Options::default()
+    })
+    .await;
+    server.create_intent("ri_1", "link_1", &["acc_1"]).await;
+    // Reconciliation is due --reconcile-after (5 minutes) after creation.
+    server.clock.advance(Duration::from_secs(5 * 60));
+    tokio::time::timeout(PATIENCE, called.recv())
+        .await
+        .expect("reconciliation called Fintoc");
+    let started = Instant::now();
+    server.stop().await.unwrap();
+    assert!(
+        started.elapsed() < grace + Duration::from_secs(2),
+        "stopped {:?} after the signal, grace {grace:?}",
+        started.elapsed()
+    );
+}

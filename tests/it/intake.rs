@@ -325,6 +325,11 @@ async fn health_readiness_and_metrics_answer() {
     );
 }
 
+/// Proves the answer waits for the commit holding the event: another connection holds
+/// SQLite's write lock, so the commit cannot happen, and the request stays unanswered until
+/// it can. It does not prove the wait for the fsync after the commit (an answer given right
+/// after COMMIT would pass here): `store::sqlite::writer::tests::
+/// nothing_is_answered_or_published_before_its_commit_is_durable` proves that one.
 #[tokio::test]
 async fn a_webhook_is_answered_only_after_the_commit_that_contains_it() {
     use diesel::Connection;
@@ -361,4 +366,25 @@ async fn a_webhook_is_answered_only_after_the_commit_that_contains_it() {
     blocker.batch_execute("COMMIT").unwrap();
     assert_eq!(post.await.unwrap(), 200);
     assert_eq!(server.counts().await.webhook_events, 1);
+}
+
+/// Proves storage that can no longer commit (here its sync thread panics, as a bug there
+/// would) does not leave the server half-dead, answering 500 to every webhook while probes
+/// say it is fine: the store reports it, and the server stops with an error (so `serve`
+/// exits non-zero and its supervisor restarts it on what the disk holds).
+#[tokio::test]
+async fn storage_that_stops_for_good_stops_the_server_with_an_error() {
+    let server = TestServer::start().await;
+    assert_eq!(server.get("/readyz").await.0, 200);
+    assert!(server.app.store.is_healthy());
+    server.app.store.break_for_test();
+    eventually("the store reports it stopped", || async {
+        !server.app.store.is_healthy()
+    })
+    .await;
+    let err = server
+        .ended()
+        .await
+        .expect_err("the server stops with an error");
+    assert!(err.to_string().contains("storage"), "{err:#}");
 }

@@ -211,6 +211,69 @@ fn bad_configuration_exits_with_one_line_naming_the_problem() {
     }
 }
 
+/// A `--retention` shorter than Fintoc's redelivery window is a configuration error like the
+/// others (exit 2, one line naming the flag and the minimum), and `--help` says why.
+#[test]
+fn a_retention_shorter_than_fintocs_redelivery_window_is_refused() {
+    for short in ["1d", "4d23h"] {
+        let line = fails_with_one_line(
+            &["serve", "--simulate", "--retention", short],
+            &[],
+            "--retention (RETENTION)",
+        );
+        assert!(line.contains("at least 5d"), "{line}");
+        assert_eq!(exit_code(&["serve", "--simulate", "--retention", short]), 2);
+    }
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("at least 5d"), "{help}");
+}
+
+/// The listening line promises storage is open: a database that cannot be opened (a path
+/// in a folder that does not exist, or a folder) ends `serve` with exit 1 and one line on
+/// stderr, and no listening line ever reaches stdout.
+#[test]
+fn a_database_that_cannot_be_opened_exits_1_before_the_listening_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-folder").join("x.db");
+    let folder = dir.path().to_path_buf();
+    for db in [missing, folder] {
+        let db = db.to_str().unwrap();
+        let args = [
+            "serve",
+            "--simulate",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            db,
+        ];
+        let line = fails_with_one_line(&args, &[], "cannot open the database");
+        assert!(line.contains(db), "names the database: {line}");
+        assert_eq!(exit_code(&args), 1, "{db}");
+    }
+}
+
+/// The exit code of the binary run with `args` (and no secrets in its environment).
+fn exit_code(args: &[&str]) -> i32 {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("FINTOC_SECRET_KEY")
+        .env_remove("FINTOC_WEBHOOK_SECRET")
+        .env_remove("GRPC_BEARER_TOKENS")
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .code()
+        .expect("an exit code, not a signal")
+}
+
 #[test]
 fn bad_tls_settings_exit_with_one_line_naming_the_flag() {
     let pki = Pki::new();

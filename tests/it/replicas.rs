@@ -382,7 +382,9 @@ async fn one_event_delivered_to_two_replicas_is_stored_and_pushed_once() {
 async fn concurrent_requests_for_one_link_on_three_replicas_make_one_create_call() {
     let stop = CancellationToken::new();
     let balancer = Balancer::start(stop.clone()).await;
-    let sim = simulator(&balancer.url, Duration::from_millis(50), &stop);
+    // Results come 2 s after the create: the intent is still pending when the others join
+    // (once it has succeeded they would get the cooldown instead, rightly).
+    let sim = simulator(&balancer.url, Duration::from_secs(2), &stop);
     let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 1 }]));
     let db = PgDb::create().await;
     let replicas: Vec<Replica> = (0..3)

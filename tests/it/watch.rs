@@ -418,3 +418,130 @@ async fn health_and_reflection_are_served() {
         "{listed}"
     );
 }
+
+/// Proves a completed intent's stream always ends with its own summary, even when the result
+/// that completed it is not in the stream's range: an intent an older version completed "at
+/// the log's newest sequence" (another account's result, with nothing of its own), and one
+/// whose result is gone from the log as retention removes it. Such streams used to stay open
+/// with heartbeats for ever. And the store takes no intent that expects no account.
+#[tokio::test]
+async fn a_completed_intent_ends_with_its_summary_even_without_its_completing_result() {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let server = TestServer::start().await;
+    let now = server.clock.now_ms();
+    post_n(&server, "acc_other", 1, "evt_other").await; // 1: nobody's
+    server
+        .create_intent("ri_pruned", "link_1", &["acc_1"])
+        .await;
+    post_n(&server, "acc_1", 1, "evt_mine").await; // 2: completes ri_pruned
+    let mut db =
+        diesel::sqlite::SqliteConnection::establish(&server.db_path.to_string_lossy()).unwrap();
+    db.batch_execute(&format!(
+        "INSERT INTO refresh_intents (id, link_id, refresh_type, status, created_at_ms, \
+         completed_at_ms, completed_sequence) \
+         VALUES ('ri_empty', 'link_2', 'only_last', 'succeeded', {now}, {now}, 1); \
+         DELETE FROM results WHERE sequence = 2;"
+    ))
+    .unwrap();
+    for (id, seq) in [("ri_empty", 1), ("ri_pruned", 2)] {
+        let mut watch = server.watch(intent_target(id), None).await;
+        assert_eq!(
+            watch.next_event().await,
+            Seen::Completed {
+                seq,
+                status: RefreshStatus::Succeeded
+            },
+            "{id}"
+        );
+        assert_eq!(watch.end().await.code(), Code::Ok, "{id}");
+    }
+
+    let nothing_to_wait_for = fintoc_refresh::domain::NewIntent {
+        id: "ri_none".into(),
+        link_id: "link_3".into(),
+        refresh_type: fintoc_refresh::domain::RefreshType::OnlyLast,
+        accounts: Vec::new(),
+        created_at_ms: now,
+        mfa_widget_token: String::new(),
+    };
+    let refused = server
+        .app
+        .store
+        .register_intent(nothing_to_wait_for, None)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("expects no account"),
+        "{refused}"
+    );
+}
+
+/// Proves a stream whose read of the store fails once it is open ends UNAVAILABLE naming its
+/// cursor (not INTERNAL without one), and resuming there gives exactly the rest.
+#[tokio::test]
+async fn a_failed_read_mid_stream_ends_unavailable_with_a_cursor_to_resume_from() {
+    let server = TestServer::start().await;
+    post_n(&server, "acc_1", 3, "evt_r").await; // 1..3
+    server.app.store.fail_log_reads_for_test(1);
+    let mut broken = server.watch(account_target("acc_1"), Some(2)).await;
+    let status = broken.end().await;
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        status.message().contains("resume with after_sequence = 2"),
+        "{}",
+        status.message()
+    );
+    let mut resumed = server.watch(account_target("acc_1"), Some(2)).await;
+    assert_eq!(resumed.next_event().await.seq(), 3);
+    assert!(
+        resumed.try_next(Duration::from_millis(200)).await.is_none(),
+        "nothing repeated, nothing extra"
+    );
+}
+
+/// Proves retention pruning past a stream's cursor while it catches up ends the stream
+/// OUT_OF_RANGE with CURSOR_EXPIRED instead of silently skipping what was pruned. The results
+/// are large (2 kB) and the client's HTTP/2 window small (64 kB), so flow control holds the
+/// first page (256 results, 512 kB) in the stream while the test prunes: the second page's
+/// read finds the log pruned past the cursor.
+#[tokio::test]
+async fn pruning_during_a_catch_up_ends_out_of_range_instead_of_skipping() {
+    use tonic_types::StatusExt;
+    let server = TestServer::start().await;
+    let now = server.clock.now_ms();
+    let big = "x".repeat(2000);
+    for i in 0..300 {
+        let body = event_with_error(&format!("evt_{i}"), "acc_1", "failed", now, Some(&big));
+        assert_eq!(server.post_event(&body).await.0, 200);
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let stream = pb::refresh_service_client::RefreshServiceClient::new(channel)
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(account_target("acc_1")),
+            after_sequence: Some(0),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut watch = Watch { stream };
+    assert_eq!(watch.next_event().await.seq(), 1);
+    server.clock.advance(Duration::from_secs(8 * 24 * 3600));
+    fintoc_refresh::tasks::prune(&server.app).await.unwrap();
+    assert_eq!(server.counts().await.results, 0, "all pruned");
+    // The first page was read before the prune: it is delivered whole.
+    for seq in 2..=256 {
+        assert_eq!(watch.next_event().await.seq(), seq);
+    }
+    let status = watch.end().await;
+    assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
+    let info = status.get_details_error_info().expect("ErrorInfo");
+    assert_eq!(info.reason, "CURSOR_EXPIRED");
+    assert_eq!(info.metadata["oldest_sequence"], "301");
+}

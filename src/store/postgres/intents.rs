@@ -22,7 +22,6 @@ use crate::store::{DueIntent, StoreError, StoreResult};
 /// logs the events held for it.
 pub(super) async fn register(
     conn: &mut AsyncPgConnection,
-    log: &mut Appender,
     new: &NewIntent,
     now_ms: Millis,
 ) -> StoreResult<()> {
@@ -54,17 +53,6 @@ pub(super) async fn register(
     .await?;
     super::links::assign_accounts(conn, &new.link_id, &new.accounts).await?;
     claim_unsolicited(conn, new, now_ms).await?;
-    if new.accounts.is_empty() {
-        // Nothing to wait for: complete at once, at the log's current position.
-        finish(
-            conn,
-            &new.id,
-            IntentStatus::Succeeded.as_str(),
-            log.newest(),
-            now_ms,
-        )
-        .await?;
-    }
     Ok(())
 }
 
@@ -119,7 +107,10 @@ async fn claim_unsolicited(
     Ok(())
 }
 
-/// Gives an intent its final status, completed by the result at `sequence`.
+/// Gives an intent its final status, completed by the result at `sequence`. It completed
+/// when Fintoc produced its last result (the latest `occurred_at` of its results), not when
+/// that reached us, so a late result starts no longer cooldown than Fintoc's own; never
+/// later than now.
 pub(super) async fn finish(
     conn: &mut AsyncPgConnection,
     intent_id: &str,
@@ -127,10 +118,20 @@ pub(super) async fn finish(
     sequence: i64,
     now_ms: Millis,
 ) -> StoreResult<()> {
+    let answers = intent_accounts::table
+        .filter(intent_accounts::refresh_intent_id.eq(intent_id))
+        .filter(intent_accounts::result_sequence.is_not_null())
+        .select(intent_accounts::result_sequence.assume_not_null());
+    let last_occurred: Option<Millis> = results::table
+        .filter(results::sequence.eq_any(answers))
+        .select(diesel::dsl::max(results::occurred_at_ms))
+        .get_result(conn)
+        .await?;
+    let completed_at = last_occurred.map_or(now_ms, |at| at.min(now_ms));
     diesel::update(refresh_intents::table.find(intent_id))
         .set((
             refresh_intents::status.eq(status),
-            refresh_intents::completed_at_ms.eq(now_ms),
+            refresh_intents::completed_at_ms.eq(completed_at),
             refresh_intents::completed_sequence.eq(sequence),
         ))
         .execute(conn)

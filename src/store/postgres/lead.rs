@@ -38,17 +38,21 @@ pub(super) struct Leader {
 }
 
 impl Leader {
-    pub(super) fn spawn(url: String, stop: CancellationToken) -> Leader {
+    /// The handle and the task that campaigns for the lock until `stop`.
+    pub(super) fn new(
+        url: String,
+        stop: CancellationToken,
+    ) -> (Leader, impl Future<Output = ()> + Send + 'static) {
         let leads = Arc::new(AtomicBool::new(false));
         let flag = leads.clone();
-        tokio::spawn(async move {
+        let task = async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = campaign(&url, &flag) => {}
             }
             flag.store(false, Ordering::Release);
-        });
-        Leader { leads }
+        };
+        (Leader { leads }, task)
     }
 
     pub(super) fn leads(&self) -> bool {

@@ -7,7 +7,9 @@ use diesel::sql_types::{Array, Text};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::{creates_in_flight, idempotency_keys, links, refresh_intents};
+use super::schema::{
+    creates_in_flight, fintoc_key_series, idempotency_keys, links, refresh_intents,
+};
 use crate::clock::Millis;
 use crate::domain::{IntentStatus, IntentView, RefreshType};
 use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
@@ -222,4 +224,43 @@ pub(super) async fn clear_creates(
         }
     };
     Ok(cleared)
+}
+
+/// How many Fintoc keys derived from the caller's `key` Fintoc has answered (0 if unknown).
+pub(super) async fn fintoc_keys_spent(conn: &mut AsyncPgConnection, key: &str) -> StoreResult<u64> {
+    let spent: Option<i64> = fintoc_key_series::table
+        .find(key)
+        .select(fintoc_key_series::spent)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(spent.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// Raises the count of answered Fintoc keys for `key` to `spent` (never lowers it, whichever
+/// replica wrote last).
+pub(super) async fn remember_fintoc_keys_spent(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+    spent: u64,
+    now_ms: Millis,
+) -> StoreResult<()> {
+    let spent = i64::try_from(spent).unwrap_or(i64::MAX);
+    diesel::insert_into(fintoc_key_series::table)
+        .values((
+            fintoc_key_series::idempotency_key.eq(key),
+            fintoc_key_series::spent.eq(spent),
+            fintoc_key_series::updated_at_ms.eq(now_ms),
+        ))
+        .on_conflict(fintoc_key_series::idempotency_key)
+        .do_update()
+        .set((
+            fintoc_key_series::spent.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "GREATEST(fintoc_key_series.spent, excluded.spent)",
+            )),
+            fintoc_key_series::updated_at_ms.eq(now_ms),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }

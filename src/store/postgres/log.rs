@@ -36,11 +36,6 @@ impl Appender {
         })
     }
 
-    /// The newest sequence handed out so far (the log's end as this transaction sees it).
-    pub(super) fn newest(&self) -> i64 {
-        self.next - 1
-    }
-
     /// Gives `row` the next sequence and queues it for [`Appender::flush`].
     pub(super) fn append(&mut self, mut row: ResultRow) -> ResultRow {
         row.sequence = self.next;

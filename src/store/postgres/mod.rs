@@ -48,10 +48,10 @@ pub use lead::Turn;
 
 use super::{
     Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
-    LogBounds, Pruned, Publish, StoreError, StoreResult,
+    LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
-use crate::domain::{IntentView, NewIntent, RefreshType, ResultRow, Target};
+use crate::domain::{IntentView, NewIntent, RefreshType, Target};
 use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
 
@@ -79,6 +79,26 @@ pub(super) struct PgStore {
     leader: lead::Leader,
     clock: Clock,
     stop: CancellationToken,
+    /// Cancelled when [`PgStore::close`] begins: tasks ending after it are not failures.
+    closing: CancellationToken,
+    /// Cancelled if one of this replica's own tasks (writer, tail, leader) ends on its own:
+    /// without it the replica would be half alive (see [`PgStore::failed`]).
+    broken: CancellationToken,
+}
+
+/// Runs one of the store's tasks; if it ends before the store is closing (a panic, a bug),
+/// the store reports itself failed, so the service stops instead of serving half alive.
+fn vital<F>(name: &'static str, task: F, closing: CancellationToken, broken: CancellationToken)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let ended = tokio::spawn(task).await;
+        if !closing.is_cancelled() {
+            tracing::error!(task = name, outcome = ?ended.err(), "a storage task stopped");
+            broken.cancel();
+        }
+    });
 }
 
 impl PgStore {
@@ -98,15 +118,20 @@ impl PgStore {
         // Watchers on this replica start from the log as it is now; the tail takes it from
         // there, so everything committed later (by any replica) reaches the sink once.
         let tailed = Arc::new(AtomicI64::new(newest));
-        tail::spawn(
+        let (closing, broken) = (CancellationToken::new(), CancellationToken::new());
+        let tail = tail::run(
             url.to_owned(),
             pool.clone(),
             tailed.clone(),
             publish,
             stop.clone(),
         );
-        let writer = writer::Writer::start(url.to_owned(), clock.clone(), metrics, stop.clone());
-        let leader = lead::Leader::spawn(url.to_owned(), stop.clone());
+        vital("log tail", tail, closing.clone(), broken.clone());
+        let (writer, task) =
+            writer::Writer::new(url.to_owned(), clock.clone(), metrics, stop.clone());
+        vital("writer", task, closing.clone(), broken.clone());
+        let (leader, task) = lead::Leader::new(url.to_owned(), stop.clone());
+        vital("leader lock", task, closing.clone(), broken.clone());
         Ok(PgStore {
             pool,
             writer,
@@ -114,6 +139,8 @@ impl PgStore {
             leader,
             clock,
             stop,
+            closing,
+            broken,
         })
     }
 
@@ -184,6 +211,21 @@ impl PgStore {
         links::remember_key(&mut conn, &key, now).await
     }
 
+    pub(super) async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
+        let mut conn = self.conn().await?;
+        links::fintoc_keys_spent(&mut conn, &key).await
+    }
+
+    pub(super) async fn remember_fintoc_keys_spent(
+        &self,
+        key: String,
+        spent: u64,
+    ) -> StoreResult<()> {
+        let now = self.clock.now_ms();
+        let mut conn = self.conn().await?;
+        links::remember_fintoc_keys_spent(&mut conn, &key, spent, now).await
+    }
+
     pub(super) async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
         self.writer.timed_out(id).await
     }
@@ -214,13 +256,21 @@ impl PgStore {
         target: Target,
         after: i64,
         limit: i64,
-    ) -> StoreResult<Vec<ResultRow>> {
+    ) -> StoreResult<LogPage> {
         let upto = self.tailed.load(Ordering::Acquire);
-        if upto <= after {
-            return Ok(Vec::new());
-        }
         let mut conn = self.conn().await?;
-        log::results_after(&mut conn, &target, after, upto, limit).await
+        let rows = if upto > after {
+            log::results_after(&mut conn, &target, after, upto, limit).await?
+        } else {
+            Vec::new()
+        };
+        // Read after the rows: retention that ran before them shows here (a later run only
+        // makes this look further on, which refuses a cursor rather than skip rows).
+        let pruned_through = log::log_bounds(&mut conn).await?.pruned_through();
+        Ok(LogPage {
+            rows,
+            pruned_through,
+        })
     }
 
     pub(super) async fn log_bounds(&self) -> StoreResult<LogBounds> {
@@ -286,6 +336,20 @@ impl PgStore {
         }
     }
 
+    /// False for good once one of this replica's own tasks stopped. PostgreSQL being away is
+    /// not that: it is reported by [`PgStore::ping`] (and recovers).
+    pub(super) fn is_healthy(&self) -> bool {
+        !self.broken.is_cancelled()
+    }
+
+    pub(super) async fn failed(&self) {
+        self.broken.cancelled().await
+    }
+
+    pub(super) fn break_for_test(&self) {
+        self.broken.cancel();
+    }
+
     /// Whether this replica runs the cluster's background work now.
     pub(super) fn leads(&self) -> bool {
         self.leader.leads()
@@ -301,6 +365,7 @@ impl PgStore {
     }
 
     pub(super) async fn close(&self) {
+        self.closing.cancel();
         self.writer.close().await;
         self.stop.cancel();
     }

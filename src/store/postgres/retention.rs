@@ -5,7 +5,9 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::{idempotency_keys, intent_accounts, refresh_intents, results, webhook_events};
+use super::schema::{
+    fintoc_key_series, idempotency_keys, intent_accounts, refresh_intents, results, webhook_events,
+};
 use crate::clock::Millis;
 use crate::store::{Pruned, StoreResult};
 
@@ -79,6 +81,18 @@ pub(super) async fn prune(
         .await?;
     pruned.keys = diesel::delete(
         idempotency_keys::table.filter(idempotency_keys::idempotency_key.eq_any(&keys)),
+    )
+    .execute(conn)
+    .await?;
+    // A caller key's count of spent Fintoc keys goes with it.
+    let series: Vec<String> = fintoc_key_series::table
+        .filter(fintoc_key_series::updated_at_ms.lt(key_cutoff_ms))
+        .limit(limit)
+        .select(fintoc_key_series::idempotency_key)
+        .load(conn)
+        .await?;
+    pruned.keys += diesel::delete(
+        fintoc_key_series::table.filter(fintoc_key_series::idempotency_key.eq_any(&series)),
     )
     .execute(conn)
     .await?;

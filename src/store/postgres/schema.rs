@@ -15,6 +15,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    fintoc_key_series (idempotency_key) {
+        idempotency_key -> Text,
+        spent -> Int8,
+        updated_at_ms -> Int8,
+    }
+}
+
+diesel::table! {
     idempotency_keys (idempotency_key) {
         idempotency_key -> Text,
         token_sha256 -> Text,
@@ -95,6 +103,7 @@ diesel::joinable!(intent_accounts -> refresh_intents (refresh_intent_id));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     creates_in_flight,
+    fintoc_key_series,
     idempotency_keys,
     intent_accounts,
     links,

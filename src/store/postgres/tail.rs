@@ -29,24 +29,23 @@ const RECONNECT: Duration = Duration::from_millis(500);
 /// Entries read per query.
 const PAGE: i64 = 1000;
 
-pub(super) fn spawn(
+/// The tail's task: runs until `stop`.
+pub(super) async fn run(
     url: String,
     pool: Pool,
     tailed: Arc<AtomicI64>,
     publish: Publish,
     stop: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        let tail = Tail {
-            pool,
-            tailed,
-            publish,
-        };
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tail.run(&url) => {}
-        }
-    });
+    let tail = Tail {
+        pool,
+        tailed,
+        publish,
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tail.run(&url) => {}
+    }
 }
 
 struct Tail {

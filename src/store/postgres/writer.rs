@@ -77,15 +77,15 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(
+    /// The writer's handle and the task to run for it.
+    pub(super) fn new(
         url: String,
         clock: Clock,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
-    ) -> Writer {
+    ) -> (Writer, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(url, rx, clock, metrics, stop));
-        Writer { tx }
+        (Writer { tx }, run(url, rx, clock, metrics, stop))
     }
 
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> StoreResult<T> {
@@ -269,7 +269,7 @@ async fn run_jobs(
         done.push(match &jobs[i] {
             Job::Ingest { .. } => unreachable!("handled above"),
             Job::Register { new, key, .. } => {
-                intents::register(conn, &mut log, new, now_ms).await?;
+                intents::register(conn, new, now_ms).await?;
                 ingest::process_held(conn, &mut log, now_ms).await?;
                 if let Some(key) = key {
                     let mut key = key.clone();

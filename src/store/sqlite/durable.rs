@@ -13,8 +13,9 @@
 //!
 //! Two things keep that honest:
 //! - Readers must not show what is not yet durable. A reader can see a committed but unsynced
-//!   row, so every read of the result log is capped at the durable high water, which moves
-//!   only here, after the sync (`SqliteStore::results_after`).
+//!   row, so every read answers only once the groups it could have seen are settled here,
+//!   after the sync (`progress.rs`), and reads of the result log are also capped at the
+//!   durable high water, which moves here too (`SqliteStore::results_after`).
 //! - The file synced must be the WAL SQLite writes. It is opened by the path SQLite reports,
 //!   right after the writer's connection created it, and kept open: SQLite writes through its
 //!   own descriptor of that same file until its last connection closes (only then may it
@@ -37,6 +38,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel::sqlite::SqliteConnection;
 
+use super::progress::Progress;
 use crate::metrics::Metrics;
 use crate::store::{Publish, StoreError, StoreResult};
 
@@ -105,19 +107,22 @@ pub(super) type SyncFn = Box<dyn Fn() -> std::io::Result<()> + Send>;
 pub(super) trait Group: Send {
     /// Whether its commit succeeded: only those need the sync.
     fn committed(&self) -> bool;
+    /// The number it took before its COMMIT (the previous group's if it never got there).
+    fn number(&self) -> u64;
     /// Publishes its results and answers its callers; called once it is durable (or its
     /// commit failed).
     fn finish(self, publish: &Publish, metrics: &Metrics);
 }
 
 /// The syncer thread's loop: until the writer hangs up, sync every group committed so far
-/// with one fsync, then publish and answer them in commit order. `sync` is `None` for a
-/// database without a file.
+/// with one fsync, settle their numbers (readers may now show them), then publish and answer
+/// them in commit order. `sync` is `None` for a database without a file.
 pub(super) fn run<G: Group>(
     rx: Receiver<G>,
     sync: Option<SyncFn>,
     publish: Publish,
     metrics: Arc<Metrics>,
+    progress: Arc<Progress>,
 ) {
     let mut groups = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -141,6 +146,9 @@ pub(super) fn run<G: Group>(
             metrics
                 .wal_sync_seconds
                 .observe(started.elapsed().as_secs_f64());
+        }
+        if let Some(number) = groups.iter().map(Group::number).max() {
+            progress.settle(number);
         }
         for group in groups.drain(..) {
             group.finish(&publish, &metrics);

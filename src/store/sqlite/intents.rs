@@ -49,11 +49,6 @@ pub(super) fn register_intent(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<(
                 .execute(tx.conn)?;
         }
         claim_unsolicited(tx, new)?;
-        if new.accounts.is_empty() {
-            // Nothing to wait for: complete at once, at the log's current position.
-            let newest = super::log::log_bounds(tx.conn)?.newest;
-            finish(tx, &new.id, IntentStatus::Succeeded, newest)?;
-        }
     }
     Ok(())
 }
@@ -147,16 +142,33 @@ pub(super) fn complete_if_done(
     Ok(row)
 }
 
+/// Completes an intent with its final status; `sequence` is the result that completed it.
+///
+/// It completed when Fintoc produced its last result, not when that result reached us: the
+/// completion time is the latest `occurred_at` of its results (the events' `created_at`;
+/// a TIMED_OUT result's is the moment it was given). A result that comes late (a retried
+/// webhook, one recovered by reconciliation) so starts no longer cooldown than Fintoc's own.
+/// Never later than now, should an event claim a time ahead of our clock.
 fn finish(
     tx: &mut Tx<'_>,
     intent_id: &str,
     status: IntentStatus,
     sequence: i64,
 ) -> StoreResult<()> {
+    let answers = intent_accounts::table
+        .filter(intent_accounts::refresh_intent_id.eq(intent_id))
+        .filter(intent_accounts::result_sequence.is_not_null())
+        .select(intent_accounts::result_sequence.assume_not_null());
+    let last_occurred: Option<Millis> = results::table
+        .filter(results::sequence.eq_any(answers))
+        .select(diesel::dsl::max(results::occurred_at_ms))
+        .get_result(tx.conn)?;
+    let now = tx.now_ms();
+    let completed_at = last_occurred.map_or(now, |at| at.min(now));
     diesel::update(refresh_intents::table.find(intent_id))
         .set((
             refresh_intents::status.eq(status.as_str()),
-            refresh_intents::completed_at_ms.eq(tx.now_ms()),
+            refresh_intents::completed_at_ms.eq(completed_at),
             refresh_intents::completed_sequence.eq(sequence),
         ))
         .execute(tx.conn)?;

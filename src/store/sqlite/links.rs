@@ -1,13 +1,13 @@
 //! What RequestRefresh needs to answer locally: Links known by their token's hash, the
-//! pending intent of a Link, the last success (cooldown), the rejected hold, and idempotency
-//! keys.
+//! pending intent of a Link, the last success (cooldown), the rejected hold, idempotency
+//! keys, and how many Fintoc keys each caller key has spent.
 
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
 
 use super::Tx;
 use super::intents::get_intent;
-use super::schema::{accounts, idempotency_keys, links, refresh_intents};
+use super::schema::{accounts, fintoc_key_series, idempotency_keys, links, refresh_intents};
 use crate::clock::Millis;
 use crate::domain::{IntentStatus, IntentView, RefreshType};
 use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
@@ -152,6 +152,42 @@ pub(super) fn remember_key(tx: &mut Tx<'_>, key: &KeyRecord) -> StoreResult<()> 
             idempotency_keys::refresh_intent_id.eq(&key.refresh_intent_id),
             idempotency_keys::joined_existing.eq(key.joined_existing),
             idempotency_keys::created_at_ms.eq(now),
+        ))
+        .execute(tx.conn)?;
+    Ok(())
+}
+
+/// How many Fintoc keys of this caller key's series Fintoc has answered (0 if none).
+pub(super) fn fintoc_keys_spent(conn: &mut SqliteConnection, key: &str) -> StoreResult<u64> {
+    let spent: Option<i64> = fintoc_key_series::table
+        .find(key)
+        .select(fintoc_key_series::spent)
+        .first(conn)
+        .optional()?;
+    Ok(spent.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// Raises the count of answered Fintoc keys for `key` to `spent` (never lowers it).
+pub(super) fn remember_fintoc_keys_spent(
+    tx: &mut Tx<'_>,
+    key: &str,
+    spent: u64,
+) -> StoreResult<()> {
+    let now = tx.now_ms();
+    let spent = i64::try_from(spent).unwrap_or(i64::MAX);
+    diesel::insert_into(fintoc_key_series::table)
+        .values((
+            fintoc_key_series::idempotency_key.eq(key),
+            fintoc_key_series::spent.eq(spent),
+            fintoc_key_series::updated_at_ms.eq(now),
+        ))
+        .on_conflict(fintoc_key_series::idempotency_key)
+        .do_update()
+        .set((
+            fintoc_key_series::spent.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "max(spent, excluded.spent)",
+            )),
+            fintoc_key_series::updated_at_ms.eq(now),
         ))
         .execute(tx.conn)?;
     Ok(())

@@ -8,8 +8,9 @@
 //! written, not synced) and a second thread fsyncs the WAL before answering, so the next
 //! group's statements run during the fsync (`durable.rs`). Both survive `kill -9` and power
 //! loss for everything acknowledged. Readers may see a committed row a moment before it is
-//! durable, so the result log is only ever read up to the durable high water, which moves
-//! after the fsync.
+//! durable, so every read answers only once what it could have seen is durable
+//! (`progress.rs`), and the result log is only ever read up to the durable high water, which
+//! moves after the fsync.
 //!
 //! A SQLite store belongs to one process: opening it takes an exclusive lock beside the file
 //! first and refuses a second opener (`lock.rs`).
@@ -27,6 +28,7 @@ mod links;
 mod lock;
 mod log;
 mod models;
+mod progress;
 mod retention;
 #[rustfmt::skip]
 mod schema;
@@ -48,12 +50,14 @@ use tracing::Instrument;
 
 use super::{
     Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
-    LogBounds, Pruned, Publish, StoreError, StoreResult,
+    LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
 use crate::domain::{IntentView, NewIntent, RefreshType, ResultRow, Target};
 use crate::fintoc::event::{Decoded, decode};
 use crate::metrics::Metrics;
+use durable::SyncFn;
+use progress::Progress;
 use writer::Tx;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -72,6 +76,8 @@ pub(super) struct SqliteStore {
     in_flight: InFlight,
     /// The newest sequence whose commit is durable (and handed to the sink).
     durable: Arc<AtomicI64>,
+    /// How far commits have got, and whether storage has stopped (`progress.rs`).
+    progress: Arc<Progress>,
     checkpointer: Arc<Mutex<checkpoint::Checkpointer>>,
     /// This process's claim on the file, released by `close` or when the last handle drops.
     /// `None` for an in-memory database.
@@ -124,8 +130,21 @@ impl SqliteStore {
         metrics: Arc<Metrics>,
         publish: Publish,
     ) -> StoreResult<SqliteStore> {
+        Self::open_with(url, clock, metrics, publish, None).await
+    }
+
+    /// [`SqliteStore::open`], with the way commits are made durable given (tests hold the
+    /// fsync back by hand); `None` fsyncs the WAL.
+    async fn open_with(
+        url: &str,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        publish: Publish,
+        sync: Option<SyncFn>,
+    ) -> StoreResult<SqliteStore> {
         let url = url.to_owned();
-        let store = blocking(move || Self::open_blocking(&url, clock, metrics, publish)).await?;
+        let store =
+            blocking(move || Self::open_blocking(&url, clock, metrics, publish, sync)).await?;
         let bounds = store.log_bounds().await?;
         store.durable.fetch_max(bounds.newest, Ordering::AcqRel);
         // No create call survives a restart, so events held for one can be settled now.
@@ -138,6 +157,7 @@ impl SqliteStore {
         clock: Clock,
         metrics: Arc<Metrics>,
         publish: Publish,
+        sync: Option<SyncFn>,
     ) -> StoreResult<SqliteStore> {
         // First: a second process must not even run migrations on a file that is in use.
         let file_lock = lock::lock_exclusive(url).map_err(|e| StoreError::Locked(e.to_string()))?;
@@ -176,12 +196,22 @@ impl SqliteStore {
             })
         };
         let checkpointer = Arc::new(Mutex::new(checkpoint::Checkpointer::start(url)?));
-        let writer = writer::Writer::start(conn, in_flight.clone(), sink, clock, metrics)?;
+        let progress = Arc::new(Progress::new());
+        let writer = writer::Writer::start(
+            conn,
+            sync,
+            in_flight.clone(),
+            sink,
+            clock,
+            metrics,
+            progress.clone(),
+        )?;
         Ok(SqliteStore {
             writer,
             readers,
             in_flight,
             durable,
+            progress,
             checkpointer,
             file_lock: Arc::new(Mutex::new(file_lock)),
         })
@@ -197,18 +227,24 @@ impl SqliteStore {
         self.writer.submit(f).await
     }
 
-    /// Runs a read on a pooled read-only connection, off the async workers.
+    /// Runs a read on a pooled read-only connection, off the async workers, and answers once
+    /// every commit it could have seen is durable (`progress.rs`).
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> StoreResult<T> + Send + 'static,
     {
         let pool = self.readers.clone();
-        blocking(move || {
+        let progress = self.progress.clone();
+        let (value, seen) = blocking(move || {
             let mut conn = pool.get()?;
-            f(&mut conn)
+            let value = f(&mut conn)?;
+            // Noted after the queries: it covers every commit they could have seen.
+            Ok((value, progress.taken()))
         })
-        .await
+        .await?;
+        self.progress.until_settled(seen).await?;
+        Ok(value)
     }
 
     fn durable(&self) -> i64 {
@@ -294,6 +330,19 @@ impl SqliteStore {
         self.write(move |tx| links::remember_key(tx, &key)).await
     }
 
+    pub(super) async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
+        self.read(move |c| links::fintoc_keys_spent(c, &key)).await
+    }
+
+    pub(super) async fn remember_fintoc_keys_spent(
+        &self,
+        key: String,
+        spent: u64,
+    ) -> StoreResult<()> {
+        self.write(move |tx| links::remember_fintoc_keys_spent(tx, &key, spent))
+            .await
+    }
+
     pub(super) async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
         self.write(move |tx| intents::complete_timed_out(tx, &id))
             .await
@@ -323,10 +372,20 @@ impl SqliteStore {
         target: Target,
         after: i64,
         limit: i64,
-    ) -> StoreResult<Vec<ResultRow>> {
+    ) -> StoreResult<LogPage> {
         let upto = self.durable();
-        self.read(move |c| log::results_after(c, &target, after, upto, limit))
-            .await
+        self.read(move |c| {
+            // One snapshot for both: what retention had pruned is known for these very rows.
+            c.transaction(|c| {
+                let rows = log::results_after(c, &target, after, upto, limit)?;
+                let pruned_through = log::log_bounds(c)?.pruned_through();
+                Ok(LogPage {
+                    rows,
+                    pruned_through,
+                })
+            })
+        })
+        .await
     }
 
     pub(super) async fn log_bounds(&self) -> StoreResult<LogBounds> {
@@ -383,6 +442,18 @@ impl SqliteStore {
 
     pub(super) async fn counts(&self) -> StoreResult<Counts> {
         self.read(log::counts).await
+    }
+
+    pub(super) fn is_healthy(&self) -> bool {
+        !self.progress.has_failed()
+    }
+
+    pub(super) async fn failed(&self) {
+        self.progress.failed().await;
+    }
+
+    pub(super) fn break_for_test(&self) {
+        self.writer.break_for_test();
     }
 
     pub(super) async fn ping(&self) -> bool {
@@ -446,6 +517,122 @@ pub(crate) mod tests {
         .await
         .unwrap();
         (dir, store)
+    }
+
+    /// A sync that waits while its gate is closed, counting the syncs held.
+    #[derive(Default)]
+    struct Gate {
+        state: Mutex<(bool, usize)>,
+        changed: std::sync::Condvar,
+    }
+
+    impl Gate {
+        fn pass(&self) {
+            let mut state = self.state.lock().unwrap();
+            state.1 += 1;
+            while !state.0 {
+                state = self.changed.wait(state).unwrap();
+            }
+            state.1 -= 1;
+        }
+
+        fn set_open(&self, open: bool) {
+            self.state.lock().unwrap().0 = open;
+            self.changed.notify_all();
+        }
+
+        fn held(&self) -> usize {
+            self.state.lock().unwrap().1
+        }
+    }
+
+    /// Polls `check` until it holds; fails after 10 s (a broken test fails, never hangs).
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Reads never show what is not durable: an intent registered (with its idempotency
+    /// key) whose commit is visible but whose fsync is held back by hand is shown by no read
+    /// — the intent, the Link's state, the key — until the fsync returns; then every read
+    /// answers with it. No timing: the test waits until the reads are parked on the
+    /// durability mark, checks none has answered, then lets the fsync through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_answer_only_once_what_they_saw_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("r.db").to_string_lossy().into_owned();
+        let gate = Arc::new(Gate::default());
+        gate.set_open(true);
+        let sync: SyncFn = {
+            let gate = gate.clone();
+            Box::new(move || {
+                gate.pass();
+                Ok(())
+            })
+        };
+        let store = SqliteStore::open_with(
+            &url,
+            Clock::System,
+            Arc::new(Metrics::new()),
+            Arc::new(|_: &[Arc<ResultRow>]| {}),
+            Some(sync),
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.get_intent("ri_1".into()).await.unwrap(), None);
+
+        gate.set_open(false);
+        let new = NewIntent {
+            id: "ri_1".into(),
+            link_id: "link_1".into(),
+            refresh_type: RefreshType::OnlyLast,
+            accounts: vec!["acc_1".into()],
+            created_at_ms: 1,
+            mfa_widget_token: String::new(),
+        };
+        let key = KeyRecord {
+            key: "k".into(),
+            token_sha256: "t".into(),
+            refresh_type: RefreshType::OnlyLast,
+            refresh_intent_id: String::new(),
+            joined_existing: false,
+        };
+        let write = tokio::spawn({
+            let store = store.clone();
+            async move { store.register_intent(new, Some(key)).await }
+        });
+        // Committed (visible to a reader's snapshot), its fsync held.
+        until("the commit's fsync has begun", || gate.held() == 1).await;
+        let (a, b, c) = (store.clone(), store.clone(), store.clone());
+        let intent = tokio::spawn(async move { a.get_intent("ri_1".into()).await });
+        let state =
+            tokio::spawn(async move { b.link_state("link_1".into(), RefreshType::OnlyLast).await });
+        let key = tokio::spawn(async move { c.idempotency("k".into()).await });
+        until("the three reads wait for durability", || {
+            store.progress.waiting.load(Ordering::SeqCst) == 3
+        })
+        .await;
+        for (what, finished) in [
+            ("the write", write.is_finished()),
+            ("get_intent", intent.is_finished()),
+            ("link_state", state.is_finished()),
+            ("idempotency", key.is_finished()),
+        ] {
+            assert!(!finished, "{what} answered before the fsync returned");
+        }
+
+        gate.set_open(true);
+        write.await.unwrap().unwrap();
+        assert_eq!(intent.await.unwrap().unwrap().unwrap().id, "ri_1");
+        assert_eq!(state.await.unwrap().unwrap().pending.unwrap().id, "ri_1");
+        assert_eq!(
+            key.await.unwrap().unwrap().unwrap().0.refresh_intent_id,
+            "ri_1"
+        );
+        store.close().await;
     }
 
     #[derive(QueryableByName)]

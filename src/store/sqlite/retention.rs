@@ -1,10 +1,12 @@
-//! Retention: removing results, raw events, finished intents and idempotency keys past their
-//! age, in small chunks so each writer job stays short and the intake never waits long.
+//! Retention: removing results, raw events, finished intents and idempotency keys (with
+//! their counts of spent Fintoc keys) past their age, in small chunks so each writer job stays short and the intake never waits long.
 
 use diesel::prelude::*;
 
 use super::Tx;
-use super::schema::{idempotency_keys, intent_accounts, refresh_intents, results, webhook_events};
+use super::schema::{
+    fintoc_key_series, idempotency_keys, intent_accounts, refresh_intents, results, webhook_events,
+};
 use crate::clock::Millis;
 use crate::store::{Pruned, StoreResult};
 
@@ -74,6 +76,17 @@ pub(super) fn prune(
         .load(tx.conn)?;
     pruned.keys = diesel::delete(
         idempotency_keys::table.filter(idempotency_keys::idempotency_key.eq_any(&keys)),
+    )
+    .execute(tx.conn)?;
+    // A caller key's count of spent Fintoc keys goes with it: Fintoc forgets its keys after
+    // 24 h, well within the caller key's life.
+    let series: Vec<String> = fintoc_key_series::table
+        .filter(fintoc_key_series::updated_at_ms.lt(key_cutoff_ms))
+        .limit(limit)
+        .select(fintoc_key_series::idempotency_key)
+        .load(tx.conn)?;
+    pruned.keys += diesel::delete(
+        fintoc_key_series::table.filter(fintoc_key_series::idempotency_key.eq_any(&series)),
     )
     .execute(tx.conn)?;
     Ok(pruned)

@@ -8,6 +8,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    fintoc_key_series (idempotency_key) {
+        idempotency_key -> Text,
+        spent -> BigInt,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     idempotency_keys (idempotency_key) {
         idempotency_key -> Text,
         token_sha256 -> Text,
@@ -80,6 +88,7 @@ diesel::joinable!(intent_accounts -> refresh_intents (refresh_intent_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    fintoc_key_series,
     idempotency_keys,
     intent_accounts,
     links,

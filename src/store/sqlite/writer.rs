@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::InFlight;
 use super::durable::{Group, SyncFn};
+use super::progress::{Progress, Watchdog};
 use crate::clock::{Clock, Millis};
 use crate::domain::ResultRow;
 use crate::metrics::Metrics;
@@ -136,45 +137,63 @@ pub(super) struct Writer {
 }
 
 impl Writer {
+    /// Starts the writer and its sync thread. Commits are made durable by fsyncing the WAL,
+    /// unless `sync` says how (tests hold it back). Both threads report through `progress`
+    /// how far commits have got, and whether they stopped unasked.
     pub(super) fn start(
         mut conn: SqliteConnection,
-        in_flight: InFlight,
-        publish: Publish,
-        clock: Clock,
-        metrics: Arc<Metrics>,
-    ) -> StoreResult<Writer> {
-        let sync = super::durable::WalFile::open(&mut conn)?.map(|wal| wal.into_sync());
-        Self::start_with(conn, sync, in_flight, publish, clock, metrics)
-    }
-
-    /// [`Writer::start`] with the way commits are made durable given (tests hold it back).
-    fn start_with(
-        conn: SqliteConnection,
         sync: Option<SyncFn>,
         in_flight: InFlight,
         publish: Publish,
         clock: Clock,
         metrics: Arc<Metrics>,
+        progress: Arc<Progress>,
     ) -> StoreResult<Writer> {
+        let sync = match sync {
+            Some(sync) => Some(sync),
+            None => super::durable::WalFile::open(&mut conn)?.map(|wal| wal.into_sync()),
+        };
         let (tx, rx) = mpsc::channel(QUEUE);
         // Unbounded: it holds at most what the writer committed during one fsync, and the
         // writer's own queue above is what pushes back on callers.
         let (to_syncer, committed) = std::sync::mpsc::channel();
         let syncer = std::thread::Builder::new()
             .name("db-sync".into())
-            .spawn(move || super::durable::run(committed, sync, publish, metrics))
+            .spawn({
+                let progress = progress.clone();
+                move || {
+                    let watchdog = Watchdog::new("db-sync", progress.clone());
+                    // It returns once the writer hung up: by then the writer's own watchdog
+                    // has said whether that was asked for.
+                    super::durable::run(committed, sync, publish, metrics, progress);
+                    watchdog.disarm();
+                }
+            })
             .map_err(|source| StoreError::Io {
                 doing: "starting the WAL sync thread",
                 source,
             })?;
         std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || run(conn, rx, to_syncer, syncer, in_flight, clock))
+            .spawn(move || {
+                let watchdog = Watchdog::new("db-writer", progress.clone());
+                if run(conn, rx, to_syncer, syncer, in_flight, clock, &progress) {
+                    watchdog.disarm();
+                }
+            })
             .map_err(|source| StoreError::Io {
                 doing: "starting the writer thread",
                 source,
             })?;
         Ok(Writer { tx })
+    }
+
+    /// Test hook: queues a job whose answer panics on the sync thread, as a bug there would,
+    /// so the sync thread dies and storage stops for good. Never used by the service.
+    pub(super) fn break_for_test(&self) {
+        let job: Job =
+            Box::new(|_tx| Box::new(|_commit| panic!("storage broken on purpose by a test hook")));
+        let _ = self.tx.try_send(Msg::Job(job));
     }
 
     pub(super) async fn submit<T, F>(&self, f: F) -> StoreResult<T>
@@ -230,6 +249,8 @@ impl Writer {
 /// A group the writer committed (or failed to), on its way to the syncer.
 struct Committed {
     commit: StoreResult<()>,
+    /// The number it took before its COMMIT (see `progress.rs`).
+    number: u64,
     appended: Vec<Arc<ResultRow>>,
     finishers: Vec<Finisher>,
     repeatables: Vec<Box<dyn Repeatable>>,
@@ -239,6 +260,10 @@ struct Committed {
 impl Group for Committed {
     fn committed(&self) -> bool {
         self.commit.is_ok()
+    }
+
+    fn number(&self) -> u64 {
+        self.number
     }
 
     /// Publishes the group's results and answers every job in it.
@@ -268,6 +293,8 @@ impl Group for Committed {
     }
 }
 
+/// The writer thread's loop. True when it stopped as asked (closed, or every handle gone);
+/// false when it had to stop (the sync thread is gone).
 fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Msg>,
@@ -275,7 +302,9 @@ fn run(
     syncer: std::thread::JoinHandle<()>,
     in_flight: InFlight,
     clock: Clock,
-) {
+    progress: &Progress,
+) -> bool {
+    let mut asked = true;
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while closing.is_none() {
@@ -304,6 +333,7 @@ fn run(
         }
         let mut group = Committed {
             commit: Ok(()),
+            number: 0,
             appended: Vec::new(),
             finishers: Vec::new(),
             repeatables: Vec::with_capacity(batch.len()),
@@ -334,14 +364,20 @@ fn run(
                     Msg::Close(_) => unreachable!("Close never enters a batch"),
                 }
             }
+            // Before COMMIT makes the group visible to readers (see `progress.rs`).
+            progress.take_number();
             Ok::<_, StoreError>(())
         });
+        // This thread alone takes numbers: the newest is this group's, or the previous
+        // group's if this one never reached its COMMIT.
+        group.number = progress.taken();
         // Jobs still here never ran (BEGIN failed). Dropping one drops its reply channel,
         // so its caller gets an error rather than waiting forever.
         batch.clear();
         if to_syncer.send(group).is_err() {
             // The syncer only stops when told to; without it nothing can be answered.
             tracing::error!("the WAL sync thread is gone; the writer stops");
+            asked = false;
             break;
         }
     }
@@ -353,6 +389,7 @@ fn run(
     if let Some(done) = closing {
         let _ = done.send(());
     }
+    asked
 }
 
 /// Runs consecutive repeatable jobs under one savepoint; if one fails, undoes them all and
@@ -407,13 +444,14 @@ mod tests {
                 published.store(rows.last().unwrap().sequence, Ordering::SeqCst)
             })
         };
-        let writer = Writer::start_with(
+        let writer = Writer::start(
             conn,
             Some(sync),
             InFlight::default(),
             sink,
             Clock::System,
             Arc::new(Metrics::new()),
+            Arc::new(Progress::new()),
         )
         .unwrap();
         let job = tokio::spawn({

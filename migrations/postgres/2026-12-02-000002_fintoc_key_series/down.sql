@@ -1,0 +1,1 @@
+DROP TABLE fintoc_key_series;
