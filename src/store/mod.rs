@@ -13,6 +13,7 @@
 //!   can never revert after a crash.
 
 mod claim;
+pub mod copy;
 pub mod plan;
 mod postgres;
 mod sqlite;

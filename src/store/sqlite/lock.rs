@@ -125,7 +125,7 @@ pub fn lock_exclusive(url: &str) -> Result<Option<DbLock>, LockError> {
 /// The file SQLite opens for `url`, or `None` for an in-memory database. Follows how diesel
 /// and SQLite read it: `sqlite://` means `file:`, a URI's query and fragment are not part of
 /// the path, and its authority is empty or `localhost`.
-fn database_file(url: &str) -> Option<PathBuf> {
+pub(super) fn database_file(url: &str) -> Option<PathBuf> {
     let path = match url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("file:"))
