@@ -250,6 +250,28 @@ impl fmt::Display for Copied {
     }
 }
 
+/// When a progress line is due: after [`PROGRESS_EVERY`] more rows of a table, and at its
+/// end unless that very count was just reported (so an empty table still gets its line).
+#[derive(Debug, Default)]
+struct Throttle {
+    reported: [Option<u64>; 7],
+}
+
+impl Throttle {
+    fn due(&mut self, table: Table, copied: u64, done: bool) -> bool {
+        let last = &mut self.reported[table as usize];
+        let due = if done {
+            *last != Some(copied)
+        } else {
+            copied >= last.unwrap_or(0) + PROGRESS_EVERY
+        };
+        if due {
+            *last = Some(copied);
+        }
+        due
+    }
+}
+
 /// Copies the SQLite store at `from` (a path, or a `file:`/`sqlite://` URI) into the empty
 /// PostgreSQL database at `to`, calling `progress` every [`PROGRESS_EVERY`] rows of a table
 /// and when each table is done. Either everything is copied or the target is left empty.
@@ -279,11 +301,9 @@ pub async fn sqlite_to_postgres(
         .await
         .map_err(source)?;
     let snapshot = export.snapshot.clone();
-    let mut reported = [0u64; 7];
+    let mut throttle = Throttle::default();
     let mut report = |table: Table, copied: u64, done: bool| {
-        let last = &mut reported[table as usize];
-        if done || copied >= *last + PROGRESS_EVERY {
-            *last = copied;
+        if throttle.due(table, copied, done) {
             progress(Progress {
                 table,
                 copied,
@@ -311,6 +331,34 @@ pub async fn sqlite_to_postgres(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_is_reported_every_ten_thousand_rows_and_once_at_each_end() {
+        let mut throttle = Throttle::default();
+        let mut lines = Vec::new();
+        let mut feed = |table, copied, done| {
+            if throttle.due(table, copied, done) {
+                lines.push((table, copied));
+            }
+        };
+        for copied in [5_000, 10_000, 15_000, 20_000] {
+            feed(Table::Results, copied, false);
+        }
+        feed(Table::Results, 20_000, true);
+        feed(Table::Links, 0, true);
+        feed(Table::WebhookEvents, 9_999, false);
+        feed(Table::WebhookEvents, 9_999, true);
+        assert_eq!(
+            lines,
+            vec![
+                (Table::Results, 10_000),
+                (Table::Results, 20_000),
+                (Table::Links, 0),
+                (Table::WebhookEvents, 9_999),
+            ],
+            "20,000 is not repeated at the end; an empty table gets its line"
+        );
+    }
 
     #[test]
     fn the_summary_names_every_table_the_sequences_and_the_redacted_target() {

@@ -53,10 +53,11 @@ pub(in crate::store) async fn fill(
     batches: &mut mpsc::Receiver<Read>,
     progress: &mut (dyn FnMut(Table, u64, bool) + Send),
 ) -> Result<(), Failed> {
-    super::migrate(url)
+    // Connecting first: a mistake in the URL reads as one, not as "unreachable".
+    let mut conn = super::connect::connect(url)
         .await
         .map_err(|e| Failed::Target(e.to_string()))?;
-    let mut conn = super::connect::connect(url)
+    super::migrate(url)
         .await
         .map_err(|e| Failed::Target(e.to_string()))?;
     conn.transaction::<_, Failed, _>(async |conn| {
