@@ -27,8 +27,8 @@
 //! In-memory databases (`:memory:`, an empty path, `mode=memory`) belong to their connection
 //! and need no lock.
 //!
-//! Other subcommands: one that only reads (a future `copy-store` copying a SQLite store
-//! elsewhere) opens the file without this lock and reads inside one transaction, which WAL
+//! Other subcommands: one that only reads (`copy-store`, through `export.rs`) opens the
+//! file without this lock and reads inside one transaction, which WAL
 //! gives a consistent snapshot of while a server keeps writing. Anything that writes to the
 //! file must hold this lock, that is, open it through [`Store::open`] or take
 //! [`lock_exclusive`] first.
