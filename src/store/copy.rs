@@ -80,7 +80,7 @@ impl Table {
 
 /// A number of rows per table.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Rows([u64; 7]);
+pub struct Rows([u64; Table::ALL.len()]);
 
 impl Rows {
     pub fn get(&self, table: Table) -> u64 {
@@ -254,7 +254,7 @@ impl fmt::Display for Copied {
 /// end unless that very count was just reported (so an empty table still gets its line).
 #[derive(Debug, Default)]
 struct Throttle {
-    reported: [Option<u64>; 7],
+    reported: [Option<u64>; Table::ALL.len()],
 }
 
 impl Throttle {

@@ -18,7 +18,10 @@ use super::schema::{
     accounts, idempotency_keys, intent_accounts, links, log_counter, refresh_intents, results,
     webhook_events,
 };
-use crate::store::copy::{Batch, Failed, Read, Rows, Snapshot, Table};
+use crate::store::copy::{
+    AccountRow, Batch, EventRow, Failed, IntentAccountRow, IntentRecord, KeyRow, LinkRow, Read,
+    Rows, Snapshot, Table,
+};
 
 impl From<diesel::result::Error> for Failed {
     fn from(e: diesel::result::Error) -> Self {
@@ -135,96 +138,12 @@ async fn copy_batches(
 
 /// One multi-row insert, every column as read (sequences and ids included).
 async fn insert(conn: &mut AsyncPgConnection, batch: Batch) -> Result<usize, Failed> {
-    let inserted = match batch {
-        Batch::Links(rows) => {
-            use links as t;
-            let values: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        t::link_id.eq(&r.link_id),
-                        t::token_sha256.eq(&r.token_sha256),
-                        t::rejected_at_ms.eq(r.rejected_at_ms),
-                        t::resolved_at_ms.eq(r.resolved_at_ms),
-                    )
-                })
-                .collect();
-            diesel::insert_into(t::table)
-                .values(values)
-                .execute(conn)
-                .await?
-        }
-        Batch::Accounts(rows) => {
-            use accounts as t;
-            let values: Vec<_> = rows
-                .iter()
-                .map(|r| (t::account_id.eq(&r.account_id), t::link_id.eq(&r.link_id)))
-                .collect();
-            diesel::insert_into(t::table)
-                .values(values)
-                .execute(conn)
-                .await?
-        }
-        Batch::RefreshIntents(rows) => {
-            use refresh_intents as t;
-            let values: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        t::id.eq(&r.id),
-                        t::link_id.eq(&r.link_id),
-                        t::refresh_type.eq(&r.refresh_type),
-                        t::status.eq(&r.status),
-                        t::mfa_widget_token.eq(&r.mfa_widget_token),
-                        t::created_at_ms.eq(r.created_at_ms),
-                        t::completed_at_ms.eq(r.completed_at_ms),
-                        t::completed_sequence.eq(r.completed_sequence),
-                        t::reconciled_at_ms.eq(r.reconciled_at_ms),
-                    )
-                })
-                .collect();
-            diesel::insert_into(t::table)
-                .values(values)
-                .execute(conn)
-                .await?
-        }
-        Batch::IntentAccounts(rows) => {
-            use intent_accounts as t;
-            let values: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        t::refresh_intent_id.eq(&r.refresh_intent_id),
-                        t::account_id.eq(&r.account_id),
-                        t::result_sequence.eq(r.result_sequence),
-                    )
-                })
-                .collect();
-            diesel::insert_into(t::table)
-                .values(values)
-                .execute(conn)
-                .await?
-        }
-        Batch::IdempotencyKeys(rows) => {
-            use idempotency_keys as t;
-            let values: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        t::idempotency_key.eq(&r.idempotency_key),
-                        t::token_sha256.eq(&r.token_sha256),
-                        t::refresh_type.eq(&r.refresh_type),
-                        t::refresh_intent_id.eq(&r.refresh_intent_id),
-                        t::joined_existing.eq(r.joined_existing),
-                        t::created_at_ms.eq(r.created_at_ms),
-                    )
-                })
-                .collect();
-            diesel::insert_into(t::table)
-                .values(values)
-                .execute(conn)
-                .await?
-        }
+    Ok(match batch {
+        Batch::Links(rows) => insert_links(conn, &rows).await?,
+        Batch::Accounts(rows) => insert_accounts(conn, &rows).await?,
+        Batch::RefreshIntents(rows) => insert_intents(conn, &rows).await?,
+        Batch::IntentAccounts(rows) => insert_intent_accounts(conn, &rows).await?,
+        Batch::IdempotencyKeys(rows) => insert_keys(conn, &rows).await?,
         Batch::Results(rows) => {
             let values: Vec<ResultRecord> = rows.iter().map(ResultRecord::from).collect();
             diesel::insert_into(results::table)
@@ -232,27 +151,125 @@ async fn insert(conn: &mut AsyncPgConnection, batch: Batch) -> Result<usize, Fai
                 .execute(conn)
                 .await?
         }
-        Batch::WebhookEvents(rows) => {
-            use webhook_events as t;
-            let values: Vec<_> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        t::id.eq(r.id),
-                        t::event_key.eq(&r.event_key),
-                        t::event_type.eq(&r.event_type),
-                        t::disposition.eq(&r.disposition),
-                        t::received_at_ms.eq(r.received_at_ms),
-                        t::body.eq(&r.body),
-                    )
-                })
-                .collect();
-            diesel::insert_into(t::table)
-                .values(values)
-                .execute(conn)
-                .await?
-        }
+        Batch::WebhookEvents(rows) => insert_events(conn, &rows).await?,
         Batch::Done(_) => 0,
-    };
-    Ok(inserted)
+    })
+}
+
+async fn insert_links(conn: &mut AsyncPgConnection, rows: &[LinkRow]) -> QueryResult<usize> {
+    use links as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::link_id.eq(&r.link_id),
+                t::token_sha256.eq(&r.token_sha256),
+                t::rejected_at_ms.eq(r.rejected_at_ms),
+                t::resolved_at_ms.eq(r.resolved_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_accounts(conn: &mut AsyncPgConnection, rows: &[AccountRow]) -> QueryResult<usize> {
+    use accounts as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| (t::account_id.eq(&r.account_id), t::link_id.eq(&r.link_id)))
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_intents(conn: &mut AsyncPgConnection, rows: &[IntentRecord]) -> QueryResult<usize> {
+    use refresh_intents as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::id.eq(&r.id),
+                t::link_id.eq(&r.link_id),
+                t::refresh_type.eq(&r.refresh_type),
+                t::status.eq(&r.status),
+                t::mfa_widget_token.eq(&r.mfa_widget_token),
+                t::created_at_ms.eq(r.created_at_ms),
+                t::completed_at_ms.eq(r.completed_at_ms),
+                t::completed_sequence.eq(r.completed_sequence),
+                t::reconciled_at_ms.eq(r.reconciled_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_intent_accounts(
+    conn: &mut AsyncPgConnection,
+    rows: &[IntentAccountRow],
+) -> QueryResult<usize> {
+    use intent_accounts as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::refresh_intent_id.eq(&r.refresh_intent_id),
+                t::account_id.eq(&r.account_id),
+                t::result_sequence.eq(r.result_sequence),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_keys(conn: &mut AsyncPgConnection, rows: &[KeyRow]) -> QueryResult<usize> {
+    use idempotency_keys as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::idempotency_key.eq(&r.idempotency_key),
+                t::token_sha256.eq(&r.token_sha256),
+                t::refresh_type.eq(&r.refresh_type),
+                t::refresh_intent_id.eq(&r.refresh_intent_id),
+                t::joined_existing.eq(r.joined_existing),
+                t::created_at_ms.eq(r.created_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_events(conn: &mut AsyncPgConnection, rows: &[EventRow]) -> QueryResult<usize> {
+    use webhook_events as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::id.eq(r.id),
+                t::event_key.eq(&r.event_key),
+                t::event_type.eq(&r.event_type),
+                t::disposition.eq(&r.disposition),
+                t::received_at_ms.eq(r.received_at_ms),
+                t::body.eq(&r.body),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
 }

@@ -232,152 +232,193 @@ fn summary(conn: &mut SqliteConnection) -> Result<Snapshot, Stop> {
 
 /// Sends every table, in the order the writer inserts them.
 fn stream(conn: &mut SqliteConnection, rows: usize, out: &mpsc::Sender<Read>) -> Result<(), Stop> {
-    let limit = i64::try_from(rows).unwrap_or(i64::MAX);
+    let n = i64::try_from(rows).unwrap_or(i64::MAX);
     for table in Table::ALL {
         match table {
             Table::Links => pages(
                 out,
                 table,
                 Batch::Links,
-                |l: &LinkRow| l.link_id.clone(),
-                |after| {
-                    let mut q = links::table
-                        .select((
-                            links::link_id,
-                            links::token_sha256,
-                            links::rejected_at_ms,
-                            links::resolved_at_ms,
-                        ))
-                        .order(links::link_id)
-                        .limit(limit)
-                        .into_boxed();
-                    if let Some(after) = after {
-                        q = q.filter(links::link_id.gt(after));
-                    }
-                    q.load(conn)
-                },
+                |r: &LinkRow| r.link_id.clone(),
+                |a| links_after(conn, a, n),
             )?,
             Table::Accounts => pages(
                 out,
                 table,
                 Batch::Accounts,
-                |a: &AccountRow| a.account_id.clone(),
-                |after| {
-                    let mut q = accounts::table
-                        .select((accounts::account_id, accounts::link_id))
-                        .order(accounts::account_id)
-                        .limit(limit)
-                        .into_boxed();
-                    if let Some(after) = after {
-                        q = q.filter(accounts::account_id.gt(after));
-                    }
-                    q.load(conn)
-                },
+                |r: &AccountRow| r.account_id.clone(),
+                |a| accounts_after(conn, a, n),
             )?,
             Table::RefreshIntents => pages(
                 out,
                 table,
                 Batch::RefreshIntents,
-                |i: &IntentRecord| i.id.clone(),
-                |after| {
-                    use refresh_intents as t;
-                    let mut q = t::table
-                        .select((
-                            t::id,
-                            t::link_id,
-                            t::refresh_type,
-                            t::status,
-                            t::mfa_widget_token,
-                            t::created_at_ms,
-                            t::completed_at_ms,
-                            t::completed_sequence,
-                            t::reconciled_at_ms,
-                        ))
-                        .order(t::id)
-                        .limit(limit)
-                        .into_boxed();
-                    if let Some(after) = after {
-                        q = q.filter(t::id.gt(after));
-                    }
-                    q.load(conn)
-                },
+                |r: &IntentRecord| r.id.clone(),
+                |a| intents_after(conn, a, n),
             )?,
             Table::IntentAccounts => pages(
                 out,
                 table,
                 Batch::IntentAccounts,
-                |a: &IntentAccountRow| (a.refresh_intent_id.clone(), a.account_id.clone()),
-                |after| {
-                    use intent_accounts as t;
-                    let mut q = t::table
-                        .select((t::refresh_intent_id, t::account_id, t::result_sequence))
-                        .order((t::refresh_intent_id, t::account_id))
-                        .limit(limit)
-                        .into_boxed();
-                    // After (intent, account) in key order; the leading `>=` lets SQLite
-                    // seek the primary key's index instead of scanning from its start.
-                    if let Some((intent, account)) = after {
-                        q = q.filter(
-                            t::refresh_intent_id.ge(intent).and(
-                                t::refresh_intent_id
-                                    .gt(intent)
-                                    .or(t::account_id.gt(account)),
-                            ),
-                        );
-                    }
-                    q.load(conn)
-                },
+                |r: &IntentAccountRow| (r.refresh_intent_id.clone(), r.account_id.clone()),
+                |a| intent_accounts_after(conn, a, n),
             )?,
             Table::IdempotencyKeys => pages(
                 out,
                 table,
                 Batch::IdempotencyKeys,
-                |k: &KeyRow| k.idempotency_key.clone(),
-                |after| {
-                    use idempotency_keys as t;
-                    let mut q = t::table
-                        .select((
-                            t::idempotency_key,
-                            t::token_sha256,
-                            t::refresh_type,
-                            t::refresh_intent_id,
-                            t::joined_existing,
-                            t::created_at_ms,
-                        ))
-                        .order(t::idempotency_key)
-                        .limit(limit)
-                        .into_boxed();
-                    if let Some(after) = after {
-                        q = q.filter(t::idempotency_key.gt(after));
-                    }
-                    q.load(conn)
-                },
+                |r: &KeyRow| r.idempotency_key.clone(),
+                |a| keys_after(conn, a, n),
             )?,
             Table::Results => pages(
                 out,
                 table,
                 Batch::Results,
                 |r: &ResultRow| r.sequence,
-                |after| {
-                    let records: Vec<ResultRecord> = results::table
-                        .select(ResultRecord::as_select())
-                        .filter(results::sequence.gt(after.copied().unwrap_or(i64::MIN)))
-                        .order(results::sequence)
-                        .limit(limit)
-                        .load(conn)?;
-                    Ok(records.into_iter().map(ResultRow::from).collect())
-                },
+                |a| results_after(conn, a.copied(), n),
             )?,
             Table::WebhookEvents => pages(
                 out,
                 table,
                 Batch::WebhookEvents,
-                |e: &EventRow| e.id,
-                |after| events_after(conn, after.copied().unwrap_or(i64::MIN)),
+                |r: &EventRow| r.id,
+                |a| events_after(conn, a.copied().unwrap_or(i64::MIN)),
             )?,
         }
     }
     Ok(())
+}
+
+// One page of each table: up to `n` rows after the key `after` (from the start without one),
+// in primary-key order, so each page is a range seek on the primary key's index.
+
+fn links_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<LinkRow>> {
+    use links as t;
+    let mut q = t::table
+        .select((
+            t::link_id,
+            t::token_sha256,
+            t::rejected_at_ms,
+            t::resolved_at_ms,
+        ))
+        .order(t::link_id)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::link_id.gt(after));
+    }
+    q.load(conn)
+}
+
+fn accounts_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<AccountRow>> {
+    use accounts as t;
+    let mut q = t::table
+        .select((t::account_id, t::link_id))
+        .order(t::account_id)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::account_id.gt(after));
+    }
+    q.load(conn)
+}
+
+fn intents_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<IntentRecord>> {
+    use refresh_intents as t;
+    let mut q = t::table
+        .select((
+            t::id,
+            t::link_id,
+            t::refresh_type,
+            t::status,
+            t::mfa_widget_token,
+            t::created_at_ms,
+            t::completed_at_ms,
+            t::completed_sequence,
+            t::reconciled_at_ms,
+        ))
+        .order(t::id)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::id.gt(after));
+    }
+    q.load(conn)
+}
+
+fn intent_accounts_after(
+    conn: &mut SqliteConnection,
+    after: Option<&(String, String)>,
+    n: i64,
+) -> QueryResult<Vec<IntentAccountRow>> {
+    use intent_accounts as t;
+    let mut q = t::table
+        .select((t::refresh_intent_id, t::account_id, t::result_sequence))
+        .order((t::refresh_intent_id, t::account_id))
+        .limit(n)
+        .into_boxed();
+    // After (intent, account) in key order; the leading `>=` lets SQLite seek the primary
+    // key's index instead of scanning it from its start.
+    if let Some((intent, account)) = after {
+        q = q.filter(
+            t::refresh_intent_id.ge(intent).and(
+                t::refresh_intent_id
+                    .gt(intent)
+                    .or(t::account_id.gt(account)),
+            ),
+        );
+    }
+    q.load(conn)
+}
+
+fn keys_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<KeyRow>> {
+    use idempotency_keys as t;
+    let mut q = t::table
+        .select((
+            t::idempotency_key,
+            t::token_sha256,
+            t::refresh_type,
+            t::refresh_intent_id,
+            t::joined_existing,
+            t::created_at_ms,
+        ))
+        .order(t::idempotency_key)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::idempotency_key.gt(after));
+    }
+    q.load(conn)
+}
+
+fn results_after(
+    conn: &mut SqliteConnection,
+    after: Option<i64>,
+    n: i64,
+) -> QueryResult<Vec<ResultRow>> {
+    let records: Vec<ResultRecord> = results::table
+        .select(ResultRecord::as_select())
+        .filter(results::sequence.gt(after.unwrap_or(i64::MIN)))
+        .order(results::sequence)
+        .limit(n)
+        .load(conn)?;
+    Ok(records.into_iter().map(ResultRow::from).collect())
 }
 
 /// Sends a table page by page: `load` gets the key of the last row sent (none at first) and
