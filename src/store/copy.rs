@@ -11,7 +11,7 @@
 //!   any data, and writes every batch with multi-row inserts inside one transaction, so a
 //!   copy that fails part-way leaves the target as empty as it found it.
 //!
-//! Between them runs a channel of [`READ_AHEAD`] batches: memory stays bounded however large
+//! Between them runs a channel of `READ_AHEAD` batches: memory stays bounded however large
 //! the store, and reading SQLite overlaps writing PostgreSQL.
 
 use std::fmt;
@@ -273,7 +273,7 @@ impl Throttle {
 }
 
 /// Copies the SQLite store at `from` (a path, or a `file:`/`sqlite://` URI) into the empty
-/// PostgreSQL database at `to`, calling `progress` every [`PROGRESS_EVERY`] rows of a table
+/// PostgreSQL database at `to`, calling `progress` every 10,000 rows of a table
 /// and when each table is done. Either everything is copied or the target is left empty.
 pub async fn sqlite_to_postgres(
     from: &str,
