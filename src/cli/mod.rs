@@ -1,8 +1,10 @@
-//! The command line: `serve`, `simulate`, and the human clients `refresh` and `watch`.
+//! The command line: `serve`, `simulate`, the human clients `refresh` and `watch`, and
+//! `copy-store` for moving a SQLite store to PostgreSQL.
 //! Subcommand and flag names are fixed by the contract.
 
 pub mod client;
 pub mod connect;
+pub mod copy_store;
 mod render;
 pub mod serve;
 pub mod simulate;
@@ -30,6 +32,16 @@ pub enum Command {
     Refresh(RefreshArgs),
     /// Follow the results of a Link, an account or one refresh intent.
     Watch(WatchArgs),
+    /// Copy a SQLite store into an empty PostgreSQL database, keeping every sequence.
+    ///
+    /// Copies the result log, refresh intents, Links, accounts, idempotency keys and raw
+    /// webhook events with their sequences and ids, so the cursors watchers hold stay valid
+    /// on PostgreSQL and new results continue after the newest sequence SQLite ever handed
+    /// out. The SQLite file is only read (a server may keep running on it: the copy is the
+    /// store as it was when the copy began). The PostgreSQL database is migrated and must
+    /// hold no data; the copy runs in one transaction, so a failed copy leaves it empty.
+    /// Progress goes to stderr; a summary line to stdout.
+    CopyStore(copy_store::CopyStoreArgs),
 }
 
 /// `fintoc-refresh refresh`

@@ -22,6 +22,7 @@
 //!   with an error while probes say it is fine.
 
 mod claim;
+pub mod copy;
 pub mod plan;
 mod postgres;
 mod sqlite;

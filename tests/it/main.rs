@@ -3,6 +3,7 @@
 
 mod client;
 mod common;
+mod copy_store;
 mod delivery;
 mod faults;
 mod hostile;

@@ -34,7 +34,7 @@ pub(super) async fn connect(url: &str) -> ConnectionResult<AsyncPgConnection> {
     let (client, connection) = config
         .connect(tls)
         .await
-        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        .map_err(|e| ConnectionError::BadConnection(describe(&e)))?;
     let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection).await?;
     conn.batch_execute("SET synchronous_commit TO on")
         .await
@@ -49,6 +49,16 @@ pub fn check_url(url: &str) -> Result<(), String> {
         ConnectionError::InvalidConnectionUrl(why) => why,
         other => other.to_string(),
     })
+}
+
+/// A tokio-postgres error with its reason: alone it says only what failed ("db error",
+/// "error connecting to server"), and keeps why (the server's message, the refused
+/// connection) in its source.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(why) => format!("{e}: {why}"),
+        None => e.to_string(),
+    }
 }
 
 /// The connection settings of `url`, and how to do TLS, with `sslmode` read as libpq reads

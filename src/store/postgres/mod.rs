@@ -22,6 +22,7 @@
 //!   themselves when it is back.
 
 mod connect;
+pub(super) mod import;
 mod ingest;
 mod intents;
 mod lead;

@@ -27,8 +27,8 @@
 //! In-memory databases (`:memory:`, an empty path, `mode=memory`) belong to their connection
 //! and need no lock.
 //!
-//! Other subcommands: one that only reads (a future `copy-store` copying a SQLite store
-//! elsewhere) opens the file without this lock and reads inside one transaction, which WAL
+//! Other subcommands: one that only reads (`copy-store`, through `export.rs`) opens the
+//! file without this lock and reads inside one transaction, which WAL
 //! gives a consistent snapshot of while a server keeps writing. Anything that writes to the
 //! file must hold this lock, that is, open it through [`Store::open`] or take
 //! [`lock_exclusive`] first.
@@ -125,7 +125,7 @@ pub fn lock_exclusive(url: &str) -> Result<Option<DbLock>, LockError> {
 /// The file SQLite opens for `url`, or `None` for an in-memory database. Follows how diesel
 /// and SQLite read it: `sqlite://` means `file:`, a URI's query and fragment are not part of
 /// the path, and its authority is empty or `localhost`.
-fn database_file(url: &str) -> Option<PathBuf> {
+pub(super) fn database_file(url: &str) -> Option<PathBuf> {
     let path = match url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("file:"))

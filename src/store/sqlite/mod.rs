@@ -22,6 +22,7 @@
 
 mod checkpoint;
 mod durable;
+pub(super) mod export;
 mod ingest;
 mod intents;
 mod links;

@@ -1,0 +1,392 @@
+//! `copy-store`: a SQLite store's whole history copied into an empty PostgreSQL database,
+//! every sequence and id kept, so the cursors watchers already hold resume on the new store
+//! with nothing missed and nothing repeated, and new results continue after the old log's
+//! high-water mark.
+//!
+//! The two halves meet here and nowhere else:
+//! - the SQLite side (`sqlite/export.rs`) reads one consistent snapshot (one read
+//!   transaction, read-only, without the one-process lock, so a server may keep running on
+//!   the file) and streams it table by table in bounded batches;
+//! - the PostgreSQL side (`postgres/import.rs`) migrates the target, refuses one that holds
+//!   any data, and writes every batch with multi-row inserts inside one transaction, so a
+//!   copy that fails part-way leaves the target as empty as it found it.
+//!
+//! Between them runs a channel of `READ_AHEAD` batches: memory stays bounded however large
+//! the store, and reading SQLite overlaps writing PostgreSQL.
+
+use std::fmt;
+
+use diesel::Queryable;
+
+use super::{is_postgres_url, postgres, redacted, sqlite};
+use crate::clock::Millis;
+use crate::domain::ResultRow;
+
+/// Rows per batch. PostgreSQL takes at most 65,535 parameters per statement; the widest
+/// table copied (results) has 11 columns.
+pub(super) const BATCH_ROWS: usize = 5_000;
+const _: () = assert!(BATCH_ROWS * 11 <= 65_535);
+
+/// Raw events per batch at most, and their bodies' bytes (bodies may be up to
+/// `--max-body-bytes` each): a batch is cut at whichever comes first, but holds at least one.
+pub(super) const BATCH_EVENTS: usize = 1_000;
+pub(super) const BATCH_EVENT_BYTES: i64 = 8 << 20;
+
+/// Batches read ahead of the writer: enough to keep both sides busy.
+pub(super) const READ_AHEAD: usize = 2;
+
+/// A progress line is due after this many more rows of one table (and when it is done).
+const PROGRESS_EVERY: u64 = 10_000;
+
+/// The tables copied, in the order they are copied: intents before the accounts that refer
+/// to them. `creates_in_flight` and `log_counter` are not copied: the first holds only
+/// marks of create calls in flight (none survive the move), the second is set from the log's
+/// high-water mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Links,
+    Accounts,
+    RefreshIntents,
+    IntentAccounts,
+    IdempotencyKeys,
+    Results,
+    WebhookEvents,
+}
+
+impl Table {
+    pub const ALL: [Table; 7] = [
+        Table::Links,
+        Table::Accounts,
+        Table::RefreshIntents,
+        Table::IntentAccounts,
+        Table::IdempotencyKeys,
+        Table::Results,
+        Table::WebhookEvents,
+    ];
+
+    /// Its name in both databases.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Links => "links",
+            Table::Accounts => "accounts",
+            Table::RefreshIntents => "refresh_intents",
+            Table::IntentAccounts => "intent_accounts",
+            Table::IdempotencyKeys => "idempotency_keys",
+            Table::Results => "results",
+            Table::WebhookEvents => "webhook_events",
+        }
+    }
+}
+
+/// A number of rows per table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rows([u64; Table::ALL.len()]);
+
+impl Rows {
+    pub fn get(&self, table: Table) -> u64 {
+        self.0[table as usize]
+    }
+
+    pub(super) fn set(&mut self, table: Table, n: u64) {
+        self.0[table as usize] = n;
+    }
+}
+
+/// What the snapshot holds, read inside its transaction before its first row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Snapshot {
+    pub rows: Rows,
+    /// The oldest and newest sequence still in the log (none when retention emptied it).
+    pub sequences: Option<(i64, i64)>,
+    /// The newest sequence ever handed out, pruned or not: the new store continues after it.
+    pub high_water: i64,
+}
+
+/// One batch of rows of one table, or the end of a table.
+#[derive(Debug)]
+pub(super) enum Batch {
+    Links(Vec<LinkRow>),
+    Accounts(Vec<AccountRow>),
+    RefreshIntents(Vec<IntentRecord>),
+    IntentAccounts(Vec<IntentAccountRow>),
+    IdempotencyKeys(Vec<KeyRow>),
+    Results(Vec<ResultRow>),
+    WebhookEvents(Vec<EventRow>),
+    /// Every row of this table has been sent.
+    Done(Table),
+}
+
+/// What crosses from the reader to the writer: a batch, or why the reader stopped.
+pub(super) type Read = Result<Batch, String>;
+
+// The rows as both databases store them (same columns, same order).
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(super) struct LinkRow {
+    pub link_id: String,
+    pub token_sha256: String,
+    pub rejected_at_ms: Option<Millis>,
+    pub resolved_at_ms: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(super) struct AccountRow {
+    pub account_id: String,
+    pub link_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(super) struct IntentRecord {
+    pub id: String,
+    pub link_id: String,
+    pub refresh_type: String,
+    pub status: String,
+    pub mfa_widget_token: String,
+    pub created_at_ms: Millis,
+    pub completed_at_ms: Option<Millis>,
+    pub completed_sequence: Option<i64>,
+    pub reconciled_at_ms: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(super) struct IntentAccountRow {
+    pub refresh_intent_id: String,
+    pub account_id: String,
+    pub result_sequence: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(super) struct KeyRow {
+    pub idempotency_key: String,
+    pub token_sha256: String,
+    pub refresh_type: String,
+    pub refresh_intent_id: String,
+    pub joined_existing: bool,
+    pub created_at_ms: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(super) struct EventRow {
+    pub id: i64,
+    pub event_key: String,
+    pub event_type: Option<String>,
+    pub disposition: String,
+    pub received_at_ms: Millis,
+    pub body: Vec<u8>,
+}
+
+impl Batch {
+    /// The table it belongs to, and how many rows it carries.
+    pub(super) fn table_and_len(&self) -> (Table, usize) {
+        match self {
+            Batch::Links(rows) => (Table::Links, rows.len()),
+            Batch::Accounts(rows) => (Table::Accounts, rows.len()),
+            Batch::RefreshIntents(rows) => (Table::RefreshIntents, rows.len()),
+            Batch::IntentAccounts(rows) => (Table::IntentAccounts, rows.len()),
+            Batch::IdempotencyKeys(rows) => (Table::IdempotencyKeys, rows.len()),
+            Batch::Results(rows) => (Table::Results, rows.len()),
+            Batch::WebhookEvents(rows) => (Table::WebhookEvents, rows.len()),
+            Batch::Done(table) => (*table, 0),
+        }
+    }
+}
+
+/// Where a copy went wrong; each reads as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The command line names the wrong kind of store.
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot copy from {path}: {why}")]
+    Source { path: String, why: String },
+    /// `target` has its password redacted.
+    #[error("cannot copy into {target}: {why}")]
+    Target { target: String, why: String },
+}
+
+/// Which side a failure inside the copy came from.
+#[derive(Debug)]
+pub(super) enum Failed {
+    Source(String),
+    Target(String),
+}
+
+/// How far the copy of one table is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub table: Table,
+    pub copied: u64,
+    pub total: u64,
+}
+
+/// What was copied, to tell the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub rows: Rows,
+    /// The oldest and newest sequence copied (none when retention had emptied the log).
+    pub sequences: Option<(i64, i64)>,
+    /// The newest sequence the SQLite store ever handed out; the next is this plus one.
+    pub high_water: i64,
+    /// The target, password redacted.
+    pub target: String,
+}
+
+impl fmt::Display for Copied {
+    /// `copied 350000 results (sequences 1..350000, next 350001), 12000 refresh_intents, …
+    /// into postgres://user:***@host/db`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let next = self.high_water + 1;
+        write!(f, "copied {} results", self.rows.get(Table::Results))?;
+        match self.sequences {
+            Some((oldest, newest)) => write!(f, " (sequences {oldest}..{newest}, next {next})")?,
+            None => write!(f, " (next sequence {next})")?,
+        }
+        for table in Table::ALL {
+            if table != Table::Results {
+                write!(f, ", {} {}", self.rows.get(table), table.name())?;
+            }
+        }
+        write!(f, " into {}", self.target)
+    }
+}
+
+/// When a progress line is due: after [`PROGRESS_EVERY`] more rows of a table, and at its
+/// end unless that very count was just reported (so an empty table still gets its line).
+#[derive(Debug, Default)]
+struct Throttle {
+    reported: [Option<u64>; Table::ALL.len()],
+}
+
+impl Throttle {
+    fn due(&mut self, table: Table, copied: u64, done: bool) -> bool {
+        let last = &mut self.reported[table as usize];
+        let due = if done {
+            *last != Some(copied)
+        } else {
+            copied >= last.unwrap_or(0) + PROGRESS_EVERY
+        };
+        if due {
+            *last = Some(copied);
+        }
+        due
+    }
+}
+
+/// Copies the SQLite store at `from` (a path, or a `file:`/`sqlite://` URI) into the empty
+/// PostgreSQL database at `to`, calling `progress` every 10,000 rows of a table
+/// and when each table is done. Either everything is copied or the target is left empty.
+pub async fn sqlite_to_postgres(
+    from: &str,
+    to: &str,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Copied, CopyError> {
+    if is_postgres_url(from) {
+        return Err(CopyError::Usage(
+            "--from takes the SQLite store's path, not a PostgreSQL URL".into(),
+        ));
+    }
+    if !is_postgres_url(to) {
+        return Err(CopyError::Usage(
+            "--to takes a postgres:// or postgresql:// URL (copy-store copies into PostgreSQL)"
+                .into(),
+        ));
+    }
+    let target = redacted(to);
+    let source = |why: String| CopyError::Source {
+        path: from.to_owned(),
+        why,
+    };
+    // The source first: a path that is not a store must not even migrate the target.
+    let mut export = sqlite::export::open(from, BATCH_ROWS)
+        .await
+        .map_err(source)?;
+    let snapshot = export.snapshot.clone();
+    let mut throttle = Throttle::default();
+    let mut report = |table: Table, copied: u64, done: bool| {
+        if throttle.due(table, copied, done) {
+            progress(Progress {
+                table,
+                copied,
+                total: snapshot.rows.get(table),
+            });
+        }
+    };
+    postgres::import::fill(to, &snapshot, &mut export.batches, &mut report)
+        .await
+        .map_err(|failed| match failed {
+            Failed::Source(why) => source(why),
+            Failed::Target(why) => CopyError::Target {
+                target: target.clone(),
+                why,
+            },
+        })?;
+    Ok(Copied {
+        rows: snapshot.rows,
+        sequences: snapshot.sequences,
+        high_water: snapshot.high_water,
+        target,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_reported_every_ten_thousand_rows_and_once_at_each_end() {
+        let mut throttle = Throttle::default();
+        let mut lines = Vec::new();
+        let mut feed = |table, copied, done| {
+            if throttle.due(table, copied, done) {
+                lines.push((table, copied));
+            }
+        };
+        for copied in [5_000, 10_000, 15_000, 20_000] {
+            feed(Table::Results, copied, false);
+        }
+        feed(Table::Results, 20_000, true);
+        feed(Table::Links, 0, true);
+        feed(Table::WebhookEvents, 9_999, false);
+        feed(Table::WebhookEvents, 9_999, true);
+        assert_eq!(
+            lines,
+            vec![
+                (Table::Results, 10_000),
+                (Table::Results, 20_000),
+                (Table::Links, 0),
+                (Table::WebhookEvents, 9_999),
+            ],
+            "20,000 is not repeated at the end; an empty table gets its line"
+        );
+    }
+
+    #[test]
+    fn the_summary_names_every_table_the_sequences_and_the_redacted_target() {
+        let mut rows = Rows::default();
+        for (i, table) in Table::ALL.into_iter().enumerate() {
+            rows.set(table, i as u64 + 1);
+        }
+        let copied = Copied {
+            rows,
+            sequences: Some((4, 8)),
+            high_water: 9,
+            target: redacted("postgres://app:s3cret@db/refresh"),
+        };
+        assert_eq!(
+            copied.to_string(),
+            "copied 6 results (sequences 4..8, next 10), 1 links, 2 accounts, \
+             3 refresh_intents, 4 intent_accounts, 5 idempotency_keys, 7 webhook_events \
+             into postgres://app:***@db/refresh"
+        );
+        let emptied = Copied {
+            sequences: None,
+            ..copied
+        };
+        assert!(
+            emptied
+                .to_string()
+                .starts_with("copied 6 results (next sequence 10), "),
+            "{emptied}"
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! Filling an empty PostgreSQL database from a `copy-store` snapshot (`store/copy.rs`).
+//!
+//! The target is migrated as a server would migrate it, then everything happens in one
+//! transaction: the log's counter is locked (every writer, and a second `copy-store`, waits
+//! there), the target is checked to hold no data, every batch goes in with one multi-row
+//! insert keeping its sequences and ids, and the counter is set to the source's high-water
+//! mark. A failure anywhere rolls all of it back: the target stays empty and the copy can
+//! simply be run again. For a very large store that one transaction runs long; a one-off
+//! move can afford that.
+
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tokio::sync::mpsc;
+
+use super::models::ResultRecord;
+use super::schema::{
+    accounts, idempotency_keys, intent_accounts, links, log_counter, refresh_intents, results,
+    webhook_events,
+};
+use crate::store::copy::{
+    AccountRow, Batch, EventRow, Failed, IntentAccountRow, IntentRecord, KeyRow, LinkRow, Read,
+    Rows, Snapshot, Table,
+};
+
+impl From<diesel::result::Error> for Failed {
+    fn from(e: diesel::result::Error) -> Self {
+        Failed::Target(format!("database error: {e}"))
+    }
+}
+
+#[derive(QueryableByName)]
+struct Holding {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// The tables that, holding any row, make the target not empty: every table a server
+/// writes, and the log's counter once it has handed out a sequence.
+const HOLDING_DATA: &str = "SELECT name FROM (VALUES \
+     ('webhook_events', EXISTS (SELECT 1 FROM webhook_events)), \
+     ('results', EXISTS (SELECT 1 FROM results)), \
+     ('refresh_intents', EXISTS (SELECT 1 FROM refresh_intents)), \
+     ('intent_accounts', EXISTS (SELECT 1 FROM intent_accounts)), \
+     ('links', EXISTS (SELECT 1 FROM links)), \
+     ('accounts', EXISTS (SELECT 1 FROM accounts)), \
+     ('idempotency_keys', EXISTS (SELECT 1 FROM idempotency_keys)), \
+     ('log_counter', (SELECT newest FROM log_counter) > 0) \
+     ) AS tables (name, holds) WHERE holds";
+
+/// Migrates the database at `url` and copies the snapshot into it: `batches` until every
+/// table is `Done`. `progress` hears each table's running count (`true` once it is done).
+pub(in crate::store) async fn fill(
+    url: &str,
+    snapshot: &Snapshot,
+    batches: &mut mpsc::Receiver<Read>,
+    progress: &mut (dyn FnMut(Table, u64, bool) + Send),
+) -> Result<(), Failed> {
+    // Connecting first: a mistake in the URL reads as one, not as "unreachable".
+    let mut conn = super::connect::connect(url)
+        .await
+        .map_err(|e| Failed::Target(e.to_string()))?;
+    super::migrate(url)
+        .await
+        .map_err(|e| Failed::Target(e.to_string()))?;
+    conn.transaction::<_, Failed, _>(async |conn| {
+        // Held to the end: nothing else writes the log meanwhile, and a second copy-store
+        // waits here, then finds this one's rows and refuses.
+        log_counter::table
+            .select(log_counter::newest)
+            .for_update()
+            .get_result::<i64>(conn)
+            .await?;
+        let holding: Vec<String> = diesel::sql_query(HOLDING_DATA)
+            .load::<Holding>(conn)
+            .await?
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+        if !holding.is_empty() {
+            return Err(Failed::Target(format!(
+                "it already holds data ({}); copy-store fills only an empty database",
+                holding.join(", ")
+            )));
+        }
+        copy_batches(conn, snapshot, batches, progress).await?;
+        diesel::update(log_counter::table)
+            .set(log_counter::newest.eq(snapshot.high_water))
+            .execute(conn)
+            .await?;
+        // The raw events kept their ids: new ones continue after the largest. (A sequence
+        // moves outside the transaction; should the commit fail, ids merely skip ahead.)
+        diesel::sql_query(
+            "SELECT setval(pg_get_serial_sequence('webhook_events', 'id'), max(id)) \
+             FROM webhook_events",
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Inserts every batch until each table is done, checking each table's row count against
+/// the snapshot's.
+async fn copy_batches(
+    conn: &mut AsyncPgConnection,
+    snapshot: &Snapshot,
+    batches: &mut mpsc::Receiver<Read>,
+    progress: &mut (dyn FnMut(Table, u64, bool) + Send),
+) -> Result<(), Failed> {
+    let mut copied = Rows::default();
+    let mut done = 0;
+    while done < Table::ALL.len() {
+        let batch = match batches.recv().await {
+            Some(read) => read.map_err(Failed::Source)?,
+            None => return Err(Failed::Source("the reading stopped early".into())),
+        };
+        let (table, _) = batch.table_and_len();
+        if let Batch::Done(table) = batch {
+            let (got, want) = (copied.get(table), snapshot.rows.get(table));
+            if got != want {
+                return Err(Failed::Source(format!(
+                    "{} gave {got} rows where the snapshot counted {want}",
+                    table.name()
+                )));
+            }
+            progress(table, got, true);
+            done += 1;
+            continue;
+        }
+        let inserted = insert(conn, batch).await?;
+        copied.set(table, copied.get(table) + inserted as u64);
+        progress(table, copied.get(table), false);
+    }
+    Ok(())
+}
+
+/// One multi-row insert, every column as read (sequences and ids included).
+async fn insert(conn: &mut AsyncPgConnection, batch: Batch) -> Result<usize, Failed> {
+    Ok(match batch {
+        Batch::Links(rows) => insert_links(conn, &rows).await?,
+        Batch::Accounts(rows) => insert_accounts(conn, &rows).await?,
+        Batch::RefreshIntents(rows) => insert_intents(conn, &rows).await?,
+        Batch::IntentAccounts(rows) => insert_intent_accounts(conn, &rows).await?,
+        Batch::IdempotencyKeys(rows) => insert_keys(conn, &rows).await?,
+        Batch::Results(rows) => {
+            let values: Vec<ResultRecord> = rows.iter().map(ResultRecord::from).collect();
+            diesel::insert_into(results::table)
+                .values(&values)
+                .execute(conn)
+                .await?
+        }
+        Batch::WebhookEvents(rows) => insert_events(conn, &rows).await?,
+        Batch::Done(_) => 0,
+    })
+}
+
+async fn insert_links(conn: &mut AsyncPgConnection, rows: &[LinkRow]) -> QueryResult<usize> {
+    use links as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::link_id.eq(&r.link_id),
+                t::token_sha256.eq(&r.token_sha256),
+                t::rejected_at_ms.eq(r.rejected_at_ms),
+                t::resolved_at_ms.eq(r.resolved_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_accounts(conn: &mut AsyncPgConnection, rows: &[AccountRow]) -> QueryResult<usize> {
+    use accounts as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| (t::account_id.eq(&r.account_id), t::link_id.eq(&r.link_id)))
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_intents(conn: &mut AsyncPgConnection, rows: &[IntentRecord]) -> QueryResult<usize> {
+    use refresh_intents as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::id.eq(&r.id),
+                t::link_id.eq(&r.link_id),
+                t::refresh_type.eq(&r.refresh_type),
+                t::status.eq(&r.status),
+                t::mfa_widget_token.eq(&r.mfa_widget_token),
+                t::created_at_ms.eq(r.created_at_ms),
+                t::completed_at_ms.eq(r.completed_at_ms),
+                t::completed_sequence.eq(r.completed_sequence),
+                t::reconciled_at_ms.eq(r.reconciled_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_intent_accounts(
+    conn: &mut AsyncPgConnection,
+    rows: &[IntentAccountRow],
+) -> QueryResult<usize> {
+    use intent_accounts as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::refresh_intent_id.eq(&r.refresh_intent_id),
+                t::account_id.eq(&r.account_id),
+                t::result_sequence.eq(r.result_sequence),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_keys(conn: &mut AsyncPgConnection, rows: &[KeyRow]) -> QueryResult<usize> {
+    use idempotency_keys as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::idempotency_key.eq(&r.idempotency_key),
+                t::token_sha256.eq(&r.token_sha256),
+                t::refresh_type.eq(&r.refresh_type),
+                t::refresh_intent_id.eq(&r.refresh_intent_id),
+                t::joined_existing.eq(r.joined_existing),
+                t::created_at_ms.eq(r.created_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_events(conn: &mut AsyncPgConnection, rows: &[EventRow]) -> QueryResult<usize> {
+    use webhook_events as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::id.eq(r.id),
+                t::event_key.eq(&r.event_key),
+                t::event_type.eq(&r.event_type),
+                t::disposition.eq(&r.disposition),
+                t::received_at_ms.eq(r.received_at_ms),
+                t::body.eq(&r.body),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}

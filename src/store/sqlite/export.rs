@@ -1,0 +1,608 @@
+//! Reading a SQLite store for `copy-store` (`store/copy.rs`): one consistent snapshot,
+//! streamed table by table in bounded batches.
+//!
+//! - **Beside a running server.** The file is opened read-only (`mode=ro`, and
+//!   `query_only` on top) and without the one-process lock (`lock.rs`): this only reads.
+//!   Everything is read inside one read transaction, which WAL keeps at the instant it began
+//!   while the server goes on committing; the copy is the store as it was at that instant.
+//!   While it is open the server's checkpoints cannot recycle the WAL, so the WAL grows for
+//!   as long as the copy runs.
+//! - **Never creates.** A missing file is refused (SQLite would create an empty database),
+//!   and so is a file that is not a fintoc-refresh store at this version's schema.
+//! - **Bounded.** Each table is read by ranges of its primary key (`copy::BATCH_ROWS` rows, raw
+//!   events also by bytes) into a channel of `copy::READ_AHEAD` batches, on a thread of its own:
+//!   sending blocks while the writer is behind.
+
+use std::path::{Path, PathBuf};
+
+use diesel::connection::SimpleConnection;
+use diesel::dsl::{count_star, max, min, sql};
+use diesel::migration::MigrationSource;
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use diesel::sqlite::{Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::models::ResultRecord;
+use super::schema::{
+    accounts, idempotency_keys, intent_accounts, links, refresh_intents, results, webhook_events,
+};
+use crate::domain::ResultRow;
+use crate::store::copy::{
+    AccountRow, BATCH_EVENT_BYTES, BATCH_EVENTS, Batch, EventRow, IntentAccountRow, IntentRecord,
+    KeyRow, LinkRow, READ_AHEAD, Read, Rows, Snapshot, Table,
+};
+
+/// A snapshot being read: what it holds, then its batches, ending with a `Done` per table.
+pub(in crate::store) struct Export {
+    pub snapshot: Snapshot,
+    pub batches: mpsc::Receiver<Read>,
+}
+
+/// Why reading stopped.
+enum Stop {
+    /// A reason to tell the operator.
+    Refused(String),
+    Database(diesel::result::Error),
+    /// The writer hung up (it failed, and says why itself).
+    Gone,
+}
+
+impl From<diesel::result::Error> for Stop {
+    fn from(e: diesel::result::Error) -> Self {
+        Stop::Database(e)
+    }
+}
+
+impl Stop {
+    fn why(self) -> Option<String> {
+        match self {
+            Stop::Refused(why) => Some(why),
+            Stop::Database(e) => Some(format!("database error: {e}")),
+            Stop::Gone => None,
+        }
+    }
+}
+
+/// Opens the store at `url` (a path, or a `file:`/`sqlite://` URI) read-only, begins its
+/// snapshot and reads what it holds; its rows follow on [`Export::batches`], `rows` at a time.
+pub(in crate::store) async fn open(url: &str, rows: usize) -> Result<Export, String> {
+    let file = super::lock::database_file(url)
+        .ok_or("an in-memory database holds nothing to copy; give the store's file path")?;
+    match std::fs::metadata(&file) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err("it is not a file".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(
+                "no such file (copy-store reads an existing SQLite store, it never creates one)"
+                    .into(),
+            );
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    let (header, snapshot) = oneshot::channel();
+    let (out, batches) = mpsc::channel(READ_AHEAD);
+    std::thread::Builder::new()
+        .name("copy-store-read".into())
+        .spawn(move || read(&file, rows, header, out))
+        .map_err(|e| format!("cannot start the reading thread: {e}"))?;
+    let snapshot = snapshot
+        .await
+        .map_err(|_| "the reading thread stopped".to_owned())??;
+    Ok(Export { snapshot, batches })
+}
+
+/// The reading thread: the snapshot's summary on `header`, then every batch on `out`; a
+/// failure goes to whichever the other side is waiting on.
+fn read(
+    file: &Path,
+    rows: usize,
+    header: oneshot::Sender<Result<Snapshot, String>>,
+    out: mpsc::Sender<Read>,
+) {
+    let mut header = Some(header);
+    let outcome = open_read_only(file).and_then(|mut conn| {
+        // A deferred BEGIN: the snapshot is taken by the first read and kept until the end.
+        conn.transaction::<_, Stop, _>(|conn| {
+            let snapshot = summary(conn)?;
+            let waiting = header.take().expect("sent once");
+            if waiting.send(Ok(snapshot)).is_err() {
+                return Err(Stop::Gone);
+            }
+            stream(conn, rows, &out)
+        })
+    });
+    let Err(stop) = outcome else { return };
+    let Some(why) = stop.why() else { return };
+    match header.take() {
+        Some(waiting) => {
+            let _ = waiting.send(Err(why));
+        }
+        None => {
+            let _ = out.blocking_send(Err(why));
+        }
+    }
+}
+
+/// The file opened read-only, as a URI so SQLite cannot create it or write to it.
+fn open_read_only(file: &Path) -> Result<SqliteConnection, Stop> {
+    let path: PathBuf = std::fs::canonicalize(file).map_err(|e| Stop::Refused(e.to_string()))?;
+    let path = path
+        .to_str()
+        .ok_or_else(|| Stop::Refused("its path is not valid UTF-8".into()))?;
+    // In a URI's path, `%`, `?` and `#` would be read as an escape, the query or a fragment.
+    let escaped = path
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    let mut conn = SqliteConnection::establish(&format!("file:{escaped}?mode=ro"))
+        .map_err(|e| Stop::Refused(e.to_string()))?;
+    conn.batch_execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")?;
+    Ok(conn)
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+/// Checks that the file is a fintoc-refresh store at this version's schema, and reads what
+/// it holds. The first read of the transaction: the snapshot is taken here.
+fn summary(conn: &mut SqliteConnection) -> Result<Snapshot, Stop> {
+    let not_ours = |why: &str| Stop::Refused(format!("it is not a fintoc-refresh store ({why})"));
+    let tables = diesel::sql_query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .load::<Name>(conn)
+        .map_err(|e| not_ours(&e.to_string()))?;
+    if !tables
+        .iter()
+        .any(|t| t.name == "__diesel_schema_migrations")
+    {
+        return Err(not_ours("it has no migrations table"));
+    }
+    let applied: Vec<String> = diesel::sql_query(
+        "SELECT version AS name FROM __diesel_schema_migrations ORDER BY version",
+    )
+    .load::<Name>(conn)?
+    .into_iter()
+    .map(|n| n.name)
+    .collect();
+    let known: Vec<String> = MigrationSource::<Sqlite>::migrations(&super::MIGRATIONS)
+        .map_err(|e| Stop::Refused(format!("cannot list this version's migrations: {e}")))?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .collect();
+    if known.first().is_none_or(|first| !applied.contains(first)) {
+        return Err(not_ours("its migrations are not fintoc-refresh's"));
+    }
+    if let Some(newer) = applied.iter().find(|v| !known.contains(v)) {
+        return Err(Stop::Refused(format!(
+            "a newer fintoc-refresh migrated it (migration {newer} is unknown to this one); \
+             copy it with that version"
+        )));
+    }
+    if let Some(missing) = known.iter().find(|v| !applied.contains(v)) {
+        return Err(Stop::Refused(format!(
+            "an older fintoc-refresh wrote it (migration {missing} not applied): start this \
+             version's serve on it once to migrate it, then copy"
+        )));
+    }
+    let mut rows = Rows::default();
+    let mut count = |table: Table, n: i64| rows.set(table, u64::try_from(n).unwrap_or(0));
+    count(Table::Links, links::table.select(count_star()).first(conn)?);
+    count(
+        Table::Accounts,
+        accounts::table.select(count_star()).first(conn)?,
+    );
+    count(
+        Table::RefreshIntents,
+        refresh_intents::table.select(count_star()).first(conn)?,
+    );
+    count(
+        Table::IntentAccounts,
+        intent_accounts::table.select(count_star()).first(conn)?,
+    );
+    count(
+        Table::IdempotencyKeys,
+        idempotency_keys::table.select(count_star()).first(conn)?,
+    );
+    count(
+        Table::Results,
+        results::table.select(count_star()).first(conn)?,
+    );
+    count(
+        Table::WebhookEvents,
+        webhook_events::table.select(count_star()).first(conn)?,
+    );
+    let (oldest, newest): (Option<i64>, Option<i64>) = results::table
+        .select((min(results::sequence), max(results::sequence)))
+        .first(conn)?;
+    // sqlite_sequence keeps the high-water mark even when retention pruned the newest rows'
+    // predecessors or the whole log; never below a row that is there.
+    let high_water = super::log::log_bounds(conn)
+        .map_err(|e| Stop::Refused(e.to_string()))?
+        .newest
+        .max(newest.unwrap_or(0));
+    Ok(Snapshot {
+        rows,
+        sequences: oldest.zip(newest),
+        high_water,
+    })
+}
+
+/// Sends every table, in the order the writer inserts them.
+fn stream(conn: &mut SqliteConnection, rows: usize, out: &mpsc::Sender<Read>) -> Result<(), Stop> {
+    let n = i64::try_from(rows).unwrap_or(i64::MAX);
+    for table in Table::ALL {
+        match table {
+            Table::Links => pages(
+                out,
+                table,
+                Batch::Links,
+                |r: &LinkRow| r.link_id.clone(),
+                |a| links_after(conn, a, n),
+            )?,
+            Table::Accounts => pages(
+                out,
+                table,
+                Batch::Accounts,
+                |r: &AccountRow| r.account_id.clone(),
+                |a| accounts_after(conn, a, n),
+            )?,
+            Table::RefreshIntents => pages(
+                out,
+                table,
+                Batch::RefreshIntents,
+                |r: &IntentRecord| r.id.clone(),
+                |a| intents_after(conn, a, n),
+            )?,
+            Table::IntentAccounts => pages(
+                out,
+                table,
+                Batch::IntentAccounts,
+                |r: &IntentAccountRow| (r.refresh_intent_id.clone(), r.account_id.clone()),
+                |a| intent_accounts_after(conn, a, n),
+            )?,
+            Table::IdempotencyKeys => pages(
+                out,
+                table,
+                Batch::IdempotencyKeys,
+                |r: &KeyRow| r.idempotency_key.clone(),
+                |a| keys_after(conn, a, n),
+            )?,
+            Table::Results => pages(
+                out,
+                table,
+                Batch::Results,
+                |r: &ResultRow| r.sequence,
+                |a| results_after(conn, a.copied(), n),
+            )?,
+            Table::WebhookEvents => pages(
+                out,
+                table,
+                Batch::WebhookEvents,
+                |r: &EventRow| r.id,
+                |a| events_after(conn, a.copied().unwrap_or(i64::MIN)),
+            )?,
+        }
+    }
+    Ok(())
+}
+
+// One page of each table: up to `n` rows after the key `after` (from the start without one),
+// in primary-key order, so each page is a range seek on the primary key's index.
+
+fn links_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<LinkRow>> {
+    use links as t;
+    let mut q = t::table
+        .select((
+            t::link_id,
+            t::token_sha256,
+            t::rejected_at_ms,
+            t::resolved_at_ms,
+        ))
+        .order(t::link_id)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::link_id.gt(after));
+    }
+    q.load(conn)
+}
+
+fn accounts_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<AccountRow>> {
+    use accounts as t;
+    let mut q = t::table
+        .select((t::account_id, t::link_id))
+        .order(t::account_id)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::account_id.gt(after));
+    }
+    q.load(conn)
+}
+
+fn intents_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<IntentRecord>> {
+    use refresh_intents as t;
+    let mut q = t::table
+        .select((
+            t::id,
+            t::link_id,
+            t::refresh_type,
+            t::status,
+            t::mfa_widget_token,
+            t::created_at_ms,
+            t::completed_at_ms,
+            t::completed_sequence,
+            t::reconciled_at_ms,
+        ))
+        .order(t::id)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::id.gt(after));
+    }
+    q.load(conn)
+}
+
+fn intent_accounts_after(
+    conn: &mut SqliteConnection,
+    after: Option<&(String, String)>,
+    n: i64,
+) -> QueryResult<Vec<IntentAccountRow>> {
+    use intent_accounts as t;
+    let mut q = t::table
+        .select((t::refresh_intent_id, t::account_id, t::result_sequence))
+        .order((t::refresh_intent_id, t::account_id))
+        .limit(n)
+        .into_boxed();
+    // After (intent, account) in key order; the leading `>=` lets SQLite seek the primary
+    // key's index instead of scanning it from its start.
+    if let Some((intent, account)) = after {
+        q = q.filter(
+            t::refresh_intent_id.ge(intent).and(
+                t::refresh_intent_id
+                    .gt(intent)
+                    .or(t::account_id.gt(account)),
+            ),
+        );
+    }
+    q.load(conn)
+}
+
+fn keys_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<KeyRow>> {
+    use idempotency_keys as t;
+    let mut q = t::table
+        .select((
+            t::idempotency_key,
+            t::token_sha256,
+            t::refresh_type,
+            t::refresh_intent_id,
+            t::joined_existing,
+            t::created_at_ms,
+        ))
+        .order(t::idempotency_key)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::idempotency_key.gt(after));
+    }
+    q.load(conn)
+}
+
+fn results_after(
+    conn: &mut SqliteConnection,
+    after: Option<i64>,
+    n: i64,
+) -> QueryResult<Vec<ResultRow>> {
+    let records: Vec<ResultRecord> = results::table
+        .select(ResultRecord::as_select())
+        .filter(results::sequence.gt(after.unwrap_or(i64::MIN)))
+        .order(results::sequence)
+        .limit(n)
+        .load(conn)?;
+    Ok(records.into_iter().map(ResultRow::from).collect())
+}
+
+/// Sends a table page by page: `load` gets the key of the last row sent (none at first) and
+/// answers the next page, empty at the end; then the table's `Done`.
+fn pages<R, K>(
+    out: &mpsc::Sender<Read>,
+    table: Table,
+    wrap: fn(Vec<R>) -> Batch,
+    key: impl Fn(&R) -> K,
+    mut load: impl FnMut(Option<&K>) -> QueryResult<Vec<R>>,
+) -> Result<(), Stop> {
+    let mut after = None;
+    loop {
+        let page = load(after.as_ref())?;
+        let Some(last) = page.last() else { break };
+        after = Some(key(last));
+        send(out, wrap(page))?;
+    }
+    send(out, Batch::Done(table))
+}
+
+fn send(out: &mpsc::Sender<Read>, batch: Batch) -> Result<(), Stop> {
+    out.blocking_send(Ok(batch)).map_err(|_| Stop::Gone)
+}
+
+/// The next raw events after id `after`: at most [`BATCH_EVENTS`], cut where their bodies
+/// pass [`BATCH_EVENT_BYTES`] (but at least one). Bodies are sized from the record headers
+/// first, so a batch of large bodies is never read whole before being cut.
+fn events_after(conn: &mut SqliteConnection, after: i64) -> QueryResult<Vec<EventRow>> {
+    let sizes: Vec<(i64, i64)> = webhook_events::table
+        .select((webhook_events::id, sql::<BigInt>("length(body)")))
+        .filter(webhook_events::id.gt(after))
+        .order(webhook_events::id)
+        .limit(BATCH_EVENTS as i64)
+        .load(conn)?;
+    let mut bytes = 0;
+    let mut last = None;
+    for (id, size) in sizes {
+        bytes += size;
+        if last.is_some() && bytes > BATCH_EVENT_BYTES {
+            break;
+        }
+        last = Some(id);
+    }
+    let Some(last) = last else {
+        return Ok(Vec::new());
+    };
+    use webhook_events as t;
+    t::table
+        .select((
+            t::id,
+            t::event_key,
+            t::event_type,
+            t::disposition,
+            t::received_at_ms,
+            t::body,
+        ))
+        .filter(t::id.gt(after).and(t::id.le(last)))
+        .order(t::id)
+        .load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(url: &str, sql: &str) {
+        SqliteConnection::establish(url)
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap();
+    }
+
+    fn results(n: usize, first_event: usize) -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "INSERT INTO results (account_id, link_id, refresh_intent_id, status, \
+                     new_movements, public_error, event_id, occurred_at_ms, committed_at_ms) \
+                     VALUES ('acc', '', '', 'succeeded', 0, '', 'evt_{}', 0, 0);",
+                    first_event + i
+                )
+            })
+            .collect()
+    }
+
+    async fn drain(export: &mut Export) -> (Vec<i64>, Vec<Table>) {
+        let (mut sequences, mut done) = (Vec::new(), Vec::new());
+        while let Some(read) = export.batches.recv().await {
+            match read.unwrap() {
+                Batch::Results(rows) => sequences.extend(rows.iter().map(|r| r.sequence)),
+                Batch::Done(table) => done.push(table),
+                _ => {}
+            }
+        }
+        (sequences, done)
+    }
+
+    /// The copy is the store as it was when the snapshot began: rows written and deleted
+    /// afterwards (while the reader is held back by its full channel, with most of the log
+    /// still unread) do not show. Reading page by page outside one transaction would see
+    /// them, so this fails if the snapshot is not kept.
+    #[tokio::test]
+    async fn the_snapshot_is_the_store_as_it_was_when_the_copy_began() {
+        let (dir, store) = crate::store::sqlite::tests::open().await;
+        let url = dir.path().join("t.db").to_string_lossy().into_owned();
+        write(&url, &results(100, 0));
+        let mut export = open(&url, 10).await.unwrap();
+        assert_eq!(export.snapshot.rows.get(Table::Results), 100);
+        assert_eq!(export.snapshot.sequences, Some((1, 100)));
+        // The server goes on: new results, and retention at the log's oldest end.
+        write(
+            &url,
+            &format!(
+                "{} DELETE FROM results WHERE sequence <= 50;",
+                results(5, 100)
+            ),
+        );
+        let (sequences, done) = drain(&mut export).await;
+        assert_eq!(sequences, (1..=100).collect::<Vec<_>>());
+        assert_eq!(done, Table::ALL.to_vec(), "every table ends, in order");
+        store.close().await;
+    }
+
+    /// Retention may have emptied the log: the high-water mark still comes along.
+    #[tokio::test]
+    async fn the_high_water_mark_survives_a_log_that_retention_emptied() {
+        let (dir, store) = crate::store::sqlite::tests::open().await;
+        let url = dir.path().join("t.db").to_string_lossy().into_owned();
+        write(&url, &format!("{} DELETE FROM results;", results(7, 0)));
+        let export = open(&url, 10).await.unwrap();
+        assert_eq!(export.snapshot.sequences, None);
+        assert_eq!(export.snapshot.high_water, 7);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_or_one_that_is_not_a_store_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.db");
+        let err = open(&missing.to_string_lossy(), 10).await.err().unwrap();
+        assert!(err.contains("no such file"), "{err}");
+        assert!(!missing.exists(), "never created");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(
+            &text,
+            "not a database at all, but long enough to have a header",
+        )
+        .unwrap();
+        let err = open(&text.to_string_lossy(), 10).await.err().unwrap();
+        assert!(err.contains("not a fintoc-refresh store"), "{err}");
+        let other = dir.path().join("other.db");
+        write(&other.to_string_lossy(), "CREATE TABLE t (x INTEGER);");
+        let err = open(&other.to_string_lossy(), 10).await.err().unwrap();
+        assert!(err.contains("no migrations table"), "{err}");
+        let err = open(":memory:", 10).await.err().unwrap();
+        assert!(err.contains("in-memory"), "{err}");
+    }
+
+    /// Raw events are cut by bytes as well as by rows, each batch holding at least one.
+    #[tokio::test]
+    async fn raw_event_batches_are_cut_by_their_bodies_bytes() {
+        let (dir, store) = crate::store::sqlite::tests::open().await;
+        let url = dir.path().join("t.db").to_string_lossy().into_owned();
+        let big = BATCH_EVENT_BYTES / 2 + 1;
+        write(
+            &url,
+            &(0..3)
+                .map(|i| {
+                    format!(
+                        "INSERT INTO webhook_events (event_key, disposition, received_at_ms, \
+                         body) VALUES ('evt_{i}', 'ignored', 0, zeroblob({big}));"
+                    )
+                })
+                .collect::<String>(),
+        );
+        let mut export = open(&url, 10).await.unwrap();
+        let mut sizes = Vec::new();
+        while let Some(read) = export.batches.recv().await {
+            if let Batch::WebhookEvents(rows) = read.unwrap() {
+                sizes.push(rows.len());
+            }
+        }
+        assert_eq!(sizes, vec![1, 1, 1]);
+        store.close().await;
+    }
+}

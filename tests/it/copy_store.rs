@@ -1,0 +1,701 @@
+//! `copy-store` end to end: a SQLite store built by the real server (webhooks, a refresh
+//! through the simulator with an idempotency key, an intent still pending, retention), copied
+//! by the real binary into a fresh PostgreSQL database, then served from there by the real
+//! server and compared with what the SQLite server answered.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::*;
+use fintoc_refresh::clock::{Clock, ManualClock};
+use fintoc_refresh::domain::Target;
+use fintoc_refresh::pb;
+use fintoc_refresh::simulator::{LinkSpec, Outcome, SimConfig};
+use fintoc_refresh::store::LogBounds;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
+/// Trust authentication ignores it, so it can stand for a real password that must never be
+/// printed.
+const PASSWORD: &str = "s3cret-copy-store";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// How one run of the binary ended.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `copy-store --from <from> --to <to>` (off the async workers: it takes a while).
+async fn copy_store(from: &Path, to: &str) -> Ran {
+    let (from, to) = (from.to_owned(), to.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .arg("copy-store")
+            .arg("--from")
+            .arg(&from)
+            .args(["--to", &to])
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// The test database's URL with a password in it.
+fn with_password(pg: &PgDb) -> String {
+    let mut url = reqwest::Url::parse(&pg.url).unwrap();
+    url.set_password(Some(PASSWORD)).unwrap();
+    url.to_string()
+}
+
+/// The same, as every message must show it.
+fn redacted(pg: &PgDb) -> String {
+    let mut url = reqwest::Url::parse(&pg.url).unwrap();
+    url.set_password(Some("***")).unwrap();
+    url.to_string()
+}
+
+fn sim_config() -> SimConfig {
+    let mut c = SimConfig::new(API_KEY);
+    c.delivery_delay = Duration::ZERO;
+    c.mfa_delay = Duration::ZERO;
+    c
+}
+
+/// A server on `backend` (a given PostgreSQL database) with a simulator, on `clock`.
+async fn server(clock: &(Clock, Arc<ManualClock>), pg: Option<Arc<PgDb>>) -> TestServer {
+    TestServer::with(Options {
+        pg,
+        simulator: Some(sim_config()),
+        clock: Some(clock.clone()),
+        tune: Some(Box::new(|c| c.fintoc_backoff = Duration::from_millis(10))),
+        ..Options::default()
+    })
+    .await
+}
+
+async fn request_refresh(
+    server: &TestServer,
+    token: &str,
+    key: &str,
+) -> Result<pb::RequestRefreshResponse, tonic::Status> {
+    server
+        .client()
+        .await
+        .request_refresh(pb::RequestRefreshRequest {
+            link_token: token.into(),
+            refresh_type: pb::RefreshType::OnlyLast.into(),
+            idempotency_key: key.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn get_refresh(server: &TestServer, id: &str) -> pb::GetRefreshResponse {
+    server
+        .client()
+        .await
+        .get_refresh(pb::GetRefreshRequest {
+            refresh_intent_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn post_ok(server: &TestServer, id: &str, account: &str) -> serde_json::Value {
+    let (status, reply) = server
+        .post_event(&event(id, account, "succeeded", server.clock.now_ms()))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    serde_json::from_str(&reply).unwrap()
+}
+
+/// A WatchRefresh that must fail: its code, message and `oldest_sequence`.
+async fn watch_error(
+    server: &TestServer,
+    target: pb::watch_refresh_request::Target,
+    after: u64,
+) -> (Code, String, String) {
+    let err = server
+        .client()
+        .await
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(target),
+            after_sequence: Some(after),
+        })
+        .await
+        .expect_err("must fail");
+    let info = err.get_details_error_info().expect("ErrorInfo");
+    (
+        err.code(),
+        err.message().to_owned(),
+        info.metadata["oldest_sequence"].clone(),
+    )
+}
+
+/// What the SQLite server answered before the move, to hold the PostgreSQL one to.
+struct Before {
+    link_token: String,
+    intent: String,
+    targets: Vec<Target>,
+    replays: Vec<Vec<fintoc_refresh::domain::ResultRow>>,
+    bounds: LogBounds,
+    counts: fintoc_refresh::store::Counts,
+    intents: Vec<pb::GetRefreshResponse>,
+    expired: (Code, String, String),
+}
+
+/// The log every test moves: 1..3 (acc_old) pruned by retention; 4, 5 from a refresh of a
+/// two-account Link through Fintoc asked with idempotency key `key-1`; 6, 7 for acc_x; and
+/// `ri_pending`, still waiting for acc_pending. The SQLite server is left running.
+async fn sqlite_history(clock: &(Clock, Arc<ManualClock>)) -> (TestServer, Before) {
+    let server = server(clock, None).await;
+    for i in 1..=3 {
+        post_ok(&server, &format!("evt_old_{i}"), "acc_old").await;
+    }
+    server.clock.advance(8 * DAY);
+    let sim = server.sim.as_ref().unwrap();
+    let ok = |n| Outcome::Succeed { new_movements: n };
+    let link = sim.add_link(LinkSpec::new(vec![ok(1), ok(2)]));
+    let answer = request_refresh(&server, &link.token, "key-1")
+        .await
+        .unwrap();
+    let intent = answer.refresh_intent.unwrap().id;
+    let mut feed = server.watch(intent_target(&intent), None).await;
+    while !matches!(feed.next_event().await, Seen::Completed { .. }) {}
+    server
+        .create_intent("ri_pending", "link_pending", &["acc_pending"])
+        .await;
+    post_ok(&server, "evt_new_1", "acc_x").await;
+    post_ok(&server, "evt_new_2", "acc_x").await;
+    fintoc_refresh::tasks::prune(&server.app).await.unwrap();
+    let bounds = server.app.store.log_bounds().await.unwrap();
+    assert_eq!(
+        bounds,
+        LogBounds {
+            newest: 7,
+            oldest: 4
+        },
+        "the history as planned"
+    );
+
+    let mut targets = vec![
+        Target::Account("acc_old".into()),
+        Target::Account("acc_x".into()),
+        Target::Account("acc_pending".into()),
+        Target::Link(link.link_id.clone()),
+        Target::Link("link_pending".into()),
+        Target::Intent(intent.clone()),
+        Target::Intent("ri_pending".into()),
+    ];
+    targets.extend(link.account_ids.iter().cloned().map(Target::Account));
+    let mut replays = Vec::new();
+    for target in &targets {
+        replays.push(
+            server
+                .app
+                .store
+                .results_after(target.clone(), 0, 1000)
+                .await
+                .unwrap()
+                .rows,
+        );
+    }
+    assert_eq!(
+        replays[5].len(),
+        2,
+        "the refresh's two results: {replays:?}"
+    );
+    let intents = vec![
+        get_refresh(&server, &intent).await,
+        get_refresh(&server, "ri_pending").await,
+    ];
+    let before = Before {
+        link_token: link.token.clone(),
+        intent,
+        targets,
+        replays,
+        bounds,
+        counts: server.counts().await,
+        intents,
+        expired: watch_error(&server, account_target("acc_x"), 1).await,
+    };
+    assert_eq!(before.expired.0, Code::OutOfRange);
+    (server, before)
+}
+
+/// The whole history moves: every result replays from 0 with the same sequences and
+/// fields, the log's bounds, counts and intents are the same, the idempotency key replays
+/// without calling Fintoc, the raw events still dedupe, and a pruned cursor is refused the
+/// same way. The copy runs while the SQLite server is still up (it needs neither its lock
+/// nor a quiet file), prints a line per table and a summary, and never the password; a
+/// second copy into the now filled database is refused with one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequence() {
+    let clock = Clock::manual(START_MS);
+    let (sqlite, before) = sqlite_history(&clock).await;
+    let pg = Arc::new(PgDb::create().await);
+    let ran = copy_store(&sqlite.db_path, &with_password(&pg)).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(
+        ran.stdout,
+        format!(
+            "copied 4 results (sequences 4..7, next 8), 1 links, 3 accounts, \
+             2 refresh_intents, 3 intent_accounts, 1 idempotency_keys, 4 webhook_events \
+             into {}\n",
+            redacted(&pg)
+        )
+    );
+    for line in [
+        "copying links: 1/1",
+        "copying accounts: 3/3",
+        "copying refresh_intents: 2/2",
+        "copying intent_accounts: 3/3",
+        "copying idempotency_keys: 1/1",
+        "copying results: 4/4",
+        "copying webhook_events: 4/4",
+    ] {
+        assert!(
+            ran.stderr.lines().any(|l| l == line),
+            "{line}: {}",
+            ran.stderr
+        );
+    }
+    assert!(!format!("{}{}", ran.stdout, ran.stderr).contains(PASSWORD));
+    // The SQLite server was never disturbed.
+    post_ok(&sqlite, "evt_after_copy", "acc_y").await;
+    let (_dir, sqlite_file) = sqlite.stop_keep_db().await;
+
+    let moved = server(&clock, Some(pg.clone())).await;
+    for (target, replay) in before.targets.iter().zip(&before.replays) {
+        let now = moved
+            .app
+            .store
+            .results_after(target.clone(), 0, 1000)
+            .await
+            .unwrap()
+            .rows;
+        assert_eq!(&now, replay, "{target:?}");
+    }
+    assert_eq!(moved.app.store.log_bounds().await.unwrap(), before.bounds);
+    assert_eq!(moved.counts().await, before.counts);
+    assert_eq!(
+        vec![
+            get_refresh(&moved, &before.intent).await,
+            get_refresh(&moved, "ri_pending").await
+        ],
+        before.intents
+    );
+    // The key replays from the store: this simulator has never heard of the Link.
+    let again = request_refresh(&moved, &before.link_token, "key-1")
+        .await
+        .unwrap();
+    assert_eq!(again.refresh_intent.unwrap().id, before.intent);
+    let sim = moved.sim.as_ref().unwrap();
+    assert_eq!(sim.requests("POST", "/v1/refresh_intents"), 0);
+    assert_eq!(
+        watch_error(&moved, account_target("acc_x"), 1).await,
+        before.expired
+    );
+    let repeated = post_ok(&moved, "evt_new_1", "acc_x").await;
+    assert_eq!(repeated["outcome"], "duplicate", "{repeated}");
+    assert_eq!(moved.counts().await, before.counts);
+
+    // Copying again would mix two histories: refused, in one line, the target untouched.
+    let twice = copy_store(&sqlite_file, &with_password(&pg)).await;
+    assert_eq!(twice.code, Some(1), "{}", twice.stderr);
+    assert_eq!(
+        twice.stderr,
+        format!(
+            "error: cannot copy into {}: it already holds data (webhook_events, results, \
+             refresh_intents, intent_accounts, links, accounts, idempotency_keys, \
+             log_counter); copy-store fills only an empty database\n",
+            redacted(&pg)
+        )
+    );
+    assert_eq!(twice.stdout, "");
+    assert_eq!(moved.counts().await, before.counts);
+    moved.stop().await.unwrap();
+}
+
+/// A cursor taken on the SQLite server resumes on the PostgreSQL one with nothing missed or
+/// repeated, and the log goes on after SQLite's high-water mark: the next result is 8, and it
+/// completes the intent that was still pending when the store moved. This copy runs after
+/// the SQLite server stopped (no WAL left beside the file: the read-only open still works).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_taken_on_sqlite_resumes_on_postgres_with_nothing_missed_or_repeated() {
+    let clock = Clock::manual(START_MS);
+    let (sqlite, _) = sqlite_history(&clock).await;
+    let mut feed = sqlite.watch(account_target("acc_x"), Some(0)).await;
+    let cursor = feed.next_event().await.seq();
+    assert_eq!(cursor, 6);
+    drop(feed);
+    let (_dir, file) = sqlite.stop_keep_db().await;
+    let pg = Arc::new(PgDb::create().await);
+    let ran = copy_store(&file, &pg.url).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+
+    let moved = server(&clock, Some(pg)).await;
+    let mut resumed = moved.watch(account_target("acc_x"), Some(cursor)).await;
+    let mut pending = moved.watch(intent_target("ri_pending"), Some(0)).await;
+    let next = post_ok(&moved, "evt_pg_pending", "acc_pending").await;
+    assert_eq!(next["sequence"], 8, "after the high-water mark: {next}");
+    assert_eq!(pending.next_event().await.seq(), 8);
+    assert!(matches!(
+        pending.next_event().await,
+        Seen::Completed {
+            seq: 8,
+            status: pb::RefreshStatus::Succeeded
+        }
+    ));
+    post_ok(&moved, "evt_pg_x", "acc_x").await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        match resumed.next_event().await {
+            Seen::Result { seq, event, .. } => seen.push((seq, event)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![(7, "evt_new_2".to_owned()), (9, "evt_pg_x".to_owned())]
+    );
+    moved.stop().await.unwrap();
+}
+
+/// Retention may have emptied the log entirely; its high-water mark (kept by SQLite apart
+/// from the rows) still comes along, so no sequence is ever handed out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_store_carries_the_high_water_mark_of_a_log_that_retention_emptied() {
+    let clock = Clock::manual(START_MS);
+    let sqlite = server(&clock, None).await;
+    for i in 1..=5 {
+        post_ok(&sqlite, &format!("evt_{i}"), "acc_1").await;
+    }
+    sqlite.clock.advance(8 * DAY);
+    fintoc_refresh::tasks::prune(&sqlite.app).await.unwrap();
+    let emptied = LogBounds {
+        newest: 5,
+        oldest: 6,
+    };
+    assert_eq!(sqlite.app.store.log_bounds().await.unwrap(), emptied);
+    let (_dir, file) = sqlite.stop_keep_db().await;
+    let pg = Arc::new(PgDb::create().await);
+    let ran = copy_store(&file, &pg.url).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stdout
+            .starts_with("copied 0 results (next sequence 6), "),
+        "{}",
+        ran.stdout
+    );
+    let moved = server(&clock, Some(pg)).await;
+    assert_eq!(moved.app.store.log_bounds().await.unwrap(), emptied);
+    let (code, message, oldest) = watch_error(&moved, account_target("acc_1"), 2).await;
+    assert_eq!(
+        (code, oldest.as_str()),
+        (Code::OutOfRange, "6"),
+        "{message}"
+    );
+    let next = post_ok(&moved, "evt_6", "acc_1").await;
+    assert_eq!(next["sequence"], 6, "{next}");
+    moved.stop().await.unwrap();
+}
+
+/// The names PostgreSQL knows of our tables, and each one's rows (the log's counter as its
+/// `newest`).
+async fn pg_tables(pg: &PgDb) -> Vec<(String, i64)> {
+    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut found = Vec::new();
+    for table in [
+        "links",
+        "accounts",
+        "refresh_intents",
+        "intent_accounts",
+        "idempotency_keys",
+        "results",
+        "webhook_events",
+    ] {
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = $1)",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if exists {
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            found.push((table.to_owned(), n));
+        }
+    }
+    if !found.is_empty() {
+        let newest: i64 = client
+            .query_one("SELECT newest FROM log_counter", &[])
+            .await
+            .unwrap()
+            .get(0);
+        found.push(("log_counter".to_owned(), newest));
+    }
+    found
+}
+
+fn empty_tables() -> Vec<(String, i64)> {
+    [
+        "links",
+        "accounts",
+        "refresh_intents",
+        "intent_accounts",
+        "idempotency_keys",
+        "results",
+        "webhook_events",
+        "log_counter",
+    ]
+    .iter()
+    .map(|t| (t.to_string(), 0))
+    .collect()
+}
+
+/// A source that is missing or not a store, and a command line that swaps the kinds, are
+/// each refused with one line before the target is touched: it is not even migrated, and a
+/// missing file is not created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_store_refuses_a_missing_or_foreign_source_and_leaves_the_target_untouched() {
+    let pg = PgDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let ran = copy_store(&missing, &with_password(&pg)).await;
+    assert_eq!(ran.code, Some(1));
+    assert_eq!(
+        ran.stderr,
+        format!(
+            "error: cannot copy from {}: no such file (copy-store reads an existing SQLite \
+             store, it never creates one)\n",
+            missing.display()
+        )
+    );
+    assert!(!missing.exists(), "never created");
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(
+        &notes,
+        "these are notes, not a database, and long enough to tell",
+    )
+    .unwrap();
+    let ran = copy_store(&notes, &pg.url).await;
+    assert_eq!(ran.code, Some(1));
+    assert!(
+        ran.stderr.contains("is not a fintoc-refresh store") && ran.stderr.lines().count() == 1,
+        "{}",
+        ran.stderr
+    );
+    let ran = copy_store(&notes, &notes.to_string_lossy()).await;
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr.contains("--to takes a postgres://"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(pg_tables(&pg).await, vec![], "not even migrated");
+}
+
+/// A database a server has already written to is refused, naming what it holds; so is one
+/// whose log is empty but has handed out sequences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_store_refuses_a_target_a_server_already_wrote_to() {
+    let clock = Clock::manual(START_MS);
+    let sqlite = server(&clock, None).await;
+    post_ok(&sqlite, "evt_1", "acc_1").await;
+    let (_dir, file) = sqlite.stop_keep_db().await;
+    let pg = Arc::new(PgDb::create().await);
+    let on_pg = server(&clock, Some(pg.clone())).await;
+    post_ok(&on_pg, "evt_pg", "acc_pg").await;
+    on_pg.stop().await.unwrap();
+    let before = pg_tables(&pg).await;
+    let ran = copy_store(&file, &with_password(&pg)).await;
+    assert_eq!(ran.code, Some(1));
+    assert_eq!(
+        ran.stderr,
+        format!(
+            "error: cannot copy into {}: it already holds data (webhook_events, results, \
+             log_counter); copy-store fills only an empty database\n",
+            redacted(&pg)
+        )
+    );
+    assert_eq!(pg_tables(&pg).await, before);
+}
+
+/// One transaction: a copy that fails on its last table (raw events, refused here by a
+/// trigger) leaves every table it had already filled empty again and the counter at 0, so
+/// the same copy simply runs again once the cause is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_fails_part_way_leaves_the_target_empty_and_can_run_again() {
+    let clock = Clock::manual(START_MS);
+    let sqlite = server(&clock, None).await;
+    sqlite.create_intent("ri_1", "link_1", &["acc_1"]).await;
+    post_ok(&sqlite, "evt_1", "acc_1").await;
+    let (_dir, file) = sqlite.stop_keep_db().await;
+    let pg = Arc::new(PgDb::create().await);
+    server(&clock, Some(pg.clone())).await.stop().await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON webhook_events \
+             FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+    let ran = copy_store(&file, &pg.url).await;
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    let error: Vec<&str> = ran
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("copying "))
+        .collect();
+    assert_eq!(error.len(), 1, "{}", ran.stderr);
+    assert!(
+        error[0].starts_with(&format!("error: cannot copy into {}: ", pg.url))
+            && error[0].contains("refused by the test"),
+        "{}",
+        error[0]
+    );
+    assert!(
+        ran.stderr.contains("copying results: 1/1"),
+        "the results were copied before the failure: {}",
+        ran.stderr
+    );
+    assert_eq!(pg_tables(&pg).await, empty_tables());
+    client
+        .batch_execute("DROP TRIGGER refuse ON webhook_events")
+        .await
+        .unwrap();
+    let ran = copy_store(&file, &pg.url).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let copied = pg_tables(&pg).await;
+    assert!(copied.contains(&("results".into(), 1)), "{copied:?}");
+    assert!(copied.contains(&("webhook_events".into(), 1)), "{copied:?}");
+}
+
+/// A large store reports its progress along the way (every 10,000 rows of a table, and at
+/// its end), and arrives whole through many batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_store_prints_progress_for_large_stores() {
+    const N: usize = 12_000;
+    let clock = Clock::manual(START_MS);
+    let sqlite = server(&clock, None).await;
+    let now = sqlite.clock.now_ms();
+    for chunk in 0..N / 1000 {
+        let bodies = (0..1000)
+            .map(|i| {
+                let n = chunk * 1000 + i;
+                bytes::Bytes::from(event(
+                    &format!("evt_{n}"),
+                    &format!("acc_{}", n % 7),
+                    "succeeded",
+                    now,
+                ))
+            })
+            .collect();
+        sqlite
+            .app
+            .store
+            .ingest_reconciled(bodies, now)
+            .await
+            .unwrap();
+    }
+    let sample = Target::Account("acc_3".into());
+    let replay = sqlite
+        .app
+        .store
+        .results_after(sample.clone(), 0, 10_000)
+        .await
+        .unwrap()
+        .rows;
+    let counts = sqlite.counts().await;
+    let (_dir, file) = sqlite.stop_keep_db().await;
+    let pg = Arc::new(PgDb::create().await);
+    let ran = copy_store(&file, &pg.url).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    for table in ["results", "webhook_events"] {
+        let lines: Vec<&str> = ran
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("copying {table}: ")))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                format!("copying {table}: 10000/{N}"),
+                format!("copying {table}: {N}/{N}")
+            ],
+            "{}",
+            ran.stderr
+        );
+    }
+    assert!(
+        ran.stdout.starts_with(&format!(
+            "copied {N} results (sequences 1..{N}, next {})",
+            N + 1
+        )),
+        "{}",
+        ran.stdout
+    );
+    let moved = server(&clock, Some(pg.clone())).await;
+    assert_eq!(moved.counts().await, counts);
+    let now = moved
+        .app
+        .store
+        .results_after(sample, 0, 10_000)
+        .await
+        .unwrap()
+        .rows;
+    assert!(
+        now == replay,
+        "the replay differs: {} rows, first {:?}; before: {} rows, first {:?}",
+        now.len(),
+        now.first(),
+        replay.len(),
+        replay.first()
+    );
+    // The raw events kept their ids, and new ones continue after them.
+    let next = post_ok(&moved, "evt_on_pg", "acc_1").await;
+    assert_eq!(next["sequence"], N + 1, "{next}");
+    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let ids = client
+        .query_one(
+            "SELECT min(id), max(id), (SELECT id FROM webhook_events WHERE event_key = 'evt_on_pg') \
+             FROM webhook_events WHERE event_key <> 'evt_on_pg'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let ids: (i64, i64, i64) = (ids.get(0), ids.get(1), ids.get(2));
+    assert_eq!(ids, (1, N as i64, N as i64 + 1));
+    moved.stop().await.unwrap();
+}
