@@ -41,14 +41,17 @@ pub async fn run(mode: &Mode) -> Value {
         (1000, true),
     ];
     for (run, &(watchers, shared)) in cases.iter().enumerate() {
-        rows.push(measure(&server, run, watchers, shared, seconds).await);
+        rows.push(measure(&server, &server, run, watchers, shared, seconds).await);
     }
     server.stop();
     Value::Array(rows)
 }
 
-async fn measure(
-    server: &Server,
+/// One row: events posted to `into`'s intake, watched on `on` (another replica, or the same
+/// server).
+pub async fn measure(
+    into: &Server,
+    on: &Server,
     run: usize,
     watchers: usize,
     shared: bool,
@@ -71,7 +74,7 @@ async fn measure(
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
 
     // Watchers first; each has seen its opening heartbeat before anything is sent.
-    let channels = load::grpc_channels(&server.grpc, CHANNELS.min(watchers)).await;
+    let channels = load::grpc_channels(&on.grpc, CHANNELS.min(watchers)).await;
     let mut readers = Vec::with_capacity(watchers);
     for w in 0..watchers {
         let mut client = RefreshServiceClient::new(channels[w % channels.len()].clone());
@@ -112,8 +115,8 @@ async fn measure(
     let mut lanes = Vec::new();
     for _ in 0..SENDERS {
         let (tx, mut rx) = mpsc::unbounded_channel::<usize>();
-        let mut conn = Conn::open(&server.http).await;
-        let (events, sent, addr) = (events.clone(), sent.clone(), server.http.clone());
+        let mut conn = Conn::open(&into.http).await;
+        let (events, sent, addr) = (events.clone(), sent.clone(), into.http.clone());
         let task = tokio::spawn(async move {
             while let Some(n) = rx.recv().await {
                 sent[n].store(base.elapsed().as_nanos() as u64, Ordering::Release);

@@ -10,7 +10,9 @@
 //! - push latency: webhook sent → `account_result` received, at a steady 1,000 events/s;
 //! - watch streams: server RSS with 0 and 10,000 idle streams, and one event's fan-out time;
 //! - stalled watchers: the intake's rate and the server's RSS with 1,000 streams never read;
-//! - RequestRefresh: overhead over the simulator's own latency, and local answers.
+//! - RequestRefresh: overhead over the simulator's own latency, and local answers;
+//! - PostgreSQL: the intake of one and two replicas against pgbench's one INSERT per
+//!   transaction, cross-replica push latency, memory per idle stream on a replica.
 //!
 //! Goals are ratios and figures printed here, never assertions in tests. Results end with one
 //! machine-readable line starting `BENCH_JSON `.
@@ -18,6 +20,7 @@
 mod intake;
 mod latency;
 mod load;
+mod postgres;
 mod refresh;
 mod server;
 mod stalled;
@@ -38,7 +41,7 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|writer|latency|streams|stalled|refresh` runs one section (for profiling).
+    // `--only intake|writer|latency|streams|stalled|refresh|postgres` runs one section.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -94,6 +97,11 @@ fn main() {
         } else {
             skipped()
         };
+        let postgres = if wanted("postgres") {
+            postgres::run(&mode).await
+        } else {
+            skipped()
+        };
         println!("\ntotal time {:.0}s", started.elapsed().as_secs_f64());
         let summary = json!({
             "mode": if quick { "quick" } else { "full" },
@@ -103,6 +111,7 @@ fn main() {
             "watch_streams": streams,
             "stalled_watchers": stalled,
             "request_refresh": refresh,
+            "postgres": postgres,
         });
         println!("BENCH_JSON {summary}");
     });

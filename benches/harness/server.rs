@@ -21,12 +21,21 @@ impl Server {
     /// Starts `serve` with `args` added to the defaults (production durability, port 0).
     /// BENCH_SERVER_ARGS (space-separated) adds more, for experiments.
     pub fn start(args: &[&str]) -> Server {
+        Self::start_on(None, args)
+    }
+
+    /// [`Server::start`] on `database_url` (a PostgreSQL database several may share), or
+    /// on a fresh SQLite file when `None`.
+    pub fn start_on(database_url: Option<&str>, args: &[&str]) -> Server {
         let extra = std::env::var("BENCH_SERVER_ARGS").unwrap_or_default();
         let dir = tempfile::Builder::new()
             .prefix("bench-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("temp dir");
-        let db = dir.path().join("bench.db");
+        let db = match database_url {
+            Some(url) => PathBuf::from(url),
+            None => dir.path().join("bench.db"),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_fintoc-refresh"))
             .args([
                 "serve",

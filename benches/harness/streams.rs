@@ -27,6 +27,13 @@ pub async fn run(_mode: &Mode) -> Value {
         STREAMS / PER_CONNECTION
     );
     let server = Server::start(&[]);
+    let figures = measure(&server).await;
+    server.stop();
+    figures
+}
+
+/// Idle streams' memory and one event's fan-out on `server` (SQLite or a PostgreSQL replica).
+pub async fn measure(server: &Server) -> Value {
     // Warm up: one connection and one stream opened and closed, so lazily built state is in
     // the baseline.
     {
@@ -100,7 +107,6 @@ pub async fn run(_mode: &Mode) -> Value {
     println!("| one event to all {STREAMS} (median of {ROUNDS}) | {fanout:.1} ms |");
     println!("| time to open {STREAMS} streams | {open_secs:.1} s |");
     drop(readers);
-    server.stop();
     json!({"streams": STREAMS, "rss_before_kb": rss_before, "rss_after_kb": rss_after,
         "kb_per_stream": (per_stream_kb * 100.0).round() / 100.0, "fanout_ms": fanout, "fanout_rounds_ms": fanouts})
 }
