@@ -20,6 +20,8 @@ pub struct Progress {
     pub created_at_ms: Millis,
     /// Every expected account and its result's status so far (`None` while missing).
     pub expected: Vec<(String, Option<ResultStatus>)>,
+    /// The latest time Fintoc produced one of its results so far (`occurred_at`).
+    pub latest_result_ms: Option<Millis>,
 }
 
 /// The state a batch of results is decided against.
@@ -50,8 +52,9 @@ pub struct Entry {
     /// Empty when nobody here asked for it.
     pub intent_id: String,
     pub occurred_at_ms: Millis,
-    /// The intent's final status when this result completes it.
-    pub completes: Option<IntentStatus>,
+    /// The intent's final status when this result completes it, and when Fintoc completed
+    /// it (the latest time of its results).
+    pub completes: Option<(IntentStatus, Millis)>,
     /// A rejected result starts its Link's hold (counted from its arrival).
     pub rejects_link: bool,
 }
@@ -83,7 +86,7 @@ impl Context {
         let completes = if intent_id.is_empty() {
             None
         } else {
-            self.answer(&intent_id, &event.account_id, event.status)
+            self.answer(&intent_id, &event.account_id, event.status, occurred_at_ms)
         };
         let link_id = link_id.unwrap_or_default();
         Plan::Log(Entry {
@@ -95,14 +98,16 @@ impl Context {
         })
     }
 
-    /// Records `account`'s result for a pending intent; its final status if that completes
-    /// it (the intent then leaves the context: nothing else can answer it).
+    /// Records `account`'s result (produced at `occurred_at_ms`) for a pending intent; its
+    /// final status and completion time if that completes it (the intent then leaves the
+    /// context: nothing else can answer it).
     pub fn answer(
         &mut self,
         intent_id: &str,
         account: &str,
         status: ResultStatus,
-    ) -> Option<IntentStatus> {
+        occurred_at_ms: Millis,
+    ) -> Option<(IntentStatus, Millis)> {
         let progress = self.pending.get_mut(intent_id)?;
         if let Some(slot) = progress
             .expected
@@ -111,10 +116,12 @@ impl Context {
         {
             slot.1 = Some(status);
         }
+        let latest = progress.latest_result_ms.max(Some(occurred_at_ms));
+        progress.latest_result_ms = latest;
         let status = intent_status(progress.expected.iter().map(|(_, s)| *s));
         if status.is_final() {
             self.pending.remove(intent_id);
-            Some(status)
+            Some((status, occurred_at_ms.max(latest.unwrap_or(occurred_at_ms))))
         } else {
             None
         }
@@ -146,6 +153,7 @@ mod tests {
             Progress {
                 created_at_ms: 1_000,
                 expected: vec![("acc_1".into(), None), ("acc_2".into(), None)],
+                latest_result_ms: None,
             },
         );
         ctx
@@ -168,7 +176,7 @@ mod tests {
         assert_eq!(again.intent_id, "");
         let last = entry(ctx.plan(&event("acc_2", ResultStatus::Failed, 7_000), 9_000));
         assert_eq!(last.intent_id, "ri_1");
-        assert_eq!(last.completes, Some(IntentStatus::Failed));
+        assert_eq!(last.completes, Some((IntentStatus::Failed, 7_000)));
         assert!(ctx.pending.is_empty());
     }
 

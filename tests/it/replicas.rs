@@ -263,12 +263,18 @@ async fn concurrent_writers_on_three_replicas_make_one_gap_free_log_every_watche
                     .await
                     .unwrap()
                     .status();
-                assert_eq!(status, 200);
+                if status != 200 {
+                    return Err(format!("evt_ord_{s}_{i}: {status}"));
+                }
             }
+            Ok(())
         }));
     }
     for t in tasks {
-        t.await.unwrap();
+        if let Err(refused) = t.await.unwrap() {
+            let logs: Vec<String> = replicas.iter().map(Replica::stderr).collect();
+            panic!("{refused}; the replicas said: {logs:#?}");
+        }
     }
     let n = (senders * per_sender) as u64;
     let mut logs = Vec::new();

@@ -1,18 +1,22 @@
-//! Taking in a batch of verified webhook bodies inside one writer transaction, set-based: one
-//! statement stores (and dedupes) every raw body, a few read what the batch's results are
-//! decided against, the pure planner (`store::plan`) decides each result in arrival order,
-//! and a few statements write the outcome. A round trip to PostgreSQL costs more than the
-//! work itself, so the number of statements is what matters, not the number of events.
+//! Taking in a batch of verified webhook bodies inside one writer transaction, set-based and
+//! pipelined: one round trip stores (and dedupes) every raw body while reading what the
+//! batch's results are decided against; the pure planner (`store::plan`) decides each result
+//! in arrival order; one more round trip writes every outcome. A round trip to PostgreSQL
+//! costs more than the work itself, so round trips are what is counted, not events.
 
 use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
 
 use bytes::Bytes;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bytea, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures_util::future::{try_join, try_join5};
 
 use super::log::Appender;
-use super::schema::{creates_in_flight, links, webhook_events};
+use super::schema::webhook_events;
+use super::statements::{
+    AccountLinks, AnswerAccounts, FinishIntents, HoldEvents, InsertEvents, RejectLinks, Waiting,
+};
 use crate::clock::Millis;
 use crate::domain::{ResultRow, ResultStatus};
 use crate::fintoc::event::{AccountEvent, Decoded, decode};
@@ -21,12 +25,6 @@ use crate::store::{IngestOutcome, StoreError, StoreResult};
 
 const RESULT: &str = "result";
 const HELD: &str = "held";
-
-#[derive(QueryableByName)]
-struct Key {
-    #[diesel(sql_type = Text)]
-    event_key: String,
-}
 
 /// Stores each body once and applies the new account results. One outcome per body, in
 /// order; a body repeated within the batch is a duplicate of its first copy.
@@ -49,36 +47,31 @@ pub(super) async fn ingest(
     let mut seen = HashSet::new();
     let first: Vec<bool> = keys.iter().map(|k| seen.insert(k.as_str())).collect();
     let fresh: Vec<usize> = (0..events.len()).filter(|&i| first[i]).collect();
-    let inserted: HashSet<String> = diesel::sql_query(
-        "INSERT INTO webhook_events (event_key, event_type, disposition, received_at_ms, body) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::bytea[]) \
-         ON CONFLICT (event_key) DO NOTHING RETURNING event_key",
+    let insert = InsertEvents {
+        keys: fresh.iter().map(|&i| keys[i].as_str()).collect(),
+        types: fresh.iter().map(|&i| events[i].1.event_type()).collect(),
+        dispositions: fresh.iter().map(|&i| disposition(&events[i].1)).collect(),
+        received_at_ms: fresh.iter().map(|&i| received_at_ms[i]).collect(),
+        bodies: fresh.iter().map(|&i| events[i].0.as_ref()).collect(),
+        _life: PhantomData,
+    };
+    // Every result's context is read with the insert (in the same round trip), whether or not
+    // it turns out to be new: reading a little more costs less than a second round trip.
+    let candidates: Vec<&AccountEvent> = fresh
+        .iter()
+        .filter_map(|&i| match &events[i].1 {
+            Decoded::Result(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    let accounts: Vec<&str> = candidates.iter().map(|e| e.account_id.as_str()).collect();
+    let shared: &AsyncPgConnection = conn;
+    let (inserted, ctx) = try_join(
+        async { Ok(insert.load::<String>(&mut &*shared).await?) },
+        load_context(shared, &accounts, now_ms),
     )
-    .bind::<Array<Text>, _>(fresh.iter().map(|&i| &keys[i]).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(
-        fresh
-            .iter()
-            .map(|&i| events[i].1.event_type())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Text>, _>(
-        fresh
-            .iter()
-            .map(|&i| disposition(&events[i].1))
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<BigInt>, _>(fresh.iter().map(|&i| received_at_ms[i]).collect::<Vec<_>>())
-    .bind::<Array<Bytea>, _>(
-        fresh
-            .iter()
-            .map(|&i| events[i].0.as_ref())
-            .collect::<Vec<_>>(),
-    )
-    .load::<Key>(conn)
-    .await?
-    .into_iter()
-    .map(|k| k.event_key)
-    .collect();
+    .await?;
+    let inserted: HashSet<String> = inserted.into_iter().collect();
     let mut outcomes: Vec<IngestOutcome> = events
         .iter()
         .enumerate()
@@ -105,20 +98,14 @@ pub(super) async fn ingest(
         .iter()
         .map(|(i, e)| (*e, received_at_ms[*i]))
         .collect();
-    let logged = apply(conn, log, &items, now_ms).await?;
-    let mut held = Vec::new();
-    for ((i, _), sequence) in results.iter().zip(logged) {
+    let mut writes = plan(ctx, log, &items, now_ms);
+    for ((i, _), sequence) in results.iter().zip(&writes.logged) {
         match sequence {
-            Some(sequence) => outcomes[*i] = IngestOutcome::Logged(sequence),
-            None => held.push(keys[*i].clone()),
+            Some(sequence) => outcomes[*i] = IngestOutcome::Logged(*sequence),
+            None => writes.held.push(keys[*i].clone()),
         }
     }
-    if !held.is_empty() {
-        diesel::update(webhook_events::table.filter(webhook_events::event_key.eq_any(&held)))
-            .set(webhook_events::disposition.eq(HELD))
-            .execute(conn)
-            .await?;
-    }
+    writes.run(conn, log).await?;
     Ok(outcomes)
 }
 
@@ -154,14 +141,20 @@ pub(super) async fn process_held(
             _ => None,
         })
         .collect();
+    if decoded.is_empty() {
+        return Ok(0);
+    }
     let items: Vec<(&AccountEvent, Millis)> = decoded.iter().map(|(_, e, at)| (e, *at)).collect();
-    let logged = apply(conn, log, &items, now_ms).await?;
+    let accounts: Vec<&str> = items.iter().map(|(e, _)| e.account_id.as_str()).collect();
+    let ctx = load_context(conn, &accounts, now_ms).await?;
+    let writes = plan(ctx, log, &items, now_ms);
     let settled: Vec<i64> = decoded
         .iter()
-        .zip(&logged)
+        .zip(&writes.logged)
         .filter(|(_, sequence)| sequence.is_some())
         .map(|((id, _, _), _)| *id)
         .collect();
+    writes.run(conn, log).await?;
     if !settled.is_empty() {
         diesel::update(webhook_events::table.filter(webhook_events::id.eq_any(&settled)))
             .set(webhook_events::disposition.eq(RESULT))
@@ -171,33 +164,41 @@ pub(super) async fn process_held(
     Ok(settled.len())
 }
 
-/// Decides and writes account results (each with its arrival time), in order: the sequence
-/// each was logged with, or `None` for one that must be held.
-async fn apply(
-    conn: &mut AsyncPgConnection,
+/// What a batch of results writes, decided before anything is written.
+#[derive(Default)]
+struct Writes {
+    /// Per result, in order: the sequence it was logged with, or `None` when it is held.
+    logged: Vec<Option<i64>>,
+    /// (intent, account, sequence) of each result that answers an intent.
+    answered: Vec<(String, String, i64)>,
+    /// (intent, final status, completing sequence, when Fintoc completed it).
+    completed: Vec<(String, &'static str, i64, Millis)>,
+    /// Links whose rejected-credentials hold starts, with when.
+    rejected: HashMap<String, Millis>,
+    /// Keys of events to keep until their intent is known.
+    held: Vec<String>,
+}
+
+/// Decides every result in arrival order against `ctx`, handing out sequences from `log`.
+fn plan(
+    mut ctx: Context,
     log: &mut Appender,
     items: &[(&AccountEvent, Millis)],
     now_ms: Millis,
-) -> StoreResult<Vec<Option<i64>>> {
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
-    let accounts: Vec<&str> = items.iter().map(|(e, _)| e.account_id.as_str()).collect();
-    let mut ctx = load_context(conn, &accounts, now_ms).await?;
-    let mut logged = Vec::with_capacity(items.len());
-    let mut answered: Vec<(String, String, i64)> = Vec::new();
-    let mut completed: Vec<(String, &'static str, i64)> = Vec::new();
-    let mut rejected: HashMap<String, Millis> = HashMap::new();
+) -> Writes {
+    let mut writes = Writes::default();
     for (event, received_at_ms) in items {
         let entry = match ctx.plan(event, *received_at_ms) {
             Plan::Hold => {
-                logged.push(None);
+                writes.logged.push(None);
                 continue;
             }
             Plan::Log(entry) => entry,
         };
         if entry.rejects_link {
-            rejected.insert(entry.link_id.clone(), *received_at_ms);
+            writes
+                .rejected
+                .insert(entry.link_id.clone(), *received_at_ms);
         }
         let row = log.append(ResultRow {
             sequence: 0,
@@ -213,109 +214,123 @@ async fn apply(
             completes_intent: entry.completes.is_some(),
         });
         if !entry.intent_id.is_empty() {
-            answered.push((
+            writes.answered.push((
                 entry.intent_id.clone(),
                 event.account_id.clone(),
                 row.sequence,
             ));
         }
-        if let Some(status) = entry.completes {
-            completed.push((entry.intent_id, status.as_str(), row.sequence));
+        if let Some((status, at)) = entry.completes {
+            // Never later than now, should an event claim a time ahead of our clock.
+            writes.completed.push((
+                entry.intent_id,
+                status.as_str(),
+                row.sequence,
+                at.min(now_ms),
+            ));
         }
-        logged.push(Some(row.sequence));
+        writes.logged.push(Some(row.sequence));
     }
-    log.flush(conn).await?;
-    if !answered.is_empty() {
-        diesel::sql_query(
-            "UPDATE intent_accounts SET result_sequence = a.sequence \
-             FROM unnest($1::text[], $2::text[], $3::int8[]) AS a(intent, account, sequence) \
-             WHERE refresh_intent_id = a.intent AND account_id = a.account",
+    writes
+}
+
+impl Writes {
+    /// Writes the appended rows and every effect in one pipelined round trip: none of these
+    /// statements depends on another, so their order on the wire does not matter.
+    async fn run(self, conn: &mut AsyncPgConnection, log: &mut Appender) -> StoreResult<()> {
+        let append = log.take();
+        let shared: &AsyncPgConnection = conn;
+        let opt = |present: bool| present.then_some(());
+        let answers = opt(!self.answered.is_empty()).map(|()| AnswerAccounts {
+            intents: self.answered.iter().map(|a| a.0.as_str()).collect(),
+            accounts: self.answered.iter().map(|a| a.1.as_str()).collect(),
+            sequences: self.answered.iter().map(|a| a.2).collect(),
+            _life: PhantomData,
+        });
+        let finishes = opt(!self.completed.is_empty()).map(|()| FinishIntents {
+            ids: self.completed.iter().map(|c| c.0.as_str()).collect(),
+            statuses: self.completed.iter().map(|c| c.1).collect(),
+            sequences: self.completed.iter().map(|c| c.2).collect(),
+            completed_at_ms: self.completed.iter().map(|c| c.3).collect(),
+            _life: PhantomData,
+        });
+        let rejects = opt(!self.rejected.is_empty()).map(|()| RejectLinks {
+            links: self.rejected.keys().map(String::as_str).collect(),
+            at_ms: self.rejected.values().copied().collect(),
+            _life: PhantomData,
+        });
+        let holds = opt(!self.held.is_empty()).map(|()| HoldEvents {
+            keys: self.held.iter().map(String::as_str).collect(),
+            _life: PhantomData,
+        });
+        try_join5(
+            optional(append.as_ref().map(|a| a.statement()), shared),
+            optional(answers, shared),
+            optional(finishes, shared),
+            optional(rejects, shared),
+            optional(holds, shared),
         )
-        .bind::<Array<Text>, _>(answered.iter().map(|a| &a.0).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(answered.iter().map(|a| &a.1).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(answered.iter().map(|a| a.2).collect::<Vec<_>>())
-        .execute(conn)
         .await?;
+        log.wrote_something(append.is_some());
+        Ok(())
     }
-    for (intent_id, status, sequence) in &completed {
-        super::intents::finish(conn, intent_id, status, *sequence, now_ms).await?;
-    }
-    for (link_id, at) in &rejected {
-        diesel::update(links::table.find(link_id))
-            .set(links::rejected_at_ms.eq(at))
-            .execute(conn)
-            .await?;
-    }
-    Ok(logged)
 }
 
-#[derive(QueryableByName)]
-struct Waiting {
-    #[diesel(sql_type = Text)]
-    refresh_intent_id: String,
-    #[diesel(sql_type = BigInt)]
-    created_at_ms: Millis,
-    #[diesel(sql_type = Text)]
-    account_id: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    status: Option<String>,
+/// Runs `statement` (if there is one) on `conn`, pipelined with whatever else is in flight.
+async fn optional<Q>(statement: Option<Q>, conn: &AsyncPgConnection) -> StoreResult<()>
+where
+    Q: diesel::query_builder::QueryFragment<diesel::pg::Pg> + diesel::query_builder::QueryId + Send,
+{
+    if let Some(statement) = statement {
+        statement.execute(&mut &*conn).await?;
+    }
+    Ok(())
 }
 
-/// What results for these accounts are decided against: their Links, the pending intents
-/// still waiting for any of them (with every expected account and its status so far), and
-/// the live create marks of their Links.
+/// What results for these accounts are decided against: their Links and live create marks,
+/// and the pending intents still waiting for any of them (with every expected account and
+/// its status so far). Two reads, pipelined.
 async fn load_context(
-    conn: &mut AsyncPgConnection,
+    conn: &AsyncPgConnection,
     accounts: &[&str],
     now_ms: Millis,
 ) -> StoreResult<Context> {
-    use super::schema::accounts as acc;
-    let link_of: HashMap<String, String> = acc::table
-        .filter(acc::account_id.eq_any(accounts))
-        .select((acc::account_id, acc::link_id))
-        .load::<(String, String)>(conn)
-        .await?
-        .into_iter()
-        .collect();
-    let waiting: Vec<Waiting> = diesel::sql_query(
-        "SELECT ia.refresh_intent_id, ri.created_at_ms, ia.account_id, r.status \
-         FROM intent_accounts ia \
-         JOIN refresh_intents ri ON ri.id = ia.refresh_intent_id \
-         LEFT JOIN results r ON r.sequence = ia.result_sequence \
-         WHERE ia.refresh_intent_id IN ( \
-             SELECT refresh_intent_id FROM intent_accounts \
-             WHERE account_id = ANY($1) AND result_sequence IS NULL)",
+    if accounts.is_empty() {
+        return Ok(Context::default());
+    }
+    let links = AccountLinks {
+        now_ms,
+        accounts: accounts.to_vec(),
+        _life: PhantomData,
+    };
+    let waiting = Waiting {
+        accounts: accounts.to_vec(),
+        _life: PhantomData,
+    };
+    let (links, waiting) = try_join(
+        links.load::<(String, String, bool)>(&mut &*conn),
+        waiting.load::<(String, Millis, String, Option<String>, Option<Millis>)>(&mut &*conn),
     )
-    .bind::<Array<Text>, _>(accounts)
-    .load(conn)
     .await?;
-    let mut pending: HashMap<String, Progress> = HashMap::new();
-    for w in waiting {
-        let status = match w.status {
+    let mut ctx = Context::default();
+    for (account, link, creating) in links {
+        if creating {
+            ctx.creating.insert(link.clone());
+        }
+        ctx.link_of.insert(account, link);
+    }
+    for (intent, created_at_ms, account, status, occurred_at_ms) in waiting {
+        let status = match status {
             Some(s) => Some(ResultStatus::parse(&s).map_err(StoreError::from)?),
             None => None,
         };
-        pending
-            .entry(w.refresh_intent_id)
-            .or_insert_with(|| Progress {
-                created_at_ms: w.created_at_ms,
-                expected: Vec::new(),
-            })
-            .expected
-            .push((w.account_id, status));
+        let progress = ctx.pending.entry(intent).or_insert_with(|| Progress {
+            created_at_ms,
+            expected: Vec::new(),
+            latest_result_ms: None,
+        });
+        progress.expected.push((account, status));
+        progress.latest_result_ms = progress.latest_result_ms.max(occurred_at_ms);
     }
-    let links: Vec<&String> = link_of.values().collect();
-    let creating: HashSet<String> = creates_in_flight::table
-        .filter(creates_in_flight::link_id.eq_any(links))
-        .filter(creates_in_flight::expires_at_ms.gt(now_ms))
-        .select(creates_in_flight::link_id)
-        .load::<String>(conn)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(Context {
-        link_of,
-        creating,
-        pending,
-    })
+    Ok(ctx)
 }

@@ -158,6 +158,7 @@ pub(super) async fn complete_timed_out(
         intent.id.clone(),
         Progress {
             created_at_ms: intent.created_at_ms,
+            latest_result_ms: None,
             expected: intent
                 .accounts
                 .iter()
@@ -169,7 +170,12 @@ pub(super) async fn complete_timed_out(
         },
     );
     for account in intent.accounts.iter().filter(|a| a.result.is_none()) {
-        let completes = ctx.answer(intent_id, &account.account_id, ResultStatus::TimedOut);
+        let completes = ctx.answer(
+            intent_id,
+            &account.account_id,
+            ResultStatus::TimedOut,
+            now_ms,
+        );
         let row = log.append(ResultRow {
             sequence: 0,
             account_id: account.account_id.clone(),
@@ -188,7 +194,7 @@ pub(super) async fn complete_timed_out(
             .set(intent_accounts::result_sequence.eq(row.sequence))
             .execute(conn)
             .await?;
-        if let Some(status) = completes {
+        if let Some((status, _)) = completes {
             finish(conn, intent_id, status.as_str(), row.sequence, now_ms).await?;
         }
     }

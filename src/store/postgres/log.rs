@@ -5,8 +5,11 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use std::marker::PhantomData;
+
 use super::models::ResultRecord;
 use super::schema::{accounts, intent_accounts, log_counter, results, webhook_events};
+use super::statements::{AppendResults, MoveCounter};
 use crate::domain::{ResultRow, Target};
 use crate::store::{Counts, LogBounds, StoreResult};
 
@@ -15,65 +18,106 @@ pub(super) struct Appender {
     /// The next sequence to hand out.
     next: i64,
     /// Rows appended and not yet inserted.
-    pending: Vec<ResultRecord>,
+    pending: Vec<ResultRow>,
     /// Whether anything was appended in this transaction.
     wrote: bool,
+}
+
+/// Rows taken from an [`Appender`], ready to insert in one statement.
+pub(super) struct Rows(Vec<ResultRow>);
+
+impl Rows {
+    pub(super) fn statement(&self) -> AppendResults<'_> {
+        let rows = &self.0;
+        AppendResults {
+            sequences: rows.iter().map(|r| r.sequence).collect(),
+            accounts: rows.iter().map(|r| r.account_id.as_str()).collect(),
+            links: rows.iter().map(|r| r.link_id.as_str()).collect(),
+            intents: rows.iter().map(|r| r.refresh_intent_id.as_str()).collect(),
+            statuses: rows.iter().map(|r| r.status.as_str()).collect(),
+            new_movements: rows.iter().map(|r| r.new_movements).collect(),
+            public_errors: rows.iter().map(|r| r.public_error.as_str()).collect(),
+            event_ids: rows.iter().map(|r| r.event_id.as_str()).collect(),
+            occurred_at_ms: rows.iter().map(|r| r.occurred_at_ms).collect(),
+            committed_at_ms: rows.iter().map(|r| r.committed_at_ms).collect(),
+            completes: rows.iter().map(|r| r.completes_intent).collect(),
+            _life: PhantomData,
+        }
+    }
 }
 
 impl Appender {
     /// Locks the counter for the rest of the transaction: every other writer, on every
     /// replica, waits here until this transaction ends, so sequences commit in order.
     pub(super) async fn lock(conn: &mut AsyncPgConnection) -> StoreResult<Appender> {
-        let newest: i64 = log_counter::table
-            .select(log_counter::newest)
-            .for_update()
-            .get_result(conn)
-            .await?;
-        Ok(Appender {
+        let newest: i64 = Self::lock_query().get_result(conn).await?;
+        Ok(Appender::after(newest))
+    }
+
+    /// The counter's locking read, for callers that pipeline it with other statements.
+    pub(super) fn lock_query()
+    -> diesel::dsl::ForUpdate<diesel::dsl::Select<log_counter::table, log_counter::newest>> {
+        log_counter::table.select(log_counter::newest).for_update()
+    }
+
+    /// An appender for a transaction that locked the counter and read `newest` from it.
+    pub(super) fn after(newest: i64) -> Appender {
+        Appender {
             next: newest + 1,
             pending: Vec::new(),
             wrote: false,
-        })
+        }
     }
 
-    /// Gives `row` the next sequence and queues it for [`Appender::flush`].
+    /// Gives `row` the next sequence and queues it for insertion.
     pub(super) fn append(&mut self, mut row: ResultRow) -> ResultRow {
         row.sequence = self.next;
         self.next += 1;
-        self.pending.push(ResultRecord::from(&row));
+        self.pending.push(row.clone());
         row
+    }
+
+    /// The rows appended since the last take, to insert (the caller then says it did).
+    pub(super) fn take(&mut self) -> Option<Rows> {
+        (!self.pending.is_empty()).then(|| Rows(std::mem::take(&mut self.pending)))
+    }
+
+    /// Notes that rows taken were inserted.
+    pub(super) fn wrote_something(&mut self, wrote: bool) {
+        self.wrote |= wrote;
     }
 
     /// Inserts what was appended since the last flush, in one statement.
     pub(super) async fn flush(&mut self, conn: &mut AsyncPgConnection) -> StoreResult<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+        if let Some(rows) = self.take() {
+            rows.statement().execute(conn).await?;
+            self.wrote = true;
         }
-        let rows = std::mem::take(&mut self.pending);
-        diesel::insert_into(results::table)
-            .values(&rows)
-            .execute(conn)
-            .await?;
-        self.wrote = true;
         Ok(())
     }
 
-    /// Moves the counter to the last sequence handed out and wakes every replica's tail.
-    /// The notification is delivered at commit, and only if the transaction commits.
-    pub(super) async fn finish(mut self, conn: &mut AsyncPgConnection) -> StoreResult<()> {
-        self.flush(conn).await?;
-        if !self.wrote {
-            return Ok(());
-        }
-        diesel::update(log_counter::table)
-            .set(log_counter::newest.eq(self.next - 1))
-            .execute(conn)
-            .await?;
-        diesel::sql_query("SELECT pg_notify($1, '')")
-            .bind::<diesel::sql_types::Text, _>(super::tail::CHANNEL)
-            .execute(conn)
-            .await?;
-        Ok(())
+    /// [`Appender::finish`] as SQL text, to send in one message with the COMMIT that must
+    /// follow it. Only numbers and a constant go into it.
+    pub(super) fn finish_inline(self) -> Option<String> {
+        self.finish().map(|m| {
+            format!(
+                "WITH moved AS (UPDATE log_counter SET newest = {} RETURNING newest) \
+                 SELECT pg_notify('{}', '') FROM moved",
+                m.newest, m.channel
+            )
+        })
+    }
+
+    /// The statement that moves the counter to the last sequence handed out and wakes every
+    /// replica's tail (delivered at commit, only if it commits); `None` if nothing was
+    /// appended. Everything appended must have been inserted.
+    pub(super) fn finish(self) -> Option<MoveCounter<'static>> {
+        debug_assert!(self.pending.is_empty(), "appended rows were never inserted");
+        self.wrote.then_some(MoveCounter {
+            newest: self.next - 1,
+            channel: super::tail::CHANNEL,
+            _life: PhantomData,
+        })
     }
 }
 

@@ -32,6 +32,7 @@ mod models;
 mod retention;
 #[rustfmt::skip]
 mod schema;
+mod statements;
 mod tail;
 mod writer;
 

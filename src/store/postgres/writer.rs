@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -218,9 +218,13 @@ async fn transact(
     }
     let live = conn.as_mut().expect("connected above");
     let now_ms = clock.now_ms();
-    let result = live
-        .transaction::<_, StoreError, _>(async |tx| run_jobs(tx, jobs, now_ms).await)
-        .await;
+    let result = if jobs.iter().all(|j| matches!(j, Job::Ingest { .. })) {
+        // The intake's hot path: nothing but webhooks.
+        ingest_alone(live, jobs, now_ms).await
+    } else {
+        live.transaction::<_, StoreError, _>(async |tx| run_jobs(tx, jobs, now_ms).await)
+            .await
+    };
     if result.is_err() {
         // The connection may be gone or broken in a way no error kind says (a restart's
         // admin shutdown, a cut network): a fresh one for the next batch is cheap, a stuck
@@ -246,23 +250,7 @@ async fn run_jobs(
                 .iter()
                 .position(|j| !matches!(j, Job::Ingest { .. }))
                 .map_or(jobs.len(), |n| i + n);
-            let mut events = Vec::new();
-            let mut sizes = Vec::new();
-            let mut arrivals = Vec::new();
-            for job in &jobs[i..run_end] {
-                if let Job::Ingest {
-                    events: these,
-                    received_at_ms,
-                    ..
-                } = job
-                {
-                    sizes.push(these.len());
-                    arrivals.push(*received_at_ms);
-                    events.extend(these.iter().cloned());
-                }
-            }
-            let outcomes = ingest_run(conn, &mut log, &events, &sizes, &arrivals, now_ms).await?;
-            done.extend(outcomes.into_iter().map(Done::Ingested));
+            done.extend(ingest_run(conn, &mut log, &jobs[i..run_end], now_ms).await?);
             i = run_end;
             continue;
         }
@@ -288,31 +276,62 @@ async fn run_jobs(
         });
         i += 1;
     }
-    log.finish(conn).await?;
+    if let Some(moved) = log.finish() {
+        moved.execute(conn).await?;
+    }
     Ok(done)
 }
 
-/// Ingests the events of several jobs as one set; splits the outcomes back per job. Jobs
-/// with different arrival times (reconciliation's) keep their own.
+/// A batch of webhooks alone: BEGIN, the counter's lock, the ingest's two round trips
+/// (`ingest.rs`), and the counter's move with COMMIT in one message (a simple query runs
+/// its statements in order; pipelined statements need not reach the server in the order
+/// they were started, and the move must come before the COMMIT). Any failure leaves the
+/// transaction open, and the caller drops the connection, which rolls it back.
+async fn ingest_alone(
+    conn: &mut AsyncPgConnection,
+    jobs: &[Job],
+    now_ms: Millis,
+) -> StoreResult<Vec<Done>> {
+    conn.batch_execute("BEGIN").await?;
+    let mut log = Appender::lock(conn).await?;
+    let done = ingest_run(conn, &mut log, jobs, now_ms).await?;
+    let finish = match log.finish_inline() {
+        Some(moved) => format!("{moved}; COMMIT"),
+        None => "COMMIT".to_owned(),
+    };
+    conn.batch_execute(&finish).await?;
+    Ok(done)
+}
+
+/// Ingests the events of consecutive ingest jobs as one set; splits the outcomes back per
+/// job. Jobs with different arrival times (reconciliation's) keep their own.
 async fn ingest_run(
     conn: &mut AsyncPgConnection,
     log: &mut Appender,
-    events: &[(Bytes, Decoded)],
-    sizes: &[usize],
-    arrivals: &[Millis],
+    jobs: &[Job],
     now_ms: Millis,
-) -> StoreResult<Vec<Vec<IngestOutcome>>> {
-    let arrived: Vec<Millis> = sizes
-        .iter()
-        .zip(arrivals)
-        .flat_map(|(n, at)| std::iter::repeat_n(*at, *n))
-        .collect();
-    let mut outcomes = ingest::ingest(conn, log, events, &arrived, now_ms)
+) -> StoreResult<Vec<Done>> {
+    let mut events = Vec::new();
+    let mut sizes = Vec::new();
+    let mut arrived = Vec::new();
+    for job in jobs {
+        if let Job::Ingest {
+            events: these,
+            received_at_ms,
+            ..
+        } = job
+        {
+            sizes.push(these.len());
+            arrived.extend(std::iter::repeat_n(*received_at_ms, these.len()));
+            events.extend(these.iter().cloned());
+        }
+    }
+    let mut outcomes = ingest::ingest(conn, log, &events, &arrived, now_ms)
         .await?
         .into_iter();
     Ok(sizes
         .iter()
-        .map(|n| outcomes.by_ref().take(*n).collect())
+        .map(|n| Done::Ingested(outcomes.by_ref().take(*n).collect()))
         .collect())
 }
 
