@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use futures_util::future::try_join;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -282,7 +283,7 @@ async fn run_jobs(
     Ok(done)
 }
 
-/// A batch of webhooks alone: BEGIN, the counter's lock, the ingest's two round trips
+/// A batch of webhooks alone: BEGIN with the counter's lock, the ingest's two round trips
 /// (`ingest.rs`), and the counter's move with COMMIT in one message (a simple query runs
 /// its statements in order; pipelined statements need not reach the server in the order
 /// they were started, and the move must come before the COMMIT). Any failure leaves the
@@ -292,8 +293,18 @@ async fn ingest_alone(
     jobs: &[Job],
     now_ms: Millis,
 ) -> StoreResult<Vec<Done>> {
-    conn.batch_execute("BEGIN").await?;
-    let mut log = Appender::lock(conn).await?;
+    // BEGIN and the lock in one round trip: a simple query is sent the first time its
+    // future is polled, so the lock (polled second, sent then or later) always follows it.
+    let shared: &AsyncPgConnection = conn;
+    let (_, newest): ((), i64) = try_join(
+        async {
+            let mut c = shared;
+            c.batch_execute("BEGIN").await
+        },
+        Appender::lock_query().get_result::<i64>(&mut &*shared),
+    )
+    .await?;
+    let mut log = Appender::after(newest);
     let done = ingest_run(conn, &mut log, jobs, now_ms).await?;
     let finish = match log.finish_inline() {
         Some(moved) => format!("{moved}; COMMIT"),
