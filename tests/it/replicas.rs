@@ -858,3 +858,76 @@ async fn replicas_ride_out_a_postgres_restart_without_a_restart_of_their_own() {
         "the stream goes on with nothing skipped"
     );
 }
+
+/// Idempotency keys and cooldowns hold across replicas: a key used on A returns the same
+/// intent on B without a second create call, and once the refresh has succeeded a new
+/// request on a third replica is refused with the cooldown, naming that intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_and_cooldowns_are_shared_by_every_replica() {
+    let stop = CancellationToken::new();
+    let balancer = Balancer::start(stop.clone()).await;
+    let sim = simulator(&balancer.url, Duration::from_millis(50), &stop);
+    let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 1 }]));
+    let db = PgDb::create().await;
+    let replicas: Vec<Replica> = (0..3)
+        .map(|_| Replica::start(&db.url, &sim.url(), &[]))
+        .collect();
+    balancer.add(&replicas[0]);
+    let ask = |key: &str| pb::RequestRefreshRequest {
+        link_token: link.token.clone(),
+        idempotency_key: key.to_owned(),
+        ..Default::default()
+    };
+    let first = replicas[0]
+        .client()
+        .await
+        .request_refresh(ask("key-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let intent = first.refresh_intent.unwrap();
+    let again = replicas[1]
+        .client()
+        .await
+        .request_refresh(ask("key-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.refresh_intent.unwrap().id, intent.id);
+    assert!(!again.joined_existing, "answered as first answered");
+    assert_eq!(sim.requests("POST", "/v1/refresh_intents"), 1);
+    let mut watch = replicas[1]
+        .watch(
+            pb::watch_refresh_request::Target::RefreshIntentId(intent.id.clone()),
+            None,
+        )
+        .await;
+    loop {
+        if let Seen::Completed { status, .. } = watch.next_event().await {
+            assert_eq!(status, pb::RefreshStatus::Succeeded);
+            break;
+        }
+    }
+    let refused = replicas[2]
+        .client()
+        .await
+        .request_refresh(ask("key-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains(&intent.id),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        sim.requests("POST", "/v1/refresh_intents"),
+        1,
+        "no call to Fintoc"
+    );
+    stop.cancel();
+}
