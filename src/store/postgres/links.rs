@@ -7,11 +7,8 @@ use diesel::sql_types::{Array, Text};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::{
-    creates_in_flight, fintoc_key_series, idempotency_keys, links, refresh_intents,
-};
+use super::schema::{creates_in_flight, fintoc_key_series, idempotency_keys, links};
 use crate::clock::Millis;
-use crate::domain::{IntentStatus, IntentView, RefreshType};
 use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
 
 pub(super) async fn link_by_token(
@@ -90,46 +87,6 @@ pub(super) async fn assign_accounts(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// The Link's pending intent, if any (the newest, should there be several).
-pub(super) async fn pending_intent(
-    conn: &mut AsyncPgConnection,
-    link_id: &str,
-) -> StoreResult<Option<IntentView>> {
-    let id: Option<String> = refresh_intents::table
-        .filter(refresh_intents::link_id.eq(link_id))
-        .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
-        .order(refresh_intents::created_at_ms.desc())
-        .select(refresh_intents::id)
-        .first(conn)
-        .await
-        .optional()?;
-    match id {
-        Some(id) => super::intents::get_intent(conn, &id).await,
-        None => Ok(None),
-    }
-}
-
-/// The most recently completed succeeded intent of this type: (id, completed at).
-pub(super) async fn last_success(
-    conn: &mut AsyncPgConnection,
-    link_id: &str,
-    refresh_type: RefreshType,
-) -> StoreResult<Option<(String, Millis)>> {
-    Ok(refresh_intents::table
-        .filter(refresh_intents::link_id.eq(link_id))
-        .filter(refresh_intents::refresh_type.eq(refresh_type.as_str()))
-        .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
-        .filter(refresh_intents::completed_at_ms.is_not_null())
-        .order(refresh_intents::completed_at_ms.desc())
-        .select((
-            refresh_intents::id,
-            refresh_intents::completed_at_ms.assume_not_null(),
-        ))
-        .first(conn)
-        .await
-        .optional()?)
 }
 
 pub(super) async fn idempotency(

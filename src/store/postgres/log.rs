@@ -13,6 +13,9 @@ use super::statements::{AppendResults, MoveCounter};
 use crate::domain::{ResultRow, Target};
 use crate::store::{Counts, LogBounds, StoreResult};
 
+/// The channel writers notify when they append to the log; every replica's tail listens.
+pub(super) const CHANNEL: &str = "fintoc_refresh_log";
+
 /// Hands out sequences inside one writer transaction, from the counter it locked.
 pub(super) struct Appender {
     /// The next sequence to hand out.
@@ -115,7 +118,7 @@ impl Appender {
         debug_assert!(self.pending.is_empty(), "appended rows were never inserted");
         self.wrote.then_some(MoveCounter {
             newest: self.next - 1,
-            channel: super::tail::CHANNEL,
+            channel: CHANNEL,
             _life: PhantomData,
         })
     }

@@ -300,8 +300,8 @@ impl PgStore {
     ) -> StoreResult<LinkState> {
         let mut conn = self.conn().await?;
         Ok(LinkState {
-            pending: links::pending_intent(&mut conn, &link_id).await?,
-            last_success: links::last_success(&mut conn, &link_id, refresh_type).await?,
+            pending: intents::pending_intent(&mut conn, &link_id).await?,
+            last_success: intents::last_success(&mut conn, &link_id, refresh_type).await?,
         })
     }
 

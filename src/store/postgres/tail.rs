@@ -1,7 +1,7 @@
 //! Following the log on every replica: whatever any replica commits reaches this replica's
 //! sink (its hub) once, in sequence order.
 //!
-//! Writers send `NOTIFY` on [`CHANNEL`] in the committing transaction (delivered only once
+//! Writers send `NOTIFY` on `log::CHANNEL` in the committing transaction (delivered only once
 //! it commits). The tail LISTENs on its own connection and, on each notification, reads
 //! every entry after the last one it handed over. Notifications are only a wake-up: one sent
 //! while this connection was down is lost, so the tail also reads every [`POLL`], and after
@@ -20,8 +20,6 @@ use super::connect::{Pool, connect};
 use crate::domain::ResultRow;
 use crate::store::{Publish, StoreResult};
 
-/// The channel writers notify after appending to the log.
-pub(super) const CHANNEL: &str = "fintoc_refresh_log";
 /// How often the log is read even without a notification.
 const POLL: Duration = Duration::from_millis(500);
 /// Pause before reconnecting after the listening connection failed.
@@ -67,7 +65,7 @@ impl Tail {
     /// LISTENs and catches up on every wake-up, until the connection fails.
     async fn listen(&self, url: &str) -> StoreResult<()> {
         let mut conn = connect(url).await.map_err(super::unavailable)?;
-        diesel::sql_query(format!("LISTEN {CHANNEL}"))
+        diesel::sql_query(format!("LISTEN {}", super::log::CHANNEL))
             .execute(&mut conn)
             .await?;
         // Anything committed while we were not listening.
