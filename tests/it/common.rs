@@ -259,6 +259,18 @@ impl TestServer {
         self.shutdown.clone()
     }
 
+    /// Waits (at most [`PATIENCE`]) until everything committed has reached this server's hub,
+    /// so a feed opened "from now" starts after it: at once on SQLite, which publishes before
+    /// it answers; on PostgreSQL the log tail hands entries over just after their commit (a
+    /// feed opened before that starts earlier and delivers them, which loses nothing).
+    pub async fn until_published(&self) {
+        eventually("the hub has every committed entry", || async {
+            let newest = self.app.store.log_bounds().await.unwrap().newest;
+            self.app.hub.high_water() >= newest
+        })
+        .await;
+    }
+
     /// Stops the server and hands back its store (the SQLite file, with the temp dir holding
     /// it, or the PostgreSQL database), to start another server on it.
     pub async fn stop_keep_store(mut self) -> KeptStore {
