@@ -1,5 +1,5 @@
 //! The webhook intake: signatures, limits, dedupe, durability across restarts; on both
-//! backends, except what only a SQLite file has (its lock, another connection to it).
+//! backends, except what only a SQLite file has (its one-process lock).
 
 use crate::common::*;
 use fintoc_refresh::fintoc::signature;
@@ -328,20 +328,61 @@ async fn health_readiness_and_metrics_answer(backend: Backend) {
     );
 }
 
-/// Proves the answer waits for the commit holding the event: another connection holds
-/// SQLite's write lock, so the commit cannot happen, and the request stays unanswered until
-/// it can. It does not prove the wait for the fsync after the commit (an answer given right
-/// after COMMIT would pass here): `store::sqlite::writer::tests::
-/// nothing_is_answered_or_published_before_its_commit_is_durable` proves that one.
-#[tokio::test]
-async fn a_webhook_is_answered_only_after_the_commit_that_contains_it() {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
-    let server = TestServer::start().await;
-    // Another connection takes SQLite's write lock: the server's writer cannot commit.
-    let mut blocker =
-        diesel::sqlite::SqliteConnection::establish(&server.db_path.to_string_lossy()).unwrap();
-    blocker.batch_execute("BEGIN IMMEDIATE").unwrap();
+/// Another connection to the server's database that keeps its writer from committing an
+/// event until released.
+enum Blocker {
+    /// Holds SQLite's write lock.
+    Sqlite(diesel::sqlite::SqliteConnection),
+    /// Holds a lock on the raw events' table that every insert into it waits for (reads
+    /// go on).
+    Postgres(tokio_postgres::Client),
+}
+
+impl Blocker {
+    async fn hold(server: &TestServer) -> Blocker {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        match &server.pg {
+            None => {
+                let mut conn =
+                    diesel::sqlite::SqliteConnection::establish(&server.db_path.to_string_lossy())
+                        .unwrap();
+                conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+                Blocker::Sqlite(conn)
+            }
+            Some(pg) => {
+                let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client
+                    .batch_execute("BEGIN; LOCK TABLE webhook_events IN EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                Blocker::Postgres(client)
+            }
+        }
+    }
+
+    async fn release(self) {
+        use diesel::connection::SimpleConnection;
+        match self {
+            Blocker::Sqlite(mut conn) => conn.batch_execute("COMMIT").unwrap(),
+            Blocker::Postgres(client) => client.batch_execute("COMMIT").await.unwrap(),
+        }
+    }
+}
+
+on_both_backends!(a_webhook_is_answered_only_after_the_commit_that_contains_it);
+/// Proves the answer waits for the commit holding the event: another connection keeps the
+/// server's writer from committing it (see [`Blocker`]), and the request stays unanswered
+/// until it can. It does not prove the wait for the fsync after the commit on SQLite (an
+/// answer given right after COMMIT would pass here): `store::sqlite::writer::tests::
+/// nothing_is_answered_or_published_before_its_commit_is_durable` proves that one; on
+/// PostgreSQL, COMMIT returns once durable (`synchronous_commit = on`).
+async fn a_webhook_is_answered_only_after_the_commit_that_contains_it(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let blocker = Blocker::hold(&server).await;
     let body = event("evt_wait", "acc_1", "succeeded", server.clock.now_ms());
     let post = {
         let (http, sig) = (
@@ -366,7 +407,7 @@ async fn a_webhook_is_answered_only_after_the_commit_that_contains_it() {
         !post.is_finished(),
         "answered while its event could not be committed"
     );
-    blocker.batch_execute("COMMIT").unwrap();
+    blocker.release().await;
     assert_eq!(post.await.unwrap(), 200);
     assert_eq!(server.counts().await.webhook_events, 1);
 }
