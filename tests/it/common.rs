@@ -271,6 +271,29 @@ impl TestServer {
         .await;
     }
 
+    /// Runs `sql` (statements separated by `;`) on the server's database behind its back,
+    /// over a connection of its own: for tests that need rows the service itself would not
+    /// write.
+    pub async fn run_sql(&self, sql: &str) {
+        match &self.pg {
+            None => {
+                use diesel::Connection;
+                use diesel::connection::SimpleConnection;
+                diesel::sqlite::SqliteConnection::establish(&self.db_path.to_string_lossy())
+                    .unwrap()
+                    .batch_execute(sql)
+                    .unwrap();
+            }
+            Some(pg) => {
+                let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+
     /// Stops the server and hands back its store (the SQLite file, with the temp dir holding
     /// it, or the PostgreSQL database), to start another server on it.
     pub async fn stop_keep_store(mut self) -> KeptStore {

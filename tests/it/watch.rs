@@ -1,5 +1,5 @@
 //! WatchRefresh: replay, resume, heartbeats, slow watchers, errors, shutdown; on both
-//! backends, except a test that edits a SQLite file by hand and one about transport only.
+//! backends, except one test about transport only (health and reflection).
 
 use std::time::Duration;
 
@@ -425,31 +425,30 @@ async fn health_and_reflection_are_served() {
     );
 }
 
+on_both_backends!(a_completed_intent_ends_with_its_summary_even_without_its_completing_result);
 /// Proves a completed intent's stream always ends with its own summary, even when the result
 /// that completed it is not in the stream's range: an intent an older version completed "at
 /// the log's newest sequence" (another account's result, with nothing of its own), and one
 /// whose result is gone from the log as retention removes it. Such streams used to stay open
 /// with heartbeats for ever. And the store takes no intent that expects no account.
-#[tokio::test]
-async fn a_completed_intent_ends_with_its_summary_even_without_its_completing_result() {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
-    let server = TestServer::start().await;
+async fn a_completed_intent_ends_with_its_summary_even_without_its_completing_result(
+    backend: Backend,
+) {
+    let server = TestServer::on(backend).await;
     let now = server.clock.now_ms();
     post_n(&server, "acc_other", 1, "evt_other").await; // 1: nobody's
     server
         .create_intent("ri_pruned", "link_1", &["acc_1"])
         .await;
     post_n(&server, "acc_1", 1, "evt_mine").await; // 2: completes ri_pruned
-    let mut db =
-        diesel::sqlite::SqliteConnection::establish(&server.db_path.to_string_lossy()).unwrap();
-    db.batch_execute(&format!(
-        "INSERT INTO refresh_intents (id, link_id, refresh_type, status, created_at_ms, \
-         completed_at_ms, completed_sequence) \
-         VALUES ('ri_empty', 'link_2', 'only_last', 'succeeded', {now}, {now}, 1); \
-         DELETE FROM results WHERE sequence = 2;"
-    ))
-    .unwrap();
+    server
+        .run_sql(&format!(
+            "INSERT INTO refresh_intents (id, link_id, refresh_type, status, created_at_ms, \
+             completed_at_ms, completed_sequence) \
+             VALUES ('ri_empty', 'link_2', 'only_last', 'succeeded', {now}, {now}, 1); \
+             DELETE FROM results WHERE sequence = 2;"
+        ))
+        .await;
     for (id, seq) in [("ri_empty", 1), ("ri_pruned", 2)] {
         let mut watch = server.watch(intent_target(id), None).await;
         assert_eq!(
