@@ -157,7 +157,7 @@ async fn the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm(back
 #[tokio::test]
 async fn simulate_prints_the_demo_link_tokens_after_the_listening_line() {
     let dir = tempfile::tempdir().unwrap();
-    let mut running = spawn(&dir.path().join("sim.db"), &["--simulate"], 4);
+    let mut running = spawn(dir.path().join("sim.db"), &["--simulate"], 4);
     let names: Vec<&str> = running
         .extra
         .iter()
@@ -394,7 +394,7 @@ async fn the_binary_serves_mutual_tls_and_https_from_its_flags_and_drains_on_sig
         "--http-tls-key",
         &key,
     ];
-    let mut running = spawn(&dir.path().join("tls.db"), &args, 0);
+    let mut running = spawn(dir.path().join("tls.db"), &args, 0);
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
         .identity(Identity::from_pem(
