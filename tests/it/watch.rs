@@ -550,3 +550,53 @@ async fn pruning_during_a_catch_up_ends_out_of_range_instead_of_skipping(backend
     assert_eq!(info.reason, "CURSOR_EXPIRED");
     assert_eq!(info.metadata["oldest_sequence"], "301");
 }
+
+/// Proves an intent stream delivers every result of its intent before the summary when the
+/// intent is seen completed before this replica has handed the completing result to its
+/// watchers: another replica completes it (here: rows committed behind the server's back, as
+/// another replica's writer would, without the notification, so this server's log tail only
+/// picks them up at its next poll, up to half a second later). The stream used to read the
+/// log once more, find nothing (reads stop at what the tail handed over), and end with the
+/// summary having skipped the completing result. The same window, far shorter, exists on
+/// SQLite between a commit becoming durable and its publication; the delivery tests hit it
+/// under load. PostgreSQL only: on SQLite nothing but this server's own writer moves the log.
+#[tokio::test]
+async fn an_intent_completed_elsewhere_streams_its_last_result_before_the_summary() {
+    let server = TestServer::on(Backend::Postgres).await;
+    server
+        .create_intent("ri_1", "link_1", &["acc_1", "acc_2"])
+        .await;
+    let now = server.clock.now_ms();
+    post_n(&server, "acc_1", 1, "evt_first").await; // 1
+    server.until_published().await;
+    server
+        .run_sql(&format!(
+            "BEGIN; \
+             UPDATE log_counter SET newest = 2; \
+             INSERT INTO results (sequence, account_id, link_id, refresh_intent_id, status, \
+             new_movements, public_error, event_id, occurred_at_ms, committed_at_ms, \
+             completes_intent) \
+             VALUES (2, 'acc_2', 'link_1', 'ri_1', 'succeeded', 0, '', 'evt_elsewhere', \
+             {now}, {now}, TRUE); \
+             UPDATE intent_accounts SET result_sequence = 2 \
+             WHERE refresh_intent_id = 'ri_1' AND account_id = 'acc_2'; \
+             UPDATE refresh_intents SET status = 'succeeded', completed_at_ms = {now}, \
+             completed_sequence = 2 WHERE id = 'ri_1'; \
+             COMMIT;"
+        ))
+        .await;
+    let mut watch = server.watch(intent_target("ri_1"), None).await;
+    assert_eq!(watch.next_event().await.seq(), 1);
+    assert!(
+        matches!(watch.next_event().await, Seen::Result { seq: 2, ref event, .. } if event == "evt_elsewhere"),
+        "the completing result comes before the summary"
+    );
+    assert_eq!(
+        watch.next_event().await,
+        Seen::Completed {
+            seq: 2,
+            status: RefreshStatus::Succeeded
+        }
+    );
+    assert_eq!(watch.end().await.code(), Code::Ok);
+}
