@@ -156,9 +156,9 @@ enum Settled {
     Open,
     /// Completed: end with this summary.
     Ended(pb::WatchRefreshResponse),
-    /// Completed by a result after the cursor that this stream has not read yet: read the
-    /// log once more before ending.
-    Unread,
+    /// Completed by the result at this sequence, after the cursor, which this stream has not
+    /// read yet: go on live until the hub has handed out everything up to it.
+    Unread(i64),
 }
 
 /// The stream's last message after delivering `row`, if `row` completed the intent it
@@ -173,23 +173,26 @@ async fn completed_by(
     }
     Ok(match completion(app, target, row.sequence, false).await? {
         Settled::Ended(summary) => Some(summary),
-        Settled::Open | Settled::Unread => None,
+        Settled::Open | Settled::Unread(_) => None,
     })
 }
 
 /// Whether the intent this stream follows has completed, `cursor` being the last sequence
-/// delivered. Reads show only what is durable, so a completion seen here is durable, and a
-/// read of the log that starts after it returns every result of the intent up to the one
-/// that completed it. Hence: completed by a result at or before the cursor, the stream
-/// ends; completed by one after it, the log is read once more (`reread` false) and the
-/// stream ends after that read whatever it held (`reread` true), so a completed intent's
-/// stream always ends with its summary, even when the completing result is not in the
-/// stream's range (retention pruned it, or an old database completed it elsewhere).
+/// delivered. Completed by a result at or before the cursor (or `regardless`), the stream
+/// ends with the summary. Completed by one after it, that result may not be readable yet:
+/// the intent's state is read straight from the database, while reads of the log stop at
+/// what the hub has been handed (on SQLite a commit is readable a moment before it is
+/// published; on PostgreSQL another replica's commit reaches this one's hub through its log
+/// tail). So the stream goes on live (`Unread`): the hub delivers the rest, and once it has
+/// handed out everything up to the completing sequence, whatever of it was meant for this
+/// stream has been delivered, and the stream ends with its summary (`regardless`) even when
+/// the completing result is not in its range (retention pruned it, or an old database
+/// completed it elsewhere).
 async fn completion(
     app: &App,
     target: &Target,
     cursor: i64,
-    reread: bool,
+    regardless: bool,
 ) -> Result<Settled, Status> {
     let Target::Intent(id) = target else {
         return Ok(Settled::Open);
@@ -203,8 +206,8 @@ async fn completion(
         return Ok(Settled::Open);
     };
     let completed = intent.completed_sequence.unwrap_or_default();
-    if completed > cursor && !reread {
-        return Ok(Settled::Unread);
+    if completed > cursor && !regardless {
+        return Ok(Settled::Unread(completed));
     }
     Ok(Settled::Ended(message(
         completed,
@@ -223,8 +226,9 @@ fn run(
     let interval = crate::clock::millis(app.config.heartbeat_interval);
     async_stream::try_stream! {
         let clock = app.config.clock.clone();
-        // Set once the intent was seen completed by a result this stream has not read yet.
-        let mut reread = false;
+        // The sequence of the result that completed the intent, once seen completed by a
+        // result this stream has not delivered yet.
+        let mut completed_at: Option<i64> = None;
         if !catching_up {
             // A feed from now opens with the cursor it starts after.
             yield heartbeat(&app, cursor);
@@ -266,12 +270,15 @@ fn run(
                     }
                 }
                 if done {
-                    match completion(&app, &target, cursor, reread).await? {
+                    match completion(&app, &target, cursor, false).await? {
                         Settled::Ended(summary) => {
                             yield summary;
                             return;
                         }
-                        Settled::Unread => reread = true,
+                        Settled::Unread(at) => {
+                            completed_at = Some(at);
+                            catching_up = false;
+                        }
                         Settled::Open => catching_up = false,
                     }
                 }
@@ -297,6 +304,16 @@ fn run(
                 }
                 Next::Closed => Err::<(), Status>(shutting_down(cursor))?,
                 Next::Idle { high_water } => {
+                    if completed_at.is_some_and(|at| high_water >= at) {
+                        // Everything up to the completing result meant for this stream has
+                        // been delivered: whatever is missing is not in its range.
+                        if let Settled::Ended(summary) =
+                            completion(&app, &target, cursor, true).await?
+                        {
+                            yield summary;
+                            return;
+                        }
+                    }
                     if clock.now_ms() >= last_sent.saturating_add(interval) {
                         // Everything up to the high water meant for us was delivered, so it
                         // is a safe cursor; read it fresh so the cursor keeps moving.

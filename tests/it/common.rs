@@ -1,6 +1,7 @@
 //! The end-to-end harness: a real server (the same `serve` path as `main`) on port-0
-//! listeners with a fresh SQLite file, a real tonic client, real HTTP, a manual clock, and
-//! optionally the Fintoc simulator on its own port.
+//! listeners with a fresh store (a SQLite file, or a PostgreSQL database), a real tonic
+//! client, real HTTP, a manual clock, and optionally the Fintoc simulator on its own port.
+//! [`on_both_backends!`] turns one test into one per backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +36,32 @@ pub const START_MS: i64 = 1_800_000_000_000;
 /// Upper bound on waiting for something that should happen at once: a broken test fails
 /// instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs one test on both backends: `on_both_backends!(name);` above
+/// `async fn name(backend: Backend) { … }` makes a module `name` holding two tests, `sqlite`
+/// and `postgres`, that call `name` with their backend (so the tests are `…::name::sqlite`
+/// and `…::name::postgres`). The test attribute is `#[tokio::test]` unless given, as in
+/// `on_both_backends!(#[tokio::test(flavor = "multi_thread")] name);`. One body for both
+/// stores, not two copies that drift apart; and the body stays an ordinary function that
+/// rustfmt keeps formatted.
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        on_both_backends!(#[tokio::test] $name);
+    };
+    ($(#[$attr:meta])* $name:ident) => {
+        mod $name {
+            $(#[$attr])*
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+
+            $(#[$attr])*
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+        }
+    };
+}
 
 /// A last adjustment of the server's config.
 pub type Tune = Box<dyn FnOnce(&mut Config) + Send>;
@@ -95,6 +122,15 @@ impl TestServer {
         Self::with(Options::default()).await
     }
 
+    /// A server with the documented defaults on `backend`.
+    pub async fn on(backend: Backend) -> TestServer {
+        Self::with(Options {
+            backend,
+            ..Options::default()
+        })
+        .await
+    }
+
     pub async fn with(mut opts: Options) -> TestServer {
         let (dir, db_path) = match opts.db.take() {
             Some(path) => (None, path),
@@ -127,6 +163,8 @@ impl TestServer {
             .take()
             .or_else(|| sim.as_ref().map(Simulator::url))
             .unwrap_or_else(|| "http://127.0.0.1:9".into());
+        // A database of its own has nobody else to lead its background work.
+        let lead_at_once = opts.backend == Backend::Postgres && opts.pg.is_none();
         let pg = match (opts.backend, opts.pg.take()) {
             (_, Some(pg)) => Some(pg),
             (Backend::Postgres, None) => Some(std::sync::Arc::new(PgDb::create().await)),
@@ -158,7 +196,7 @@ impl TestServer {
             http_client = http_client
                 .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap());
         }
-        TestServer {
+        let server = TestServer {
             grpc: grpc_addr,
             http: http_addr,
             app,
@@ -171,7 +209,23 @@ impl TestServer {
             shutdown,
             task: Some(task),
             http_client: http_client.build().unwrap(),
+        };
+        if lead_at_once {
+            server.until_leading().await;
         }
+        server
+    }
+
+    /// Waits (at most [`PATIENCE`]) until this server runs the background work
+    /// (reconciliation, timeouts, retention): at once on SQLite; on PostgreSQL once its store
+    /// holds the leader lock, which its task tries for every second. A clock tick that comes
+    /// before is skipped, so a test that drives that work by moving the clock must wait for
+    /// it first; [`TestServer::with`] does for a fresh PostgreSQL database.
+    pub async fn until_leading(&self) {
+        eventually("the server leads the background work", || async {
+            self.app.store.leads()
+        })
+        .await;
     }
 
     pub async fn client(&self) -> RefreshServiceClient<Channel> {
@@ -203,6 +257,59 @@ impl TestServer {
     /// The token whose cancellation starts the server's shutdown.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Waits (at most [`PATIENCE`]) until everything committed has reached this server's hub,
+    /// so a feed opened "from now" starts after it: at once on SQLite, which publishes before
+    /// it answers; on PostgreSQL the log tail hands entries over just after their commit (a
+    /// feed opened before that starts earlier and delivers them, which loses nothing).
+    pub async fn until_published(&self) {
+        eventually("the hub has every committed entry", || async {
+            let newest = self.app.store.log_bounds().await.unwrap().newest;
+            self.app.hub.high_water() >= newest
+        })
+        .await;
+    }
+
+    /// Runs `sql` (statements separated by `;`) on the server's database behind its back,
+    /// over a connection of its own: for tests that need rows the service itself would not
+    /// write.
+    pub async fn run_sql(&self, sql: &str) {
+        match &self.pg {
+            None => {
+                use diesel::Connection;
+                use diesel::connection::SimpleConnection;
+                diesel::sqlite::SqliteConnection::establish(&self.db_path.to_string_lossy())
+                    .unwrap()
+                    .batch_execute(sql)
+                    .unwrap();
+            }
+            Some(pg) => {
+                let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+
+    /// Stops the server and hands back its store (the SQLite file, with the temp dir holding
+    /// it, or the PostgreSQL database), to start another server on it.
+    pub async fn stop_keep_store(mut self) -> KeptStore {
+        let backend = if self.pg.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let (dir, path, pg) = (self._dir.take(), self.db_path.clone(), self.pg.take());
+        self.stop().await.unwrap();
+        KeptStore {
+            backend,
+            path,
+            pg,
+            _dir: dir,
+        }
     }
 
     /// Stops the server and hands back the temp dir so the same file can be reopened.
@@ -266,6 +373,26 @@ impl TestServer {
 
     pub async fn watch(&self, target: Target, after: Option<u64>) -> Watch {
         Watch::over(self.client().await, target, after).await
+    }
+}
+
+/// A stopped server's store, kept for the next one (see [`TestServer::stop_keep_store`]).
+pub struct KeptStore {
+    pub backend: Backend,
+    path: std::path::PathBuf,
+    pg: Option<std::sync::Arc<PgDb>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl KeptStore {
+    /// Options that start a server on this store (keep `self` until that server is done).
+    pub fn options(&self) -> Options {
+        Options {
+            backend: self.backend,
+            db: Some(self.path.clone()),
+            pg: self.pg.clone(),
+            ..Options::default()
+        }
     }
 }
 

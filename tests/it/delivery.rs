@@ -1,7 +1,8 @@
 //! The simulator's hostile delivery modes against the real server: every event delivered
 //! twice (the second copy after the first round, as Fintoc redelivers after a retry), and
 //! each refresh's events delivered newest first. Whatever the order, each result is stored
-//! once, pushed once, and a refresh's summary comes after all of its results.
+//! once, pushed once, and a refresh's summary comes after all of its results, on both
+//! backends.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,8 +20,9 @@ fn sim_config(duplicate: bool, reorder: bool) -> SimConfig {
     c
 }
 
-async fn with_sim(config: SimConfig) -> TestServer {
+async fn with_sim(backend: Backend, config: SimConfig) -> TestServer {
     TestServer::with(Options {
+        backend,
         simulator: Some(config),
         tune: Some(Box::new(|c| c.fintoc_backoff = Duration::from_millis(10))),
         ..Options::default()
@@ -121,11 +123,11 @@ async fn drain(feed: &mut Watch) -> Vec<Seen> {
     got
 }
 
+on_both_backends!(duplicated_deliveries_are_stored_and_pushed_once);
 /// Proves duplicate deliveries (including copies that land after the refresh completed)
 /// are stored once and pushed once, to the intent watcher, a Link feed, and a replay.
-#[tokio::test]
-async fn duplicated_deliveries_are_stored_and_pushed_once() {
-    let server = with_sim(sim_config(true, false)).await;
+async fn duplicated_deliveries_are_stored_and_pushed_once(backend: Backend) {
+    let server = with_sim(backend, sim_config(true, false)).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![
         ok(1),
         Outcome::Fail {
@@ -167,11 +169,11 @@ async fn duplicated_deliveries_are_stored_and_pushed_once() {
     );
 }
 
+on_both_backends!(reordered_deliveries_complete_once_after_every_result);
 /// Proves events delivered newest first reach the watcher in that order (the mode really
 /// reorders), each once, the summary only after the last one, with the right status.
-#[tokio::test]
-async fn reordered_deliveries_complete_once_after_every_result() {
-    let server = with_sim(sim_config(false, true)).await;
+async fn reordered_deliveries_complete_once_after_every_result(backend: Backend) {
+    let server = with_sim(backend, sim_config(false, true)).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2), ok(3)]));
     let followed = refresh_and_follow(&server, &link).await;
     let arrival: Vec<&String> = followed.results.iter().map(|r| &r.1).collect();
@@ -181,11 +183,11 @@ async fn reordered_deliveries_complete_once_after_every_result() {
     assert_eq!(server.counts().await.results, 3);
 }
 
+on_both_backends!(reordered_and_duplicated_deliveries_settle_the_same_way);
 /// Both at once, with a rejected account: a reordered first round then a second round of
 /// copies; the intent is REJECTED once, and the Link feed sees three results, no more.
-#[tokio::test]
-async fn reordered_and_duplicated_deliveries_settle_the_same_way() {
-    let server = with_sim(sim_config(true, true)).await;
+async fn reordered_and_duplicated_deliveries_settle_the_same_way(backend: Backend) {
+    let server = with_sim(backend, sim_config(true, true)).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), Outcome::Reject, ok(2)]));
     let mut feed = server.watch(link_target(&link.link_id), None).await;
     feed.next().await;

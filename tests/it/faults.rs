@@ -1,7 +1,10 @@
 //! A flaky Fintoc: slow beyond the deadline, 5xx, 429, malformed JSON, refused connections
 //! and TLS failures. Each is retried a bounded number of times, then answered with the
 //! right gRPC code and a message a person understands — and all the while the intake and
-//! the watchers keep working.
+//! the watchers keep working. A slow Fintoc and a shutdown during a reconciliation run on
+//! both backends (a RequestRefresh holds its Link's turn in the store while it waits on
+//! Fintoc; the reconciliation is background work, which PostgreSQL gives to its leader);
+//! the others are about the Fintoc client alone and run on SQLite.
 
 use std::time::{Duration, Instant};
 
@@ -18,8 +21,9 @@ fn sim_config() -> SimConfig {
     c
 }
 
-async fn server_with(fintoc_url: Option<String>) -> TestServer {
+async fn server_with(backend: Backend, fintoc_url: Option<String>) -> TestServer {
     TestServer::with(Options {
+        backend,
         simulator: fintoc_url.is_none().then(sim_config),
         fintoc_url,
         tune: Some(Box::new(|c| c.fintoc_backoff = Duration::from_millis(5))),
@@ -68,9 +72,14 @@ async fn still_serving(server: &TestServer, id: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fintoc_slower_than_the_deadline_is_unavailable_in_time_and_serving_goes_on() {
-    let server = server_with(None).await;
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    fintoc_slower_than_the_deadline_is_unavailable_in_time_and_serving_goes_on
+);
+async fn fintoc_slower_than_the_deadline_is_unavailable_in_time_and_serving_goes_on(
+    backend: Backend,
+) {
+    let server = server_with(backend, None).await;
     let sim = server.sim.as_ref().unwrap();
     let link = sim.add_link(LinkSpec::new(vec![Outcome::Silent]));
     sim.inject(Fault::Slow(Duration::from_secs(30)), 100);
@@ -98,7 +107,7 @@ async fn persistent_429_and_5xx_are_retried_a_bounded_number_of_times() {
         (Fault::Status(502), "HTTP 502"),
         (Fault::Malformed, "could not be read"),
     ] {
-        let server = server_with(None).await;
+        let server = server_with(Backend::Sqlite, None).await;
         let sim = server.sim.as_ref().unwrap();
         let link = sim.add_link(LinkSpec::new(vec![Outcome::Silent]));
         sim.inject(fault.clone(), 1000);
@@ -131,7 +140,7 @@ async fn a_refused_connection_and_a_failed_tls_handshake_are_unavailable_with_th
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let refused_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let server = server_with(Some(refused_url)).await;
+    let server = server_with(Backend::Sqlite, Some(refused_url)).await;
     let err = refresh(&server, "link_a_token_b", None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
     assert!(
@@ -152,7 +161,7 @@ async fn a_refused_connection_and_a_failed_tls_handshake_are_unavailable_with_th
                 .await;
         }
     });
-    let server = server_with(Some(tls_url)).await;
+    let server = server_with(Backend::Sqlite, Some(tls_url)).await;
     let err = refresh(&server, "link_a_token_b", None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
     assert!(err.message().contains("TLS"), "{}", err.message());
@@ -160,11 +169,13 @@ async fn a_refused_connection_and_a_failed_tls_handshake_are_unavailable_with_th
     still_serving(&server, "evt_tls").await;
 }
 
+on_both_backends!(shutdown_keeps_its_grace_while_a_reconciliation_waits_on_a_silent_fintoc);
 /// Proves shutdown keeps to `--shutdown-grace` while background work waits on Fintoc: a
 /// reconciliation stuck on a Fintoc that takes the connection and never answers (it would
 /// wait up to a minute) does not hold the server past its grace.
-#[tokio::test]
-async fn shutdown_keeps_its_grace_while_a_reconciliation_waits_on_a_silent_fintoc() {
+async fn shutdown_keeps_its_grace_while_a_reconciliation_waits_on_a_silent_fintoc(
+    backend: Backend,
+) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
     let (accepted, mut called) = tokio::sync::mpsc::unbounded_channel();
@@ -177,6 +188,7 @@ async fn shutdown_keeps_its_grace_while_a_reconciliation_waits_on_a_silent_finto
     });
     let grace = Duration::from_secs(1);
     let server = TestServer::with(Options {
+        backend,
         fintoc_url: Some(url),
         tune: Some(Box::new(move |c| c.shutdown_grace = grace)),
         ..Options::default()

@@ -1,12 +1,13 @@
-//! The webhook intake: signatures, limits, dedupe, durability across restarts.
+//! The webhook intake: signatures, limits, dedupe, durability across restarts; on both
+//! backends, except what only a SQLite file has (its one-process lock).
 
 use crate::common::*;
 use fintoc_refresh::fintoc::signature;
 use fintoc_refresh::pb::RefreshStatus;
 
-#[tokio::test]
-async fn signed_event_is_stored_and_pushed_to_intent_link_and_account_watchers() {
-    let server = TestServer::start().await;
+on_both_backends!(signed_event_is_stored_and_pushed_to_intent_link_and_account_watchers);
+async fn signed_event_is_stored_and_pushed_to_intent_link_and_account_watchers(backend: Backend) {
+    let server = TestServer::on(backend).await;
     server
         .create_intent("ri_1", "link_1", &["acc_1", "acc_2"])
         .await;
@@ -74,9 +75,9 @@ async fn signed_event_is_stored_and_pushed_to_intent_link_and_account_watchers()
     assert!(got.completed_at.is_some());
 }
 
-#[tokio::test]
-async fn a_duplicate_is_acknowledged_stored_once_and_pushed_once() {
-    let server = TestServer::start().await;
+on_both_backends!(a_duplicate_is_acknowledged_stored_once_and_pushed_once);
+async fn a_duplicate_is_acknowledged_stored_once_and_pushed_once(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let mut feed = server.watch(account_target("acc_1"), None).await;
     feed.next().await;
     let body = event("evt_dup", "acc_1", "succeeded", server.clock.now_ms());
@@ -104,9 +105,9 @@ async fn a_duplicate_is_acknowledged_stored_once_and_pushed_once() {
     assert_eq!((counts.webhook_events, counts.results), (2, 2));
 }
 
-#[tokio::test]
-async fn bad_signatures_get_401_and_change_nothing() {
-    let server = TestServer::start().await;
+on_both_backends!(bad_signatures_get_401_and_change_nothing);
+async fn bad_signatures_get_401_and_change_nothing(backend: Backend) {
+    let server = TestServer::on(backend).await;
     let mut feed = server.watch(account_target("acc_1"), None).await;
     feed.next().await;
     let body = event("evt_bad", "acc_1", "succeeded", server.clock.now_ms());
@@ -161,10 +162,11 @@ async fn bad_signatures_get_401_and_change_nothing() {
     );
 }
 
-#[tokio::test]
-async fn bodies_over_the_limit_get_413_and_exactly_the_limit_is_accepted() {
+on_both_backends!(bodies_over_the_limit_get_413_and_exactly_the_limit_is_accepted);
+async fn bodies_over_the_limit_get_413_and_exactly_the_limit_is_accepted(backend: Backend) {
     let limit = 600;
     let server = TestServer::with(Options {
+        backend,
         tune: Some(Box::new(move |c| c.max_body_bytes = limit)),
         ..Options::default()
     })
@@ -180,9 +182,11 @@ async fn bodies_over_the_limit_get_413_and_exactly_the_limit_is_accepted() {
     assert_eq!(server.counts().await.webhook_events, 1);
 }
 
-#[tokio::test]
-async fn unknown_types_and_unparseable_bodies_are_kept_acknowledged_and_never_pushed() {
-    let server = TestServer::start().await;
+on_both_backends!(unknown_types_and_unparseable_bodies_are_kept_acknowledged_and_never_pushed);
+async fn unknown_types_and_unparseable_bodies_are_kept_acknowledged_and_never_pushed(
+    backend: Backend,
+) {
+    let server = TestServer::on(backend).await;
     let mut feed = server.watch(account_target("acc_1"), None).await;
     feed.next().await;
     let other = r#"{"id":"evt_o","type":"link.credentials_changed","data":{"id":"link_1"}}"#;
@@ -214,9 +218,11 @@ async fn unknown_types_and_unparseable_bodies_are_kept_acknowledged_and_never_pu
     );
 }
 
-#[tokio::test]
-async fn a_restart_on_the_same_file_keeps_everything_and_sequences_keep_increasing() {
-    let server = TestServer::start().await;
+on_both_backends!(a_restart_on_the_same_store_keeps_everything_and_sequences_keep_increasing);
+async fn a_restart_on_the_same_store_keeps_everything_and_sequences_keep_increasing(
+    backend: Backend,
+) {
+    let server = TestServer::on(backend).await;
     server
         .create_intent("ri_1", "link_1", &["acc_1", "acc_2"])
         .await;
@@ -226,13 +232,10 @@ async fn a_restart_on_the_same_file_keeps_everything_and_sequences_keep_increasi
             .post_event(&event(&format!("evt_{i}"), acc, "succeeded", now + 1))
             .await;
     }
-    let (dir, path) = server.stop_keep_db().await;
+    let kept = server.stop_keep_store().await;
 
-    let server = TestServer::with(Options {
-        db: Some(path),
-        ..Options::default()
-    })
-    .await;
+    // A new server on the same SQLite file, or the same PostgreSQL database.
+    let server = TestServer::with(kept.options()).await;
     let mut replay = server.watch(link_target("link_1"), Some(0)).await;
     assert!(
         matches!(replay.next_event().await, Seen::Result { seq: 1, ref event, .. } if event == "evt_0")
@@ -264,7 +267,7 @@ async fn a_restart_on_the_same_file_keeps_everything_and_sequences_keep_increasi
             status: RefreshStatus::Succeeded
         }
     );
-    drop(dir);
+    drop((server, kept));
 }
 
 /// Two servers in one process on one file would split the stream just like two processes:
@@ -302,9 +305,9 @@ async fn a_second_server_on_the_same_file_in_one_process_is_refused_until_the_fi
     drop((app, dir));
 }
 
-#[tokio::test]
-async fn health_readiness_and_metrics_answer() {
-    let server = TestServer::start().await;
+on_both_backends!(health_readiness_and_metrics_answer);
+async fn health_readiness_and_metrics_answer(backend: Backend) {
+    let server = TestServer::on(backend).await;
     assert_eq!(server.get("/healthz").await.0, 200);
     assert_eq!(server.get("/readyz").await.0, 200);
     let (status, metrics) = server.get("/metrics").await;
@@ -325,20 +328,61 @@ async fn health_readiness_and_metrics_answer() {
     );
 }
 
-/// Proves the answer waits for the commit holding the event: another connection holds
-/// SQLite's write lock, so the commit cannot happen, and the request stays unanswered until
-/// it can. It does not prove the wait for the fsync after the commit (an answer given right
-/// after COMMIT would pass here): `store::sqlite::writer::tests::
-/// nothing_is_answered_or_published_before_its_commit_is_durable` proves that one.
-#[tokio::test]
-async fn a_webhook_is_answered_only_after_the_commit_that_contains_it() {
-    use diesel::Connection;
-    use diesel::connection::SimpleConnection;
-    let server = TestServer::start().await;
-    // Another connection takes SQLite's write lock: the server's writer cannot commit.
-    let mut blocker =
-        diesel::sqlite::SqliteConnection::establish(&server.db_path.to_string_lossy()).unwrap();
-    blocker.batch_execute("BEGIN IMMEDIATE").unwrap();
+/// Another connection to the server's database that keeps its writer from committing an
+/// event until released.
+enum Blocker {
+    /// Holds SQLite's write lock.
+    Sqlite(diesel::sqlite::SqliteConnection),
+    /// Holds a lock on the raw events' table that every insert into it waits for (reads
+    /// go on).
+    Postgres(tokio_postgres::Client),
+}
+
+impl Blocker {
+    async fn hold(server: &TestServer) -> Blocker {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        match &server.pg {
+            None => {
+                let mut conn =
+                    diesel::sqlite::SqliteConnection::establish(&server.db_path.to_string_lossy())
+                        .unwrap();
+                conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+                Blocker::Sqlite(conn)
+            }
+            Some(pg) => {
+                let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client
+                    .batch_execute("BEGIN; LOCK TABLE webhook_events IN EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                Blocker::Postgres(client)
+            }
+        }
+    }
+
+    async fn release(self) {
+        use diesel::connection::SimpleConnection;
+        match self {
+            Blocker::Sqlite(mut conn) => conn.batch_execute("COMMIT").unwrap(),
+            Blocker::Postgres(client) => client.batch_execute("COMMIT").await.unwrap(),
+        }
+    }
+}
+
+on_both_backends!(a_webhook_is_answered_only_after_the_commit_that_contains_it);
+/// Proves the answer waits for the commit holding the event: another connection keeps the
+/// server's writer from committing it (see [`Blocker`]), and the request stays unanswered
+/// until it can. It does not prove the wait for the fsync after the commit on SQLite (an
+/// answer given right after COMMIT would pass here): `store::sqlite::writer::tests::
+/// nothing_is_answered_or_published_before_its_commit_is_durable` proves that one; on
+/// PostgreSQL, COMMIT returns once durable (`synchronous_commit = on`).
+async fn a_webhook_is_answered_only_after_the_commit_that_contains_it(backend: Backend) {
+    let server = TestServer::on(backend).await;
+    let blocker = Blocker::hold(&server).await;
     let body = event("evt_wait", "acc_1", "succeeded", server.clock.now_ms());
     let post = {
         let (http, sig) = (
@@ -363,18 +407,19 @@ async fn a_webhook_is_answered_only_after_the_commit_that_contains_it() {
         !post.is_finished(),
         "answered while its event could not be committed"
     );
-    blocker.batch_execute("COMMIT").unwrap();
+    blocker.release().await;
     assert_eq!(post.await.unwrap(), 200);
     assert_eq!(server.counts().await.webhook_events, 1);
 }
 
-/// Proves storage that can no longer commit (here its sync thread panics, as a bug there
+on_both_backends!(storage_that_stops_for_good_stops_the_server_with_an_error);
+/// Proves storage that can no longer commit (through a test hook: on SQLite its sync thread
+/// panics, on PostgreSQL one of the store's own tasks is reported stopped, as a bug there
 /// would) does not leave the server half-dead, answering 500 to every webhook while probes
 /// say it is fine: the store reports it, and the server stops with an error (so `serve`
-/// exits non-zero and its supervisor restarts it on what the disk holds).
-#[tokio::test]
-async fn storage_that_stops_for_good_stops_the_server_with_an_error() {
-    let server = TestServer::start().await;
+/// exits non-zero and its supervisor restarts it on what the database holds).
+async fn storage_that_stops_for_good_stops_the_server_with_an_error(backend: Backend) {
+    let server = TestServer::on(backend).await;
     assert_eq!(server.get("/readyz").await.0, 200);
     assert!(server.app.store.is_healthy());
     server.app.store.break_for_test();

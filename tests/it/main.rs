@@ -1,8 +1,11 @@
-//! End-to-end tests: the real server on port 0 with a fresh SQLite file, called over real
-//! gRPC and real HTTP.
+//! End-to-end tests: the real server on port 0 with a fresh store, called over real gRPC
+//! and real HTTP. Tests whose outcome depends on storage run once per backend (SQLite and
+//! PostgreSQL) through `on_both_backends!`.
 
-mod client;
+// First: its macros are in scope only in the modules declared after it.
+#[macro_use]
 mod common;
+mod client;
 mod copy_store;
 mod delivery;
 mod faults;
@@ -10,7 +13,6 @@ mod hostile;
 mod intake;
 mod layers;
 mod pg;
-mod postgres;
 mod process;
 mod reflection;
 mod refresh;

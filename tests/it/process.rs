@@ -1,5 +1,7 @@
 //! The binary as an operator runs it: the listening line, signals, bad configuration,
-//! durability across SIGKILL, and one process per SQLite file.
+//! durability across SIGKILL, and one process per SQLite file. The first, a clean run from
+//! the listening line to SIGTERM, runs on both backends; the rest are about the binary's
+//! flags or a SQLite file (PostgreSQL replicas under SIGKILL: `replicas.rs`).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -32,7 +34,7 @@ impl Drop for Running {
 }
 
 /// Starts `serve` on port 0 and reads the contract's stdout line(s).
-fn spawn(db: &std::path::Path, args: &[&str], extra_lines: usize) -> Running {
+fn spawn(db: impl AsRef<std::ffi::OsStr>, args: &[&str], extra_lines: usize) -> Running {
     let mut child = Command::new(BIN)
         .arg("serve")
         .args([
@@ -108,10 +110,17 @@ async fn post(http: &reqwest::Client, addr: &str, body: &str) -> Result<u16, req
     Ok(response.status().as_u16())
 }
 
-#[tokio::test]
-async fn the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm() {
+on_both_backends!(the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm);
+async fn the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut running = spawn(&dir.path().join("bin.db"), &[], 0);
+    let pg = match backend {
+        Backend::Postgres => Some(PgDb::create().await),
+        Backend::Sqlite => None,
+    };
+    let mut running = match &pg {
+        Some(pg) => spawn(&pg.url, &[], 0),
+        None => spawn(dir.path().join("bin.db"), &[], 0),
+    };
     let mut client = RefreshServiceClient::connect(format!("http://{}", running.grpc))
         .await
         .unwrap();
@@ -148,7 +157,7 @@ async fn the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm() {
 #[tokio::test]
 async fn simulate_prints_the_demo_link_tokens_after_the_listening_line() {
     let dir = tempfile::tempdir().unwrap();
-    let mut running = spawn(&dir.path().join("sim.db"), &["--simulate"], 4);
+    let mut running = spawn(dir.path().join("sim.db"), &["--simulate"], 4);
     let names: Vec<&str> = running
         .extra
         .iter()
@@ -385,7 +394,7 @@ async fn the_binary_serves_mutual_tls_and_https_from_its_flags_and_drains_on_sig
         "--http-tls-key",
         &key,
     ];
-    let mut running = spawn(&dir.path().join("tls.db"), &args, 0);
+    let mut running = spawn(dir.path().join("tls.db"), &args, 0);
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
         .identity(Identity::from_pem(

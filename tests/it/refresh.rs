@@ -1,5 +1,6 @@
 //! RequestRefresh end to end: the real server talking to the Fintoc simulator over HTTP,
-//! webhooks delivered back to the real intake.
+//! webhooks delivered back to the real intake; on both backends, except the two tests of how
+//! Fintoc's own failures are retried and mapped, which store nothing of their own.
 
 use std::time::Duration;
 
@@ -19,8 +20,9 @@ fn sim_config() -> SimConfig {
     c
 }
 
-async fn with_sim(config: SimConfig) -> TestServer {
+async fn with_sim(backend: Backend, config: SimConfig) -> TestServer {
     TestServer::with(Options {
+        backend,
         simulator: Some(config),
         tune: Some(Box::new(|c| c.fintoc_backoff = Duration::from_millis(10))),
         ..Options::default()
@@ -79,9 +81,9 @@ async fn refresh_to_end(
     }
 }
 
-#[tokio::test]
-async fn happy_path_three_accounts_succeed() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(happy_path_three_accounts_succeed);
+async fn happy_path_three_accounts_succeed(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(0), ok(5)]));
     let answer = request(&server, &link.token, "").await.unwrap();
     assert!(!answer.joined_existing);
@@ -136,9 +138,9 @@ async fn happy_path_three_accounts_succeed() {
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
 }
 
-#[tokio::test]
-async fn one_failed_account_fails_the_intent() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(one_failed_account_fails_the_intent);
+async fn one_failed_account_fails_the_intent(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![
         ok(1),
         Outcome::Fail {
@@ -154,9 +156,9 @@ async fn one_failed_account_fails_the_intent() {
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
 }
 
-#[tokio::test]
-async fn rejected_credentials_reject_the_intent_then_hold_the_link() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(rejected_credentials_reject_the_intent_then_hold_the_link);
+async fn rejected_credentials_reject_the_intent_then_hold_the_link(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![Outcome::Reject, ok(1)]));
     let (_, status, _) = refresh_to_end(&server, &link).await;
     assert_eq!(status, RefreshStatus::Rejected);
@@ -186,9 +188,9 @@ async fn rejected_credentials_reject_the_intent_then_hold_the_link() {
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
 }
 
-#[tokio::test]
-async fn the_cooldown_is_answered_locally_without_calling_fintoc() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(the_cooldown_is_answered_locally_without_calling_fintoc);
+async fn the_cooldown_is_answered_locally_without_calling_fintoc(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     let (_, status, intent_id) = refresh_to_end(&server, &link).await;
     assert_eq!(status, RefreshStatus::Succeeded);
@@ -216,11 +218,11 @@ async fn the_cooldown_is_answered_locally_without_calling_fintoc() {
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
 }
 
-#[tokio::test]
-async fn concurrent_requests_make_one_upstream_post_and_one_joins() {
+on_both_backends!(concurrent_requests_make_one_upstream_post_and_one_joins);
+async fn concurrent_requests_make_one_upstream_post_and_one_joins(backend: Backend) {
     let mut config = sim_config();
     config.delivery_delay = Duration::from_secs(600); // stays pending during the test
-    let server = with_sim(config).await;
+    let server = with_sim(backend, config).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
     let (a, b) = tokio::join!(
         request(&server, &link.token, ""),
@@ -245,11 +247,11 @@ async fn concurrent_requests_make_one_upstream_post_and_one_joins() {
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
 }
 
-#[tokio::test]
-async fn an_intent_in_progress_at_fintoc_is_adopted() {
+on_both_backends!(an_intent_in_progress_at_fintoc_is_adopted);
+async fn an_intent_in_progress_at_fintoc_is_adopted(backend: Backend) {
     let mut config = sim_config();
     config.delivery_delay = Duration::from_secs(600);
-    let server = with_sim(config).await;
+    let server = with_sim(backend, config).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     // Someone else (another service, the dashboard) starts a refresh at Fintoc.
     let other = reqwest::Client::new()
@@ -268,9 +270,9 @@ async fn an_intent_in_progress_at_fintoc_is_adopted() {
     );
 }
 
-#[tokio::test]
-async fn idempotency_keys_return_the_first_answer_in_its_current_state() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(idempotency_keys_return_the_first_answer_in_its_current_state);
+async fn idempotency_keys_return_the_first_answer_in_its_current_state(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     let first = request(&server, &link.token, "key-1").await.unwrap();
     let id = first.refresh_intent.unwrap().id;
@@ -312,11 +314,11 @@ async fn idempotency_keys_return_the_first_answer_in_its_current_state() {
     );
 }
 
-#[tokio::test]
-async fn results_that_arrive_before_the_create_call_returns_are_matched() {
+on_both_backends!(results_that_arrive_before_the_create_call_returns_are_matched);
+async fn results_that_arrive_before_the_create_call_returns_are_matched(backend: Backend) {
     let mut config = sim_config();
     config.deliver_before_response = true;
-    let server = with_sim(config).await;
+    let server = with_sim(backend, config).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
     let answer = request(&server, &link.token, "").await.unwrap();
     let intent = answer.refresh_intent.unwrap();
@@ -340,9 +342,9 @@ async fn results_that_arrive_before_the_create_call_returns_are_matched() {
     assert_eq!(server.counts().await.held_events, 0);
 }
 
-#[tokio::test]
-async fn unsolicited_results_reach_link_and_account_watchers_without_an_intent() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(unsolicited_results_reach_link_and_account_watchers_without_an_intent);
+async fn unsolicited_results_reach_link_and_account_watchers_without_an_intent(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     let (_, _, _) = refresh_to_end(&server, &link).await;
     let account = &link.account_ids[0];
@@ -367,9 +369,9 @@ async fn unsolicited_results_reach_link_and_account_watchers_without_an_intent()
     );
 }
 
-#[tokio::test]
-async fn a_dropped_webhook_is_recovered_through_the_events_endpoint() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(a_dropped_webhook_is_recovered_through_the_events_endpoint);
+async fn a_dropped_webhook_is_recovered_through_the_events_endpoint(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), Outcome::Dropped]));
     let intent = request(&server, &link.token, "")
         .await
@@ -403,9 +405,9 @@ async fn a_dropped_webhook_is_recovered_through_the_events_endpoint() {
     assert!(sim(&server).requests("GET", "/v2/events") >= 1);
 }
 
-#[tokio::test]
-async fn a_never_answered_account_times_out_so_nobody_waits_forever() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(a_never_answered_account_times_out_so_nobody_waits_forever);
+async fn a_never_answered_account_times_out_so_nobody_waits_forever(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), Outcome::Silent, Outcome::Silent]));
     let intent = request(&server, &link.token, "")
         .await
@@ -440,7 +442,7 @@ async fn a_never_answered_account_times_out_so_nobody_waits_forever() {
 
 #[tokio::test]
 async fn upstream_5xx_and_429_are_retried_then_succeed() {
-    let server = with_sim(sim_config()).await;
+    let server = with_sim(Backend::Sqlite, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     sim(&server).inject(Fault::Status(503), 2);
     sim(&server).inject(Fault::Status(429), 1);
@@ -476,7 +478,7 @@ async fn upstream_failures_map_to_clear_statuses() {
         err.message()
     );
 
-    let server = with_sim(sim_config()).await;
+    let server = with_sim(Backend::Sqlite, sim_config()).await;
     let unknown = request(&server, "link_nope_token_nope", "")
         .await
         .unwrap_err();
@@ -495,7 +497,7 @@ async fn upstream_failures_map_to_clear_statuses() {
 
     let mut wrong_key = sim_config();
     wrong_key.api_key = "sk_test_someone_else".into();
-    let server = with_sim(wrong_key).await;
+    let server = with_sim(Backend::Sqlite, wrong_key).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     let refused = request(&server, &link.token, "").await.unwrap_err();
     assert_eq!(refused.code(), Code::Internal);
@@ -506,9 +508,9 @@ async fn upstream_failures_map_to_clear_statuses() {
     );
 }
 
-#[tokio::test]
-async fn mfa_links_return_the_widget_token_and_complete_after_the_user_does() {
-    let server = with_sim(sim_config()).await;
+on_both_backends!(mfa_links_return_the_widget_token_and_complete_after_the_user_does);
+async fn mfa_links_return_the_widget_token_and_complete_after_the_user_does(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec {
         mfa: true,
         ..LinkSpec::new(vec![ok(1)])
@@ -532,12 +534,12 @@ async fn mfa_links_return_the_widget_token_and_complete_after_the_user_does() {
     ));
 }
 
+on_both_backends!(a_late_result_starts_the_cooldown_when_fintoc_completed_the_intent);
 /// Proves the cooldown counts from when Fintoc completed the intent (its results' event
 /// time), not from when the result reached us: a result recovered by reconciliation five
 /// minutes late does not refuse a request Fintoc accepts.
-#[tokio::test]
-async fn a_late_result_starts_the_cooldown_when_fintoc_completed_the_intent() {
-    let server = with_sim(sim_config()).await;
+async fn a_late_result_starts_the_cooldown_when_fintoc_completed_the_intent(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![Outcome::Dropped]));
     let completed_at = server.clock.now_ms();
     let intent = request(&server, &link.token, "")
@@ -584,13 +586,15 @@ async fn a_late_result_starts_the_cooldown_when_fintoc_completed_the_intent() {
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
 }
 
+on_both_backends!(a_link_with_nothing_to_refresh_is_refused_without_calling_fintocs_create);
 /// Proves a Link Fintoc would not refresh is refused before any create call, with
 /// FAILED_PRECONDITION saying why: one without accounts (it would never report a result, and
 /// used to "succeed" at once with another refresh's sequence) and an inactive one. A Link
 /// whose answer leaves `accounts` null has them listed through `/v1/accounts`.
-#[tokio::test]
-async fn a_link_with_nothing_to_refresh_is_refused_without_calling_fintocs_create() {
-    let server = with_sim(sim_config()).await;
+async fn a_link_with_nothing_to_refresh_is_refused_without_calling_fintocs_create(
+    backend: Backend,
+) {
+    let server = with_sim(backend, sim_config()).await;
     let refused = |err: tonic::Status, reason: &str, words: &str| {
         assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
         assert!(err.message().contains(words), "{}", err.message());
@@ -646,13 +650,13 @@ async fn intents_at_fintoc(server: &TestServer, token: &str) -> Vec<String> {
         .collect()
 }
 
+on_both_backends!(a_passing_failure_of_the_create_call_is_retried_with_a_fresh_key);
 /// Fintoc keeps the first answer to an `Idempotency-Key`, failures included, so a retry
 /// that reused the key would only be handed the same 503 again. Proves the create call's own
 /// 5xx and 429 are retried with a fresh key each time, and succeed, with exactly one intent
 /// made at Fintoc.
-#[tokio::test]
-async fn a_passing_failure_of_the_create_call_is_retried_with_a_fresh_key() {
-    let server = with_sim(sim_config()).await;
+async fn a_passing_failure_of_the_create_call_is_retried_with_a_fresh_key(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     sim(&server).inject_on(POST_INTENTS.0, POST_INTENTS.1, Fault::Status(503), 2);
     sim(&server).inject_on(POST_INTENTS.0, POST_INTENTS.1, Fault::Status(429), 1);
@@ -663,13 +667,13 @@ async fn a_passing_failure_of_the_create_call_is_retried_with_a_fresh_key() {
     assert_eq!(intents_at_fintoc(&server, &link.token).await, vec![id]);
 }
 
+on_both_backends!(a_caller_retrying_with_its_key_after_fintoc_failed_gets_a_fresh_attempt);
 /// Proves a caller that retries with its own idempotency key after a failed call is not
 /// locked out for the 24 hours Fintoc replays a stored failure: the next call starts after
 /// every key Fintoc already answered. The same after a failure that is not retried within
 /// the call (an answered 4xx). Either way exactly one intent is made.
-#[tokio::test]
-async fn a_caller_retrying_with_its_key_after_fintoc_failed_gets_a_fresh_attempt() {
-    let server = with_sim(sim_config()).await;
+async fn a_caller_retrying_with_its_key_after_fintoc_failed_gets_a_fresh_attempt(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     sim(&server).inject_on(POST_INTENTS.0, POST_INTENTS.1, Fault::Status(503), 1000);
     let down = request(&server, &link.token, "key-retry")
@@ -725,13 +729,13 @@ async fn someone_else_refreshes(server: &TestServer, token: &str) -> String {
     created["id"].as_str().expect("an intent").to_owned()
 }
 
+on_both_backends!(fintocs_own_cooldown_names_the_last_success_known_here);
 /// Proves Fintoc's own `rate_limit_exceeded` is answered like a local cooldown and names the
 /// last success known here (with Fintoc's full spacing when the time left is not known
 /// here): here Fintoc knows of a later success, made elsewhere, that this service has only
 /// seen as unsolicited results. For a Link without a success known here the id is empty.
-#[tokio::test]
-async fn fintocs_own_cooldown_names_the_last_success_known_here() {
-    let server = with_sim(sim_config()).await;
+async fn fintocs_own_cooldown_names_the_last_success_known_here(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     let (_, status, ours) = refresh_to_end(&server, &link).await;
     assert_eq!(status, RefreshStatus::Succeeded);
@@ -772,12 +776,12 @@ async fn fintocs_own_cooldown_names_the_last_success_known_here() {
     );
 }
 
+on_both_backends!(the_historical_cooldown_lasts_an_hour);
 /// Proves historical refreshes are spaced by 60 minutes, end to end on the manual clock:
 /// refused locally (without calling Fintoc) with the time left and the last intent's id
 /// until the hour is over, accepted after.
-#[tokio::test]
-async fn the_historical_cooldown_lasts_an_hour() {
-    let server = with_sim(sim_config()).await;
+async fn the_historical_cooldown_lasts_an_hour(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     let first = request_typed(&server, &link.token, "", RefreshType::Historical)
         .await
@@ -817,15 +821,15 @@ async fn the_historical_cooldown_lasts_an_hour() {
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
 }
 
+on_both_backends!(an_adopted_intent_gets_its_results_from_before_and_after_the_adoption);
 /// Proves an intent created elsewhere and adopted here gets every result of its refresh: one
 /// that arrived before anyone here knew the intent (logged then, without an intent) and one
 /// that arrives after the adoption, both attributed to it; then it completes.
-#[tokio::test]
-async fn an_adopted_intent_gets_its_results_from_before_and_after_the_adoption() {
+async fn an_adopted_intent_gets_its_results_from_before_and_after_the_adoption(backend: Backend) {
     let mut config = sim_config();
     // Fintoc's own deliveries stay away; the test delivers the results itself.
     config.delivery_delay = Duration::from_secs(600);
-    let server = with_sim(config).await;
+    let server = with_sim(backend, config).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
     let theirs = someone_else_refreshes(&server, &link.token).await;
     let (before, after) = (&link.account_ids[0], &link.account_ids[1]);
@@ -858,11 +862,11 @@ async fn an_adopted_intent_gets_its_results_from_before_and_after_the_adoption()
     ));
 }
 
+on_both_backends!(events_held_during_a_create_that_fails_are_logged_not_lost);
 /// Proves events held while a create call is in flight are not lost when that call fails:
 /// once it has failed they are logged as results of no intent, and pushed.
-#[tokio::test]
-async fn events_held_during_a_create_that_fails_are_logged_not_lost() {
-    let server = with_sim(sim_config()).await;
+async fn events_held_during_a_create_that_fails_are_logged_not_lost(backend: Backend) {
+    let server = with_sim(backend, sim_config()).await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
     let account = link.account_ids[0].clone();
     let mut feed = server.watch(account_target(&account), None).await;

@@ -1,8 +1,9 @@
 //! Secrets stay secret: the real binary runs a full flow (refreshes that succeed, are
 //! rejected and held, cool down, fail upstream; webhooks signed right and wrong) with
 //! distinctive secret values and logging at `trace`, and none of those values appears in a
-//! log line, an error message, the metrics, `--help`, a bad-config message, or the SQLite
-//! files. Positive controls make sure each place was really looked at.
+//! log line, an error message, the metrics, `--help`, a bad-config message, or the database:
+//! on each backend, the SQLite files byte for byte, or every value of every PostgreSQL table.
+//! Positive controls make sure each place was really looked at.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -80,10 +81,74 @@ async fn until_completed(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_appear_in_no_log_error_metric_or_database_file() {
+/// Every value of every table of the PostgreSQL database at `url`, as text, one row a line:
+/// raw bytes (the webhook bodies) as they are where printable, so a secret inside them shows.
+async fn postgres_contents(url: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let columns = client
+        .query(
+            "SELECT table_name::text, column_name::text, data_type::text \
+             FROM information_schema.columns WHERE table_schema = 'public' \
+             ORDER BY table_name, ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut tables: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for column in columns {
+        let (table, name, kind): (String, String, String) =
+            (column.get(0), column.get(1), column.get(2));
+        let value = if kind == "bytea" {
+            format!("encode(\"{name}\", 'escape')")
+        } else {
+            format!("\"{name}\"::text")
+        };
+        tables.entry(table).or_default().push(value);
+    }
+    assert!(tables.contains_key("webhook_events"), "{tables:?}");
+    let mut text = String::new();
+    for (table, values) in tables {
+        let query = format!(
+            "SELECT concat_ws(' ', {}) FROM \"{table}\"",
+            values.join(", ")
+        );
+        for row in client.query(&query, &[]).await.unwrap() {
+            text.push_str(row.get::<_, &str>(0));
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// The SQLite files (the database, its WAL and shared memory) in `dir`, as text.
+fn sqlite_contents(dir: &std::path::Path) -> String {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("secrets.db") {
+            files.push(std::fs::read(&path).unwrap());
+        }
+    }
+    String::from_utf8_lossy(&files.concat()).into_owned()
+}
+
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    secrets_appear_in_no_log_error_metric_or_database
+);
+async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("secrets.db");
+    let pg = match backend {
+        Backend::Postgres => Some(PgDb::create().await),
+        Backend::Sqlite => None,
+    };
+    let db: std::ffi::OsString = match &pg {
+        Some(pg) => pg.url.clone().into(),
+        None => dir.path().join("secrets.db").into(),
+    };
     let log_path = dir.path().join("stderr.log");
 
     // The simulator's address first: the service needs it, and the simulator needs the
@@ -211,21 +276,18 @@ async fn secrets_appear_in_no_log_error_metric_or_database_file() {
     );
     assert_clean("the log", &logs);
 
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.to_string_lossy().contains("secrets.db") {
-            files.push(std::fs::read(&path).unwrap());
-        }
-    }
-    let bytes: Vec<u8> = files.concat();
-    let as_text = String::from_utf8_lossy(&bytes);
+    let (place, stored) = match &pg {
+        Some(pg) => ("the PostgreSQL tables", postgres_contents(&pg.url).await),
+        None => ("the SQLite files", sqlite_contents(dir.path())),
+    };
     let token_hash = fintoc_refresh::secret::sha256_hex(&good.token);
     assert!(
-        as_text.contains(&token_hash) && as_text.contains(&intent.id),
-        "the database files were really read"
+        stored.contains(&token_hash) && stored.contains(&intent.id),
+        "{place} were really read"
     );
-    assert_clean("the SQLite files", &as_text);
+    // A webhook body is kept as it came, as bytes: the search must see inside them.
+    assert!(stored.contains("evt_secret_1"), "{place}: the raw bodies");
+    assert_clean(place, &stored);
 
     // Neither --help (with the secrets in the environment) nor a bad setting prints them.
     for args in [
