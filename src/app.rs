@@ -40,6 +40,7 @@ impl App {
             config.clock.clone(),
             metrics.clone(),
             publish,
+            config.sqlite_wal_limit_bytes,
         )
         .await
         .with_context(|| {

@@ -31,6 +31,11 @@ pub struct RefusalLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub endpoint: &'static str,
     /// ok, or the failure class (timeout, connect, status_5xx, status_429, …).
@@ -45,6 +50,14 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub wal_syncs: Counter,
     pub wal_sync_seconds: Histogram,
+    /// SQLite only: the WAL file's size, and its frames (and those copied into the database)
+    /// at the last checkpoint.
+    pub wal_bytes: Gauge,
+    pub wal_frames: Gauge,
+    pub wal_checkpointed_frames: Gauge,
+    /// SQLite only: WAL restarts the writer tried (restarted, busy, failed), and its pause.
+    pub wal_restarts: Family<OutcomeLabels, Counter>,
+    pub wal_restart_seconds: Histogram,
     pub watch_streams: Gauge,
     pub watch_lagged: Counter,
     pub rpcs: Family<RpcLabels, Counter>,
@@ -104,6 +117,37 @@ impl Metrics {
             "wal_sync_seconds",
             "Time one fsync of the WAL takes",
             wal_sync_seconds.clone(),
+        );
+        let wal_bytes = Gauge::default();
+        registry.register(
+            "wal_bytes",
+            "SQLite: size of the WAL file, as the writer last saw it",
+            wal_bytes.clone(),
+        );
+        let wal_frames = Gauge::default();
+        registry.register(
+            "wal_frames",
+            "SQLite: frames in the WAL at the last checkpoint",
+            wal_frames.clone(),
+        );
+        let wal_checkpointed_frames = Gauge::default();
+        registry.register(
+            "wal_checkpointed_frames",
+            "SQLite: of the WAL's frames, those the last checkpoint found copied into the database",
+            wal_checkpointed_frames.clone(),
+        );
+        let wal_restarts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "wal_restarts",
+            "SQLite: WAL restarts the writer tried between group commits, by outcome \
+             (restarted; busy: readers still on old frames, tried again later; failed)",
+            wal_restarts.clone(),
+        );
+        let wal_restart_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "wal_restart_seconds",
+            "SQLite: time the writer paused between two group commits to restart the WAL",
+            wal_restart_seconds.clone(),
         );
         let watch_streams = Gauge::default();
         registry.register(
@@ -167,6 +211,11 @@ impl Metrics {
             commit_seconds,
             wal_syncs,
             wal_sync_seconds,
+            wal_bytes,
+            wal_frames,
+            wal_checkpointed_frames,
+            wal_restarts,
+            wal_restart_seconds,
             watch_streams,
             watch_lagged,
             rpcs,
@@ -194,6 +243,12 @@ impl Metrics {
                 rpc,
                 code: code_name(code),
             })
+            .inc();
+    }
+
+    pub fn wal_restart(&self, outcome: &'static str) {
+        self.wal_restarts
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -162,12 +162,14 @@ fn report_phase(name: &str, p: &Phase) {
 
 /// Events in the database, read after the server stopped (through the store, as the server
 /// reads it).
-async fn count_stored(db: &std::path::Path) -> u64 {
+pub async fn count_stored(db: &std::path::Path) -> u64 {
     let store = Store::open(
         &db.to_string_lossy(),
         Clock::System,
         Arc::new(Metrics::new()),
         Arc::new(|_: &[Arc<ResultRow>]| {}),
+        // serve's default
+        fintoc_refresh::config::Config::new(db.to_string_lossy(), "").sqlite_wal_limit_bytes,
     )
     .await
     .expect("open the bench database");

@@ -11,6 +11,8 @@
 //! - watch streams: server RSS with 0 and 10,000 idle streams, and one event's fan-out time;
 //! - stalled watchers: the intake's rate and the server's RSS with 1,000 streams never read;
 //! - RequestRefresh: overhead over the simulator's own latency, and local answers;
+//! - the SQLite WAL: sustained intake with watchers reconnecting, the WAL's size over time and
+//!   the intake's rate and p99 with the WAL bounded (as shipped) and with its limit out of reach;
 //! - PostgreSQL: the intake of one and two replicas against pgbench's one INSERT per
 //!   transaction, cross-replica push latency, memory per idle stream on a replica.
 //!
@@ -26,6 +28,7 @@ mod server;
 mod stalled;
 mod stats;
 mod streams;
+mod wal;
 mod writer;
 
 use std::time::Instant;
@@ -41,7 +44,7 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|writer|latency|streams|stalled|refresh|postgres` runs one section.
+    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres` runs one section.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -97,6 +100,11 @@ fn main() {
         } else {
             skipped()
         };
+        let wal = if wanted("wal") {
+            wal::run(&mode).await
+        } else {
+            skipped()
+        };
         let postgres = if wanted("postgres") {
             postgres::run(&mode).await
         } else {
@@ -111,6 +119,7 @@ fn main() {
             "watch_streams": streams,
             "stalled_watchers": stalled,
             "request_refresh": refresh,
+            "sqlite_wal": wal,
             "postgres": postgres,
         });
         println!("BENCH_JSON {summary}");

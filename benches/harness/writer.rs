@@ -39,6 +39,8 @@ pub async fn run(mode: &Mode) -> Value {
         Clock::System,
         metrics.clone(),
         Arc::new(|_: &[Arc<ResultRow>]| {}),
+        // serve's default
+        fintoc_refresh::config::Config::new(url.as_str(), "").sqlite_wal_limit_bytes,
     )
     .await
     .expect("open the store");

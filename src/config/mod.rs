@@ -17,6 +17,10 @@ use crate::clock::Clock;
 use crate::secret::Secret;
 use crate::tls::{self, GrpcTls, Setting, TlsIdentity};
 
+/// The smallest `--sqlite-wal-limit-bytes`: the WAL restarts at half the limit, and one group
+/// commit's frames must fit in the other half.
+pub const MIN_SQLITE_WAL_LIMIT: u64 = 1 << 20;
+
 const GRPC_TLS_CERT: Setting = Setting {
     flag: "--grpc-tls-cert",
     env: "GRPC_TLS_CERT",
@@ -86,6 +90,10 @@ pub struct ServeArgs {
     /// Largest webhook body accepted (bytes); larger ones get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
+    /// SQLite only: the WAL file is kept below this many bytes under any sustained load (at
+    /// least 1 MiB). Larger lets bursts pass with fewer pauses of the writer.
+    #[arg(long, env = "SQLITE_WAL_LIMIT_BYTES", default_value_t = 67_108_864)]
+    pub sqlite_wal_limit_bytes: u64,
     /// Time allowed for a graceful shutdown on SIGTERM/SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -142,6 +150,8 @@ pub struct Config {
     pub rejected_hold: Duration,
     pub retention: Duration,
     pub max_body_bytes: usize,
+    /// The SQLite WAL file stays below this size (the store restarts the WAL well before).
+    pub sqlite_wal_limit_bytes: u64,
     pub shutdown_grace: Duration,
     pub drain_delay: Duration,
     pub watch_buffer: usize,
@@ -308,6 +318,13 @@ impl ServeArgs {
                 "--max-body-bytes (MAX_BODY_BYTES) must be at least 1".into(),
             ));
         }
+        if self.sqlite_wal_limit_bytes < MIN_SQLITE_WAL_LIMIT {
+            return Err(ConfigError(format!(
+                "--sqlite-wal-limit-bytes (SQLITE_WAL_LIMIT_BYTES) is {}; it must be at least \
+                 {MIN_SQLITE_WAL_LIMIT} (1 MiB), room for the WAL to restart below half of it",
+                self.sqlite_wal_limit_bytes
+            )));
+        }
         if self.watch_buffer == 0 {
             return Err(ConfigError(
                 "--watch-buffer (WATCH_BUFFER) must be at least 1".into(),
@@ -365,6 +382,7 @@ impl ServeArgs {
             rejected_hold: self.rejected_hold,
             retention: self.retention,
             max_body_bytes: self.max_body_bytes,
+            sqlite_wal_limit_bytes: self.sqlite_wal_limit_bytes,
             shutdown_grace: self.shutdown_grace,
             drain_delay: self.drain_delay,
             watch_buffer: self.watch_buffer,

@@ -114,6 +114,11 @@ fn bad_settings_name_the_problem() {
         ),
         (&["--max-body-bytes", "0"], SECRETS, "--max-body-bytes"),
         (
+            &["--sqlite-wal-limit-bytes", "1048575"],
+            SECRETS,
+            "--sqlite-wal-limit-bytes (SQLITE_WAL_LIMIT_BYTES) is 1048575; it must be at least 1048576",
+        ),
+        (
             &["--max-watch-streams", "0"],
             SECRETS,
             "--max-watch-streams",

@@ -291,16 +291,20 @@ impl Store {
     /// Committed log entries go to `publish` once durable; commit sizes and times to `metrics`.
     /// A URL starting with `postgres://` or `postgresql://` opens PostgreSQL; anything else
     /// is a SQLite file.
+    /// `sqlite_wal_limit` bounds a SQLite store's WAL file (bytes); PostgreSQL ignores it.
     pub async fn open(
         url: &str,
         clock: Clock,
         metrics: Arc<Metrics>,
         publish: Publish,
+        sqlite_wal_limit: u64,
     ) -> StoreResult<Store> {
         let backend = if is_postgres_url(url) {
             Backend::Postgres(postgres::PgStore::open(url, clock, metrics, publish).await?)
         } else {
-            Backend::Sqlite(sqlite::SqliteStore::open(url, clock, metrics, publish).await?)
+            Backend::Sqlite(
+                sqlite::SqliteStore::open(url, clock, metrics, publish, sqlite_wal_limit).await?,
+            )
         };
         Ok(Store {
             backend,

@@ -21,4 +21,5 @@ mod sdk;
 mod secrets;
 mod simulator;
 mod tls;
+mod wal;
 mod watch;

@@ -487,14 +487,36 @@ fn an_exposed_grpc_port_without_authentication_logs_one_warning() {
 /// cursor, and the log's sequences run 1..=n with no gap or duplicate.
 #[tokio::test]
 async fn every_acknowledged_event_survives_repeated_sigkill() {
+    let restarts = kill_repeatedly(&[]).await;
+    assert_eq!(
+        restarts, 0,
+        "the default WAL limit is out of this load's reach"
+    );
+}
+
+/// The same with the smallest WAL limit, so the writer restarts the WAL again and again and
+/// the kills land between, during and after restarts: nothing acknowledged is lost or
+/// replayed twice. The servers' own counts (read just before each kill) show the restarts
+/// happened.
+#[tokio::test]
+async fn every_acknowledged_event_survives_repeated_sigkill_while_the_wal_restarts() {
+    let restarts = kill_repeatedly(&["--sqlite-wal-limit-bytes", "1048576"]).await;
+    assert!(restarts > 0, "the WAL never restarted");
+}
+
+/// The rounds of the two tests above; the WAL restarts the killed servers had made.
+async fn kill_repeatedly(args: &[&str]) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kill.db");
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let senders = 16;
     let rounds = 5;
+    let mut restarts = 0;
     for round in 0..=rounds {
         // Short heartbeats: a replay is known to be complete when its first heartbeat comes.
-        let mut running = spawn(&db, &["--heartbeat-interval", "50ms"], 0);
+        let mut args = args.to_vec();
+        args.extend(["--heartbeat-interval", "50ms"]);
+        let mut running = spawn(&db, &args, 0);
         if round > 0 {
             let so_far = acked.lock().unwrap().clone();
             verify_all_stored(&running, senders, &so_far).await;
@@ -526,6 +548,20 @@ async fn every_acknowledged_event_survives_repeated_sigkill() {
         }
         let wait = 100 + rand::random_range(0..300);
         tokio::time::sleep(Duration::from_millis(wait)).await;
+        let metrics = http
+            .get(format!("http://{}/metrics", running.http))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        restarts += metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fintoc_refresh_wal_restarts_total{outcome=\"restarted\"} ")
+            })
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap());
         running.child.kill().unwrap(); // SIGKILL
         running.child.wait().unwrap();
         for t in tasks {
@@ -534,9 +570,11 @@ async fn every_acknowledged_event_survives_repeated_sigkill() {
     }
     let total = acked.lock().unwrap().len();
     eprintln!(
-        "{rounds} SIGKILLs under load from {senders} senders: {total} acknowledged events, all stored once"
+        "{rounds} SIGKILLs under load from {senders} senders: {total} acknowledged events, all \
+         stored once; {restarts} WAL restarts before the kills"
     );
     assert!(total > 100, "the load was real");
+    restarts
 }
 
 async fn verify_all_stored(running: &Running, senders: usize, acked: &BTreeSet<String>) {

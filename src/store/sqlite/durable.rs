@@ -61,16 +61,9 @@ impl WalFile {
     /// which has no durability to promise). The WAL must exist: the connection is in WAL mode
     /// and has already read the database.
     pub(super) fn open(conn: &mut SqliteConnection) -> StoreResult<Option<WalFile>> {
-        let files: Vec<DatabaseFile> = diesel::sql_query("PRAGMA database_list").load(conn)?;
-        let Some(main) = files.into_iter().find(|f| f.name == "main") else {
-            return Err(StoreError::Corrupt(
-                "SQLite reports no main database".into(),
-            ));
-        };
-        if main.file.is_empty() {
+        let Some(path) = wal_path(conn)? else {
             return Ok(None);
-        }
-        let path = PathBuf::from(format!("{}-wal", main.file));
+        };
         let file = File::open(&path).map_err(|source| StoreError::Io {
             doing: "opening the WAL file",
             source,
@@ -98,6 +91,20 @@ impl WalFile {
     pub(super) fn into_sync(self) -> SyncFn {
         Box::new(move || self.sync())
     }
+}
+
+/// Where the WAL of `conn`'s main database lives, or `None` for a database without a file.
+pub(super) fn wal_path(conn: &mut SqliteConnection) -> StoreResult<Option<PathBuf>> {
+    let files: Vec<DatabaseFile> = diesel::sql_query("PRAGMA database_list").load(conn)?;
+    let Some(main) = files.into_iter().find(|f| f.name == "main") else {
+        return Err(StoreError::Corrupt(
+            "SQLite reports no main database".into(),
+        ));
+    };
+    if main.file.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(PathBuf::from(format!("{}-wal", main.file))))
 }
 
 /// Makes everything committed so far durable.

@@ -63,6 +63,9 @@ use writer::Tx;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// How long a connection waits for a lock another one holds before it gives up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Read connections: watchers' catch-up and unary reads. WAL lets them run beside the writer.
 const READ_POOL_SIZE: u32 = 4;
 
@@ -90,8 +93,11 @@ struct ReadOnly;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReadOnly {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
-            .map_err(diesel::r2d2::Error::QueryError)
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA query_only = ON;",
+            BUSY_TIMEOUT.as_millis()
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -130,8 +136,9 @@ impl SqliteStore {
         clock: Clock,
         metrics: Arc<Metrics>,
         publish: Publish,
+        wal_limit: u64,
     ) -> StoreResult<SqliteStore> {
-        Self::open_with(url, clock, metrics, publish, None).await
+        Self::open_with(url, clock, metrics, publish, None, wal_limit).await
     }
 
     /// [`SqliteStore::open`], with the way commits are made durable given (tests hold the
@@ -142,10 +149,12 @@ impl SqliteStore {
         metrics: Arc<Metrics>,
         publish: Publish,
         sync: Option<SyncFn>,
+        wal_limit: u64,
     ) -> StoreResult<SqliteStore> {
         let url = url.to_owned();
         let store =
-            blocking(move || Self::open_blocking(&url, clock, metrics, publish, sync)).await?;
+            blocking(move || Self::open_blocking(&url, clock, metrics, publish, sync, wal_limit))
+                .await?;
         let bounds = store.log_bounds().await?;
         store.durable.fetch_max(bounds.newest, Ordering::AcqRel);
         // No create call survives a restart, so events held for one can be settled now.
@@ -159,6 +168,7 @@ impl SqliteStore {
         metrics: Arc<Metrics>,
         publish: Publish,
         sync: Option<SyncFn>,
+        wal_limit: u64,
     ) -> StoreResult<SqliteStore> {
         // First: a second process must not even run migrations on a file that is in use.
         let file_lock = lock::lock_exclusive(url).map_err(|e| StoreError::Locked(e.to_string()))?;
@@ -170,11 +180,12 @@ impl SqliteStore {
         // quarter of the intake's time in pwrite calls. Checkpoints run on their own thread.
         // The page cache stays at SQLite's default (2 MB): every commit walks it once, so a
         // larger one made each commit slower without saving reads (the hot pages fit).
-        conn.batch_execute(
+        conn.batch_execute(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-             PRAGMA busy_timeout = 5000; PRAGMA temp_store = MEMORY; \
+             PRAGMA busy_timeout = {}; PRAGMA temp_store = MEMORY; \
              PRAGMA wal_autocheckpoint = 0;",
-        )?;
+            BUSY_TIMEOUT.as_millis()
+        ))?;
         conn.run_pending_migrations(MIGRATIONS)
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         let readers = Pool::builder()
@@ -196,11 +207,15 @@ impl SqliteStore {
                 publish(rows);
             })
         };
-        let checkpointer = Arc::new(Mutex::new(checkpoint::Checkpointer::start(url)?));
+        let checkpointer = checkpoint::Checkpointer::start(url, metrics.clone())?;
+        let bound = checkpointer.bound(durable::wal_path(&mut conn)?, wal_limit, metrics.clone());
+        conn.batch_execute(&bound.size_limit_pragma())?;
+        let checkpointer = Arc::new(Mutex::new(checkpointer));
         let progress = Arc::new(Progress::new());
         let writer = writer::Writer::start(
             conn,
             sync,
+            bound,
             in_flight.clone(),
             sink,
             clock,
@@ -505,6 +520,9 @@ pub(crate) mod tests {
 
     use super::*;
 
+    /// The WAL bound of stores opened by tests that do not test it: `serve`'s default.
+    pub(crate) const TEST_WAL_LIMIT: u64 = 64 << 20;
+
     /// A store on a fresh file whose sink drops what it is given.
     pub(crate) async fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -514,6 +532,7 @@ pub(crate) mod tests {
             Clock::System,
             Arc::new(Metrics::new()),
             Arc::new(|_: &[Arc<ResultRow>]| {}),
+            TEST_WAL_LIMIT,
         )
         .await
         .unwrap();
@@ -580,6 +599,7 @@ pub(crate) mod tests {
             Arc::new(Metrics::new()),
             Arc::new(|_: &[Arc<ResultRow>]| {}),
             Some(sync),
+            TEST_WAL_LIMIT,
         )
         .await
         .unwrap();

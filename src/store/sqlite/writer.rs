@@ -23,6 +23,7 @@ use diesel::sqlite::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::InFlight;
+use super::checkpoint::WalBound;
 use super::durable::{Group, SyncFn};
 use super::progress::{Progress, Watchdog};
 use crate::clock::{Clock, Millis};
@@ -138,11 +139,14 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer and its sync thread. Commits are made durable by fsyncing the WAL,
-    /// unless `sync` says how (tests hold it back). Both threads report through `progress`
-    /// how far commits have got, and whether they stopped unasked.
+    /// unless `sync` says how (tests hold it back). Between group commits the writer keeps
+    /// the WAL within `bound`. Both threads report through `progress` how far commits have
+    /// got, and whether they stopped unasked.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start(
         mut conn: SqliteConnection,
         sync: Option<SyncFn>,
+        bound: WalBound,
         in_flight: InFlight,
         publish: Publish,
         clock: Clock,
@@ -177,7 +181,8 @@ impl Writer {
             .name("db-writer".into())
             .spawn(move || {
                 let watchdog = Watchdog::new("db-writer", progress.clone());
-                if run(conn, rx, to_syncer, syncer, in_flight, clock, &progress) {
+                let ends = Ends { to_syncer, syncer };
+                if run(conn, rx, ends, bound, in_flight, clock, &progress) {
                     watchdog.disarm();
                 }
             })
@@ -293,13 +298,19 @@ impl Group for Committed {
     }
 }
 
+/// The sync thread, as the writer holds it.
+struct Ends {
+    to_syncer: std::sync::mpsc::Sender<Committed>,
+    syncer: std::thread::JoinHandle<()>,
+}
+
 /// The writer thread's loop. True when it stopped as asked (closed, or every handle gone);
 /// false when it had to stop (the sync thread is gone).
 fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Msg>,
-    to_syncer: std::sync::mpsc::Sender<Committed>,
-    syncer: std::thread::JoinHandle<()>,
+    Ends { to_syncer, syncer }: Ends,
+    mut bound: WalBound,
     in_flight: InFlight,
     clock: Clock,
     progress: &Progress,
@@ -380,6 +391,8 @@ fn run(
             asked = false;
             break;
         }
+        // Between this group and the next: the moment a WAL restart costs the least.
+        bound.between_groups(&mut conn);
     }
     // Everything committed is synced and answered before the connection (and so the WAL)
     // closes.
@@ -428,7 +441,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nothing_is_answered_or_published_before_its_commit_is_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = SqliteConnection::establish(&dir.path().join("g.db").to_string_lossy()).unwrap();
+        let url = dir.path().join("g.db").to_string_lossy().into_owned();
+        let conn = SqliteConnection::establish(&url).unwrap();
         let (began, sync_began) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = std::sync::Mutex::new(released);
@@ -444,9 +458,13 @@ mod tests {
                 published.store(rows.last().unwrap().sequence, Ordering::SeqCst)
             })
         };
+        let metrics = Arc::new(Metrics::new());
+        let checkpointer =
+            super::super::checkpoint::Checkpointer::start(&url, metrics.clone()).unwrap();
         let writer = Writer::start(
             conn,
             Some(sync),
+            checkpointer.bound(None, 1 << 26, metrics.clone()),
             InFlight::default(),
             sink,
             Clock::System,
