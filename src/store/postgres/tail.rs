@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use diesel_async::RunQueryDsl;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{Pool, connect};
@@ -74,7 +74,19 @@ impl Tail {
         loop {
             tokio::select! {
                 note = notes.next() => match note {
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => {
+                        // One read covers every notification already here: under load they
+                        // come faster than one read each could follow, and a backlog of them
+                        // would delay every watcher on this replica by its length.
+                        loop {
+                            match notes.next().now_or_never() {
+                                Some(Some(Ok(_))) => continue,
+                                Some(Some(Err(e))) => return Err(e.into()),
+                                Some(None) => return Ok(()),
+                                None => break,
+                            }
+                        }
+                    }
                     Some(Err(e)) => return Err(e.into()),
                     None => return Ok(()),
                 },
