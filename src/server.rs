@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::app::App;
 use crate::config::Config;

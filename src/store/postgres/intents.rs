@@ -247,8 +247,12 @@ pub(super) async fn pending_intents_due(
     conn: &mut AsyncPgConnection,
     created_before_ms: Millis,
 ) -> StoreResult<Vec<DueIntent>> {
+    // Written as the partial index `refresh_intents_pending` is, so the prepared statement's
+    // generic plan can use it (a bound value cannot match an index predicate).
     let due: Vec<(String, Millis, Option<Millis>)> = refresh_intents::table
-        .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "refresh_intents.status = 'pending'",
+        ))
         .filter(refresh_intents::created_at_ms.le(created_before_ms))
         .order(refresh_intents::created_at_ms.asc())
         .select((

@@ -57,6 +57,18 @@ impl Appender {
         Ok(Appender::after(newest))
     }
 
+    /// BEGIN and the counter's lock as one simple query: it goes on the wire the moment its
+    /// future is first polled, so statements polled after it run after it, holding the lock,
+    /// and can be sent in the same round trip. [`Appender::newest_query`] then reads where
+    /// the counter stands.
+    pub(super) const BEGIN_LOCKED: &str = "BEGIN; SELECT 1 FROM log_counter FOR UPDATE";
+
+    /// The counter's value, read by a transaction that holds its lock (each statement reads
+    /// what was committed when it began, and it began after the lock was granted).
+    pub(super) fn newest_query() -> diesel::dsl::Select<log_counter::table, log_counter::newest> {
+        log_counter::table.select(log_counter::newest)
+    }
+
     /// The counter's locking read, for callers that pipeline it with other statements.
     pub(super) fn lock_query()
     -> diesel::dsl::ForUpdate<diesel::dsl::Select<log_counter::table, log_counter::newest>> {
@@ -201,7 +213,7 @@ pub(super) async fn counts(conn: &mut AsyncPgConnection) -> StoreResult<Counts> 
     Ok(Counts {
         webhook_events: webhook_events::table.count().get_result(conn).await?,
         held_events: webhook_events::table
-            .filter(webhook_events::disposition.eq("held"))
+            .filter(super::ingest::is_held())
             .count()
             .get_result(conn)
             .await?,

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use futures_util::future::try_join;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -283,29 +282,21 @@ async fn run_jobs(
     Ok(done)
 }
 
-/// A batch of webhooks alone: BEGIN with the counter's lock, the ingest's two round trips
-/// (`ingest.rs`), and the counter's move with COMMIT in one message (a simple query runs
-/// its statements in order; pipelined statements need not reach the server in the order
-/// they were started, and the move must come before the COMMIT). Any failure leaves the
-/// transaction open, and the caller drops the connection, which rolls it back.
+/// A batch of webhooks alone: BEGIN, the counter's lock and the ingest's first round trip
+/// in one (`ingest::begin_and_ingest`), its writes in a second, and the counter's move with
+/// COMMIT in one message (a simple query runs its statements in order; pipelined statements
+/// need not reach the server in the order they were started, and the move must come before
+/// the COMMIT). Any failure leaves the transaction open, and the caller drops the
+/// connection, which rolls it back.
 async fn ingest_alone(
     conn: &mut AsyncPgConnection,
     jobs: &[Job],
     now_ms: Millis,
 ) -> StoreResult<Vec<Done>> {
-    // BEGIN and the lock in one round trip: a simple query is sent the first time its
-    // future is polled, so the lock (polled second, sent then or later) always follows it.
-    let shared: &AsyncPgConnection = conn;
-    let (_, newest): ((), i64) = try_join(
-        async {
-            let mut c = shared;
-            c.batch_execute("BEGIN").await
-        },
-        Appender::lock_query().get_result::<i64>(&mut &*shared),
-    )
-    .await?;
-    let mut log = Appender::after(newest);
-    let done = ingest_run(conn, &mut log, jobs, now_ms).await?;
+    let batch = Gathered::of(jobs);
+    let (outcomes, log) =
+        ingest::begin_and_ingest(conn, &batch.events, &batch.arrived, now_ms).await?;
+    let done = batch.split(outcomes);
     let finish = match log.finish_inline() {
         Some(moved) => format!("{moved}; COMMIT"),
         None => "COMMIT".to_owned(),
@@ -314,36 +305,59 @@ async fn ingest_alone(
     Ok(done)
 }
 
-/// Ingests the events of consecutive ingest jobs as one set; splits the outcomes back per
-/// job. Jobs with different arrival times (reconciliation's) keep their own.
+/// Ingests the events of consecutive ingest jobs as one set, in a transaction holding the
+/// counter's lock; splits the outcomes back per job.
 async fn ingest_run(
     conn: &mut AsyncPgConnection,
     log: &mut Appender,
     jobs: &[Job],
     now_ms: Millis,
 ) -> StoreResult<Vec<Done>> {
-    let mut events = Vec::new();
-    let mut sizes = Vec::new();
-    let mut arrived = Vec::new();
-    for job in jobs {
-        if let Job::Ingest {
-            events: these,
-            received_at_ms,
-            ..
-        } = job
-        {
-            sizes.push(these.len());
-            arrived.extend(std::iter::repeat_n(*received_at_ms, these.len()));
-            events.extend(these.iter().cloned());
+    let batch = Gathered::of(jobs);
+    let outcomes = ingest::ingest(conn, log, &batch.events, &batch.arrived, now_ms).await?;
+    Ok(batch.split(outcomes))
+}
+
+/// The events of consecutive ingest jobs, gathered into one set. Jobs with different arrival
+/// times (reconciliation's) keep their own.
+struct Gathered {
+    events: Vec<(Bytes, Decoded)>,
+    arrived: Vec<Millis>,
+    /// Events per job, to split the outcomes back.
+    sizes: Vec<usize>,
+}
+
+impl Gathered {
+    fn of(jobs: &[Job]) -> Gathered {
+        let mut batch = Gathered {
+            events: Vec::new(),
+            arrived: Vec::new(),
+            sizes: Vec::new(),
+        };
+        for job in jobs {
+            if let Job::Ingest {
+                events,
+                received_at_ms,
+                ..
+            } = job
+            {
+                batch.sizes.push(events.len());
+                batch
+                    .arrived
+                    .extend(std::iter::repeat_n(*received_at_ms, events.len()));
+                batch.events.extend(events.iter().cloned());
+            }
         }
+        batch
     }
-    let mut outcomes = ingest::ingest(conn, log, &events, &arrived, now_ms)
-        .await?
-        .into_iter();
-    Ok(sizes
-        .iter()
-        .map(|n| Done::Ingested(outcomes.by_ref().take(*n).collect()))
-        .collect())
+
+    fn split(&self, outcomes: Vec<IngestOutcome>) -> Vec<Done> {
+        let mut outcomes = outcomes.into_iter();
+        self.sizes
+            .iter()
+            .map(|n| Done::Ingested(outcomes.by_ref().take(*n).collect()))
+            .collect()
+    }
 }
 
 /// Answers each job with its outcome.
