@@ -431,3 +431,36 @@ async fn load_context(
     }
     Ok(ctx)
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::pg::Pg;
+    use diesel::prelude::*;
+
+    use super::*;
+
+    const SCHEMA: &str =
+        include_str!("../../../migrations/postgres/2026-12-02-000001_create_log/up.sql");
+
+    /// The settling read's filter is the partial index's predicate, word for word, and no
+    /// bound parameter: only then can a prepared statement's generic plan use the index.
+    #[test]
+    fn the_held_events_filter_is_the_partial_index_predicate() {
+        assert!(
+            SCHEMA.contains("ON webhook_events (id) WHERE disposition = 'held';"),
+            "the partial index changed: change is_held() with it"
+        );
+        let query = webhook_events::table
+            .filter(is_held())
+            .select(webhook_events::id);
+        let sql = diesel::debug_query::<Pg, _>(&query).to_string();
+        assert!(
+            sql.contains("WHERE webhook_events.disposition = 'held'"),
+            "{sql}"
+        );
+        assert!(
+            !sql.contains('$'),
+            "a bound parameter hides the predicate: {sql}"
+        );
+    }
+}
