@@ -17,6 +17,7 @@ use super::log::Appender;
 use super::schema::webhook_events;
 use super::statements::{
     AccountLinks, AnswerAccounts, FinishIntents, HoldEvents, InsertEvents, RejectLinks, Waiting,
+    is_held,
 };
 use crate::clock::Millis;
 use crate::domain::{ResultRow, ResultStatus};
@@ -196,14 +197,6 @@ impl<'a> Batch<'a> {
         writes.run(conn, log).await?;
         Ok(outcomes)
     }
-}
-
-/// Held events, written as the partial index `webhook_events_held` is: with the value bound
-/// as a parameter, PostgreSQL's generic plan for the prepared statement cannot use the index
-/// and reads every event ever stored, under the counter's lock (40 ms at 600,000 events,
-/// once a second, stalling every writer of the cluster).
-pub(super) fn is_held() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
-    diesel::dsl::sql("webhook_events.disposition = 'held'")
 }
 
 fn disposition(decoded: &Decoded) -> &'static str {

@@ -213,7 +213,7 @@ pub(super) async fn counts(conn: &mut AsyncPgConnection) -> StoreResult<Counts> 
     Ok(Counts {
         webhook_events: webhook_events::table.count().get_result(conn).await?,
         held_events: webhook_events::table
-            .filter(super::ingest::is_held())
+            .filter(super::statements::is_held())
             .count()
             .get_result(conn)
             .await?,

@@ -209,3 +209,11 @@ statement! {
         ", '') FROM moved",
     ]
 }
+
+/// Held events, written as the partial index `webhook_events_held` is: with the value bound
+/// as a parameter, PostgreSQL's generic plan for the prepared statement cannot use the index
+/// and reads every event ever stored, under the counter's lock (40 ms at 600,000 events,
+/// once a second, stalling every writer of the cluster).
+pub(super) fn is_held() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("webhook_events.disposition = 'held'")
+}
