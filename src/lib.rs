@@ -12,7 +12,10 @@
 //!    waiting for it ([`domain::correlate`]) and appends it to the result log, many webhooks
 //!    per group commit (`store/sqlite/writer.rs`).
 //! 4. **Fsync**: the sync thread makes the group durable (`store/sqlite/durable.rs`); only
-//!    then is the webhook answered 2xx and the durable high water moved.
+//!    then is the webhook answered 2xx and the durable high water moved. On PostgreSQL the
+//!    replica's writer (`store/postgres/writer.rs`) commits the group under the log
+//!    counter's lock with `synchronous_commit` on, and every replica's tail
+//!    (`store/postgres/tail.rs`) reads what any replica committed and publishes it.
 //! 5. **Publish**: the store hands the new log entries to the sink wired in [`app::App::start`]:
 //!    [`hub::Hub::publish`] queues each entry for the watchers of its intent, Link and account.
 //! 6. **Stream**: each WatchRefresh stream ([`grpc::watch`]) replays from the log
@@ -48,7 +51,7 @@
 //!   failures mean to callers.
 //! - [`store`]: storage behind one seam that speaks in intentions; the SQLite backend
 //!   (`store/sqlite/`): the group-committing writer, the fsync thread, reads that answer
-//!   only with what is durable, checkpoints, the one-process lock; the PostgreSQL backend
+//!   only with what is durable, checkpoints and the WAL's bound, the one-process lock; the PostgreSQL backend
 //!   (`store/postgres/`): one ordered log for several replicas; [`store::copy`], which moves
 //!   a SQLite store into PostgreSQL.
 //! - [`hub`]: the wake-up fan-out to watchers.

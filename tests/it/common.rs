@@ -542,6 +542,26 @@ fn seen(msg: pb::WatchRefreshResponse) -> Seen {
     }
 }
 
+/// `GET /metrics` of the server whose HTTP port is `addr`, as text.
+pub async fn metrics_text(http: &reqwest::Client, addr: impl std::fmt::Display) -> String {
+    http.get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one sample (`name{labels} value`, the name with its labels) in a Prometheus
+/// text exposition; 0 when it is absent.
+pub fn sample(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+}
+
 /// Polls `check` until it is true (real async work is happening in the server); fails
 /// after [`PATIENCE`].
 pub async fn eventually<F, Fut>(what: &str, mut check: F)

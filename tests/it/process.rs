@@ -548,20 +548,11 @@ async fn kill_repeatedly(args: &[&str]) -> u64 {
         }
         let wait = 100 + rand::random_range(0..300);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let metrics = http
-            .get(format!("http://{}/metrics", running.http))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        restarts += metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("fintoc_refresh_wal_restarts_total{outcome=\"restarted\"} ")
-            })
-            .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+        let metrics = metrics_text(&http, &running.http).await;
+        restarts += sample(
+            &metrics,
+            "fintoc_refresh_wal_restarts_total{outcome=\"restarted\"}",
+        );
         running.child.kill().unwrap(); // SIGKILL
         running.child.wait().unwrap();
         for t in tasks {

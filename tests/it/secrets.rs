@@ -240,14 +240,7 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
         assert_eq!(answer.status().as_u16(), expected);
         errors.push_str(&answer.text().await.unwrap());
     }
-    let metrics = http_client
-        .get(format!("http://{http}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http_client, &http).await;
     assert!(
         metrics.contains("fintoc_refresh_webhook_events_total"),
         "{metrics}"

@@ -49,7 +49,7 @@ async fn the_wal_restarts_under_continuous_writes_and_stays_below_its_limit() {
     }
 
     let (_, metrics) = server.get("/metrics").await;
-    let restarted = metric(
+    let restarted = sample(
         &metrics,
         "fintoc_refresh_wal_restarts_total{outcome=\"restarted\"}",
     );
@@ -71,11 +71,4 @@ async fn the_wal_restarts_under_continuous_writes_and_stays_below_its_limit() {
             other => panic!("expected a result, got {other:?}"),
         }
     }
-}
-
-/// The value of one sample line of a Prometheus text exposition (0 when absent).
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
