@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fintoc_refresh::clock::system_now_ms;
 use fintoc_refresh::fintoc::signature;
 use fintoc_refresh::pb::{self, refresh_service_client::RefreshServiceClient};
-use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome, SimConfig, Simulator};
+use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome, SimConfig, SimLinkInfo, Simulator};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -220,6 +220,66 @@ fn simulator(webhook: &str, delivery_delay: Duration, stop: &CancellationToken) 
     .unwrap()
 }
 
+/// `n` replicas on a fresh database, and the simulator with one Link whose refreshes succeed
+/// with `new_movements`, its deliveries going through a balancer `delivery` after each create. Replicas
+/// receive webhooks once the test adds them to the balancer.
+struct Cluster {
+    stop: CancellationToken,
+    balancer: Balancer,
+    sim: Simulator,
+    link: SimLinkInfo,
+    replicas: Vec<Replica>,
+    _db: PgDb,
+}
+
+impl Cluster {
+    async fn start(n: usize, delivery: Duration, new_movements: u32) -> Cluster {
+        let stop = CancellationToken::new();
+        let balancer = Balancer::start(stop.clone()).await;
+        let sim = simulator(&balancer.url, delivery, &stop);
+        let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements }]));
+        let db = PgDb::create().await;
+        let replicas = (0..n)
+            .map(|_| Replica::start(&db.url, &sim.url(), &[]))
+            .collect();
+        Cluster {
+            stop,
+            balancer,
+            sim,
+            link,
+            replicas,
+            _db: db,
+        }
+    }
+
+    fn parts(
+        &self,
+    ) -> (
+        &CancellationToken,
+        &Balancer,
+        &Simulator,
+        &SimLinkInfo,
+        &[Replica],
+    ) {
+        (
+            &self.stop,
+            &self.balancer,
+            &self.sim,
+            &self.link,
+            &self.replicas,
+        )
+    }
+}
+
+/// Reads `watch` until its intent's summary and returns the intent's final status.
+async fn until_completed(watch: &mut Watch) -> pb::RefreshStatus {
+    loop {
+        if let Seen::Completed { status, .. } = watch.next_event().await {
+            return status;
+        }
+    }
+}
+
 /// Nowhere: replicas that never call Fintoc.
 const NO_FINTOC: &str = "http://127.0.0.1:9";
 
@@ -386,17 +446,11 @@ async fn one_event_delivered_to_two_replicas_is_stored_and_pushed_once() {
 /// the others join it. The create call is slowed so all three overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_for_one_link_on_three_replicas_make_one_create_call() {
-    let stop = CancellationToken::new();
-    let balancer = Balancer::start(stop.clone()).await;
     // Results come 2 s after the create: the intent is still pending when the others join
     // (once it has succeeded they would get the cooldown instead, rightly).
-    let sim = simulator(&balancer.url, Duration::from_secs(2), &stop);
-    let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 1 }]));
-    let db = PgDb::create().await;
-    let replicas: Vec<Replica> = (0..3)
-        .map(|_| Replica::start(&db.url, &sim.url(), &[]))
-        .collect();
-    for r in &replicas {
+    let cluster = Cluster::start(3, Duration::from_secs(2), 1).await;
+    let (stop, balancer, sim, link, replicas) = cluster.parts();
+    for r in replicas {
         balancer.add(r);
     }
     sim.inject_on(
@@ -406,7 +460,7 @@ async fn concurrent_requests_for_one_link_on_three_replicas_make_one_create_call
         1,
     );
     let mut calls = Vec::new();
-    for r in &replicas {
+    for r in replicas {
         let mut client = r.client().await;
         let token = link.token.clone();
         calls.push(tokio::spawn(async move {
@@ -440,12 +494,10 @@ async fn concurrent_requests_for_one_link_on_three_replicas_make_one_create_call
     let mut watch = replicas[2]
         .watch(pb::watch_refresh_request::Target::RefreshIntentId(id), None)
         .await;
-    loop {
-        if let Seen::Completed { status, .. } = watch.next_event().await {
-            assert_eq!(status, pb::RefreshStatus::Succeeded);
-            break;
-        }
-    }
+    assert_eq!(
+        until_completed(&mut watch).await,
+        pb::RefreshStatus::Succeeded
+    );
     stop.cancel();
 }
 
@@ -453,17 +505,11 @@ async fn concurrent_requests_for_one_link_on_three_replicas_make_one_create_call
 /// is held (the create mark is a row every replica sees), then attributed to A's intent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_on_one_replica_during_a_create_on_another_is_held_then_attributed() {
-    let stop = CancellationToken::new();
-    let balancer = Balancer::start(stop.clone()).await;
     // Fintoc's own deliveries come long after the test: only the event posted here counts.
-    let sim = simulator(&balancer.url, Duration::from_secs(600), &stop);
-    let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 2 }]));
-    let db = PgDb::create().await;
-    let (a, b) = (
-        Replica::start(&db.url, &sim.url(), &[]),
-        Replica::start(&db.url, &sim.url(), &[]),
-    );
-    balancer.add(&a);
+    let cluster = Cluster::start(2, Duration::from_secs(600), 2).await;
+    let (stop, balancer, sim, link, replicas) = cluster.parts();
+    let (a, b) = (&replicas[0], &replicas[1]);
+    balancer.add(a);
     sim.inject_on(
         "POST",
         "/v1/refresh_intents",
@@ -864,14 +910,8 @@ async fn replicas_ride_out_a_postgres_restart_without_a_restart_of_their_own() {
 /// request on a third replica is refused with the cooldown, naming that intent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_and_cooldowns_are_shared_by_every_replica() {
-    let stop = CancellationToken::new();
-    let balancer = Balancer::start(stop.clone()).await;
-    let sim = simulator(&balancer.url, Duration::from_millis(50), &stop);
-    let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 1 }]));
-    let db = PgDb::create().await;
-    let replicas: Vec<Replica> = (0..3)
-        .map(|_| Replica::start(&db.url, &sim.url(), &[]))
-        .collect();
+    let cluster = Cluster::start(3, Duration::from_millis(50), 1).await;
+    let (stop, balancer, sim, link, replicas) = cluster.parts();
     balancer.add(&replicas[0]);
     let ask = |key: &str| pb::RequestRefreshRequest {
         link_token: link.token.clone(),
@@ -902,12 +942,10 @@ async fn idempotency_keys_and_cooldowns_are_shared_by_every_replica() {
             None,
         )
         .await;
-    loop {
-        if let Seen::Completed { status, .. } = watch.next_event().await {
-            assert_eq!(status, pb::RefreshStatus::Succeeded);
-            break;
-        }
-    }
+    assert_eq!(
+        until_completed(&mut watch).await,
+        pb::RefreshStatus::Succeeded
+    );
     let refused = replicas[2]
         .client()
         .await
