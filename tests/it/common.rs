@@ -371,6 +371,18 @@ impl TestServer {
         self.app.store.register_intent(new, None).await.unwrap();
     }
 
+    /// GetRefresh of `id`; panics on an error status.
+    pub async fn get_refresh(&self, id: &str) -> pb::GetRefreshResponse {
+        self.client()
+            .await
+            .get_refresh(pb::GetRefreshRequest {
+                refresh_intent_id: id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn watch(&self, target: Target, after: Option<u64>) -> Watch {
         Watch::over(self.client().await, target, after).await
     }

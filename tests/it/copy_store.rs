@@ -102,18 +102,6 @@ async fn request_refresh(
         .map(|r| r.into_inner())
 }
 
-async fn get_refresh(server: &TestServer, id: &str) -> pb::GetRefreshResponse {
-    server
-        .client()
-        .await
-        .get_refresh(pb::GetRefreshRequest {
-            refresh_intent_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 async fn post_ok(server: &TestServer, id: &str, account: &str) -> serde_json::Value {
     let (status, reply) = server
         .post_event(&event(id, account, "succeeded", server.clock.now_ms()))
@@ -219,8 +207,8 @@ async fn sqlite_history(clock: &(Clock, Arc<ManualClock>)) -> (TestServer, Befor
         "the refresh's two results: {replays:?}"
     );
     let intents = vec![
-        get_refresh(&server, &intent).await,
-        get_refresh(&server, "ri_pending").await,
+        server.get_refresh(&intent).await,
+        server.get_refresh("ri_pending").await,
     ];
     let before = Before {
         link_token: link.token.clone(),
@@ -293,8 +281,8 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
     assert_eq!(moved.counts().await, before.counts);
     assert_eq!(
         vec![
-            get_refresh(&moved, &before.intent).await,
-            get_refresh(&moved, "ri_pending").await
+            moved.get_refresh(&before.intent).await,
+            moved.get_refresh("ri_pending").await
         ],
         before.intents
     );

@@ -121,17 +121,7 @@ async fn happy_path_three_accounts_succeed(backend: Backend) {
             ..
         }
     ));
-    let got = server
-        .client()
-        .await
-        .get_refresh(pb::GetRefreshRequest {
-            refresh_intent_id: intent.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .refresh_intent
-        .unwrap();
+    let got = server.get_refresh(&intent.id).await.refresh_intent.unwrap();
     assert_eq!(got.status(), RefreshStatus::Succeeded);
     let movements: Vec<u32> = got.accounts.iter().map(|a| a.new_movements).collect();
     assert_eq!(movements.iter().sum::<u32>(), 6);
@@ -562,17 +552,7 @@ async fn a_late_result_starts_the_cooldown_when_fintoc_completed_the_intent(back
             ..
         }
     ));
-    let got = server
-        .client()
-        .await
-        .get_refresh(pb::GetRefreshRequest {
-            refresh_intent_id: intent.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .refresh_intent
-        .unwrap();
+    let got = server.get_refresh(&intent.id).await.refresh_intent.unwrap();
     let completed = got.completed_at.unwrap();
     assert_eq!(
         completed.seconds * 1000 + i64::from(completed.nanos / 1_000_000),
