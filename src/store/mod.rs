@@ -26,6 +26,7 @@ pub mod copy;
 pub mod plan;
 mod postgres;
 mod sqlite;
+mod view;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

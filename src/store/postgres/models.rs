@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{refresh_intents, results};
+use super::schema::results;
 use crate::clock::Millis;
 use crate::domain::ResultRow;
 
@@ -58,17 +58,4 @@ impl From<&ResultRow> for ResultRecord {
             completes_intent: r.completes_intent,
         }
     }
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = refresh_intents)]
-pub struct IntentRow {
-    pub id: String,
-    pub link_id: String,
-    pub refresh_type: String,
-    pub status: String,
-    pub mfa_widget_token: String,
-    pub created_at_ms: Millis,
-    pub completed_at_ms: Option<Millis>,
-    pub completed_sequence: Option<i64>,
 }

@@ -7,13 +7,12 @@ use diesel::sqlite::SqliteConnection;
 
 use super::Tx;
 use super::log::append;
-use super::models::{IntentRow, NewResult, ResultRecord};
+use super::models::{NewResult, ResultRecord};
 use super::schema::{accounts, intent_accounts, links, refresh_intents, results};
 use crate::clock::Millis;
 use crate::domain::status::intent_status;
-use crate::domain::{
-    AccountState, IntentStatus, IntentView, NewIntent, RefreshType, ResultRow, ResultStatus,
-};
+use crate::domain::{IntentStatus, IntentView, NewIntent, ResultRow, ResultStatus};
+use crate::store::view;
 use crate::store::{DueIntent, StoreError, StoreResult};
 
 /// Records an intent and its expected accounts (a no-op if it is already known) and clears
@@ -264,7 +263,16 @@ pub(super) fn mark_reconciled(tx: &mut Tx<'_>, ids: &[String]) -> StoreResult<()
 pub(super) fn get_intent(conn: &mut SqliteConnection, id: &str) -> StoreResult<Option<IntentView>> {
     let Some(row) = refresh_intents::table
         .find(id)
-        .select(IntentRow::as_select())
+        .select((
+            refresh_intents::id,
+            refresh_intents::link_id,
+            refresh_intents::refresh_type,
+            refresh_intents::status,
+            refresh_intents::mfa_widget_token,
+            refresh_intents::created_at_ms,
+            refresh_intents::completed_at_ms,
+            refresh_intents::completed_sequence,
+        ))
         .first(conn)
         .optional()?
     else {
@@ -278,34 +286,13 @@ pub(super) fn get_intent(conn: &mut SqliteConnection, id: &str) -> StoreResult<O
             intent_accounts::result_sequence,
         ))
         .load(conn)?;
-    let answered: Vec<i64> = expected.iter().filter_map(|(_, seq)| *seq).collect();
-    let mut rows: Vec<ResultRow> = results::table
+    let answered = view::answered(&expected);
+    let results: Vec<ResultRow> = results::table
         .filter(results::sequence.eq_any(&answered))
         .select(ResultRecord::as_select())
         .load(conn)?
         .into_iter()
         .map(ResultRow::from)
         .collect();
-    let accounts = expected
-        .into_iter()
-        .map(|(account_id, seq)| {
-            let result = seq.and_then(|s| {
-                rows.iter()
-                    .position(|r| r.sequence == s)
-                    .map(|i| rows.swap_remove(i))
-            });
-            AccountState { account_id, result }
-        })
-        .collect();
-    Ok(Some(IntentView {
-        refresh_type: RefreshType::parse(&row.refresh_type)?,
-        status: IntentStatus::parse(&row.status)?,
-        id: row.id,
-        link_id: row.link_id,
-        mfa_widget_token: row.mfa_widget_token,
-        created_at_ms: row.created_at_ms,
-        completed_at_ms: row.completed_at_ms,
-        completed_sequence: row.completed_sequence,
-        accounts,
-    }))
+    Ok(Some(view::intent_view(row, expected, results)?))
 }

@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{refresh_intents, results, webhook_events};
+use super::schema::{results, webhook_events};
 use crate::clock::Millis;
 use crate::domain::ResultRow;
 
@@ -83,17 +83,4 @@ pub struct NewWebhookEvent<'a> {
     pub disposition: &'static str,
     pub received_at_ms: Millis,
     pub body: &'a [u8],
-}
-
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = refresh_intents)]
-pub struct IntentRow {
-    pub id: String,
-    pub link_id: String,
-    pub refresh_type: String,
-    pub status: String,
-    pub mfa_widget_token: String,
-    pub created_at_ms: Millis,
-    pub completed_at_ms: Option<Millis>,
-    pub completed_sequence: Option<i64>,
 }
