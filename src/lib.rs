@@ -52,8 +52,9 @@
 //! - [`store`]: storage behind one seam that speaks in intentions; the SQLite backend
 //!   (`store/sqlite/`): the group-committing writer, the fsync thread, reads that answer
 //!   only with what is durable, checkpoints and the WAL's bound, the one-process lock; the PostgreSQL backend
-//!   (`store/postgres/`): one ordered log for several replicas; [`store::copy`], which moves
-//!   a SQLite store into PostgreSQL.
+//!   (`store/postgres/`): one ordered log for several replicas; what both share: the pure
+//!   [`store::plan`] of a batch of results and an intent's view (`store/view.rs`);
+//!   [`store::copy`], which moves a SQLite store into PostgreSQL.
 //! - [`hub`]: the wake-up fan-out to watchers.
 //! - [`app`]: the state every handler shares, and what builds it.
 //! - [`http`], [`grpc`]: the two surfaces — the webhook intake and probes; RefreshService.
