@@ -77,6 +77,9 @@ fn modules_only_use_lower_layers() {
     let mut files = Vec::new();
     visit(&src, &mut files);
     let mut upward = Vec::new();
+    // The module graph, printed for `cargo test --test it layers -- --nocapture`.
+    let mut graph: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
     for file in files {
         let relative = file.strip_prefix(&src).unwrap();
         let top = relative
@@ -97,11 +100,16 @@ fn modules_only_use_lower_layers() {
             if used == top || used == "pb" {
                 continue;
             }
+            graph.entry(top.clone()).or_default().insert(used.clone());
             match layer(&used) {
                 Some(theirs) if theirs < own => {}
                 _ => upward.push(format!("{} uses crate::{used}", relative.display())),
             }
         }
+    }
+    for (module, uses) in &graph {
+        let uses: Vec<&str> = uses.iter().map(String::as_str).collect();
+        eprintln!("{module} -> {}", uses.join(", "));
     }
     upward.sort();
     upward.dedup();
