@@ -35,22 +35,19 @@ impl App {
             let hub = hub.clone();
             Arc::new(move |rows: &[Arc<ResultRow>]| hub.publish(rows))
         };
-        let store = Store::open(
-            &config.database_url,
-            config.clock.clone(),
-            metrics.clone(),
-            publish,
-            config.sqlite_wal_limit_bytes,
-        )
-        .await
-        .with_context(|| {
-            // A PostgreSQL URL may carry a password: never print it.
-            format!(
-                "cannot open the database {:?}",
-                redacted(&config.database_url)
-            )
-        })?;
-        hub.start_at(store.log_bounds().await?.newest);
+        let store = Store::open(&config, metrics.clone(), publish)
+            .await
+            .with_context(|| {
+                // A PostgreSQL URL may carry a password: never print it.
+                format!(
+                    "cannot open the database {:?}",
+                    redacted(&config.database_url)
+                )
+            })?;
+        // Where the store's sink starts, not a later read of the log: entries committed in
+        // between reach the hub through the sink, and a hub ahead of it would heartbeat a
+        // resumed watcher past entries it has not been given yet.
+        hub.start_at(store.published_through().await?);
         let fintoc = Client::new(&config, metrics.clone())?;
         Ok(Arc::new(App {
             config,

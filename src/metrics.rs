@@ -69,6 +69,11 @@ pub struct Metrics {
     pub leader: Gauge,
     pub reconciled_events: Counter,
     pub pruned_rows: Counter,
+    /// PostgreSQL: group commits run again (conflict: the counter's lock not granted in time,
+    /// a deadlock or a serialization failure; reconnect: on a fresh connection).
+    pub commit_retries: Family<OutcomeLabels, Counter>,
+    /// 1 while this process can commit (its last check took the log's lock and committed).
+    pub can_commit: Gauge,
 }
 
 impl Default for Metrics {
@@ -203,6 +208,18 @@ impl Metrics {
             "Rows removed by retention",
             pruned_rows.clone(),
         );
+        let commit_retries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "commit_retries",
+            "PostgreSQL: group commits run again, by reason (conflict, reconnect)",
+            commit_retries.clone(),
+        );
+        let can_commit = Gauge::default();
+        registry.register(
+            "can_commit",
+            "1 while this process can commit to its database (readiness), else 0",
+            can_commit.clone(),
+        );
         Metrics {
             registry,
             webhook_events,
@@ -225,6 +242,8 @@ impl Metrics {
             leader,
             reconciled_events,
             pruned_rows,
+            commit_retries,
+            can_commit,
         }
     }
 
@@ -249,6 +268,12 @@ impl Metrics {
     pub fn wal_restart(&self, outcome: &'static str) {
         self.wal_restarts
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn commit_retry(&self, reason: &'static str) {
+        self.commit_retries
+            .get_or_create(&OutcomeLabels { outcome: reason })
             .inc();
     }
 

@@ -82,8 +82,13 @@ where
         }
         // The work itself is raced against `stop` too: a reconciliation may wait on Fintoc for
         // up to a minute, and nothing it leaves half done is lost (see `Background::stop_by`).
+        // And against the lease: a leader that could not renew it stops before another
+        // replica may start the same work.
         tokio::select! {
             _ = stop.cancelled() => return,
+            _ = app.store.leadership_lost() => {
+                tracing::warn!("background work cut short: this replica no longer leads");
+            }
             result = work(app.clone()) => {
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "background task failed; will retry");

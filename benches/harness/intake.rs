@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fintoc_refresh::clock::Clock;
 use fintoc_refresh::domain::ResultRow;
 use fintoc_refresh::metrics::Metrics;
 use fintoc_refresh::store::Store;
@@ -164,12 +163,10 @@ fn report_phase(name: &str, p: &Phase) {
 /// reads it).
 pub async fn count_stored(db: &std::path::Path) -> u64 {
     let store = Store::open(
-        &db.to_string_lossy(),
-        Clock::System,
+        // serve's defaults
+        &fintoc_refresh::config::Config::new(db.to_string_lossy(), ""),
         Arc::new(Metrics::new()),
         Arc::new(|_: &[Arc<ResultRow>]| {}),
-        // serve's default
-        fintoc_refresh::config::Config::new(db.to_string_lossy(), "").sqlite_wal_limit_bytes,
     )
     .await
     .expect("open the bench database");

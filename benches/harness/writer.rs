@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use fintoc_refresh::clock::Clock;
 use fintoc_refresh::domain::ResultRow;
 use fintoc_refresh::fintoc::event::decode;
 use fintoc_refresh::metrics::Metrics;
@@ -35,12 +34,10 @@ pub async fn run(mode: &Mode) -> Value {
     let url = dir.path().join("writer.db").to_string_lossy().into_owned();
     let metrics = Arc::new(Metrics::new());
     let store = Store::open(
-        &url,
-        Clock::System,
+        // serve's defaults
+        &fintoc_refresh::config::Config::new(url.as_str(), ""),
         metrics.clone(),
         Arc::new(|_: &[Arc<ResultRow>]| {}),
-        // serve's default
-        fintoc_refresh::config::Config::new(url.as_str(), "").sqlite_wal_limit_bytes,
     )
     .await
     .expect("open the store");

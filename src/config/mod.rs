@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// URL, which several replicas may share.
     #[arg(long, env = "DATABASE_URL", default_value = "fintoc-refresh.db")]
     pub database_url: String,
+    /// PostgreSQL only: connections this replica keeps in its pool for reads and short
+    /// writes (RPCs, watchers' catch-up, leases); the writer and the log's listener have a
+    /// connection each besides.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: u32,
     /// Fintoc's API base URL (ignored with --simulate).
     #[arg(long, env = "FINTOC_API_URL", default_value = "https://api.fintoc.com")]
     pub fintoc_api_url: String,
@@ -141,6 +146,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
+    /// PostgreSQL: the size of the replica's connection pool.
+    pub database_pool_size: u32,
     pub fintoc_api_url: String,
     pub fintoc_secret_key: Secret,
     pub webhook_secrets: Vec<Secret>,
@@ -325,6 +332,12 @@ impl ServeArgs {
                 self.sqlite_wal_limit_bytes
             )));
         }
+        if !(1..=1000).contains(&self.database_pool_size) {
+            return Err(ConfigError(format!(
+                "--database-pool-size (DATABASE_POOL_SIZE) is {}; it must be between 1 and 1000",
+                self.database_pool_size
+            )));
+        }
         if self.watch_buffer == 0 {
             return Err(ConfigError(
                 "--watch-buffer (WATCH_BUFFER) must be at least 1".into(),
@@ -373,6 +386,7 @@ impl ServeArgs {
         .map_err(ConfigError)?;
         Ok(Config {
             database_url: self.database_url,
+            database_pool_size: self.database_pool_size,
             fintoc_api_url: self.fintoc_api_url,
             fintoc_secret_key: Secret::new(secret_key.unwrap_or_default()),
             webhook_secrets,

@@ -144,7 +144,7 @@ async fn run(
     if let Some(answer) = replay(app, &ask).await? {
         return Ok(answer);
     }
-    let _turn = app.store.link_turn(&ask.token_sha256).await?;
+    let _turn = app.store.link_turn(&ask.token_sha256, deadline).await?;
     // A caller with the same key may have finished while we waited.
     if let Some(answer) = replay(app, &ask).await? {
         return Ok(answer);

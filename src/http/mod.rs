@@ -54,6 +54,9 @@ async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, &'static str) {
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     app.metrics.leader.set(i64::from(app.store.leads()));
+    app.metrics
+        .can_commit
+        .set(i64::from(app.store.can_commit()));
     (
         [(
             header::CONTENT_TYPE,

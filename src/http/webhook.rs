@@ -77,11 +77,16 @@ pub async fn receive(
         Ok(outcome) => outcome,
         Err(e) => {
             app.metrics.event(label, "error");
-            tracing::error!(error = %e, "webhook not stored; Fintoc will retry");
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({ "error": "not stored, retry later" })),
-            );
+            // 503 when waiting helps (the database out of reach, read-only, conflicting past
+            // the request's time), 500 otherwise; Fintoc retries either.
+            let status = if e.is_unavailable() {
+                tracing::warn!(error = %e, "webhook not stored: the database is unavailable; Fintoc will retry");
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                tracing::error!(error = %e, "webhook not stored; Fintoc will retry");
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            return (status, Json(json!({ "error": "not stored, retry later" })));
         }
     };
     let (name, sequence) = match outcome {

@@ -23,6 +23,7 @@
 
 mod claim;
 pub mod copy;
+mod error;
 pub mod plan;
 mod postgres;
 mod sqlite;
@@ -30,15 +31,17 @@ mod view;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::clock::{Clock, Millis};
+use crate::clock::Millis;
+use crate::config::Config;
 use crate::domain::{IntentView, NewIntent, RefreshType, ResultRow, Target};
-use crate::error::AppError;
 use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
 
+pub use error::{StoreError, StoreResult};
 pub use postgres::{is_postgres_url, redacted};
 
 /// Whether `url` can be used, checked without connecting: a PostgreSQL URL must be readable
@@ -54,97 +57,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
 /// Where committed log entries go once durable (the hub, wired in `app.rs`): called from the
 /// storage thread, in sequence order, and must not block.
 pub type Publish = Arc<dyn Fn(&[Arc<ResultRow>]) + Send + Sync>;
-
-/// Storage failures. None of them is the caller's fault; they map to INTERNAL / 500.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] diesel::result::Error),
-    #[error("database connection error: {0}")]
-    Connection(#[from] diesel::ConnectionError),
-    #[error("database pool error: {0}")]
-    Pool(#[from] diesel::r2d2::PoolError),
-    /// The database belongs to another process (or another store in this one).
-    #[error("{0}")]
-    Locked(String),
-    /// The database cannot be reached now (PostgreSQL down, restarting, or cut off); the
-    /// same call may work again in a moment.
-    #[error("the database is unreachable: {0}")]
-    Unavailable(String),
-    #[error("migration failed: {0}")]
-    Migration(String),
-    /// A value read back is not one this service writes (a closed set, a vanished row).
-    #[error("stored value is invalid: {0}")]
-    Corrupt(String),
-    /// The file system refused something the store needs (opening, syncing, a thread).
-    #[error("{doing}: {source}")]
-    Io {
-        doing: &'static str,
-        source: std::io::Error,
-    },
-    #[error("commit failed: {0}")]
-    Commit(String),
-    #[error("the database writer has stopped")]
-    WriterGone,
-    /// A storage job panicked; its own writes were undone and the writer lives on.
-    #[error("a storage job panicked")]
-    Panicked,
-    /// A blocking storage task ended without an answer (panicked or was cancelled).
-    #[error("a storage task failed: {0}")]
-    TaskFailed(String),
-    /// A request the store does not take (a caller's mistake, such as an intent that expects
-    /// no account).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<crate::domain::status::UnknownValue> for StoreError {
-    fn from(e: crate::domain::status::UnknownValue) -> Self {
-        StoreError::Corrupt(e.to_string())
-    }
-}
-
-impl StoreError {
-    /// Whether the database could not be reached (rather than refused the work): the
-    /// caller may retry, and the service is not ready meanwhile.
-    pub fn is_unavailable(&self) -> bool {
-        use diesel::result::{DatabaseErrorKind, Error};
-        match self {
-            StoreError::Unavailable(_) | StoreError::Connection(_) => true,
-            StoreError::Database(Error::BrokenTransactionManager) => true,
-            StoreError::Database(Error::DatabaseError(kind, info)) => {
-                matches!(
-                    kind,
-                    DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection
-                ) || {
-                    // PostgreSQL shutting down or restarting says so in its message (its
-                    // SQLSTATE class 57 does not survive diesel's error kinds).
-                    let message = info.message();
-                    message.contains("terminating connection")
-                        || message.contains("the database system is")
-                }
-            }
-            _ => false,
-        }
-    }
-}
-
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            tracing::warn!(error = %e, "the database is unreachable");
-            return AppError::Unavailable(
-                "the database is unreachable right now; retry shortly".into(),
-            );
-        }
-        AppError::Internal {
-            what: "storage",
-            detail: e.to_string(),
-        }
-    }
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What became of one delivered event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,23 +200,29 @@ struct TestHooks {
 }
 
 impl Store {
-    /// Opens (creating and migrating if needed) the database at `url` and starts its writer.
-    /// Committed log entries go to `publish` once durable; commit sizes and times to `metrics`.
-    /// A URL starting with `postgres://` or `postgresql://` opens PostgreSQL; anything else
-    /// is a SQLite file.
-    /// `sqlite_wal_limit` bounds a SQLite store's WAL file (bytes); PostgreSQL ignores it.
+    /// Opens (creating and migrating if needed) the database at `config.database_url` and
+    /// starts its writer. Committed log entries go to `publish` once durable; commit sizes and
+    /// times to `metrics`. A URL starting with `postgres://` or `postgresql://` opens
+    /// PostgreSQL (its sessions bounded by `--request-timeout`); anything else is a SQLite file
+    /// (its WAL bounded by `--sqlite-wal-limit-bytes`).
     pub async fn open(
-        url: &str,
-        clock: Clock,
+        config: &Config,
         metrics: Arc<Metrics>,
         publish: Publish,
-        sqlite_wal_limit: u64,
     ) -> StoreResult<Store> {
+        let url = config.database_url.as_str();
         let backend = if is_postgres_url(url) {
-            Backend::Postgres(postgres::PgStore::open(url, clock, metrics, publish).await?)
+            Backend::Postgres(postgres::PgStore::open(config, metrics, publish).await?)
         } else {
             Backend::Sqlite(
-                sqlite::SqliteStore::open(url, clock, metrics, publish, sqlite_wal_limit).await?,
+                sqlite::SqliteStore::open(
+                    url,
+                    config.clock.clone(),
+                    metrics,
+                    publish,
+                    config.sqlite_wal_limit_bytes,
+                )
+                .await?,
             )
         };
         Ok(Store {
@@ -316,20 +234,52 @@ impl Store {
 
     /// Waits for this link token's turn: RequestRefresh work for one token runs one at a
     /// time across the service (every replica), so concurrent callers make one create call.
-    pub async fn link_turn(&self, token_sha256: &str) -> StoreResult<LinkTurn> {
-        let held = match &self.backend {
-            Backend::Sqlite(_) => Held::Local(self.links.turn(token_sha256).await),
-            Backend::Postgres(pg) => Held::Shared(Box::new(pg.link_turn(token_sha256).await?)),
+    /// Callers on this process wait in line here first, holding nothing; on PostgreSQL the
+    /// first of them then takes a lease every replica respects (a frozen holder's runs out).
+    /// A turn not had by `deadline` is [`StoreError::Unavailable`].
+    pub async fn link_turn(&self, token_sha256: &str, deadline: Instant) -> StoreResult<LinkTurn> {
+        let local = tokio::time::timeout_at(deadline.into(), self.links.turn(token_sha256))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(
+                    "another request for this Link is still being worked on; retry shortly".into(),
+                )
+            })?;
+        let shared = match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.link_turn(token_sha256, deadline).await?),
         };
-        Ok(LinkTurn { _held: held })
+        Ok(LinkTurn {
+            _shared: shared,
+            _local: local,
+        })
     }
 
     /// Whether this process runs the background work (reconciliation, timeouts, retention)
-    /// now: always on SQLite; on PostgreSQL, the one replica holding the leader lock.
+    /// now: always on SQLite; on PostgreSQL, the one replica holding the leader's lease.
     pub fn leads(&self) -> bool {
         match &self.backend {
             Backend::Sqlite(_) => true,
             Backend::Postgres(pg) => pg.leads(),
+        }
+    }
+
+    /// Resolves once this process does not run the background work: never on SQLite; on
+    /// PostgreSQL when its lease runs out without renewal (work in progress then stops, before
+    /// another replica may start it).
+    pub async fn leadership_lost(&self) {
+        match &self.backend {
+            Backend::Sqlite(_) => std::future::pending().await,
+            Backend::Postgres(pg) => pg.leadership_lost().await,
+        }
+    }
+
+    /// The newest log sequence handed to the [`Publish`] sink: where a hub starts, so that no
+    /// watcher is told of a cursor past what it can be given.
+    pub async fn published_through(&self) -> StoreResult<i64> {
+        match &self.backend {
+            Backend::Sqlite(s) => Ok(s.log_bounds().await?.newest),
+            Backend::Postgres(pg) => Ok(pg.published_through()),
         }
     }
 
@@ -367,12 +317,15 @@ impl Store {
 
     /// Marks a create call for `link_id` as in flight (on every replica, before it is
     /// sent): account events for the Link are held until the guard registers the intent, or
-    /// settled as unsolicited when it is dropped.
+    /// settled as unsolicited when it is dropped. The mark is this call's own: cleaning it up
+    /// never removes another call's.
     pub async fn begin_create(&self, link_id: &str) -> StoreResult<CreateGuard> {
-        forward!(self, s => s.mark_create(link_id).await)?;
+        let holder = uuid::Uuid::new_v4().simple().to_string();
+        forward!(self, s => s.mark_create(link_id, &holder).await)?;
         Ok(CreateGuard {
             store: self.clone(),
             link_id: link_id.to_owned(),
+            holder,
             armed: true,
         })
     }
@@ -386,13 +339,23 @@ impl Store {
         new: NewIntent,
         key: Option<KeyRecord>,
     ) -> StoreResult<IntentView> {
+        self.register(new, key, None).await
+    }
+
+    /// [`Store::register_intent`], clearing the create mark `mark` (its holder) with it.
+    async fn register(
+        &self,
+        new: NewIntent,
+        key: Option<KeyRecord>,
+        mark: Option<String>,
+    ) -> StoreResult<IntentView> {
         if new.accounts.is_empty() {
             return Err(StoreError::Invalid(format!(
                 "refresh intent {} expects no account: it could never complete",
                 new.id
             )));
         }
-        forward!(self, s => s.register_intent(new, key).await)
+        forward!(self, s => s.register_intent(new, key, mark).await)
     }
 
     /// Records a Link resolved through Fintoc (by its token's hash) with its current accounts.
@@ -519,6 +482,15 @@ impl Store {
         forward!(self, s => s.ping().await)
     }
 
+    /// Whether the last check found that this process can commit (on PostgreSQL, a probe
+    /// that takes the log's lock every second; on SQLite, while the store is healthy).
+    pub fn can_commit(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(s) => s.is_healthy(),
+            Backend::Postgres(pg) => pg.can_commit(),
+        }
+    }
+
     /// False for good once the store can no longer commit (see the module docs).
     pub fn is_healthy(&self) -> bool {
         forward!(self, s => s.is_healthy())
@@ -548,9 +520,10 @@ impl Store {
         forward!(self, s => s.close().await)
     }
 
-    /// Clears a create mark without an intent and settles the events held for it.
-    async fn abandon_create(&self, link_id: String) -> StoreResult<usize> {
-        forward!(self, s => s.abandon_create(link_id).await)
+    /// Clears a create mark (Link, holder) without an intent and settles the events held
+    /// for it.
+    async fn abandon_create(&self, link_id: String, holder: String) -> StoreResult<usize> {
+        forward!(self, s => s.abandon_create(link_id, holder).await)
     }
 }
 
@@ -558,6 +531,8 @@ impl Store {
 pub struct CreateGuard {
     store: Store,
     link_id: String,
+    /// This call's own id, which its mark carries.
+    holder: String,
     armed: bool,
 }
 
@@ -568,7 +543,10 @@ impl CreateGuard {
         new: NewIntent,
         key: Option<KeyRecord>,
     ) -> StoreResult<IntentView> {
-        let view = self.store.register_intent(new, key).await?;
+        let view = self
+            .store
+            .register(new, key, Some(self.holder.clone()))
+            .await?;
         self.armed = false;
         Ok(view)
     }
@@ -581,9 +559,13 @@ impl Drop for CreateGuard {
         }
         // The create failed (or its caller vanished): the events held for it are no
         // longer anyone's to wait for. Settled in the background; Drop cannot wait.
-        let (store, link_id) = (self.store.clone(), std::mem::take(&mut self.link_id));
+        let store = self.store.clone();
+        let (link_id, holder) = (
+            std::mem::take(&mut self.link_id),
+            std::mem::take(&mut self.holder),
+        );
         tokio::spawn(async move {
-            if let Err(e) = store.abandon_create(link_id).await {
+            if let Err(e) = store.abandon_create(link_id, holder).await {
                 tracing::error!(error = %e, "could not settle events held for a failed create");
             }
         });
@@ -592,14 +574,8 @@ impl Drop for CreateGuard {
 
 /// One link token's turn (see [`Store::link_turn`]); the next caller's begins when it drops.
 pub struct LinkTurn {
-    _held: Held,
-}
-
-/// What a turn holds until it is dropped.
-#[allow(dead_code)] // held only for what dropping it releases
-enum Held {
-    /// SQLite: this process is the only one, an in-process lock suffices.
-    Local(claim::LocalTurn),
-    /// PostgreSQL: an advisory lock every replica waits on.
-    Shared(Box<postgres::Turn>),
+    /// PostgreSQL: the lease every replica respects, given back first.
+    _shared: Option<postgres::Turn>,
+    /// This process's line for the token.
+    _local: claim::LocalTurn,
 }

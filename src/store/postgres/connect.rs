@@ -7,22 +7,30 @@ use std::time::Duration;
 
 use diesel::ConnectionError;
 use diesel::ConnectionResult;
+use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::FutureExt;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// A pool of connections, each opened by [`connect`].
 pub(super) type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 
-/// How long opening a connection may take before it counts as "PostgreSQL unreachable".
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long opening a connection may take, all of it (TCP, TLS, authentication), before it
+/// counts as "PostgreSQL unreachable": tokio-postgres' own `connect_timeout` bounds only the
+/// TCP connect, and a peer that accepts and then says nothing would hang the rest.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens one connection. `synchronous_commit` is forced on: a COMMIT returns only once its WAL
-/// is flushed, which is what "answered only after a durable commit" rests on, whatever the
-/// server's or role's default says.
+/// TCP keepalives on every connection, unless the URL sets them: an idle connection to a
+/// database that vanished (a failover, a dropped route) is noticed within about
+/// `IDLE + INTERVAL × RETRIES` = 25 s instead of the kernel's two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Opens one connection. It carries no session settings (a transaction pooler would hand
+/// them to other clients): what a transaction needs it sets itself (`session.rs`).
 pub(super) async fn connect(url: &str) -> ConnectionResult<AsyncPgConnection> {
     let (mut config, tls) = settings(url)?;
     if config.get_connect_timeout().is_none() {
@@ -31,15 +39,26 @@ pub(super) async fn connect(url: &str) -> ConnectionResult<AsyncPgConnection> {
     if config.get_application_name().is_none() {
         config.application_name("fintoc-refresh");
     }
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .map_err(|e| ConnectionError::BadConnection(describe(&e)))?;
-    let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection).await?;
-    conn.batch_execute("SET synchronous_commit TO on")
-        .await
-        .map_err(ConnectionError::CouldntSetupConfiguration)?;
-    Ok(conn)
+    if config.get_keepalives_interval().is_none() {
+        config
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES);
+    }
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let (client, connection) = config
+            .connect(tls)
+            .await
+            .map_err(|e| ConnectionError::BadConnection(describe(&e)))?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    })
+    .await;
+    opened.unwrap_or_else(|_| {
+        Err(ConnectionError::BadConnection(format!(
+            "no answer from the database within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )))
+    })
 }
 
 /// Whether `url` is a PostgreSQL URL this service can use (without connecting): `Err` says

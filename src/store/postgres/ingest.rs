@@ -13,7 +13,7 @@ use diesel_async::SimpleAsyncConnection;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::future::{try_join, try_join4, try_join5};
 
-use super::log::Appender;
+use super::log::{Appender, LOCK_COUNTER};
 use super::schema::webhook_events;
 use super::statements::{
     AccountLinks, AnswerAccounts, FinishIntents, HoldEvents, InsertEvents, RejectLinks, Waiting,
@@ -39,30 +39,33 @@ pub(super) async fn ingest(
 ) -> StoreResult<Vec<IngestOutcome>> {
     let batch = Batch::new(events, received_at_ms);
     let shared: &AsyncPgConnection = conn;
-    let (inserted, ctx) = try_join(
-        batch.insert(shared),
-        load_context(shared, &batch.accounts, now_ms),
-    )
-    .await?;
+    let (inserted, ctx) =
+        try_join(batch.insert(shared), load_context(shared, &batch.accounts)).await?;
     batch.apply(conn, log, inserted, ctx, now_ms).await
 }
 
-/// [`ingest`] opening its own transaction: BEGIN, the counter's lock, the counter's value
-/// and the first round trip of the ingest go out together, in that order (see
-/// [`Appender::BEGIN_LOCKED`]), so a batch waiting for the lock runs the moment it is granted,
-/// with no round trip in between. Returns the appender to finish the transaction with.
+/// [`ingest`] opening its own transaction: `begin` (BEGIN with the session's bounds, then
+/// the counter's lock: `session::Bounds::begin`, `log::LOCK_COUNTER`), the counter's value
+/// and the first round trip of the ingest go out together, in that order (a simple query is
+/// sent the moment it is first polled, so what is polled after it runs after it, holding the
+/// lock), so a batch waiting for the lock runs the moment it is granted, with no round trip
+/// in between. `published` is what this replica's watchers were handed (see
+/// [`Appender::after`]). Returns the appender to finish the transaction with.
 pub(super) async fn begin_and_ingest(
     conn: &mut AsyncPgConnection,
+    begin: &str,
+    published: i64,
     events: &[(Bytes, Decoded)],
     received_at_ms: &[Millis],
     now_ms: Millis,
 ) -> StoreResult<(Vec<IngestOutcome>, Appender)> {
     let batch = Batch::new(events, received_at_ms);
     let shared: &AsyncPgConnection = conn;
+    let begin_locked = format!("{begin}; {LOCK_COUNTER}");
     let ((), newest, inserted, ctx) = try_join4(
         async {
             let mut c = shared;
-            Ok::<_, StoreError>(c.batch_execute(Appender::BEGIN_LOCKED).await?)
+            Ok::<_, StoreError>(c.batch_execute(&begin_locked).await?)
         },
         async {
             Ok(Appender::newest_query()
@@ -70,10 +73,10 @@ pub(super) async fn begin_and_ingest(
                 .await?)
         },
         batch.insert(shared),
-        load_context(shared, &batch.accounts, now_ms),
+        load_context(shared, &batch.accounts),
     )
     .await?;
-    let mut log = Appender::after(newest);
+    let mut log = Appender::after(newest, published);
     let outcomes = batch.apply(conn, &mut log, inserted, ctx, now_ms).await?;
     Ok((outcomes, log))
 }
@@ -236,7 +239,7 @@ pub(super) async fn process_held(
     }
     let items: Vec<(&AccountEvent, Millis)> = decoded.iter().map(|(_, e, at)| (e, *at)).collect();
     let accounts: Vec<&str> = items.iter().map(|(e, _)| e.account_id.as_str()).collect();
-    let ctx = load_context(conn, &accounts, now_ms).await?;
+    let ctx = load_context(conn, &accounts).await?;
     let writes = plan(ctx, log, &items, now_ms);
     let settled: Vec<i64> = decoded
         .iter()
@@ -380,16 +383,11 @@ where
 /// What results for these accounts are decided against: their Links and live create marks,
 /// and the pending intents still waiting for any of them (with every expected account and
 /// its status so far). Two reads, pipelined.
-async fn load_context(
-    conn: &AsyncPgConnection,
-    accounts: &[&str],
-    now_ms: Millis,
-) -> StoreResult<Context> {
+async fn load_context(conn: &AsyncPgConnection, accounts: &[&str]) -> StoreResult<Context> {
     if accounts.is_empty() {
         return Ok(Context::default());
     }
     let links = AccountLinks {
-        now_ms,
         accounts: accounts.to_vec(),
         _life: PhantomData,
     };

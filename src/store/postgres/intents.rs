@@ -7,7 +7,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::log::Appender;
 use super::models::ResultRecord;
-use super::schema::{creates_in_flight, intent_accounts, refresh_intents, results};
+use super::schema::{intent_accounts, refresh_intents, results};
 use crate::clock::Millis;
 use crate::domain::correlate::CLOCK_SLACK_MS;
 use crate::domain::status::intent_status;
@@ -16,17 +16,18 @@ use crate::store::plan::{Context, Progress};
 use crate::store::view;
 use crate::store::{DueIntent, StoreError, StoreResult};
 
-/// Records an intent and its expected accounts (a no-op if it is already known), clears its
-/// Link's create mark and claims results logged for it before it was known. The caller then
-/// logs the events held for it.
+/// Records an intent and its expected accounts (a no-op if it is already known), clears the
+/// create mark `mark` (its holder) of its Link if that mark is still there, and claims
+/// results logged for it before it was known. The caller then logs the events held for it.
 pub(super) async fn register(
     conn: &mut AsyncPgConnection,
     new: &NewIntent,
+    mark: Option<&str>,
     now_ms: Millis,
 ) -> StoreResult<()> {
-    diesel::delete(creates_in_flight::table.find(&new.link_id))
-        .execute(conn)
-        .await?;
+    if let Some(holder) = mark {
+        super::links::clear_creates(conn, Some(&(new.link_id.clone(), holder.to_owned()))).await?;
+    }
     let inserted = diesel::insert_into(refresh_intents::table)
         .values((
             refresh_intents::id.eq(&new.id),

@@ -3,11 +3,12 @@
 //! idempotency keys, and the marks of create calls in flight.
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Text};
+use diesel::sql_types::{Array, BigInt, Text};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::{creates_in_flight, fintoc_key_series, idempotency_keys, links};
+use super::statements::DB_NOW_MS;
 use crate::clock::Millis;
 use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
 
@@ -139,43 +140,50 @@ pub(super) async fn remember_key(
     Ok(())
 }
 
-/// Marks a create call for `link_id` as in flight until `expires_at_ms` (or until the
-/// intent is registered or the call abandoned, which remove the mark).
+/// Marks a create call for `link_id` as in flight, by `holder` (the call's own id), for
+/// `lease_ms` from now on the database's clock (or until the intent is registered or the
+/// call abandoned, which remove the mark). A mark of another call for the Link is replaced.
 pub(super) async fn mark_create(
     conn: &mut AsyncPgConnection,
     link_id: &str,
-    expires_at_ms: Millis,
+    holder: &str,
+    lease_ms: Millis,
 ) -> StoreResult<()> {
-    diesel::insert_into(creates_in_flight::table)
-        .values((
-            creates_in_flight::link_id.eq(link_id),
-            creates_in_flight::expires_at_ms.eq(expires_at_ms),
-        ))
-        .on_conflict(creates_in_flight::link_id)
-        .do_update()
-        .set(creates_in_flight::expires_at_ms.eq(excluded(creates_in_flight::expires_at_ms)))
-        .execute(conn)
-        .await?;
+    diesel::sql_query(format!(
+        "INSERT INTO creates_in_flight (link_id, holder, expires_at_ms) \
+         VALUES ($1, $2, {DB_NOW_MS} + $3) \
+         ON CONFLICT (link_id) DO UPDATE \
+         SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms"
+    ))
+    .bind::<Text, _>(link_id)
+    .bind::<Text, _>(holder)
+    .bind::<BigInt, _>(lease_ms)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// Removes the create mark of `link_id`, or with `None` every mark whose lease ran out (its
-/// replica died mid-call), so the events held for them can be settled.
+/// Removes one create call's mark, (Link, holder) — only if it is still that call's — or,
+/// with `None`, every mark whose lease ran out on the database's clock (its replica died or
+/// froze mid-call), so the events held for them can be settled.
 pub(super) async fn clear_creates(
     conn: &mut AsyncPgConnection,
-    link_id: Option<&str>,
-    now_ms: Millis,
+    mark: Option<&(String, String)>,
 ) -> StoreResult<usize> {
-    let cleared = match link_id {
-        Some(link_id) => {
-            diesel::delete(creates_in_flight::table.find(link_id))
-                .execute(conn)
-                .await?
+    let cleared = match mark {
+        Some((link_id, holder)) => {
+            diesel::delete(
+                creates_in_flight::table
+                    .filter(creates_in_flight::link_id.eq(link_id))
+                    .filter(creates_in_flight::holder.eq(holder)),
+            )
+            .execute(conn)
+            .await?
         }
         None => {
-            diesel::delete(
-                creates_in_flight::table.filter(creates_in_flight::expires_at_ms.le(now_ms)),
-            )
+            diesel::sql_query(format!(
+                "DELETE FROM creates_in_flight WHERE expires_at_ms <= {DB_NOW_MS}"
+            ))
             .execute(conn)
             .await?
         }

@@ -9,12 +9,19 @@ use std::marker::PhantomData;
 
 use super::models::ResultRecord;
 use super::schema::{accounts, intent_accounts, log_counter, results, webhook_events};
-use super::statements::{AppendResults, MoveCounter};
+use super::statements::AppendResults;
 use crate::domain::{ResultRow, Target};
+use tokio_util::sync::CancellationToken;
+
 use crate::store::{Counts, LogBounds, StoreResult};
 
 /// The channel writers notify when they append to the log; every replica's tail listens.
 pub(super) const CHANNEL: &str = "fintoc_refresh_log";
+
+/// Locks the counter for the rest of the transaction: every other writer, on every replica,
+/// waits here until this transaction ends, so sequences commit in order. Sent as text right
+/// after BEGIN (see `session::Bounds::begin`), so it needs no round trip of its own.
+pub(super) const LOCK_COUNTER: &str = "SELECT 1 FROM log_counter FOR UPDATE";
 
 /// Hands out sequences inside one writer transaction, from the counter it locked.
 pub(super) struct Appender {
@@ -24,6 +31,9 @@ pub(super) struct Appender {
     pending: Vec<ResultRow>,
     /// Whether anything was appended in this transaction.
     wrote: bool,
+    /// Whether the counter must move even if nothing is appended (see [`Rewind`]).
+    raised: bool,
+    rewound: Option<Rewind>,
 }
 
 /// Rows taken from an [`Appender`], ready to insert in one statement.
@@ -50,37 +60,40 @@ impl Rows {
 }
 
 impl Appender {
-    /// Locks the counter for the rest of the transaction: every other writer, on every
-    /// replica, waits here until this transaction ends, so sequences commit in order.
-    pub(super) async fn lock(conn: &mut AsyncPgConnection) -> StoreResult<Appender> {
-        let newest: i64 = Self::lock_query().get_result(conn).await?;
-        Ok(Appender::after(newest))
-    }
-
-    /// BEGIN and the counter's lock as one simple query: it goes on the wire the moment its
-    /// future is first polled, so statements polled after it run after it, holding the lock,
-    /// and can be sent in the same round trip. [`Appender::newest_query`] then reads where
-    /// the counter stands.
-    pub(super) const BEGIN_LOCKED: &str = "BEGIN; SELECT 1 FROM log_counter FOR UPDATE";
-
     /// The counter's value, read by a transaction that holds its lock (each statement reads
     /// what was committed when it began, and it began after the lock was granted).
     pub(super) fn newest_query() -> diesel::dsl::Select<log_counter::table, log_counter::newest> {
         log_counter::table.select(log_counter::newest)
     }
 
-    /// The counter's locking read, for callers that pipeline it with other statements.
-    pub(super) fn lock_query()
-    -> diesel::dsl::ForUpdate<diesel::dsl::Select<log_counter::table, log_counter::newest>> {
-        log_counter::table.select(log_counter::newest).for_update()
-    }
-
-    /// An appender for a transaction that locked the counter and read `newest` from it.
-    pub(super) fn after(newest: i64) -> Appender {
+    /// An appender for a transaction that locked the counter and read `newest` from it, on a
+    /// replica that has handed sequences up to `published` to its watchers. A counter below
+    /// that was rewound: sequences continue after `published`, never reusing one.
+    pub(super) fn after(newest: i64, published: i64) -> Appender {
+        let rewound = (newest < published).then_some(Rewind {
+            counter: newest,
+            published,
+        });
         Appender {
-            next: newest + 1,
+            next: newest.max(published) + 1,
             pending: Vec::new(),
             wrote: false,
+            raised: rewound.is_some(),
+            rewound,
+        }
+    }
+
+    /// The rewind found when the counter was read, if any.
+    pub(super) fn rewound(&self) -> Option<Rewind> {
+        self.rewound
+    }
+
+    /// Hands out sequences only after `to` from now on, and moves the counter there at
+    /// commit even if nothing is appended.
+    pub(super) fn raise_to(&mut self, to: i64) {
+        if to >= self.next {
+            self.next = to + 1;
+            self.raised = true;
         }
     }
 
@@ -111,28 +124,53 @@ impl Appender {
         Ok(())
     }
 
-    /// [`Appender::finish`] as SQL text, to send in one message with the COMMIT that must
-    /// follow it. Only numbers and a constant go into it.
-    pub(super) fn finish_inline(self) -> Option<String> {
-        self.finish().map(|m| {
-            format!(
-                "WITH moved AS (UPDATE log_counter SET newest = {} RETURNING newest) \
-                 SELECT pg_notify('{}', '') FROM moved",
-                m.newest, m.channel
-            )
-        })
-    }
-
-    /// The statement that moves the counter to the last sequence handed out and wakes every
-    /// replica's tail (delivered at commit, only if it commits); `None` if nothing was
-    /// appended. Everything appended must have been inserted.
-    pub(super) fn finish(self) -> Option<MoveCounter<'static>> {
+    /// The end of the transaction, as one simple query: the counter moved to the last
+    /// sequence handed out, every replica's tail woken (the notification is delivered at
+    /// commit, and only if it commits), then COMMIT. One message, because the move must come
+    /// before the COMMIT and pipelined statements need not reach the server in the order
+    /// they were started. Only numbers and a constant go into it. Everything appended must
+    /// have been inserted.
+    pub(super) fn finish_and_commit(self) -> String {
         debug_assert!(self.pending.is_empty(), "appended rows were never inserted");
-        self.wrote.then_some(MoveCounter {
-            newest: self.next - 1,
-            channel: CHANNEL,
-            _life: PhantomData,
-        })
+        if !(self.wrote || self.raised) {
+            return "COMMIT".to_owned();
+        }
+        format!(
+            "WITH moved AS (UPDATE log_counter SET newest = GREATEST(newest, {}) \
+             RETURNING newest) SELECT pg_notify('{CHANNEL}', '') FROM moved; COMMIT",
+            self.next - 1
+        )
+    }
+}
+
+/// The log's counter found below what this replica has already handed to its watchers: a
+/// failover lost commits, or a backup was restored. Sequences up to `published` must never
+/// be handed out again (a watcher holding a cursor among them would skip the new results
+/// silently), so the counter is moved past them in the same transaction, and this replica
+/// stops: its watchers end and resume elsewhere (or after its restart) from their cursors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Rewind {
+    pub counter: i64,
+    pub published: i64,
+}
+
+impl Rewind {
+    /// Logs it, and stops the replica.
+    pub(super) fn report(self, broken: &CancellationToken) {
+        tracing::error!(
+            counter = self.counter,
+            published = self.published,
+            "the result log was rewound: PostgreSQL's log counter is at {} but this replica \
+             has already handed sequences up to {} to watchers (a failover that lost \
+             commits, or a restored backup); results {}..={} are gone. The counter now \
+             continues after {}, and this replica stops serving",
+            self.counter,
+            self.published,
+            self.counter + 1,
+            self.published,
+            self.published
+        );
+        broken.cancel();
     }
 }
 

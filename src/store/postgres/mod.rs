@@ -32,12 +32,14 @@ mod models;
 mod retention;
 #[rustfmt::skip]
 mod schema;
+mod session;
 mod statements;
 mod tail;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diesel_async::AsyncPgConnection;
@@ -47,25 +49,31 @@ use tokio_util::sync::CancellationToken;
 use connect::Pool;
 pub use connect::{check_url, redacted};
 pub use lead::Turn;
+pub use session::Bounds;
+use session::{OnConn, OnConnMut};
 
 use super::{
     Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
     LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
+use crate::config::Config;
 use crate::domain::{IntentView, NewIntent, RefreshType, Target};
 use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
+use tail::Published;
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// Connections for reads and short writes (RPCs, watchers' catch-up, link turns).
-const POOL_SIZE: u32 = 16;
+/// How long past `--request-timeout` a create call's mark holds events back: the call is
+/// bounded by the request's deadline, so a mark outlives it only when its replica died or
+/// froze mid-call; then the events held for it are settled soon after.
+const CREATE_LEASE_SLACK: Duration = Duration::from_secs(30);
 
-/// How long a create call's mark holds events back at most: longer than any create call may
-/// take (`--request-timeout` caps them, 30 s by default), short enough that the events held
-/// for a replica that died mid-call are settled within minutes.
-pub(super) const CREATE_LEASE_MS: Millis = 2 * 60 * 1000;
+/// How often this replica checks that it can commit (readiness), and how long the check may
+/// wait beyond the lock timeout before it counts as "cannot".
+const COMMIT_CHECK: Duration = Duration::from_secs(1);
+const COMMIT_CHECK_SLACK: Duration = Duration::from_secs(1);
 
 /// Whether `url` selects this backend.
 pub fn is_postgres_url(url: &str) -> bool {
@@ -76,15 +84,21 @@ pub fn is_postgres_url(url: &str) -> bool {
 pub(super) struct PgStore {
     pool: Pool,
     writer: writer::Writer,
-    /// The newest sequence the tail has handed to the sink: reads of the log stop there.
-    tailed: Arc<AtomicI64>,
+    /// What the tail has handed to the sink: reads of the log stop there.
+    published: Arc<Published>,
     leader: lead::Leader,
+    bounds: Bounds,
+    /// How long a create call's mark lasts (see [`CREATE_LEASE_SLACK`]).
+    create_lease: Duration,
+    /// Whether the last check found that this replica can commit.
+    can_commit: Arc<AtomicBool>,
     clock: Clock,
     stop: CancellationToken,
     /// Cancelled when [`PgStore::close`] begins: tasks ending after it are not failures.
     closing: CancellationToken,
-    /// Cancelled if one of this replica's own tasks (writer, tail, leader) ends on its own:
-    /// without it the replica would be half alive (see [`PgStore::failed`]).
+    /// Cancelled if one of this replica's own tasks (writer, tail, leader) ends on its own,
+    /// or the log is found rewound: without it the replica would be half alive (see
+    /// [`PgStore::failed`]).
     broken: CancellationToken,
 }
 
@@ -105,45 +119,104 @@ where
 
 impl PgStore {
     pub(super) async fn open(
-        url: &str,
-        clock: Clock,
+        config: &Config,
         metrics: Arc<Metrics>,
         publish: Publish,
     ) -> StoreResult<PgStore> {
+        let url = config.database_url.as_str();
+        let bounds = Bounds::for_request_timeout(config.request_timeout);
         migrate(url).await?;
-        let pool = connect::pool(url, POOL_SIZE).await.map_err(unavailable)?;
+        let pool = connect::pool(url, config.database_pool_size)
+            .await
+            .map_err(unavailable)?;
         let stop = CancellationToken::new();
         let newest = {
             let mut conn = get(&pool).await?;
-            log::log_bounds(&mut conn).await?.newest
+            bounds
+                .within(&mut conn, async |c| Ok(log::log_bounds(c).await?.newest))
+                .await?
         };
         // Watchers on this replica start from the log as it is now; the tail takes it from
         // there, so everything committed later (by any replica) reaches the sink once.
-        let tailed = Arc::new(AtomicI64::new(newest));
+        let published = Arc::new(Published::starting_at(newest));
         let (closing, broken) = (CancellationToken::new(), CancellationToken::new());
+        let (writer, task) = writer::Writer::new(writer::Setup {
+            url: url.to_owned(),
+            clock: config.clock.clone(),
+            metrics,
+            bounds,
+            budget: config.request_timeout,
+            published: published.clone(),
+            broken: broken.clone(),
+            stop: stop.clone(),
+        });
+        vital("writer", task, closing.clone(), broken.clone());
+        let rewound: tail::Rewound = {
+            let (writer, broken) = (writer.clone(), broken.clone());
+            Box::new(move |rewind: log::Rewind| {
+                tokio::spawn(async move {
+                    // Past every sequence this replica handed out, before anyone reuses one.
+                    if let Err(e) = writer.raise(rewind.published).await {
+                        tracing::error!(error = %e, "could not move the rewound log's counter");
+                    }
+                    rewind.report(&broken);
+                });
+            })
+        };
         let tail = tail::run(
             url.to_owned(),
             pool.clone(),
-            tailed.clone(),
+            bounds,
+            published.clone(),
             publish,
+            rewound,
             stop.clone(),
         );
         vital("log tail", tail, closing.clone(), broken.clone());
-        let (writer, task) =
-            writer::Writer::new(url.to_owned(), clock.clone(), metrics, stop.clone());
-        vital("writer", task, closing.clone(), broken.clone());
-        let (leader, task) = lead::Leader::new(url.to_owned(), stop.clone());
-        vital("leader lock", task, closing.clone(), broken.clone());
+        let me = lead::replica_id();
+        let (leader, task) = lead::Leader::new(pool.clone(), &me, bounds, stop.clone());
+        vital("leader lease", task, closing.clone(), broken.clone());
+        let can_commit = Arc::new(AtomicBool::new(true));
+        let check = check_commits(writer.clone(), bounds, can_commit.clone());
+        vital(
+            "commit check",
+            cancellable(check, stop.clone()),
+            closing.clone(),
+            broken.clone(),
+        );
         Ok(PgStore {
             pool,
             writer,
-            tailed,
+            published,
             leader,
-            clock,
+            bounds,
+            create_lease: config.request_timeout + CREATE_LEASE_SLACK,
+            can_commit,
+            clock: config.clock.clone(),
             stop,
             closing,
             broken,
         })
+    }
+
+    /// Runs `work` on a pooled connection, bounded by [`Bounds::answer`].
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        for<'c> F: AsyncFnOnce(&'c mut AsyncPgConnection) -> StoreResult<T>
+            + OnConn<&'c mut AsyncPgConnection, StoreResult<T>, Fut: Send>,
+    {
+        let mut conn = self.conn().await?;
+        self.bounds.within(&mut conn, work).await
+    }
+
+    /// Runs `work` in a transaction on a pooled connection (see [`Bounds::transaction`]).
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        for<'c> F: AsyncFnMut(&'c mut AsyncPgConnection) -> StoreResult<T>
+            + OnConnMut<&'c mut AsyncPgConnection, StoreResult<T>, Fut: Send>,
+    {
+        let mut conn = self.conn().await?;
+        self.bounds.transaction(&mut conn, work).await
     }
 
     async fn conn(&self) -> StoreResult<bb8::PooledConnection<'_, Manager>> {
@@ -178,22 +251,27 @@ impl PgStore {
         self.writer.ingest(events, received_at_ms).await
     }
 
-    pub(super) async fn mark_create(&self, link_id: &str) -> StoreResult<()> {
-        let expires = self.clock.now_ms() + CREATE_LEASE_MS;
-        let mut conn = self.conn().await?;
-        links::mark_create(&mut conn, link_id, expires).await
+    pub(super) async fn mark_create(&self, link_id: &str, holder: &str) -> StoreResult<()> {
+        let lease_ms = crate::clock::millis(self.create_lease);
+        self.write(async |c| links::mark_create(c, link_id, holder, lease_ms).await)
+            .await
     }
 
-    pub(super) async fn abandon_create(&self, link_id: String) -> StoreResult<usize> {
-        self.writer.settle(Some(link_id)).await
+    pub(super) async fn abandon_create(
+        &self,
+        link_id: String,
+        holder: String,
+    ) -> StoreResult<usize> {
+        self.writer.settle(Some((link_id, holder))).await
     }
 
     pub(super) async fn register_intent(
         &self,
         new: NewIntent,
         key: Option<KeyRecord>,
+        mark: Option<String>,
     ) -> StoreResult<IntentView> {
-        self.writer.register(new, key).await
+        self.writer.register(new, key, mark).await
     }
 
     pub(super) async fn upsert_link(
@@ -203,19 +281,19 @@ impl PgStore {
         accounts: Vec<String>,
     ) -> StoreResult<()> {
         let now = self.clock.now_ms();
-        let mut conn = self.conn().await?;
-        links::upsert_link(&mut conn, &link_id, &token_sha256, &accounts, now).await
+        self.write(async |c| links::upsert_link(c, &link_id, &token_sha256, &accounts, now).await)
+            .await
     }
 
     pub(super) async fn remember_key(&self, key: KeyRecord) -> StoreResult<()> {
         let now = self.clock.now_ms();
-        let mut conn = self.conn().await?;
-        links::remember_key(&mut conn, &key, now).await
+        self.write(async |c| links::remember_key(c, &key, now).await)
+            .await
     }
 
     pub(super) async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
-        let mut conn = self.conn().await?;
-        links::fintoc_keys_spent(&mut conn, &key).await
+        self.read(async |c| links::fintoc_keys_spent(c, &key).await)
+            .await
     }
 
     pub(super) async fn remember_fintoc_keys_spent(
@@ -224,8 +302,8 @@ impl PgStore {
         spent: u64,
     ) -> StoreResult<()> {
         let now = self.clock.now_ms();
-        let mut conn = self.conn().await?;
-        links::remember_fintoc_keys_spent(&mut conn, &key, spent, now).await
+        self.write(async |c| links::remember_fintoc_keys_spent(c, &key, spent, now).await)
+            .await
     }
 
     pub(super) async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
@@ -234,8 +312,8 @@ impl PgStore {
 
     pub(super) async fn mark_reconciled(&self, ids: Vec<String>) -> StoreResult<()> {
         let now = self.clock.now_ms();
-        let mut conn = self.conn().await?;
-        intents::mark_reconciled(&mut conn, &ids, now).await
+        self.write(async |c| intents::mark_reconciled(c, &ids, now).await)
+            .await
     }
 
     pub(super) async fn prune(
@@ -244,13 +322,12 @@ impl PgStore {
         key_cutoff_ms: Millis,
         limit: i64,
     ) -> StoreResult<Pruned> {
-        let mut conn = self.conn().await?;
-        retention::prune(&mut conn, cutoff_ms, key_cutoff_ms, limit).await
+        self.write(async |c| retention::prune(c, cutoff_ms, key_cutoff_ms, limit).await)
+            .await
     }
 
     pub(super) async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>> {
-        let mut conn = self.conn().await?;
-        intents::get_intent(&mut conn, &id).await
+        self.read(async |c| intents::get_intent(c, &id).await).await
     }
 
     pub(super) async fn results_after(
@@ -259,38 +336,44 @@ impl PgStore {
         after: i64,
         limit: i64,
     ) -> StoreResult<LogPage> {
-        let upto = self.tailed.load(Ordering::Acquire);
-        let mut conn = self.conn().await?;
-        let rows = if upto > after {
-            log::results_after(&mut conn, &target, after, upto, limit).await?
-        } else {
-            Vec::new()
-        };
-        // Read after the rows: retention that ran before them shows here (a later run only
-        // makes this look further on, which refuses a cursor rather than skip rows).
-        let pruned_through = log::log_bounds(&mut conn).await?.pruned_through();
-        Ok(LogPage {
-            rows,
-            pruned_through,
+        let upto = self.published.through();
+        self.read(async |c| {
+            let rows = if upto > after {
+                log::results_after(c, &target, after, upto, limit).await?
+            } else {
+                Vec::new()
+            };
+            // Read after the rows: retention that ran before them shows here (a later run
+            // only makes this look further on, which refuses a cursor rather than skip rows).
+            let pruned_through = log::log_bounds(c).await?.pruned_through();
+            Ok(LogPage {
+                rows,
+                pruned_through,
+            })
         })
+        .await
     }
 
     pub(super) async fn log_bounds(&self) -> StoreResult<LogBounds> {
-        let mut conn = self.conn().await?;
-        log::log_bounds(&mut conn).await
+        self.read(async |c| log::log_bounds(c).await).await
+    }
+
+    /// The newest sequence handed to the sink: where this replica's hub starts.
+    pub(super) fn published_through(&self) -> i64 {
+        self.published.through()
     }
 
     pub(super) async fn link_by_token(
         &self,
         token_sha256: String,
     ) -> StoreResult<Option<KnownLink>> {
-        let mut conn = self.conn().await?;
-        links::link_by_token(&mut conn, &token_sha256).await
+        self.read(async |c| links::link_by_token(c, &token_sha256).await)
+            .await
     }
 
     pub(super) async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>> {
-        let mut conn = self.conn().await?;
-        links::link_by_id(&mut conn, &link_id).await
+        self.read(async |c| links::link_by_id(c, &link_id).await)
+            .await
     }
 
     pub(super) async fn link_state(
@@ -298,48 +381,60 @@ impl PgStore {
         link_id: String,
         refresh_type: RefreshType,
     ) -> StoreResult<LinkState> {
-        let mut conn = self.conn().await?;
-        Ok(LinkState {
-            pending: intents::pending_intent(&mut conn, &link_id).await?,
-            last_success: intents::last_success(&mut conn, &link_id, refresh_type).await?,
+        self.read(async |c| {
+            Ok(LinkState {
+                pending: intents::pending_intent(c, &link_id).await?,
+                last_success: intents::last_success(c, &link_id, refresh_type).await?,
+            })
         })
+        .await
     }
 
     pub(super) async fn idempotency(
         &self,
         key: String,
     ) -> StoreResult<Option<(IdempotencyRecord, Option<IntentView>)>> {
-        let mut conn = self.conn().await?;
-        let Some(record) = links::idempotency(&mut conn, &key).await? else {
-            return Ok(None);
-        };
-        let intent = intents::get_intent(&mut conn, &record.refresh_intent_id).await?;
-        Ok(Some((record, intent)))
+        self.read(async |c| {
+            let Some(record) = links::idempotency(c, &key).await? else {
+                return Ok(None);
+            };
+            let intent = intents::get_intent(c, &record.refresh_intent_id).await?;
+            Ok(Some((record, intent)))
+        })
+        .await
     }
 
     pub(super) async fn pending_intents_due(
         &self,
         created_before_ms: Millis,
     ) -> StoreResult<Vec<DueIntent>> {
-        let mut conn = self.conn().await?;
-        intents::pending_intents_due(&mut conn, created_before_ms).await
+        self.read(async |c| intents::pending_intents_due(c, created_before_ms).await)
+            .await
     }
 
     pub(super) async fn counts(&self) -> StoreResult<Counts> {
-        let mut conn = self.conn().await?;
-        log::counts(&mut conn).await
+        self.read(async |c| log::counts(c).await).await
     }
 
+    /// Whether the database answers a trivial query in time, and the last check found that
+    /// this replica can commit (readiness).
     pub(super) async fn ping(&self) -> bool {
         use diesel_async::SimpleAsyncConnection;
-        match self.conn().await {
-            Ok(mut conn) => conn.batch_execute("SELECT 1").await.is_ok(),
-            Err(_) => false,
-        }
+        let answers = self
+            .read(async |c| Ok(c.batch_execute("SELECT 1").await?))
+            .await
+            .is_ok();
+        answers && self.can_commit.load(Ordering::Acquire)
     }
 
-    /// False for good once one of this replica's own tasks stopped. PostgreSQL being away is
-    /// not that: it is reported by [`PgStore::ping`] (and recovers).
+    /// Whether the last check found that this replica can commit.
+    pub(super) fn can_commit(&self) -> bool {
+        self.is_healthy() && self.can_commit.load(Ordering::Acquire)
+    }
+
+    /// False for good once one of this replica's own tasks stopped, or the log was found
+    /// rewound. PostgreSQL being away is not that: it is reported by [`PgStore::ping`] (and
+    /// recovers).
     pub(super) fn is_healthy(&self) -> bool {
         !self.broken.is_cancelled()
     }
@@ -357,25 +452,65 @@ impl PgStore {
         self.leader.leads()
     }
 
+    /// Resolves once this replica does not run the background work.
+    pub(super) async fn leadership_lost(&self) {
+        self.leader.lost().await
+    }
+
     /// Settles the events held for creates whose lease ran out (their replica died).
     pub(super) async fn settle_expired_creates(&self) -> StoreResult<usize> {
         self.writer.settle(None).await
     }
 
-    pub(super) async fn link_turn(&self, token_sha256: &str) -> StoreResult<Turn> {
-        lead::Turn::take(&self.pool, token_sha256).await
+    pub(super) async fn link_turn(
+        &self,
+        token_sha256: &str,
+        deadline: Instant,
+    ) -> StoreResult<Turn> {
+        lead::Turn::take(&self.pool, self.bounds, token_sha256, deadline).await
     }
 
     pub(super) async fn close(&self) {
         self.closing.cancel();
         self.writer.close().await;
+        self.leader.resign().await;
         self.stop.cancel();
+    }
+}
+
+/// Checks every [`COMMIT_CHECK`] that this replica can commit: a probe through the writer
+/// takes the log counter's lock like any batch. A replica that cannot (a frozen replica holds
+/// the lock, the database is read-only or out of reach) reports not ready meanwhile, though
+/// a trivial query may still be answered.
+async fn check_commits(writer: writer::Writer, bounds: Bounds, can_commit: Arc<AtomicBool>) {
+    let mut could = true;
+    loop {
+        let probed = tokio::time::timeout(bounds.lock + COMMIT_CHECK_SLACK, writer.probe()).await;
+        let can = matches!(probed, Ok(Ok(())));
+        can_commit.store(can, Ordering::Release);
+        if can != could {
+            if can {
+                tracing::info!("this replica can commit again");
+            } else {
+                tracing::warn!(outcome = ?probed.ok(), "this replica cannot commit; not ready until it can");
+            }
+            could = can;
+        }
+        tokio::time::sleep(COMMIT_CHECK).await;
+    }
+}
+
+/// `task`, ended early (and cleanly) by `stop`.
+async fn cancellable(task: impl Future<Output = ()>, stop: CancellationToken) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = task => {}
     }
 }
 
 type Manager = diesel_async::pooled_connection::AsyncDieselConnectionManager<AsyncPgConnection>;
 
-async fn get(pool: &Pool) -> StoreResult<bb8::PooledConnection<'_, Manager>> {
+pub(super) async fn get(pool: &Pool) -> StoreResult<bb8::PooledConnection<'_, Manager>> {
     pool.get()
         .await
         .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
@@ -385,15 +520,25 @@ fn unavailable(e: diesel::ConnectionError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Longest the migrations may take at start, waiting for another replica's included: a
+/// start that cannot finish them fails (before the listening line) instead of hanging.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs the embedded migrations on one connection. Several replicas starting at once
 /// serialize on an advisory lock, so each migration runs once. diesel's migration harness is
-/// synchronous: it runs on the blocking pool, driving the async connection from there.
+/// synchronous: it runs on the blocking pool, driving the async connection from there. The
+/// session's own limits end a wait for the lock or a statement that hangs; the timeout
+/// around it all ends a database that stops answering.
 async fn migrate(url: &str) -> StoreResult<()> {
     use diesel::RunQueryDsl;
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
     let conn = connect::connect(url).await.map_err(unavailable)?;
-    tokio::task::spawn_blocking(move || {
+    let limit = MIGRATE_TIMEOUT.as_millis();
+    let migrated = tokio::task::spawn_blocking(move || {
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+        for setting in ["lock_timeout", "statement_timeout"] {
+            diesel::sql_query(format!("SET {setting} = {limit}")).execute(&mut conn)?;
+        }
         diesel::sql_query("SELECT pg_advisory_lock($1)")
             .bind::<diesel::sql_types::BigInt, _>(lead::MIGRATION_LOCK)
             .execute(&mut conn)?;
@@ -401,7 +546,13 @@ async fn migrate(url: &str) -> StoreResult<()> {
         conn.run_pending_migrations(MIGRATIONS)
             .map(|_| ())
             .map_err(|e| StoreError::Migration(e.to_string()))
-    })
-    .await
-    .map_err(|e| StoreError::TaskFailed(e.to_string()))?
+    });
+    match tokio::time::timeout(MIGRATE_TIMEOUT, migrated).await {
+        Ok(done) => done.map_err(|e| StoreError::TaskFailed(e.to_string()))?,
+        Err(_) => Err(StoreError::Migration(format!(
+            "the migrations did not finish within {} s (the database stopped answering, or \
+             another replica holds the migration lock)",
+            MIGRATE_TIMEOUT.as_secs()
+        ))),
+    }
 }

@@ -11,6 +11,7 @@ diesel::table! {
     creates_in_flight (link_id) {
         link_id -> Text,
         expires_at_ms -> Int8,
+        holder -> Text,
     }
 }
 
@@ -38,6 +39,22 @@ diesel::table! {
         refresh_intent_id -> Text,
         account_id -> Text,
         result_sequence -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    leader_lease (singleton) {
+        singleton -> Bool,
+        holder -> Text,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    link_turns (token_sha256) {
+        token_sha256 -> Text,
+        holder -> Text,
+        expires_at -> Timestamptz,
     }
 }
 
@@ -106,6 +123,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     fintoc_key_series,
     idempotency_keys,
     intent_accounts,
+    leader_lease,
+    link_turns,
     links,
     log_counter,
     refresh_intents,

@@ -99,17 +99,17 @@ statement! {
 }
 
 statement! {
-    /// Each account's Link, and whether a create call for it is in flight (a live mark):
-    /// (account, Link, creating).
+    /// Each account's Link, and whether a create call for it is in flight (a live mark, by
+    /// the database's clock, which every replica shares): (account, Link, creating).
     AccountLinks -> (Text, Text, Bool) {
-        now_ms: Millis => BigInt,
         accounts: Vec<&'a str> => Array<Text>,
     }
     sql: [
         "SELECT a.account_id, a.link_id, EXISTS ( \
              SELECT 1 FROM creates_in_flight c \
-             WHERE c.link_id = a.link_id AND c.expires_at_ms > ",
-        ") FROM accounts a WHERE a.account_id = ANY(",
+             WHERE c.link_id = a.link_id \
+             AND c.expires_at_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+         ) FROM accounts a WHERE a.account_id = ANY(",
         ")",
     ]
 }
@@ -196,19 +196,9 @@ statement! {
     ]
 }
 
-statement! {
-    /// Moves the counter to the newest sequence handed out and wakes every replica's tail
-    /// (the notification is delivered at commit, and only if it commits).
-    MoveCounter {
-        newest: i64 => BigInt,
-        channel: &'static str => Text,
-    }
-    sql: [
-        "WITH moved AS (UPDATE log_counter SET newest = ",
-        " RETURNING newest) SELECT pg_notify(",
-        ", '') FROM moved",
-    ]
-}
+/// Now on the database's clock, in Unix milliseconds: leases (create marks) are written and
+/// judged by this one clock, so replicas whose clocks differ agree on when one runs out.
+pub(super) const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// Held events, written as the partial index `webhook_events_held` is: with the value bound
 /// as a parameter, PostgreSQL's generic plan for the prepared statement cannot use the index

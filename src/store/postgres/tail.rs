@@ -7,9 +7,15 @@
 //! while this connection was down is lost, so the tail also reads every [`POLL`], and after
 //! each reconnect. Because the log commits in sequence order (see `log_counter`), reading
 //! "after the last sequence seen" never steps over an entry still to come.
+//!
+//! Each read starts *at* the last entry handed over, which must still be the one handed
+//! over: if it is not (a failover lost commits and other replicas reused its sequence, or a
+//! backup was restored), the log was rewound under this replica, and what it told its
+//! watchers no longer matches the log. The tail then stops and says so ([`Rewound`]) rather
+//! than skip the reused sequences in silence.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use diesel_async::RunQueryDsl;
@@ -17,8 +23,10 @@ use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{Pool, connect};
+use super::log::Rewind;
+use super::session::Bounds;
 use crate::domain::ResultRow;
-use crate::store::{Publish, StoreResult};
+use crate::store::{Publish, StoreError, StoreResult};
 
 /// How often the log is read even without a notification.
 const POLL: Duration = Duration::from_millis(500);
@@ -27,49 +35,134 @@ const RECONNECT: Duration = Duration::from_millis(500);
 /// Entries read per query.
 const PAGE: i64 = 1000;
 
-/// The tail's task: runs until `stop`.
+/// How far this replica has handed the log to its sink, and which entry it handed last.
+#[derive(Default)]
+pub(super) struct Published {
+    /// The newest sequence handed over: reads of the log stop there, and the hub starts
+    /// there (so a watcher is never told of a cursor past what it can be given).
+    through: AtomicI64,
+    /// The entry at `through`, once this replica has read it.
+    last: Mutex<Option<Identity>>,
+}
+
+/// What tells one log entry from another that took its sequence after a rewind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    sequence: i64,
+    account_id: String,
+    event_id: String,
+    committed_at_ms: i64,
+}
+
+impl Identity {
+    fn of(row: &ResultRow) -> Identity {
+        Identity {
+            sequence: row.sequence,
+            account_id: row.account_id.clone(),
+            event_id: row.event_id.clone(),
+            committed_at_ms: row.committed_at_ms,
+        }
+    }
+}
+
+impl Published {
+    /// Starting from the log as it stands at `newest`.
+    pub(super) fn starting_at(newest: i64) -> Published {
+        Published {
+            through: AtomicI64::new(newest),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The newest sequence handed to the sink.
+    pub(super) fn through(&self) -> i64 {
+        AtomicI64::load(&self.through, Ordering::Acquire)
+    }
+}
+
+/// What the tail reports when it finds the log rewound; it stops after reporting.
+pub(super) type Rewound = Box<dyn FnOnce(Rewind) + Send>;
+
+/// The tail's task: runs until `stop`, or until it finds the log rewound.
 pub(super) async fn run(
     url: String,
     pool: Pool,
-    tailed: Arc<AtomicI64>,
+    bounds: Bounds,
+    published: Arc<Published>,
     publish: Publish,
+    rewound: Rewound,
     stop: CancellationToken,
 ) {
     let tail = Tail {
         pool,
-        tailed,
+        bounds,
+        published,
         publish,
     };
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tail.run(&url) => {}
-    }
+    let found = tokio::select! {
+        _ = stop.cancelled() => return,
+        found = tail.run(&url) => found,
+    };
+    rewound(found);
 }
 
 struct Tail {
     pool: Pool,
-    tailed: Arc<AtomicI64>,
+    bounds: Bounds,
+    published: Arc<Published>,
     publish: Publish,
 }
 
+/// Why listening ended.
+enum Ended {
+    Failed(StoreError),
+    Rewound(Rewind),
+}
+
+impl From<StoreError> for Ended {
+    fn from(e: StoreError) -> Self {
+        Ended::Failed(e)
+    }
+}
+
 impl Tail {
-    async fn run(&self, url: &str) {
+    /// Follows the log until it is found rewound.
+    async fn run(&self, url: &str) -> Rewind {
         loop {
-            if let Err(e) = self.listen(url).await {
-                tracing::warn!(error = %e, "following the log: connection lost; reconnecting");
+            match self.listen(url).await {
+                Ended::Rewound(rewind) => return rewind,
+                Ended::Failed(e) => {
+                    tracing::warn!(error = %e, "following the log: connection lost; reconnecting")
+                }
             }
             tokio::time::sleep(RECONNECT).await;
         }
     }
 
-    /// LISTENs and catches up on every wake-up, until the connection fails.
-    async fn listen(&self, url: &str) -> StoreResult<()> {
-        let mut conn = connect(url).await.map_err(super::unavailable)?;
-        diesel::sql_query(format!("LISTEN {}", super::log::CHANNEL))
-            .execute(&mut conn)
-            .await?;
+    /// LISTENs and catches up on every wake-up, until the connection fails. Every read is
+    /// bounded, so a database that stops answering ends this (and the tail reconnects) rather
+    /// than leaving it waiting for a notification that cannot come.
+    async fn listen(&self, url: &str) -> Ended {
+        let mut conn = match connect(url).await {
+            Ok(conn) => conn,
+            Err(e) => return Ended::Failed(super::unavailable(e)),
+        };
+        let listening = self
+            .bounds
+            .within(&mut conn, async |c| {
+                diesel::sql_query(format!("LISTEN {}", super::log::CHANNEL))
+                    .execute(c)
+                    .await?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = listening {
+            return Ended::Failed(e);
+        }
         // Anything committed while we were not listening.
-        self.catch_up().await?;
+        if let Err(ended) = self.catch_up().await {
+            return ended;
+        }
         let mut notes = std::pin::pin!(conn.notifications_stream());
         loop {
             tokio::select! {
@@ -81,39 +174,107 @@ impl Tail {
                         loop {
                             match notes.next().now_or_never() {
                                 Some(Some(Ok(_))) => continue,
-                                Some(Some(Err(e))) => return Err(e.into()),
-                                Some(None) => return Ok(()),
+                                Some(Some(Err(e))) => return Ended::Failed(e.into()),
+                                Some(None) => return Ended::Failed(closed()),
                                 None => break,
                             }
                         }
                     }
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Ok(()),
+                    Some(Err(e)) => return Ended::Failed(e.into()),
+                    None => return Ended::Failed(closed()),
                 },
                 _ = tokio::time::sleep(POLL) => {}
             }
-            self.catch_up().await?;
+            if let Err(ended) = self.catch_up().await {
+                return ended;
+            }
         }
     }
 
     /// Hands every entry after the last one handed over to the sink, in order.
-    async fn catch_up(&self) -> StoreResult<()> {
+    async fn catch_up(&self) -> Result<(), Ended> {
         let mut conn = super::get(&self.pool).await?;
         loop {
-            let after = AtomicI64::load(&self.tailed, Ordering::Acquire);
-            let rows = super::log::entries_after(&mut conn, after, PAGE).await?;
-            let Some(last) = rows.last().map(|r| r.sequence) else {
+            let through = self.published.through();
+            let rows = self
+                .bounds
+                .within(&mut conn, async |c| {
+                    super::log::entries_after(c, through - 1, PAGE).await
+                })
+                .await?;
+            let fresh = self.check_continuity(&mut conn, through, &rows).await?;
+            let Some(last) = fresh.last() else {
                 return Ok(());
             };
             let full = rows.len() as i64 == PAGE;
-            let entries: Vec<Arc<ResultRow>> = rows.into_iter().map(Arc::new).collect();
+            let identity = Identity::of(last);
+            let last_sequence = last.sequence;
+            let entries: Vec<Arc<ResultRow>> = fresh.iter().cloned().map(Arc::new).collect();
+            *self.published.last.lock().expect("published") = Some(identity);
             // Readers are capped by this mark: it moves before the sink hears of the entries,
             // so a watcher's catch-up never runs ahead of what its hub will have.
-            self.tailed.store(last, Ordering::Release);
+            self.published
+                .through
+                .store(last_sequence, Ordering::Release);
             (self.publish)(&entries);
             if !full {
                 return Ok(());
             }
         }
     }
+
+    /// Checks that the entry at `through` is still the one handed over (when there is one),
+    /// and returns the entries after it.
+    async fn check_continuity<'r>(
+        &self,
+        conn: &mut bb8::PooledConnection<'_, super::Manager>,
+        through: i64,
+        rows: &'r [ResultRow],
+    ) -> Result<&'r [ResultRow], Ended> {
+        let (at, after) = match rows.first() {
+            Some(first) if first.sequence == through => (Some(first), &rows[1..]),
+            _ => (None, rows),
+        };
+        let mut known = self.published.last.lock().expect("published").clone();
+        if known.as_ref().is_some_and(|k| k.sequence != through) {
+            known = None;
+        }
+        match (known, at) {
+            (Some(known), Some(at)) if known != Identity::of(at) => {
+                return Err(Ended::Rewound(Rewind {
+                    counter: self.counter(conn).await?,
+                    published: through,
+                }));
+            }
+            (_, Some(at)) => {
+                *self.published.last.lock().expect("published") = Some(Identity::of(at));
+            }
+            // The entry at `through` is gone: pruned by retention (the counter is still at or
+            // past it), or the log was rewound below it.
+            (_, None) if through > 0 => {
+                let counter = self.counter(conn).await?;
+                if counter < through {
+                    return Err(Ended::Rewound(Rewind {
+                        counter,
+                        published: through,
+                    }));
+                }
+            }
+            (_, None) => {}
+        }
+        Ok(after)
+    }
+
+    async fn counter(
+        &self,
+        conn: &mut bb8::PooledConnection<'_, super::Manager>,
+    ) -> StoreResult<i64> {
+        self.bounds
+            .within(conn, async |c| Ok(super::log::log_bounds(c).await?.newest))
+            .await
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the listening connection closed".into())
 }

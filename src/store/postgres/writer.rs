@@ -2,24 +2,38 @@
 //!
 //! Every write that touches the log or an intent's progress comes here. The task takes
 //! everything queued (up to [`MAX_BATCH`]) and commits it in one transaction that first
-//! locks the log's counter (`log::Appender::lock`): writers on every replica wait for each
-//! other there, so the log commits in sequence order, and the wait is paid once per batch.
-//! Consecutive webhooks in a batch are taken in together, set-based (`ingest.rs`). Callers
-//! are answered after COMMIT returns, which with `synchronous_commit = on` means durable.
+//! locks the log's counter: writers on every replica wait for each other there, so the log
+//! commits in sequence order, and the wait is paid once per batch. Consecutive webhooks in a
+//! batch are taken in together, set-based (`ingest.rs`). Callers are answered after COMMIT
+//! returns, which with `synchronous_commit = on` means durable.
 //!
-//! A batch that fails is retried job by job, each in its own transaction, so one bad job
-//! fails alone. A lost connection fails the batch's callers with `StoreError::Unavailable`
-//! (webhooks get 500 and Fintoc retries); the next batch connects again.
+//! When a batch fails, what happens next depends on why (`store::error::classify`):
+//! - **a conflict** (the counter's lock not granted within `lock_timeout` because its holder
+//!   froze, a deadlock, a serialization failure): the whole batch runs again after a short
+//!   pause, until the earliest deadline of its jobs; the frozen holder's session is ended by
+//!   the server meanwhile (`session.rs`), so the retry gets the lock;
+//! - **the database out of reach** (no answer within the bound, a lost connection, a
+//!   read-only database): the batch runs once more on a fresh connection if it failed on one
+//!   opened earlier (a connection the server ended), else every job fails at once as
+//!   unavailable (webhooks get 503 and Fintoc retries) — never job by job, which against a
+//!   black-holed database would take one timeout per job;
+//! - **anything else**: the jobs run one by one, each in its own transaction, so one bad job
+//!   fails alone.
+//!
+//! Under the counter's lock the writer also checks the log was not rewound (a failover that
+//! lost commits, a restored backup): see `log::Rewind`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::log::Appender;
+use super::log::{Appender, LOCK_COUNTER, Rewind};
+use super::session::{Bounds, conflict_pause};
+use super::tail::Published;
 use super::{connect, ingest, intents, links};
 use crate::clock::{Clock, Millis};
 use crate::domain::{IntentView, NewIntent};
@@ -44,18 +58,30 @@ enum Job {
     Register {
         new: NewIntent,
         key: Option<KeyRecord>,
+        /// The create call's mark to clear (its holder), if it was made through one.
+        mark: Option<String>,
         reply: Reply<IntentView>,
     },
     TimedOut {
         id: String,
         reply: Reply<Option<IntentView>>,
     },
-    /// Clears one Link's create mark (or, with `None`, every expired one) and logs the
-    /// events held for it.
+    /// Clears one create call's mark, (Link, holder) (or, with `None`, every expired one)
+    /// and logs the events held for it.
     Settle {
-        link_id: Option<String>,
+        mark: Option<(String, String)>,
         reply: Reply<usize>,
     },
+    /// Takes the counter's lock and commits nothing: whether this replica can commit now.
+    Probe { reply: Reply<()> },
+    /// Moves the counter to at least this sequence (the log was found rewound).
+    Raise { to: i64, reply: Reply<()> },
+}
+
+/// A job and by when its caller needs the answer.
+struct Queued {
+    job: Job,
+    deadline: Instant,
 }
 
 /// What a job produced, held until its transaction commits.
@@ -64,34 +90,54 @@ enum Done {
     Registered(IntentView),
     TimedOut(Option<IntentView>),
     Settled(usize),
+    Nothing,
 }
 
 enum Msg {
-    Job(Job),
+    /// Boxed: a job is far larger than a close, and the queue holds thousands of messages.
+    Job(Box<Queued>),
     Close(oneshot::Sender<()>),
 }
 
 #[derive(Clone)]
 pub(super) struct Writer {
     tx: mpsc::Sender<Msg>,
+    /// How long a job may take from submission to answer.
+    budget: Duration,
+}
+
+/// What the writer's task works with.
+pub(super) struct Setup {
+    pub url: String,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub bounds: Bounds,
+    /// The longest a caller waits for a write (`--request-timeout`).
+    pub budget: Duration,
+    /// What this replica's tail has handed to watchers: the log must never be below it.
+    pub published: Arc<Published>,
+    /// Cancelled when the log is found rewound: this replica must stop serving streams.
+    pub broken: CancellationToken,
+    pub stop: CancellationToken,
 }
 
 impl Writer {
     /// The writer's handle and the task to run for it.
-    pub(super) fn new(
-        url: String,
-        clock: Clock,
-        metrics: Arc<Metrics>,
-        stop: CancellationToken,
-    ) -> (Writer, impl Future<Output = ()> + Send + 'static) {
+    pub(super) fn new(setup: Setup) -> (Writer, impl Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Writer { tx }, run(url, rx, clock, metrics, stop))
+        // Answered a little before the caller's own limit, so it gets a status, not a 408.
+        let budget = setup.budget - (setup.budget / 10).min(Duration::from_secs(1));
+        (Writer { tx, budget }, run(setup, rx))
     }
 
     async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            job: job(reply),
+            deadline: Instant::now() + self.budget,
+        };
         self.tx
-            .send(Msg::Job(job(reply)))
+            .send(Msg::Job(Box::new(queued)))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -114,16 +160,34 @@ impl Writer {
         &self,
         new: NewIntent,
         key: Option<KeyRecord>,
+        mark: Option<String>,
     ) -> StoreResult<IntentView> {
-        self.submit(|reply| Job::Register { new, key, reply }).await
+        self.submit(|reply| Job::Register {
+            new,
+            key,
+            mark,
+            reply,
+        })
+        .await
     }
 
     pub(super) async fn timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
         self.submit(|reply| Job::TimedOut { id, reply }).await
     }
 
-    pub(super) async fn settle(&self, link_id: Option<String>) -> StoreResult<usize> {
-        self.submit(|reply| Job::Settle { link_id, reply }).await
+    pub(super) async fn settle(&self, mark: Option<(String, String)>) -> StoreResult<usize> {
+        self.submit(|reply| Job::Settle { mark, reply }).await
+    }
+
+    /// Whether this replica can commit now: takes the counter's lock like any batch (behind
+    /// whatever is queued) and commits nothing.
+    pub(super) async fn probe(&self) -> StoreResult<()> {
+        self.submit(|reply| Job::Probe { reply }).await
+    }
+
+    /// Moves the log's counter to at least `to`, so no sequence up to it is handed out again.
+    pub(super) async fn raise(&self, to: i64) -> StoreResult<()> {
+        self.submit(|reply| Job::Raise { to, reply }).await
     }
 
     /// Commits what is queued, then stops the task.
@@ -135,18 +199,12 @@ impl Writer {
     }
 }
 
-async fn run(
-    url: String,
-    mut rx: mpsc::Receiver<Msg>,
-    clock: Clock,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
+async fn run(setup: Setup, mut rx: mpsc::Receiver<Msg>) {
     let mut conn: Option<AsyncPgConnection> = None;
     let mut closing = None;
     while closing.is_none() {
         let first = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = setup.stop.cancelled() => break,
             msg = rx.recv() => match msg {
                 Some(msg) => msg,
                 None => break,
@@ -161,7 +219,7 @@ async fn run(
                     closing = Some(done);
                     break;
                 }
-                Msg::Job(job) => batch.push(job),
+                Msg::Job(job) => batch.push(*job),
             }
             if batch.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
@@ -172,9 +230,10 @@ async fn run(
         }
         let started = Instant::now();
         let jobs = batch.len();
-        commit_batch(&url, &mut conn, batch, &clock).await;
-        metrics.commit_batch_size.observe(jobs as f64);
-        metrics
+        commit_batch(&setup, &mut conn, batch).await;
+        setup.metrics.commit_batch_size.observe(jobs as f64);
+        setup
+            .metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
     }
@@ -183,81 +242,186 @@ async fn run(
     }
 }
 
-/// Commits the batch and answers its jobs; retries them one by one if it failed.
-async fn commit_batch(
-    url: &str,
-    conn: &mut Option<AsyncPgConnection>,
-    batch: Vec<Job>,
-    clock: &Clock,
-) {
-    let together = transact(url, conn, &batch, clock).await;
-    match together {
-        Ok(done) => answer(batch, done.into_iter().map(Ok).collect()),
-        Err(e) if batch.len() == 1 => answer(batch, vec![Err(e)]),
+/// Commits the batch and answers its jobs (see the module docs for what a failure leads to).
+async fn commit_batch(setup: &Setup, conn: &mut Option<AsyncPgConnection>, batch: Vec<Queued>) {
+    let outcomes = match commit(setup, conn, &batch).await {
+        Ok(done) => done.into_iter().map(Ok).collect(),
+        Err(e) if e.is_unavailable() || batch.len() == 1 => {
+            batch.iter().map(|_| Err(again(&e))).collect()
+        }
         Err(e) => {
             tracing::warn!(error = %e, jobs = batch.len(), "group commit failed; retrying its jobs one by one");
             let mut outcomes = Vec::with_capacity(batch.len());
             for job in &batch {
-                let alone = transact(url, conn, std::slice::from_ref(job), clock).await;
+                let alone = commit(setup, conn, std::slice::from_ref(job)).await;
                 outcomes.push(alone.map(|mut done| done.remove(0)));
             }
-            answer(batch, outcomes);
+            outcomes
+        }
+    };
+    answer(batch, outcomes);
+}
+
+/// Commits `jobs` in one transaction, running it again after a conflict (until the earliest
+/// deadline) or once on a fresh connection after the old one failed. Every attempt, its
+/// connect included, ends by that deadline: each caller is answered within its own.
+async fn commit(
+    setup: &Setup,
+    conn: &mut Option<AsyncPgConnection>,
+    jobs: &[Queued],
+) -> StoreResult<Vec<Done>> {
+    let deadline = jobs.iter().map(|q| q.deadline).min().expect("a batch");
+    let mut attempt = 1;
+    let mut reconnected = false;
+    loop {
+        if Instant::now() >= deadline {
+            return Err(StoreError::Unavailable(
+                "the database could not take the write in time".into(),
+            ));
+        }
+        let fresh = conn.is_none();
+        let tried = tokio::time::timeout_at(deadline.into(), transact(setup, conn, jobs)).await;
+        let failed = match tried {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                *conn = None;
+                setup.bounds.no_answer()
+            }
+        };
+        match failed {
+            StoreError::Conflict(why) => {
+                let pause = conflict_pause(attempt);
+                if Instant::now() + pause >= deadline {
+                    return Err(StoreError::Conflict(why));
+                }
+                tracing::debug!(%why, attempt, "the batch conflicted; running it again");
+                setup.metrics.commit_retry("conflict");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            e if e.is_unavailable() && !fresh && !reconnected => {
+                tracing::debug!(error = %e, "the writer's connection failed; once more on a new one");
+                setup.metrics.commit_retry("reconnect");
+                reconnected = true;
+            }
+            e => return Err(e),
         }
     }
 }
 
-/// Runs `jobs` in one transaction on the writer's connection (opened if needed).
+/// A failure as each of the batch's callers gets it.
+fn again(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(why) => StoreError::Conflict(why.clone()),
+        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// Runs `jobs` in one transaction on the writer's connection (opened if needed), bounded by
+/// [`Bounds::answer`]. A failed attempt drops the connection: whatever state the
+/// transaction was left in goes with it (rolled back by the server, at the latest when the
+/// idle-in-transaction timeout ends the session).
 async fn transact(
-    url: &str,
+    setup: &Setup,
     conn: &mut Option<AsyncPgConnection>,
-    jobs: &[Job],
-    clock: &Clock,
+    jobs: &[Queued],
 ) -> StoreResult<Vec<Done>> {
     if conn.is_none() {
-        *conn = Some(connect::connect(url).await.map_err(super::unavailable)?);
+        *conn = Some(
+            connect::connect(&setup.url)
+                .await
+                .map_err(super::unavailable)?,
+        );
     }
     let live = conn.as_mut().expect("connected above");
-    let now_ms = clock.now_ms();
-    let result = if jobs.iter().all(|j| matches!(j, Job::Ingest { .. })) {
-        // The intake's hot path: nothing but webhooks.
-        ingest_alone(live, jobs, now_ms).await
-    } else {
-        live.transaction::<_, StoreError, _>(async |tx| run_jobs(tx, jobs, now_ms).await)
-            .await
+    let now_ms = setup.clock.now_ms();
+    let work = async {
+        let begin = setup.bounds.begin();
+        let floor = setup.published.through();
+        let (done, rewound) = if jobs.iter().all(|q| matches!(q.job, Job::Probe { .. })) {
+            live.batch_execute(&format!("{begin}; {LOCK_COUNTER}; COMMIT"))
+                .await?;
+            (jobs.iter().map(|_| Done::Nothing).collect(), None)
+        } else if jobs
+            .iter()
+            .all(|q| matches!(q.job, Job::Ingest { .. } | Job::Probe { .. }))
+        {
+            // The intake's hot path: nothing but webhooks.
+            ingest_alone(live, &begin, floor, jobs, now_ms).await?
+        } else {
+            mixed(live, &begin, floor, jobs, now_ms).await?
+        };
+        if let Some(rewind) = rewound {
+            rewind.report(&setup.broken);
+        }
+        Ok(done)
+    };
+    let result = match tokio::time::timeout(setup.bounds.answer, work).await {
+        Ok(result) => result,
+        Err(_) => Err(setup.bounds.no_answer()),
     };
     if result.is_err() {
-        // The connection may be gone or broken in a way no error kind says (a restart's
-        // admin shutdown, a cut network): a fresh one for the next batch is cheap, a stuck
-        // one would fail every batch from now on.
         *conn = None;
     }
     result
 }
 
-/// Runs the jobs in order inside the transaction; consecutive ingests as one set.
-async fn run_jobs(
+/// A batch of webhooks (and probes) alone: BEGIN, the counter's lock and the ingest's first
+/// round trip in one (`ingest::begin_and_ingest`), its writes in a second, and the counter's
+/// move with COMMIT in one message (a simple query runs its statements in order; pipelined
+/// statements need not reach the server in the order they were started, and the move must
+/// come before the COMMIT).
+async fn ingest_alone(
     conn: &mut AsyncPgConnection,
-    jobs: &[Job],
+    begin: &str,
+    floor: i64,
+    jobs: &[Queued],
     now_ms: Millis,
-) -> StoreResult<Vec<Done>> {
-    let mut log = Appender::lock(conn).await?;
+) -> StoreResult<(Vec<Done>, Option<Rewind>)> {
+    let batch = Gathered::of(jobs);
+    let (outcomes, log) =
+        ingest::begin_and_ingest(conn, begin, floor, &batch.events, &batch.arrived, now_ms).await?;
+    let done = batch.split(outcomes);
+    let rewound = log.rewound();
+    conn.batch_execute(&log.finish_and_commit()).await?;
+    Ok((done, rewound))
+}
+
+/// Jobs of every kind, in order, in one transaction holding the counter's lock; consecutive
+/// ingests as one set.
+async fn mixed(
+    conn: &mut AsyncPgConnection,
+    begin: &str,
+    floor: i64,
+    jobs: &[Queued],
+    now_ms: Millis,
+) -> StoreResult<(Vec<Done>, Option<Rewind>)> {
+    conn.batch_execute(&format!("{begin}; {LOCK_COUNTER}"))
+        .await?;
+    let newest: i64 = Appender::newest_query().get_result(conn).await?;
+    let mut log = Appender::after(newest, floor);
     let mut done = Vec::with_capacity(jobs.len());
     let mut i = 0;
     while i < jobs.len() {
-        if let Job::Ingest { .. } = &jobs[i] {
+        if let Job::Ingest { .. } = &jobs[i].job {
             // One set-based ingest for the run of consecutive ingest jobs.
             let run_end = jobs[i..]
                 .iter()
-                .position(|j| !matches!(j, Job::Ingest { .. }))
+                .position(|q| !matches!(q.job, Job::Ingest { .. }))
                 .map_or(jobs.len(), |n| i + n);
-            done.extend(ingest_run(conn, &mut log, &jobs[i..run_end], now_ms).await?);
+            let batch = Gathered::of(&jobs[i..run_end]);
+            let outcomes =
+                ingest::ingest(conn, &mut log, &batch.events, &batch.arrived, now_ms).await?;
+            done.extend(batch.split(outcomes));
             i = run_end;
             continue;
         }
-        done.push(match &jobs[i] {
+        done.push(match &jobs[i].job {
             Job::Ingest { .. } => unreachable!("handled above"),
-            Job::Register { new, key, .. } => {
-                intents::register(conn, new, now_ms).await?;
+            Job::Register { new, key, mark, .. } => {
+                intents::register(conn, new, mark.as_deref(), now_ms).await?;
                 ingest::process_held(conn, &mut log, now_ms).await?;
                 if let Some(key) = key {
                     let mut key = key.clone();
@@ -269,83 +433,53 @@ async fn run_jobs(
             Job::TimedOut { id, .. } => {
                 Done::TimedOut(intents::complete_timed_out(conn, &mut log, id, now_ms).await?)
             }
-            Job::Settle { link_id, .. } => {
-                links::clear_creates(conn, link_id.as_deref(), now_ms).await?;
+            Job::Settle { mark, .. } => {
+                links::clear_creates(conn, mark.as_ref()).await?;
                 Done::Settled(ingest::process_held(conn, &mut log, now_ms).await?)
+            }
+            Job::Probe { .. } => Done::Nothing,
+            Job::Raise { to, .. } => {
+                log.raise_to(*to);
+                Done::Nothing
             }
         });
         i += 1;
     }
-    if let Some(moved) = log.finish() {
-        moved.execute(conn).await?;
-    }
-    Ok(done)
-}
-
-/// A batch of webhooks alone: BEGIN, the counter's lock and the ingest's first round trip
-/// in one (`ingest::begin_and_ingest`), its writes in a second, and the counter's move with
-/// COMMIT in one message (a simple query runs its statements in order; pipelined statements
-/// need not reach the server in the order they were started, and the move must come before
-/// the COMMIT). Any failure leaves the transaction open, and the caller drops the
-/// connection, which rolls it back.
-async fn ingest_alone(
-    conn: &mut AsyncPgConnection,
-    jobs: &[Job],
-    now_ms: Millis,
-) -> StoreResult<Vec<Done>> {
-    let batch = Gathered::of(jobs);
-    let (outcomes, log) =
-        ingest::begin_and_ingest(conn, &batch.events, &batch.arrived, now_ms).await?;
-    let done = batch.split(outcomes);
-    let finish = match log.finish_inline() {
-        Some(moved) => format!("{moved}; COMMIT"),
-        None => "COMMIT".to_owned(),
-    };
-    conn.batch_execute(&finish).await?;
-    Ok(done)
-}
-
-/// Ingests the events of consecutive ingest jobs as one set, in a transaction holding the
-/// counter's lock; splits the outcomes back per job.
-async fn ingest_run(
-    conn: &mut AsyncPgConnection,
-    log: &mut Appender,
-    jobs: &[Job],
-    now_ms: Millis,
-) -> StoreResult<Vec<Done>> {
-    let batch = Gathered::of(jobs);
-    let outcomes = ingest::ingest(conn, log, &batch.events, &batch.arrived, now_ms).await?;
-    Ok(batch.split(outcomes))
+    let rewound = log.rewound();
+    conn.batch_execute(&log.finish_and_commit()).await?;
+    Ok((done, rewound))
 }
 
 /// The events of consecutive ingest jobs, gathered into one set. Jobs with different arrival
-/// times (reconciliation's) keep their own.
+/// times (reconciliation's) keep their own. Probes among them carry no event.
 struct Gathered {
     events: Vec<(Bytes, Decoded)>,
     arrived: Vec<Millis>,
-    /// Events per job, to split the outcomes back.
-    sizes: Vec<usize>,
+    /// Events per job, to split the outcomes back (`None`: a probe).
+    sizes: Vec<Option<usize>>,
 }
 
 impl Gathered {
-    fn of(jobs: &[Job]) -> Gathered {
+    fn of(jobs: &[Queued]) -> Gathered {
         let mut batch = Gathered {
             events: Vec::new(),
             arrived: Vec::new(),
             sizes: Vec::new(),
         };
-        for job in jobs {
-            if let Job::Ingest {
-                events,
-                received_at_ms,
-                ..
-            } = job
-            {
-                batch.sizes.push(events.len());
-                batch
-                    .arrived
-                    .extend(std::iter::repeat_n(*received_at_ms, events.len()));
-                batch.events.extend(events.iter().cloned());
+        for queued in jobs {
+            match &queued.job {
+                Job::Ingest {
+                    events,
+                    received_at_ms,
+                    ..
+                } => {
+                    batch.sizes.push(Some(events.len()));
+                    batch
+                        .arrived
+                        .extend(std::iter::repeat_n(*received_at_ms, events.len()));
+                    batch.events.extend(events.iter().cloned());
+                }
+                _ => batch.sizes.push(None),
             }
         }
         batch
@@ -355,39 +489,41 @@ impl Gathered {
         let mut outcomes = outcomes.into_iter();
         self.sizes
             .iter()
-            .map(|n| Done::Ingested(outcomes.by_ref().take(*n).collect()))
+            .map(|n| match n {
+                Some(n) => Done::Ingested(outcomes.by_ref().take(*n).collect()),
+                None => Done::Nothing,
+            })
             .collect()
     }
 }
 
 /// Answers each job with its outcome.
-fn answer(batch: Vec<Job>, outcomes: Vec<StoreResult<Done>>) {
-    for (job, outcome) in batch.into_iter().zip(outcomes) {
-        match job {
-            Job::Ingest { reply, .. } => {
-                let _ = reply.send(outcome.and_then(|d| match d {
-                    Done::Ingested(v) => Ok(v),
-                    _ => Err(mismatch()),
-                }));
-            }
-            Job::Register { reply, .. } => {
-                let _ = reply.send(outcome.and_then(|d| match d {
-                    Done::Registered(v) => Ok(v),
-                    _ => Err(mismatch()),
-                }));
-            }
-            Job::TimedOut { reply, .. } => {
-                let _ = reply.send(outcome.and_then(|d| match d {
-                    Done::TimedOut(v) => Ok(v),
-                    _ => Err(mismatch()),
-                }));
-            }
-            Job::Settle { reply, .. } => {
-                let _ = reply.send(outcome.and_then(|d| match d {
-                    Done::Settled(v) => Ok(v),
-                    _ => Err(mismatch()),
-                }));
-            }
+fn answer(batch: Vec<Queued>, outcomes: Vec<StoreResult<Done>>) {
+    fn send<T>(reply: Reply<T>, outcome: StoreResult<Done>, take: impl FnOnce(Done) -> Option<T>) {
+        let _ = reply.send(outcome.and_then(|d| take(d).ok_or_else(mismatch)));
+    }
+    for (queued, outcome) in batch.into_iter().zip(outcomes) {
+        match queued.job {
+            Job::Ingest { reply, .. } => send(reply, outcome, |d| match d {
+                Done::Ingested(v) => Some(v),
+                _ => None,
+            }),
+            Job::Register { reply, .. } => send(reply, outcome, |d| match d {
+                Done::Registered(v) => Some(v),
+                _ => None,
+            }),
+            Job::TimedOut { reply, .. } => send(reply, outcome, |d| match d {
+                Done::TimedOut(v) => Some(v),
+                _ => None,
+            }),
+            Job::Settle { reply, .. } => send(reply, outcome, |d| match d {
+                Done::Settled(v) => Some(v),
+                _ => None,
+            }),
+            Job::Probe { reply } | Job::Raise { reply, .. } => send(reply, outcome, |d| match d {
+                Done::Nothing => Some(()),
+                _ => None,
+            }),
         }
     }
 }

@@ -95,9 +95,12 @@ fn apply_result(
             created_at_ms: *at,
         })
         .collect();
-    let creating = link_id
-        .as_ref()
-        .is_some_and(|l| tx.in_flight().lock().expect("in-flight lock").contains(l));
+    let creating = link_id.as_ref().is_some_and(|l| {
+        tx.in_flight()
+            .lock()
+            .expect("in-flight lock")
+            .contains_key(l)
+    });
     let occurred_at_ms = event.occurred_at_ms.unwrap_or(received_at_ms);
     let intent_id = match correlate(occurred_at_ms, &candidates, creating) {
         Correlation::Hold => return Ok(None),

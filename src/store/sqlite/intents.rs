@@ -15,13 +15,9 @@ use crate::domain::{IntentStatus, IntentView, NewIntent, ResultRow, ResultStatus
 use crate::store::view;
 use crate::store::{DueIntent, StoreError, StoreResult};
 
-/// Records an intent and its expected accounts (a no-op if it is already known) and clears
-/// its Link's create-in-flight mark. The caller then logs the events held for it.
+/// Records an intent and its expected accounts (a no-op if it is already known). The caller
+/// has cleared its create mark, and then logs the events held for it.
 pub(super) fn register_intent(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<()> {
-    tx.in_flight()
-        .lock()
-        .expect("in-flight lock")
-        .remove(&new.link_id);
     let inserted = diesel::insert_or_ignore_into(refresh_intents::table)
         .values((
             refresh_intents::id.eq(&new.id),

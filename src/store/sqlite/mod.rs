@@ -36,7 +36,7 @@ mod schema;
 mod statements;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,7 +71,17 @@ const READ_POOL_SIZE: u32 = 4;
 
 /// Link ids whose refresh-intent create call is in flight: account events for them are held
 /// until the intent is known (see `domain::correlate`).
-type InFlight = Arc<Mutex<HashSet<String>>>;
+/// The create calls in flight: each Link's mark and the call (holder) it belongs to.
+type InFlight = Arc<Mutex<HashMap<String, String>>>;
+
+/// Removes the create mark of `link_id` if it is still `holder`'s (another call's may have
+/// replaced it: that one stays).
+fn clear_mark(in_flight: &InFlight, link_id: &str, holder: &str) {
+    let mut marks = in_flight.lock().expect("in-flight lock");
+    if marks.get(link_id).is_some_and(|h| h == holder) {
+        marks.remove(link_id);
+    }
+}
 
 #[derive(Clone)]
 pub(super) struct SqliteStore {
@@ -294,20 +304,21 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn mark_create(&self, link_id: &str) -> StoreResult<()> {
+    pub(super) async fn mark_create(&self, link_id: &str, holder: &str) -> StoreResult<()> {
         self.in_flight
             .lock()
             .expect("in-flight lock")
-            .insert(link_id.to_owned());
+            .insert(link_id.to_owned(), holder.to_owned());
         Ok(())
     }
 
-    pub(super) async fn abandon_create(&self, link_id: String) -> StoreResult<usize> {
+    pub(super) async fn abandon_create(
+        &self,
+        link_id: String,
+        holder: String,
+    ) -> StoreResult<usize> {
         self.write(move |tx| {
-            tx.in_flight()
-                .lock()
-                .expect("in-flight lock")
-                .remove(&link_id);
+            clear_mark(tx.in_flight(), &link_id, &holder);
             ingest::process_held(tx)
         })
         .await
@@ -317,8 +328,12 @@ impl SqliteStore {
         &self,
         new: NewIntent,
         key: Option<KeyRecord>,
+        mark: Option<String>,
     ) -> StoreResult<IntentView> {
         self.write(move |tx| {
+            if let Some(holder) = &mark {
+                clear_mark(tx.in_flight(), &new.link_id, holder);
+            }
             intents::register_intent(tx, &new)?;
             // The events held while it was being created can be attributed now.
             ingest::process_held(tx)?;
@@ -623,7 +638,7 @@ pub(crate) mod tests {
         };
         let write = tokio::spawn({
             let store = store.clone();
-            async move { store.register_intent(new, Some(key)).await }
+            async move { store.register_intent(new, Some(key), None).await }
         });
         // Committed (visible to a reader's snapshot), its fsync held.
         until("the commit's fsync has begun", || gate.held() == 1).await;
