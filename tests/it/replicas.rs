@@ -24,6 +24,12 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
 
+/// The binary under test: this build's, or the one `FINTOC_REFRESH_BIN` names (to run these
+/// tests against another build, e.g. to see a new test fail on the code before its fix).
+pub fn bin() -> String {
+    std::env::var("FINTOC_REFRESH_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// One `serve` process; killed when dropped, so a failing test leaves nothing running.
 pub struct Replica {
     child: Child,
@@ -44,7 +50,7 @@ impl Replica {
     /// listening line, which comes once the database is open.
     pub fn start(database_url: &str, fintoc_url: &str, extra: &[&str]) -> Replica {
         let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([
                 "serve",
                 "--grpc-addr",
@@ -82,6 +88,38 @@ impl Replica {
     pub fn sigkill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Freezes the process (a paused VM, a stalled host): its sockets stay open.
+    pub fn sigstop(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn sigcont(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, if it did.
+    pub fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub async fn client(&self) -> RefreshServiceClient<tonic::transport::Channel> {
@@ -152,13 +190,13 @@ where
 
 /// A webhook front door for the simulator's deliveries: each one goes to the next replica in
 /// turn, as a load balancer would send them. Replicas are added once they listen.
-struct Balancer {
-    url: String,
+pub struct Balancer {
+    pub url: String,
     replicas: Arc<Mutex<Vec<String>>>,
 }
 
 impl Balancer {
-    async fn start(stop: CancellationToken) -> Balancer {
+    pub async fn start(stop: CancellationToken) -> Balancer {
         use axum::body::Bytes;
         use axum::http::{HeaderMap, StatusCode};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -195,18 +233,18 @@ impl Balancer {
         Balancer { url, replicas }
     }
 
-    fn add(&self, replica: &Replica) {
+    pub fn add(&self, replica: &Replica) {
         self.replicas.lock().unwrap().push(replica.http.clone());
     }
 }
 
-fn account(id: &str) -> pb::watch_refresh_request::Target {
+pub fn account(id: &str) -> pb::watch_refresh_request::Target {
     pb::watch_refresh_request::Target::AccountId(id.into())
 }
 
 /// The simulator on its own port with the test's key, its deliveries going to `webhook`
 /// `delivery_delay` after each create.
-fn simulator(webhook: &str, delivery_delay: Duration, stop: &CancellationToken) -> Simulator {
+pub fn simulator(webhook: &str, delivery_delay: Duration, stop: &CancellationToken) -> Simulator {
     let mut config = SimConfig::new(API_KEY);
     config.webhooks = vec![(webhook.to_owned(), SECRET.to_owned())];
     config.delivery_delay = delivery_delay;
@@ -272,7 +310,7 @@ impl Cluster {
 }
 
 /// Reads `watch` until its intent's summary and returns the intent's final status.
-async fn until_completed(watch: &mut Watch) -> pb::RefreshStatus {
+pub async fn until_completed(watch: &mut Watch) -> pb::RefreshStatus {
     loop {
         if let Seen::Completed { status, .. } = watch.next_event().await {
             return status;
@@ -281,7 +319,7 @@ async fn until_completed(watch: &mut Watch) -> pb::RefreshStatus {
 }
 
 /// Nowhere: replicas that never call Fintoc.
-const NO_FINTOC: &str = "http://127.0.0.1:9";
+pub const NO_FINTOC: &str = "http://127.0.0.1:9";
 
 /// Every replica's watcher of one account sees exactly 1..n, in order, with the same event
 /// at each sequence, while six senders post to three replicas at once: commit order is
@@ -792,9 +830,14 @@ impl Drop for PrivatePostgres {
     }
 }
 
-async fn health_of(replica: &Replica) -> Option<i32> {
+pub async fn health_of(replica: &Replica) -> Option<i32> {
+    health_at(&replica.grpc).await
+}
+
+/// gRPC health (the server's) of the server whose gRPC port is `grpc`.
+pub async fn health_at(grpc: &str) -> Option<i32> {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", replica.grpc))
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
         .ok()?
         .connect()
         .await
