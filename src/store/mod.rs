@@ -550,6 +550,18 @@ impl CreateGuard {
         self.armed = false;
         Ok(view)
     }
+
+    /// The create call failed: clear this call's mark (only its own: another call's may
+    /// have replaced it) and settle the events held for it, now. Dropping the guard does the
+    /// same in the background. How many held events were logged.
+    pub async fn abandon(mut self) -> StoreResult<usize> {
+        self.armed = false;
+        let (link_id, holder) = (
+            std::mem::take(&mut self.link_id),
+            std::mem::take(&mut self.holder),
+        );
+        self.store.abandon_create(link_id, holder).await
+    }
 }
 
 impl Drop for CreateGuard {

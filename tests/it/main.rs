@@ -7,6 +7,7 @@
 mod common;
 mod client;
 mod copy_store;
+mod create_marks;
 mod delivery;
 mod faults;
 mod hostile;

@@ -128,6 +128,19 @@ impl Replica {
             .unwrap()
     }
 
+    /// A client that reads slowly as far as the server can tell: HTTP/2 windows of 4 KiB, so
+    /// the server can send only a few dozen messages the test has not read yet.
+    pub async fn slow_client(&self) -> RefreshServiceClient<tonic::transport::Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .unwrap()
+            .initial_stream_window_size(Some(4096))
+            .initial_connection_window_size(Some(4096))
+            .connect()
+            .await
+            .unwrap();
+        RefreshServiceClient::new(channel)
+    }
+
     /// A watch stream on this replica.
     pub async fn watch(
         &self,
@@ -321,23 +334,45 @@ pub async fn until_completed(watch: &mut Watch) -> pb::RefreshStatus {
 /// Nowhere: replicas that never call Fintoc.
 pub const NO_FINTOC: &str = "http://127.0.0.1:9";
 
-/// Every replica's watcher of one account sees exactly 1..n, in order, with the same event
-/// at each sequence, while six senders post to three replicas at once: commit order is
-/// sequence order cluster-wide, so no reader ever steps over a sequence still to come.
+/// Every replica's watcher of one account sees exactly its range of the log, in order, with
+/// the same event at each sequence, while six senders post to three replicas at once: commit
+/// order is sequence order cluster-wide, so no reader ever steps over a sequence still to
+/// come. The log is not empty when the replicas start (60 results from an earlier one), the
+/// watchers start from 0, from a cursor inside the old part, and from now; and the senders
+/// send far more than `--watch-buffer` (16) before anyone reads, through HTTP/2 windows that
+/// hold a few dozen messages, so every watcher lags, its mailbox overflows, and it catches
+/// up from the database (capped at what its replica's
+/// tail has published) while the rest still arrives live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_on_three_replicas_make_one_gap_free_log_every_watcher_sees() {
     let db = PgDb::create().await;
+    let http = reqwest::Client::new();
+    let before = 60u64;
+    {
+        let earlier = Replica::start(&db.url, NO_FINTOC, &[]);
+        for i in 0..before {
+            let body = event(
+                &format!("evt_old_{i}"),
+                "acc_ord",
+                "succeeded",
+                system_now_ms(),
+            );
+            assert_eq!(earlier.post(&http, &body).await.unwrap().0, 200);
+        }
+    }
     let replicas: Vec<Replica> = (0..3)
-        .map(|_| Replica::start(&db.url, NO_FINTOC, &[]))
+        .map(|_| Replica::start(&db.url, NO_FINTOC, &["--watch-buffer", "16"]))
         .collect();
+    let starts = [Some(0), Some(25), None];
     let mut watchers = Vec::new();
-    for r in &replicas {
-        let mut w = r.watch(account("acc_ord"), None).await;
-        assert!(matches!(w.next().await, Seen::Heartbeat { seq: 0 }));
+    for (r, after) in replicas.iter().zip(starts) {
+        let mut w = Watch::over(r.slow_client().await, account("acc_ord"), after).await;
+        if after.is_none() {
+            assert!(matches!(w.next().await, Seen::Heartbeat { seq } if seq == before));
+        }
         watchers.push(w);
     }
     let (senders, per_sender) = (6, 40);
-    let http = reqwest::Client::new();
     let mut tasks = Vec::new();
     for s in 0..senders {
         let (http, targets) = (
@@ -374,11 +409,12 @@ async fn concurrent_writers_on_three_replicas_make_one_gap_free_log_every_watche
             panic!("{refused}; the replicas said: {logs:#?}");
         }
     }
-    let n = (senders * per_sender) as u64;
+    let n = before + (senders * per_sender) as u64;
     let mut logs = Vec::new();
-    for w in &mut watchers {
+    for (w, after) in watchers.iter_mut().zip(starts) {
+        let first = after.unwrap_or(before) + 1;
         let mut seen = Vec::new();
-        while seen.len() < n as usize {
+        while seen.len() < (n + 1 - first) as usize {
             if let Seen::Result { seq, event, .. } = w.next_event().await {
                 seen.push((seq, event));
             }
@@ -386,17 +422,27 @@ async fn concurrent_writers_on_three_replicas_make_one_gap_free_log_every_watche
         let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
         assert_eq!(
             seqs,
-            (1..=n).collect::<Vec<_>>(),
+            (first..=n).collect::<Vec<_>>(),
             "gaps, repeats or disorder"
         );
         logs.push(seen);
     }
+    let tail = |log: &[(u64, String)]| -> Vec<(u64, String)> {
+        log.iter().filter(|(s, _)| *s > before).cloned().collect()
+    };
     assert!(
-        logs.windows(2).all(|w| w[0] == w[1]),
+        logs.windows(2).all(|w| tail(&w[0]) == tail(&w[1])),
         "replicas disagree on the log"
     );
     let ids: HashSet<&String> = logs[0].iter().map(|(_, e)| e).collect();
     assert_eq!(ids.len() as u64, n, "every event once");
+    for r in &replicas {
+        let lagged = r.metric(&http, "fintoc_refresh_watch_lagged_total").await;
+        assert!(
+            lagged.is_some_and(|n| n >= 1.0),
+            "the watcher never lagged: {lagged:?}"
+        );
+    }
 }
 
 /// A watcher that moves from one replica to another with its cursor neither misses nor
