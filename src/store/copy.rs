@@ -49,17 +49,19 @@ pub enum Table {
     RefreshIntents,
     IntentAccounts,
     IdempotencyKeys,
+    FintocKeySeries,
     Results,
     WebhookEvents,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Links,
         Table::Accounts,
         Table::RefreshIntents,
         Table::IntentAccounts,
         Table::IdempotencyKeys,
+        Table::FintocKeySeries,
         Table::Results,
         Table::WebhookEvents,
     ];
@@ -72,6 +74,7 @@ impl Table {
             Table::RefreshIntents => "refresh_intents",
             Table::IntentAccounts => "intent_accounts",
             Table::IdempotencyKeys => "idempotency_keys",
+            Table::FintocKeySeries => "fintoc_key_series",
             Table::Results => "results",
             Table::WebhookEvents => "webhook_events",
         }
@@ -110,6 +113,7 @@ pub(super) enum Batch {
     RefreshIntents(Vec<IntentRecord>),
     IntentAccounts(Vec<IntentAccountRow>),
     IdempotencyKeys(Vec<KeyRow>),
+    FintocKeySeries(Vec<KeySeriesRow>),
     Results(Vec<ResultRow>),
     WebhookEvents(Vec<EventRow>),
     /// Every row of this table has been sent.
@@ -165,6 +169,16 @@ pub(super) struct KeyRow {
     pub created_at_ms: Millis,
 }
 
+/// How many Fintoc Idempotency-Keys of a caller key's series Fintoc has answered: without
+/// it, a caller retrying with its key after the move would be replayed Fintoc's stored
+/// answers (a 500 included) for a day.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub(super) struct KeySeriesRow {
+    pub idempotency_key: String,
+    pub spent: i64,
+    pub updated_at_ms: Millis,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub(super) struct EventRow {
     pub id: i64,
@@ -184,6 +198,7 @@ impl Batch {
             Batch::RefreshIntents(rows) => (Table::RefreshIntents, rows.len()),
             Batch::IntentAccounts(rows) => (Table::IntentAccounts, rows.len()),
             Batch::IdempotencyKeys(rows) => (Table::IdempotencyKeys, rows.len()),
+            Batch::FintocKeySeries(rows) => (Table::FintocKeySeries, rows.len()),
             Batch::Results(rows) => (Table::Results, rows.len()),
             Batch::WebhookEvents(rows) => (Table::WebhookEvents, rows.len()),
             Batch::Done(table) => (*table, 0),
@@ -374,9 +389,9 @@ mod tests {
         };
         assert_eq!(
             copied.to_string(),
-            "copied 6 results (sequences 4..8, next 10), 1 links, 2 accounts, \
-             3 refresh_intents, 4 intent_accounts, 5 idempotency_keys, 7 webhook_events \
-             into postgres://app:***@db/refresh"
+            "copied 7 results (sequences 4..8, next 10), 1 links, 2 accounts, \
+             3 refresh_intents, 4 intent_accounts, 5 idempotency_keys, 6 fintoc_key_series, \
+             8 webhook_events into postgres://app:***@db/refresh"
         );
         let emptied = Copied {
             sequences: None,
@@ -385,7 +400,7 @@ mod tests {
         assert!(
             emptied
                 .to_string()
-                .starts_with("copied 6 results (next sequence 10), "),
+                .starts_with("copied 7 results (next sequence 10), "),
             "{emptied}"
         );
     }
