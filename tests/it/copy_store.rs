@@ -20,9 +20,6 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
-/// Trust authentication ignores it, so it can stand for a real password that must never be
-/// printed.
-const PASSWORD: &str = "s3cret-copy-store";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// How one run of the binary ended.
@@ -55,14 +52,15 @@ async fn copy_store(from: &Path, to: &str) -> Ran {
     }
 }
 
-/// The test database's URL with a password in it.
-fn with_password(pg: &PgDb) -> String {
-    let mut url = reqwest::Url::parse(&pg.url).unwrap();
-    url.set_password(Some(PASSWORD)).unwrap();
-    url.to_string()
+/// The password in the test database's URL (its role's), which must never be printed.
+fn password(pg: &PgDb) -> String {
+    let url = reqwest::Url::parse(&pg.url).unwrap();
+    let password = url.password().expect("the test's role has a password");
+    assert!(password.len() >= 16, "long enough not to appear by chance");
+    password.to_owned()
 }
 
-/// The same, as every message must show it.
+/// The test database's URL as every message must show it.
 fn redacted(pg: &PgDb) -> String {
     let mut url = reqwest::Url::parse(&pg.url).unwrap();
     url.set_password(Some("***")).unwrap();
@@ -257,7 +255,7 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
     let clock = Clock::manual(START_MS);
     let (sqlite, before) = sqlite_history(&clock).await;
     let pg = Arc::new(PgDb::create().await);
-    let ran = copy_store(&sqlite.db_path, &with_password(&pg)).await;
+    let ran = copy_store(&sqlite.db_path, &pg.url).await;
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert_eq!(
         ran.stdout,
@@ -284,7 +282,7 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
             ran.stderr
         );
     }
-    assert!(!format!("{}{}", ran.stdout, ran.stderr).contains(PASSWORD));
+    assert!(!format!("{}{}", ran.stdout, ran.stderr).contains(&password(&pg)));
     // The SQLite server was never disturbed.
     post_ok(&sqlite, "evt_after_copy", "acc_y").await;
     let (_dir, sqlite_file) = sqlite.stop_keep_db().await;
@@ -325,7 +323,7 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
     assert_eq!(moved.counts().await, before.counts);
 
     // Copying again would mix two histories: refused, in one line, the target untouched.
-    let twice = copy_store(&sqlite_file, &with_password(&pg)).await;
+    let twice = copy_store(&sqlite_file, &pg.url).await;
     assert_eq!(twice.code, Some(1), "{}", twice.stderr);
     assert_eq!(
         twice.stderr,
@@ -559,7 +557,7 @@ async fn copy_store_refuses_a_missing_or_foreign_source_and_leaves_the_target_un
     let pg = PgDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.db");
-    let ran = copy_store(&missing, &with_password(&pg)).await;
+    let ran = copy_store(&missing, &pg.url).await;
     assert_eq!(ran.code, Some(1));
     assert_eq!(
         ran.stderr,
@@ -606,7 +604,7 @@ async fn copy_store_refuses_a_target_a_server_already_wrote_to() {
     post_ok(&on_pg, "evt_pg", "acc_pg").await;
     on_pg.stop().await.unwrap();
     let before = pg_tables(&pg).await;
-    let ran = copy_store(&file, &with_password(&pg)).await;
+    let ran = copy_store(&file, &pg.url).await;
     assert_eq!(ran.code, Some(1));
     assert_eq!(
         ran.stderr,
@@ -653,7 +651,7 @@ async fn a_copy_that_fails_part_way_leaves_the_target_empty_and_can_run_again() 
         .collect();
     assert_eq!(error.len(), 1, "{}", ran.stderr);
     assert!(
-        error[0].starts_with(&format!("error: cannot copy into {}: ", pg.url))
+        error[0].starts_with(&format!("error: cannot copy into {}: ", redacted(&pg)))
             && error[0].contains("refused by the test"),
         "{}",
         error[0]
