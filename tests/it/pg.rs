@@ -7,7 +7,9 @@
 //! ordinary role (no superuser, no CREATEDB, no CREATEROLE) that owns its database and
 //! nothing else, as a managed PostgreSQL hands out. So a migration or query that needs more
 //! than a database owner has fails here, not in production. The role and its database share
-//! one name, `fintoc_refresh_test_…`; `.ci/run` fails when a run leaves one behind.
+//! one name, `fintoc_refresh_test_[<run>_]<random>`; `.ci/run` fails when a run leaves one
+//! behind. `<run>` is `FINTOC_REFRESH_TEST_RUN` when set: it tells one run's names from those
+//! of another run on the same server at the same time.
 //! Test helpers that need more (another role's sessions, server settings) connect with
 //! [`admin`].
 
@@ -17,6 +19,24 @@ const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// What every test database and role is named after; `.ci/run` looks for leftovers by it.
 const PREFIX: &str = "fintoc_refresh_test_";
+
+/// `FINTOC_REFRESH_TEST_RUN` and a `_`, when set (none otherwise): up to 16 lowercase
+/// letters and digits, as it goes into SQL names as is.
+fn run_tag() -> String {
+    let Ok(run) = std::env::var("FINTOC_REFRESH_TEST_RUN") else {
+        return String::new();
+    };
+    let fits = !run.is_empty()
+        && run.len() <= 16
+        && run
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    assert!(
+        fits,
+        "FINTOC_REFRESH_TEST_RUN={run:?}: up to 16 lowercase letters and digits"
+    );
+    format!("{run}_")
+}
 
 /// Where databases and roles are created: a role that may CREATE DATABASE and CREATE ROLE
 /// (a superuser by default).
@@ -53,7 +73,8 @@ pub struct PgDb {
 impl PgDb {
     pub async fn create() -> PgDb {
         let name = format!(
-            "{PREFIX}{}",
+            "{PREFIX}{}{}",
+            run_tag(),
             uuid::Uuid::new_v4().simple().to_string().get(..16).unwrap()
         );
         // Trust authentication (as on the local server) ignores it; password authentication
