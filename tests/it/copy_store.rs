@@ -1,7 +1,8 @@
 //! `copy-store` end to end: a SQLite store built by the real server (webhooks, a refresh
 //! through the simulator with an idempotency key, an intent still pending, retention), copied
 //! by the real binary into a fresh PostgreSQL database, then served from there by the real
-//! server and compared with what the SQLite server answered.
+//! server and compared with what the SQLite server answered. Where the move must be invisible
+//! to Fintoc (the Idempotency-Keys it has answered), one simulator outlives both servers.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,15 +12,14 @@ use crate::common::*;
 use fintoc_refresh::clock::{Clock, ManualClock};
 use fintoc_refresh::domain::Target;
 use fintoc_refresh::pb;
-use fintoc_refresh::simulator::{LinkSpec, Outcome, SimConfig};
+use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome, SimConfig, Simulator};
 use fintoc_refresh::store::LogBounds;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
-/// Trust authentication ignores it, so it can stand for a real password that must never be
-/// printed.
-const PASSWORD: &str = "s3cret-copy-store";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// How one run of the binary ended.
@@ -52,14 +52,15 @@ async fn copy_store(from: &Path, to: &str) -> Ran {
     }
 }
 
-/// The test database's URL with a password in it.
-fn with_password(pg: &PgDb) -> String {
-    let mut url = reqwest::Url::parse(&pg.url).unwrap();
-    url.set_password(Some(PASSWORD)).unwrap();
-    url.to_string()
+/// The password in the test database's URL (its role's), which must never be printed.
+fn password(pg: &PgDb) -> String {
+    let url = reqwest::Url::parse(&pg.url).unwrap();
+    let password = url.password().expect("the test's role has a password");
+    assert!(password.len() >= 16, "long enough not to appear by chance");
+    password.to_owned()
 }
 
-/// The same, as every message must show it.
+/// The test database's URL as every message must show it.
 fn redacted(pg: &PgDb) -> String {
     let mut url = reqwest::Url::parse(&pg.url).unwrap();
     url.set_password(Some("***")).unwrap();
@@ -73,16 +74,35 @@ fn sim_config() -> SimConfig {
     c
 }
 
-/// A server on `backend` (a given PostgreSQL database) with a simulator, on `clock`.
+/// A server on `pg` (a fresh SQLite file without) with a simulator of its own, on `clock`.
 async fn server(clock: &(Clock, Arc<ManualClock>), pg: Option<Arc<PgDb>>) -> TestServer {
     TestServer::with(Options {
-        pg,
         simulator: Some(sim_config()),
+        ..options(clock, pg)
+    })
+    .await
+}
+
+/// The same, calling `fintoc` (which outlives it) as its Fintoc.
+async fn server_calling(
+    clock: &(Clock, Arc<ManualClock>),
+    pg: Option<Arc<PgDb>>,
+    fintoc: &Simulator,
+) -> TestServer {
+    TestServer::with(Options {
+        fintoc_url: Some(fintoc.url()),
+        ..options(clock, pg)
+    })
+    .await
+}
+
+fn options(clock: &(Clock, Arc<ManualClock>), pg: Option<Arc<PgDb>>) -> Options {
+    Options {
+        pg,
         clock: Some(clock.clone()),
         tune: Some(Box::new(|c| c.fintoc_backoff = Duration::from_millis(10))),
         ..Options::default()
-    })
-    .await
+    }
 }
 
 async fn request_refresh(
@@ -235,14 +255,14 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
     let clock = Clock::manual(START_MS);
     let (sqlite, before) = sqlite_history(&clock).await;
     let pg = Arc::new(PgDb::create().await);
-    let ran = copy_store(&sqlite.db_path, &with_password(&pg)).await;
+    let ran = copy_store(&sqlite.db_path, &pg.url).await;
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     assert_eq!(
         ran.stdout,
         format!(
             "copied 4 results (sequences 4..7, next 8), 1 links, 3 accounts, \
-             2 refresh_intents, 3 intent_accounts, 1 idempotency_keys, 4 webhook_events \
-             into {}\n",
+             2 refresh_intents, 3 intent_accounts, 1 idempotency_keys, 0 fintoc_key_series, \
+             4 webhook_events into {}\n",
             redacted(&pg)
         )
     );
@@ -252,6 +272,7 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
         "copying refresh_intents: 2/2",
         "copying intent_accounts: 3/3",
         "copying idempotency_keys: 1/1",
+        "copying fintoc_key_series: 0/0",
         "copying results: 4/4",
         "copying webhook_events: 4/4",
     ] {
@@ -261,7 +282,7 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
             ran.stderr
         );
     }
-    assert!(!format!("{}{}", ran.stdout, ran.stderr).contains(PASSWORD));
+    assert!(!format!("{}{}", ran.stdout, ran.stderr).contains(&password(&pg)));
     // The SQLite server was never disturbed.
     post_ok(&sqlite, "evt_after_copy", "acc_y").await;
     let (_dir, sqlite_file) = sqlite.stop_keep_db().await;
@@ -302,7 +323,7 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
     assert_eq!(moved.counts().await, before.counts);
 
     // Copying again would mix two histories: refused, in one line, the target untouched.
-    let twice = copy_store(&sqlite_file, &with_password(&pg)).await;
+    let twice = copy_store(&sqlite_file, &pg.url).await;
     assert_eq!(twice.code, Some(1), "{}", twice.stderr);
     assert_eq!(
         twice.stderr,
@@ -363,6 +384,69 @@ async fn a_cursor_taken_on_sqlite_resumes_on_postgres_with_nothing_missed_or_rep
     moved.stop().await.unwrap();
 }
 
+/// Fintoc keeps its first answer to an Idempotency-Key, errors included, for a day. A caller
+/// key whose Fintoc keys Fintoc answered with errors on SQLite starts after them on
+/// PostgreSQL: its retry after the move is sent under a fresh key and creates the intent,
+/// instead of being replayed Fintoc's stored 500s (which it is when the count of keys spent
+/// per caller key, `fintoc_key_series`, is not moved). Fintoc, one simulator, outlives both
+/// servers, as the real one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_key_fintoc_failed_before_the_move_gets_a_fresh_fintoc_key_after_it() {
+    const CREATE: (&str, &str) = ("POST", "/v1/refresh_intents");
+    let clock = Clock::manual(START_MS);
+    let stop_fintoc = CancellationToken::new();
+    let fintoc = Simulator::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        SimConfig {
+            clock: clock.0.clone(),
+            ..sim_config()
+        },
+        stop_fintoc.clone(),
+    )
+    .unwrap();
+    let _stop_fintoc = stop_fintoc.drop_guard();
+    let link = fintoc.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 1 }]));
+    let sqlite = server_calling(&clock, None, &fintoc).await;
+    fintoc.inject_on(CREATE.0, CREATE.1, Fault::Status(500), 1000);
+    let down = request_refresh(&sqlite, &link.token, "key-down")
+        .await
+        .unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable, "{}", down.message());
+    let tried = fintoc.requests(CREATE.0, CREATE.1);
+    assert!(tried >= 2, "retried within the call: {tried}");
+    fintoc.clear_faults();
+    let (_dir, file) = sqlite.stop_keep_db().await;
+
+    let pg = Arc::new(PgDb::create().await);
+    let ran = copy_store(&file, &pg.url).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .lines()
+            .any(|l| l == "copying fintoc_key_series: 1/1"),
+        "{}",
+        ran.stderr
+    );
+    let moved = server_calling(&clock, Some(pg), &fintoc).await;
+    let retried = request_refresh(&moved, &link.token, "key-down").await;
+    let answer = retried.unwrap_or_else(|e| {
+        panic!(
+            "the retry after the move was answered {:?} ({}) after {} more create calls: \
+             Fintoc replayed the failures it had stored for the keys already spent",
+            e.code(),
+            e.message(),
+            fintoc.requests(CREATE.0, CREATE.1) - tried
+        )
+    });
+    assert!(!answer.refresh_intent.unwrap().id.is_empty());
+    assert_eq!(
+        fintoc.requests(CREATE.0, CREATE.1),
+        tried + 1,
+        "one more create call, under a key Fintoc had not answered"
+    );
+    moved.stop().await.unwrap();
+}
+
 /// Retention may have emptied the log entirely; its high-water mark (kept by SQLite apart
 /// from the rows) still comes along, so no sequence is ever handed out twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,6 +500,7 @@ async fn pg_tables(pg: &PgDb) -> Vec<(String, i64)> {
         "refresh_intents",
         "intent_accounts",
         "idempotency_keys",
+        "fintoc_key_series",
         "results",
         "webhook_events",
     ] {
@@ -454,6 +539,7 @@ fn empty_tables() -> Vec<(String, i64)> {
         "refresh_intents",
         "intent_accounts",
         "idempotency_keys",
+        "fintoc_key_series",
         "results",
         "webhook_events",
         "log_counter",
@@ -471,7 +557,7 @@ async fn copy_store_refuses_a_missing_or_foreign_source_and_leaves_the_target_un
     let pg = PgDb::create().await;
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.db");
-    let ran = copy_store(&missing, &with_password(&pg)).await;
+    let ran = copy_store(&missing, &pg.url).await;
     assert_eq!(ran.code, Some(1));
     assert_eq!(
         ran.stderr,
@@ -518,7 +604,7 @@ async fn copy_store_refuses_a_target_a_server_already_wrote_to() {
     post_ok(&on_pg, "evt_pg", "acc_pg").await;
     on_pg.stop().await.unwrap();
     let before = pg_tables(&pg).await;
-    let ran = copy_store(&file, &with_password(&pg)).await;
+    let ran = copy_store(&file, &pg.url).await;
     assert_eq!(ran.code, Some(1));
     assert_eq!(
         ran.stderr,
@@ -565,7 +651,7 @@ async fn a_copy_that_fails_part_way_leaves_the_target_empty_and_can_run_again() 
         .collect();
     assert_eq!(error.len(), 1, "{}", ran.stderr);
     assert!(
-        error[0].starts_with(&format!("error: cannot copy into {}: ", pg.url))
+        error[0].starts_with(&format!("error: cannot copy into {}: ", redacted(&pg)))
             && error[0].contains("refused by the test"),
         "{}",
         error[0]

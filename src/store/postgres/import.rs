@@ -15,12 +15,12 @@ use tokio::sync::mpsc;
 
 use super::models::ResultRecord;
 use super::schema::{
-    accounts, idempotency_keys, intent_accounts, links, log_counter, refresh_intents, results,
-    webhook_events,
+    accounts, fintoc_key_series, idempotency_keys, intent_accounts, links, log_counter,
+    refresh_intents, results, webhook_events,
 };
 use crate::store::copy::{
-    AccountRow, Batch, EventRow, Failed, IntentAccountRow, IntentRecord, KeyRow, LinkRow, Read,
-    Rows, Snapshot, Table,
+    AccountRow, Batch, EventRow, Failed, IntentAccountRow, IntentRecord, KeyRow, KeySeriesRow,
+    LinkRow, Read, Rows, Snapshot, Table,
 };
 
 impl From<diesel::result::Error> for Failed {
@@ -45,6 +45,7 @@ const HOLDING_DATA: &str = "SELECT name FROM (VALUES \
      ('links', EXISTS (SELECT 1 FROM links)), \
      ('accounts', EXISTS (SELECT 1 FROM accounts)), \
      ('idempotency_keys', EXISTS (SELECT 1 FROM idempotency_keys)), \
+     ('fintoc_key_series', EXISTS (SELECT 1 FROM fintoc_key_series)), \
      ('log_counter', (SELECT newest FROM log_counter) > 0) \
      ) AS tables (name, holds) WHERE holds";
 
@@ -144,6 +145,7 @@ async fn insert(conn: &mut AsyncPgConnection, batch: Batch) -> Result<usize, Fai
         Batch::RefreshIntents(rows) => insert_intents(conn, &rows).await?,
         Batch::IntentAccounts(rows) => insert_intent_accounts(conn, &rows).await?,
         Batch::IdempotencyKeys(rows) => insert_keys(conn, &rows).await?,
+        Batch::FintocKeySeries(rows) => insert_key_series(conn, &rows).await?,
         Batch::Results(rows) => {
             let values: Vec<ResultRecord> = rows.iter().map(ResultRecord::from).collect();
             diesel::insert_into(results::table)
@@ -244,6 +246,27 @@ async fn insert_keys(conn: &mut AsyncPgConnection, rows: &[KeyRow]) -> QueryResu
                 t::refresh_intent_id.eq(&r.refresh_intent_id),
                 t::joined_existing.eq(r.joined_existing),
                 t::created_at_ms.eq(r.created_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_key_series(
+    conn: &mut AsyncPgConnection,
+    rows: &[KeySeriesRow],
+) -> QueryResult<usize> {
+    use fintoc_key_series as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::idempotency_key.eq(&r.idempotency_key),
+                t::spent.eq(r.spent),
+                t::updated_at_ms.eq(r.updated_at_ms),
             )
         })
         .collect();

@@ -25,12 +25,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::models::ResultRecord;
 use super::schema::{
-    accounts, idempotency_keys, intent_accounts, links, refresh_intents, results, webhook_events,
+    accounts, fintoc_key_series, idempotency_keys, intent_accounts, links, refresh_intents,
+    results, webhook_events,
 };
 use crate::domain::ResultRow;
 use crate::store::copy::{
     AccountRow, BATCH_EVENT_BYTES, BATCH_EVENTS, Batch, EventRow, IntentAccountRow, IntentRecord,
-    KeyRow, LinkRow, READ_AHEAD, Read, Rows, Snapshot, Table,
+    KeyRow, KeySeriesRow, LinkRow, READ_AHEAD, Read, Rows, Snapshot, Table,
 };
 
 /// A snapshot being read: what it holds, then its batches, ending with a `Done` per table.
@@ -207,6 +208,10 @@ fn summary(conn: &mut SqliteConnection) -> Result<Snapshot, Stop> {
         idempotency_keys::table.select(count_star()).first(conn)?,
     );
     count(
+        Table::FintocKeySeries,
+        fintoc_key_series::table.select(count_star()).first(conn)?,
+    );
+    count(
         Table::Results,
         results::table.select(count_star()).first(conn)?,
     );
@@ -269,6 +274,13 @@ fn stream(conn: &mut SqliteConnection, rows: usize, out: &mpsc::Sender<Read>) ->
                 Batch::IdempotencyKeys,
                 |r: &KeyRow| r.idempotency_key.clone(),
                 |a| keys_after(conn, a, n),
+            )?,
+            Table::FintocKeySeries => pages(
+                out,
+                table,
+                Batch::FintocKeySeries,
+                |r: &KeySeriesRow| r.idempotency_key.clone(),
+                |a| key_series_after(conn, a, n),
             )?,
             Table::Results => pages(
                 out,
@@ -398,6 +410,23 @@ fn keys_after(
             t::joined_existing,
             t::created_at_ms,
         ))
+        .order(t::idempotency_key)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::idempotency_key.gt(after));
+    }
+    q.load(conn)
+}
+
+fn key_series_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<KeySeriesRow>> {
+    use fintoc_key_series as t;
+    let mut q = t::table
+        .select((t::idempotency_key, t::spent, t::updated_at_ms))
         .order(t::idempotency_key)
         .limit(n)
         .into_boxed();
