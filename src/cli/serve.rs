@@ -31,6 +31,14 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         eprintln!("error: --database-url (DATABASE_URL) is not a usable PostgreSQL URL: {why}");
         return ExitCode::from(2);
     }
+    if let Some(direct) = &config.database_direct_url
+        && let Err(why) = crate::store::check_url(direct)
+    {
+        eprintln!(
+            "error: --database-direct-url (DATABASE_DIRECT_URL) is not a usable PostgreSQL URL: {why}"
+        );
+        return ExitCode::from(2);
+    }
     let listeners = match bind(grpc_addr, http_addr).await {
         Ok(l) => l,
         Err(line) => {

@@ -52,6 +52,11 @@ pub const MIN_RETENTION: Duration = Duration::from_secs(5 * 86_400);
 /// Shorter tokens are refused: a static token is only as strong as it is long and random.
 const MIN_TOKEN_LEN: usize = 16;
 
+/// Whether a `--database-url` selects PostgreSQL (any other value is a SQLite path).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Flags of `fintoc-refresh serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -65,6 +70,11 @@ pub struct ServeArgs {
     /// URL, which several replicas may share.
     #[arg(long, env = "DATABASE_URL", default_value = "fintoc-refresh.db")]
     pub database_url: String,
+    /// PostgreSQL only: a direct (or session-pooled) connection to the same database, for
+    /// what a transaction pooler behind --database-url cannot carry: the log's listener, the
+    /// writer, migrations. Prefer the environment variable: a password in a flag shows in ps.
+    #[arg(long, env = "DATABASE_DIRECT_URL")]
+    pub database_direct_url: Option<String>,
     /// PostgreSQL only: connections this replica keeps in its pool for reads and short
     /// writes (RPCs, watchers' catch-up, leases); the writer and the log's listener have a
     /// connection each besides.
@@ -146,6 +156,9 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
+    /// PostgreSQL: a direct connection for the listener, the writer and migrations when
+    /// `database_url` leads to a transaction pooler.
+    pub database_direct_url: Option<String>,
     /// PostgreSQL: the size of the replica's connection pool.
     pub database_pool_size: u32,
     pub fintoc_api_url: String,
@@ -332,6 +345,15 @@ impl ServeArgs {
                 self.sqlite_wal_limit_bytes
             )));
         }
+        if let Some(direct) = &self.database_direct_url
+            && !(is_postgres_url(direct) && is_postgres_url(&self.database_url))
+        {
+            return Err(ConfigError(
+                "--database-direct-url (DATABASE_DIRECT_URL) must be a postgres:// URL, and \
+                 goes with a postgres:// --database-url (DATABASE_URL)"
+                    .into(),
+            ));
+        }
         if !(1..=1000).contains(&self.database_pool_size) {
             return Err(ConfigError(format!(
                 "--database-pool-size (DATABASE_POOL_SIZE) is {}; it must be between 1 and 1000",
@@ -386,6 +408,7 @@ impl ServeArgs {
         .map_err(ConfigError)?;
         Ok(Config {
             database_url: self.database_url,
+            database_direct_url: self.database_direct_url,
             database_pool_size: self.database_pool_size,
             fintoc_api_url: self.fintoc_api_url,
             fintoc_secret_key: Secret::new(secret_key.unwrap_or_default()),

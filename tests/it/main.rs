@@ -14,6 +14,7 @@ mod hostile;
 mod intake;
 mod layers;
 mod pg;
+mod pooler;
 mod process;
 mod proxy;
 mod reflection;

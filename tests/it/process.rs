@@ -353,7 +353,7 @@ fn bad_tls_settings_exit_with_one_line_naming_the_flag() {
 
 /// Runs the binary, expects failure with exactly one stderr line containing `needle` and an
 /// empty stdout; returns that line.
-fn fails_with_one_line(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
+pub fn fails_with_one_line(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("FINTOC_SECRET_KEY")

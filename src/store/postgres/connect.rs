@@ -61,6 +61,27 @@ pub(super) async fn connect(url: &str) -> ConnectionResult<AsyncPgConnection> {
     })
 }
 
+/// Opens one plain tokio-postgres session (no diesel), with the same settings and bounds as
+/// [`connect`]: for what only the simple query protocol can ask (`pooler.rs`).
+pub(super) async fn plain(url: &str) -> ConnectionResult<tokio_postgres::Client> {
+    let (mut config, tls) = settings(url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls)).await;
+    match opened {
+        Ok(Ok((client, connection))) => {
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        Ok(Err(e)) => Err(ConnectionError::BadConnection(describe(&e))),
+        Err(_) => Err(ConnectionError::BadConnection(format!(
+            "no answer from the database within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
 /// Whether `url` is a PostgreSQL URL this service can use (without connecting): `Err` says
 /// what is wrong with it, never quoting a password.
 pub fn check_url(url: &str) -> Result<(), String> {
@@ -134,10 +155,27 @@ fn settings(url: &str) -> ConnectionResult<(tokio_postgres::Config, MakeRustlsCo
 /// A pool of at most `size` connections opened by [`connect`]. Connections are not checked
 /// with a query on every checkout (a round trip per read); a broken one fails its query, is
 /// dropped by the pool, and the caller's error says the database is unreachable.
-pub(super) async fn pool(url: &str, size: u32) -> ConnectionResult<Pool> {
+///
+/// `pooled`: the URL leads to a transaction pooler (consecutive transactions may run on
+/// different server sessions), so no connection keeps prepared statements between
+/// statements: each is prepared, run and closed again, all inside its transaction.
+pub(super) async fn pool(url: &str, size: u32, pooled: bool) -> ConnectionResult<Pool> {
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
-    config.custom_setup = Box::new(|url| connect(url).boxed());
+    config.custom_setup = if pooled {
+        Box::new(|url| {
+            async move {
+                use diesel::connection::CacheSize;
+                use diesel_async::AsyncConnection;
+                let mut conn = connect(url).await?;
+                conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+                Ok(conn)
+            }
+            .boxed()
+        })
+    } else {
+        Box::new(|url| connect(url).boxed())
+    };
     let manager = AsyncDieselConnectionManager::new_with_config(url, config);
     bb8::Pool::builder()
         .max_size(size)

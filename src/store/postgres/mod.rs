@@ -29,6 +29,7 @@ mod lead;
 mod links;
 mod log;
 mod models;
+mod pooler;
 mod retention;
 #[rustfmt::skip]
 mod schema;
@@ -50,7 +51,7 @@ use connect::Pool;
 pub use connect::{check_url, redacted};
 pub use lead::Turn;
 pub use session::Bounds;
-use session::{OnConn, OnConnMut};
+use session::OnConnMut;
 
 use super::{
     Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
@@ -75,14 +76,13 @@ const CREATE_LEASE_SLACK: Duration = Duration::from_secs(30);
 const COMMIT_CHECK: Duration = Duration::from_secs(1);
 const COMMIT_CHECK_SLACK: Duration = Duration::from_secs(1);
 
-/// Whether `url` selects this backend.
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
+pub use crate::config::is_postgres_url;
 
 #[derive(Clone)]
 pub(super) struct PgStore {
     pool: Pool,
+    /// The pool leads to a transaction pooler: every statement runs inside a transaction.
+    pooled: bool,
     writer: writer::Writer,
     /// What the tail has handed to the sink: reads of the log stop there.
     published: Arc<Published>,
@@ -125,8 +125,17 @@ impl PgStore {
     ) -> StoreResult<PgStore> {
         let url = config.database_url.as_str();
         let bounds = Bounds::for_request_timeout(config.request_timeout);
-        migrate(url).await?;
-        let pool = connect::pool(url, config.database_pool_size)
+        // What a transaction pooler cannot carry (LISTEN, the migrations' lock, the writer's
+        // statements kept prepared) goes to the direct URL; with none, DATABASE_URL must not
+        // lead to such a pooler.
+        let direct = config.database_direct_url.as_deref();
+        let session_url = direct.unwrap_or(url);
+        if direct.is_none() && pooler::shares_sessions(url).await? {
+            return Err(pooler::refusal());
+        }
+        migrate(session_url).await?;
+        let pooled = direct.is_some();
+        let pool = connect::pool(url, config.database_pool_size, pooled)
             .await
             .map_err(unavailable)?;
         let stop = CancellationToken::new();
@@ -141,7 +150,7 @@ impl PgStore {
         let published = Arc::new(Published::starting_at(newest));
         let (closing, broken) = (CancellationToken::new(), CancellationToken::new());
         let (writer, task) = writer::Writer::new(writer::Setup {
-            url: url.to_owned(),
+            url: session_url.to_owned(),
             clock: config.clock.clone(),
             metrics,
             bounds,
@@ -164,7 +173,7 @@ impl PgStore {
             })
         };
         let tail = tail::run(
-            url.to_owned(),
+            session_url.to_owned(),
             pool.clone(),
             bounds,
             published.clone(),
@@ -186,6 +195,7 @@ impl PgStore {
         );
         Ok(PgStore {
             pool,
+            pooled,
             writer,
             published,
             leader,
@@ -199,14 +209,24 @@ impl PgStore {
         })
     }
 
-    /// Runs `work` on a pooled connection, bounded by [`Bounds::answer`].
+    /// Runs `work` on a pooled connection, bounded by [`Bounds::answer`]. Behind a
+    /// transaction pooler it runs inside a transaction: a statement prepared outside one
+    /// could be run on another server session than the one that prepared it.
     async fn read<T, F>(&self, work: F) -> StoreResult<T>
     where
-        for<'c> F: AsyncFnOnce(&'c mut AsyncPgConnection) -> StoreResult<T>
-            + OnConn<&'c mut AsyncPgConnection, StoreResult<T>, Fut: Send>,
+        for<'c> F: AsyncFnMut(&'c mut AsyncPgConnection) -> StoreResult<T>
+            + OnConnMut<&'c mut AsyncPgConnection, StoreResult<T>, Fut: Send>,
     {
         let mut conn = self.conn().await?;
-        self.bounds.within(&mut conn, work).await
+        if self.pooled {
+            return self.bounds.transaction(&mut conn, work).await;
+        }
+        let mut work = work;
+        let answered = tokio::time::timeout(self.bounds.answer, work(&mut conn)).await;
+        answered.unwrap_or_else(|_| {
+            session::poison(&mut conn);
+            Err(self.bounds.no_answer())
+        })
     }
 
     /// Runs `work` in a transaction on a pooled connection (see [`Bounds::transaction`]).
