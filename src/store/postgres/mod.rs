@@ -34,6 +34,7 @@ mod retention;
 mod schema;
 mod statements;
 mod tail;
+mod tls;
 mod writer;
 
 use std::sync::Arc;
