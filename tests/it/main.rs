@@ -13,6 +13,7 @@ mod hostile;
 mod intake;
 mod layers;
 mod pg;
+mod pg_tls;
 mod private_pg;
 mod process;
 mod reflection;

@@ -154,6 +154,10 @@ impl PrivatePostgres {
         );
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `postgres://postgres@127.0.0.1:<port>/<database>`, over TCP.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

@@ -282,7 +282,7 @@ async fn until_completed(watch: &mut Watch) -> pb::RefreshStatus {
 }
 
 /// Nowhere: replicas that never call Fintoc.
-const NO_FINTOC: &str = "http://127.0.0.1:9";
+pub const NO_FINTOC: &str = "http://127.0.0.1:9";
 
 /// Every replica's watcher of one account sees exactly 1..n, in order, with the same event
 /// at each sequence, while six senders post to three replicas at once: commit order is
