@@ -44,8 +44,9 @@ use crate::metrics::Metrics;
 pub use error::{StoreError, StoreResult};
 pub use postgres::{is_postgres_url, redacted};
 
-/// Whether `url` can be used, checked without connecting: a PostgreSQL URL must be readable
-/// (its `sslmode` one libpq knows); anything else is a SQLite path, checked when opened.
+/// Whether `url` can be used, checked without connecting: a PostgreSQL URL must be readable,
+/// its `ssl*` settings a combination libpq accepts and their files usable; anything else is
+/// a SQLite path, checked when opened.
 pub fn check_url(url: &str) -> Result<(), String> {
     if is_postgres_url(url) {
         postgres::check_url(url)

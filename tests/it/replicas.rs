@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
+use crate::private_pg::PrivatePostgres;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
 
@@ -755,127 +756,6 @@ async fn sigkill_of_a_replica_under_load_loses_no_acknowledged_event() {
     let _ = b.stderr();
 }
 
-/// A PostgreSQL server of the test's own (initdb into a temp dir, its own port), so stopping
-/// and starting it touches no other test. initdb refuses to run as root: as root it runs as
-/// the `postgres` user.
-struct PrivatePostgres {
-    dir: tempfile::TempDir,
-    port: u16,
-    bin: std::path::PathBuf,
-}
-
-impl PrivatePostgres {
-    fn start() -> PrivatePostgres {
-        let bindir = Command::new("pg_config").arg("--bindir").output().expect(
-            "the PostgreSQL restart test needs PostgreSQL's server binaries (pg_config --bindir)",
-        );
-        let bin = std::path::PathBuf::from(String::from_utf8(bindir.stdout).unwrap().trim());
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = PrivatePostgres { dir, port, bin };
-        if pg.as_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(pg.dir.path())
-                .status()
-                .unwrap();
-            assert!(ok.success());
-        }
-        let data = pg.dir.path().join("data");
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-            ],
-        );
-        pg.ctl("start");
-        pg
-    }
-
-    fn as_root(&self) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe extern "C" {
-            fn geteuid() -> u32;
-        }
-        unsafe { geteuid() == 0 }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let program = self.bin.join(tool);
-        let out = if self.as_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        }
-        .unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn ctl(&self, action: &str) {
-        let data = self.dir.path().join("data");
-        let log = self.dir.path().join("log");
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &options,
-                "-l",
-                log.to_str().unwrap(),
-                "-m",
-                "fast",
-                "-w",
-                action,
-            ],
-        );
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let program = self.bin.join("pg_ctl");
-        let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
-        let _ = if self.as_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&program)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&program).args(args).output()
-        };
-    }
-}
-
 pub async fn health_of(replica: &Replica) -> Option<i32> {
     health_at(&replica.grpc).await
 }
@@ -906,15 +786,7 @@ pub async fn health_at(grpc: &str) -> Option<i32> {
 async fn replicas_ride_out_a_postgres_restart_without_a_restart_of_their_own() {
     use tonic_health::pb::health_check_response::ServingStatus;
     let pg = PrivatePostgres::start();
-    let (admin, _) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
-        .await
-        .map(|(client, connection)| (client, tokio::spawn(connection)))
-        .unwrap();
-    admin
-        .batch_execute("CREATE DATABASE refresh")
-        .await
-        .unwrap();
-    drop(admin);
+    pg.execute("postgres", "CREATE DATABASE refresh").await;
     let url = pg.url("refresh");
     let (a, b) = (
         Replica::start(&url, NO_FINTOC, &[]),

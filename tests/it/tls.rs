@@ -96,7 +96,8 @@ impl Pki {
     }
 }
 
-fn authority(name: &str) -> (String, Issuer<'static, KeyPair>) {
+/// A self-signed CA named `name`: its PEM, and the issuer that signs with it.
+pub fn authority(name: &str) -> (String, Issuer<'static, KeyPair>) {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -106,7 +107,9 @@ fn authority(name: &str) -> (String, Issuer<'static, KeyPair>) {
     (cert.pem(), Issuer::new(params, key))
 }
 
-fn leaf(
+/// A certificate for `names` (the first is also its common name) signed by `issuer`, for
+/// `usage`: its PEM and its private key's PEM (PKCS#8).
+pub fn leaf(
     issuer: &Issuer<'static, KeyPair>,
     names: &[&str],
     usage: ExtendedKeyUsagePurpose,

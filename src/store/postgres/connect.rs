@@ -1,8 +1,8 @@
 //! Opening connections to PostgreSQL: tokio-postgres (pure Rust) under diesel-async, TLS
-//! through rustls with the system's trusted roots when the URL's `sslmode` asks for it (or
-//! `prefer`s it, the default), and the settings every connection of this service runs with.
+//! through rustls as the URL's `ssl*` parameters ask, read as libpq reads them (`tls.rs`),
+//! and the settings every connection of this service runs with. The URL is libpq's: several
+//! hosts (`host1:5432,host2:5433`) and `target_session_attrs` reach tokio-postgres as given.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::ConnectionError;
@@ -13,6 +13,8 @@ use diesel_async::pooled_connection::{
 };
 use futures_util::FutureExt;
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::tls;
 
 /// A pool of connections, each opened by [`connect`].
 pub(super) type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
@@ -101,55 +103,74 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// The connection settings of `url`, and how to do TLS, with `sslmode` read as libpq reads
-/// it: `disable` never encrypts; `prefer` (the default) encrypts when the server offers it
-/// and `require` insists, neither checking whose certificate it is; `verify-ca` and
-/// `verify-full` also verify the certificate, against the system's roots or the CA file in
-/// `sslrootcert` (rustls always checks the host name too, so both act as `verify-full`).
+/// The connection settings of `url`, and how to do TLS (see `tls.rs` for the `ssl*`
+/// parameters). Every problem is `InvalidConnectionUrl`, found without connecting.
 fn settings(url: &str) -> ConnectionResult<(tokio_postgres::Config, MakeRustlsConnect)> {
-    let bad = |why: String| ConnectionError::InvalidConnectionUrl(why);
-    let mut parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-    let pairs: Vec<(String, String)> = parsed
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let mode = pairs
-        .iter()
-        .find(|(k, _)| k == "sslmode")
-        .map_or("prefer", |(_, v)| v.as_str())
-        .to_owned();
-    let root_file = pairs
-        .iter()
-        .find(|(k, _)| k == "sslrootcert")
-        .map(|(_, v)| v.clone());
-    let verify = match mode.as_str() {
-        "disable" | "prefer" | "require" => false,
-        "verify-ca" | "verify-full" => true,
-        other => {
-            return Err(bad(format!(
-                "sslmode {other:?} is not one of disable, prefer, require, verify-ca, verify-full"
-            )));
-        }
-    };
-    // tokio-postgres knows only disable/prefer/require, and no sslrootcert: verification
-    // is ours to do.
-    let kept: Vec<(String, String)> = pairs
-        .into_iter()
-        .filter(|(k, _)| k != "sslrootcert" && k != "sslmode")
-        .collect();
-    {
-        let mut query = parsed.query_pairs_mut();
-        query.clear().extend_pairs(kept);
-        query.append_pair("sslmode", if verify { "require" } else { mode.as_str() });
-    }
-    let config: tokio_postgres::Config =
-        parsed.as_str().parse().map_err(|e| bad(format!("{e}")))?;
-    let tls = if verify {
-        verifying(root_file.as_deref())?
-    } else {
-        encrypting_only()
-    };
+    let bad = ConnectionError::InvalidConnectionUrl;
+    let (rest, ssl) = split(url).map_err(bad)?;
+    let plan = tls::Plan::new(ssl).map_err(bad)?;
+    let mut config: tokio_postgres::Config = rest.parse().map_err(|e| bad(describe(&e)))?;
+    config.ssl_mode(plan.mode);
+    let tls = plan.connector().map_err(bad)?;
     Ok((config, tls))
+}
+
+/// `url` without the `ssl*` parameters tokio-postgres does not know, and those parameters.
+/// Every other part is kept byte for byte, so tokio-postgres reads what was written: several
+/// hosts, `target_session_attrs`, `options` with its `%20`s (a URL parser would rewrite
+/// them, or refuse a host list outright).
+fn split(url: &str) -> Result<(String, tls::SslParams), String> {
+    let mut ssl = tls::SslParams::default();
+    let Some(start) = query_start(url) else {
+        return Ok((url.to_owned(), ssl));
+    };
+    let mut kept = Vec::new();
+    for pair in url[start + 1..].split('&').filter(|p| !p.is_empty()) {
+        let key = pair
+            .split_once('=')
+            .and_then(|(k, v)| Some((decode(k).ok()?, v)));
+        match key {
+            Some((key, value)) if tls::PARAMS.contains(&key.as_str()) => {
+                let value = decode(value)
+                    .map_err(|()| format!("{key} is not UTF-8 once percent-decoded"))?;
+                ssl.set(&key, value);
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let mut rest = url[..start].to_owned();
+    if !kept.is_empty() {
+        rest.push('?');
+        rest.push_str(&kept.join("&"));
+    }
+    Ok((rest, ssl))
+}
+
+/// Where the query (`?…`) of a PostgreSQL URL starts, found as tokio-postgres finds it: the
+/// credentials run to the first `@` and may hold a `?`.
+fn query_start(url: &str) -> Option<usize> {
+    let from = url.find('@').map_or(0, |at| at + 1);
+    url[from..].find('?').map(|q| from + q)
+}
+
+/// Percent-decoding as libpq and tokio-postgres do it: `%XX` is a byte, a `+` stays a `+`.
+fn decode(s: &str) -> Result<String, ()> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&byte, tail)) = rest.split_first() {
+        match tail.get(..2) {
+            Some(hex) if byte == b'%' && hex.iter().all(u8::is_ascii_hexdigit) => {
+                let hex = std::str::from_utf8(hex).map_err(drop)?;
+                out.push(u8::from_str_radix(hex, 16).map_err(drop)?);
+                rest = &tail[2..];
+            }
+            _ => {
+                out.push(byte);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(drop)
 }
 
 /// A pool of at most `size` connections opened by [`connect`]. Connections are not checked
@@ -186,134 +207,62 @@ pub(super) async fn pool(url: &str, size: u32, pooled: bool) -> ConnectionResult
         .map_err(|e| ConnectionError::BadConnection(e.to_string()))
 }
 
-/// TLS that checks the server's certificate: against `root_file` if given, else the
-/// system's roots.
-fn verifying(root_file: Option<&str>) -> ConnectionResult<MakeRustlsConnect> {
-    let mut roots = rustls::RootCertStore::empty();
-    match root_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                ConnectionError::InvalidConnectionUrl(format!("sslrootcert {path:?}: {e}"))
-            })?;
-            use rustls::pki_types::pem::PemObject;
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| {
-                    ConnectionError::InvalidConnectionUrl(format!("sslrootcert {path:?}: {e}"))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    ConnectionError::InvalidConnectionUrl(format!("sslrootcert {path:?}: {e}"))
-                })?;
-            }
-        }
-        None => {
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
-}
-
-/// TLS that encrypts without checking whose certificate it is (libpq's `prefer` and
-/// `require`): signatures are still checked, so the session key is the server's.
-fn encrypting_only() -> MakeRustlsConnect {
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
-        .with_no_client_auth();
-    MakeRustlsConnect::new(config)
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Accepts any certificate chain, as libpq does below `verify-ca`.
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `url` with any password replaced, for messages and logs; a SQLite path as it is.
+/// `url` with any password replaced, for messages and logs; a SQLite path as it is. A URL
+/// whose user, hosts and database tokio-postgres cannot read is not quoted at all: where
+/// its password is would be a guess.
 pub fn redacted(url: &str) -> String {
     if !super::is_postgres_url(url) {
         return url.to_owned();
     }
-    let Ok(mut parsed) = reqwest::Url::parse(url) else {
-        // Not a URL we can read: say nothing of it rather than risk printing a secret.
+    let start = query_start(url);
+    // Whether the part before the query is readable; the parameters are redacted by name.
+    let head = &url[..start.unwrap_or(url.len())];
+    if head.parse::<tokio_postgres::Config>().is_err() {
         return "(an unreadable PostgreSQL URL)".to_owned();
+    }
+    let Some(start) = start else {
+        return hide_password(url);
     };
-    if parsed.password().is_some() {
-        let _ = parsed.set_password(Some("***"));
+    let pairs: Vec<String> = url[start + 1..]
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if matches!(decode(k).as_deref(), Ok("password" | "sslpassword")) => {
+                format!("{k}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", hide_password(&url[..start]), pairs.join("&"))
+}
+
+/// `scheme://user:password@hosts/db` with the password as `***`. tokio-postgres ends the
+/// credentials at the first `@`; a raw `@` in a password (a URL should say `%40`) would end
+/// them at the last `@` before the path, so everything up to that one is hidden.
+fn hide_password(head: &str) -> String {
+    let start = head.find("://").map_or(0, |s| s + 3);
+    let rest = &head[start..];
+    let Some(first_at) = rest.find('@') else {
+        return head.to_owned();
+    };
+    let hosts_end = rest[first_at..]
+        .find('/')
+        .map_or(rest.len(), |e| first_at + e);
+    let last_at = rest[..hosts_end].rfind('@').unwrap_or(first_at);
+    match rest[..last_at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &head[..start],
+            &rest[..colon],
+            &rest[last_at..]
+        ),
+        None => head.to_owned(),
     }
-    if parsed.query_pairs().any(|(k, _)| k == "password") {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k == "password" {
-                    "***".into()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    parsed.to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redacted;
+    use super::{check_url, redacted, settings, split};
+    use tokio_postgres::config::{Host, SslMode, TargetSessionAttrs};
 
     #[test]
     fn passwords_never_leave_in_a_message() {
@@ -331,5 +280,124 @@ mod tests {
             redacted("postgres://a:s3cret@[bad"),
             "(an unreadable PostgreSQL URL)"
         );
+        // Several hosts: readable, and redacted like one.
+        assert_eq!(
+            redacted(
+                "postgres://app:s3cret@h1:5432,h2:5433/refresh?target_session_attrs=read-write"
+            ),
+            "postgres://app:***@h1:5432,h2:5433/refresh?target_session_attrs=read-write"
+        );
+        for url in [
+            "postgres://app:s3%40cret@h1,h2/refresh",
+            "postgres://app:s3@cret@h1,h2/refresh",
+            "postgres://app:s3?cret@db/refresh?sslmode=require",
+            "postgres://app:s3/cret@db/refresh",
+            "postgres://app@db/refresh?sslpassword=s3cret&sslrootcert=/ca.pem",
+            "postgres://app@db/refresh?pass%77ord=s3cret",
+        ] {
+            let shown = redacted(url);
+            assert!(!shown.contains("cret"), "{url}: {shown}");
+            assert!(shown.contains("***"), "{url}: {shown}");
+        }
+    }
+
+    #[test]
+    fn several_hosts_and_target_session_attrs_reach_tokio_postgres() {
+        let (config, _) = settings(
+            "postgres://app@10.0.0.1:5432,db2.internal:5433/refresh\
+             ?target_session_attrs=read-write&sslmode=require",
+        )
+        .unwrap();
+        assert_eq!(
+            config.get_hosts(),
+            [
+                Host::Tcp("10.0.0.1".into()),
+                Host::Tcp("db2.internal".into())
+            ]
+        );
+        assert_eq!(config.get_ports(), [5432, 5433]);
+        assert_eq!(config.get_dbname(), Some("refresh"));
+        assert_eq!(config.get_user(), Some("app"));
+        assert_eq!(
+            config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        let (config, _) =
+            settings("postgresql://app@h1,h2/refresh?target_session_attrs=any").unwrap();
+        assert_eq!(config.get_hosts().len(), 2);
+        assert_eq!(config.get_ports(), [5432, 5432]);
+        assert_eq!(config.get_target_session_attrs(), TargetSessionAttrs::Any);
+        assert_eq!(config.get_ssl_mode(), SslMode::Prefer);
+    }
+
+    /// tokio-postgres refuses what it does not know (`sslrootcert`, `sslcert`, `sslkey`,
+    /// `sslmode=verify-*`): those are taken out, and everything else is passed on as written.
+    #[test]
+    fn ssl_parameters_never_reach_tokio_postgres_and_the_rest_is_untouched() {
+        let url = "postgres://app:pw@h1:5432,h2:5433/refresh?sslmode=verify-ca\
+                   &options=-c%20search_path%3Dx&sslrootcert=%2Fetc%2Fdb+ca.pem&sslcert=/c.pem\
+                   &application_name=a+b&sslkey=/c.key";
+        let (rest, ssl) = split(url).unwrap();
+        assert_eq!(
+            rest,
+            "postgres://app:pw@h1:5432,h2:5433/refresh\
+             ?options=-c%20search_path%3Dx&application_name=a+b"
+        );
+        assert_eq!(ssl.mode.as_deref(), Some("verify-ca"));
+        // Decoded as libpq decodes: %2F is a slash, a + stays a +.
+        assert_eq!(ssl.root_cert.as_deref(), Some("/etc/db+ca.pem"));
+        assert_eq!(ssl.cert.as_deref(), Some("/c.pem"));
+        assert_eq!(ssl.key.as_deref(), Some("/c.key"));
+        let config: tokio_postgres::Config = rest.parse().unwrap();
+        assert_eq!(config.get_options(), Some("-c search_path=x"));
+        assert_eq!(config.get_application_name(), Some("a+b"));
+        assert_eq!(
+            split("postgres://h/db").unwrap().0,
+            "postgres://h/db",
+            "no query"
+        );
+        assert_eq!(
+            split("postgres://h/db?sslmode=disable").unwrap().0,
+            "postgres://h/db",
+            "only ssl parameters"
+        );
+    }
+
+    /// What `serve` checks at start: a bad `ssl*` setting is refused there, in a sentence.
+    #[test]
+    fn check_url_refuses_what_libpq_refuses() {
+        let cases = [
+            (
+                "postgres://h/db?sslrootcert=system&sslmode=require",
+                "weak sslmode \"require\" may not be used with sslrootcert=system (use \
+                 \"verify-full\")",
+            ),
+            (
+                "postgres://h/db?sslcert=/c.pem",
+                "sslcert is set but sslkey is not",
+            ),
+            (
+                "postgres://h/db?sslmode=require&sslrootcert=/no/such/ca.pem",
+                "sslrootcert \"/no/such/ca.pem\" cannot be read: no such file",
+            ),
+            (
+                "postgres://h/db?sslmode=verify",
+                "sslmode \"verify\" is not one of",
+            ),
+            (
+                "postgres://h/db?sslcompression=1",
+                "unknown option `sslcompression`",
+            ),
+            (
+                "postgres://h/db?target_session_attrs=primary",
+                "target_session_attrs",
+            ),
+        ];
+        for (url, needle) in cases {
+            let why = check_url(url).expect_err(url);
+            assert!(why.contains(needle), "{url}: {why}");
+        }
+        check_url("postgres://app@h1:5432,h2:5433/db?target_session_attrs=read-write").unwrap();
     }
 }

@@ -36,6 +36,7 @@ mod schema;
 mod session;
 mod statements;
 mod tail;
+mod tls;
 mod writer;
 
 use std::sync::Arc;
