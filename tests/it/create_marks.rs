@@ -9,14 +9,14 @@ use fintoc_refresh::clock::Clock;
 use crate::common::*;
 
 on_both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_abandoned_create_clears_only_its_own_mark
+);
 /// Two create calls for one Link (a frozen turn holder woke after another replica took its
 /// turn): the first one's abandonment clears only its own mark, so a result that arrived
 /// meanwhile stays held for the second; the second's abandonment then settles it. Before
 /// the fix the first cleanup removed the Link's mark, whoever's it was, and logged the
 /// result as unsolicited while the second create was still in flight.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    an_abandoned_create_clears_only_its_own_mark
-);
 async fn an_abandoned_create_clears_only_its_own_mark(backend: Backend) {
     let s = TestServer::on(backend).await;
     let store = &s.app.store;
