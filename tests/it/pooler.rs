@@ -46,6 +46,9 @@ impl PgBouncer {
             url.host_str().unwrap().to_owned(),
             url.port().unwrap_or(5432),
         );
+        // Few server sessions in transaction mode, so that consecutive transactions of one
+        // client really land on different ones; in session mode one per client connection.
+        let sessions = if mode == "transaction" { 4 } else { 80 };
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -59,7 +62,7 @@ impl PgBouncer {
             format!(
                 "[databases]\n* = host={} port={}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
                  listen_port = {port}\nauth_type = trust\nauth_file = {}\npool_mode = {mode}\n\
-                 max_client_conn = 400\ndefault_pool_size = 80\nunix_socket_dir =\n\
+                 max_client_conn = 400\ndefault_pool_size = {sessions}\nunix_socket_dir =\n\
                  logfile = {}\n",
                 upstream.0,
                 upstream.1,
@@ -204,17 +207,19 @@ async fn replicas_act_as_one(database_url: &str, extra: &[&str]) {
                         ..Default::default()
                     })
                     .await
-                    .unwrap()
-                    .into_inner()
-                    .refresh_intent
-                    .unwrap()
-                    .id
+                    .map(|answer| answer.into_inner().refresh_intent.unwrap().id)
             })
         })
         .collect();
     let mut intents = HashSet::new();
     for call in calls {
-        intents.insert(call.await.unwrap());
+        match call.await.unwrap() {
+            Ok(id) => intents.insert(id),
+            Err(status) => {
+                let logs: Vec<String> = replicas.iter().map(Replica::stderr).collect();
+                panic!("a RequestRefresh failed: {status:?}; the replicas said: {logs:#?}")
+            }
+        };
     }
     assert_eq!(intents.len(), 1, "{intents:?}");
     assert_eq!(sim.requests("POST", "/v1/refresh_intents"), 1);

@@ -34,6 +34,55 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// Opens one connection. It carries no session settings (a transaction pooler would hand
 /// them to other clients): what a transaction needs it sets itself (`session.rs`).
 pub(super) async fn connect(url: &str) -> ConnectionResult<AsyncPgConnection> {
+    bounded(async {
+        let (client, connection) = open(url).await?;
+        AsyncPgConnection::try_from_client_and_connection(client, connection).await
+    })
+    .await
+}
+
+/// Opens one connection through a transaction pooler. diesel-async runs two statements of
+/// its own on a new connection (`SET TIME ZONE`, `SET CLIENT_ENCODING`), each prepared under
+/// a name, run and closed in three steps: outside a transaction the pooler may send each
+/// step to another server session, and a name left prepared on one of them collides later
+/// with a statement of another replica ("prepared statement \"s3\" already exists"). So
+/// they run inside a transaction opened first, which keeps them on one server session
+/// (their settings are those the pooler tracks and restores per client). The connection
+/// then prepares no statement beyond its transaction (see `pool`).
+async fn connect_pooled(url: &str) -> ConnectionResult<AsyncPgConnection> {
+    use diesel::connection::CacheSize;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    bounded(async {
+        let (client, connection) = open(url).await?;
+        tokio::spawn(connection);
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| ConnectionError::BadConnection(describe(&e)))?;
+        let mut conn = AsyncPgConnection::try_from(client).await?;
+        conn.batch_execute("COMMIT")
+            .await
+            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        Ok(conn)
+    })
+    .await
+}
+
+/// Opens one plain tokio-postgres session (no diesel), with the same settings and bounds as
+/// [`connect`]: for what only the simple query protocol can ask (`pooler.rs`).
+pub(super) async fn plain(url: &str) -> ConnectionResult<tokio_postgres::Client> {
+    bounded(async {
+        let (client, connection) = open(url).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    })
+    .await
+}
+
+/// The session of `url` with this service's settings: a connect timeout, its application
+/// name and TCP keepalives, unless the URL sets them.
+async fn open(url: &str) -> ConnectionResult<Session> {
     let (mut config, tls) = settings(url)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
@@ -47,41 +96,31 @@ pub(super) async fn connect(url: &str) -> ConnectionResult<AsyncPgConnection> {
             .keepalives_interval(KEEPALIVE_INTERVAL)
             .keepalives_retries(KEEPALIVE_RETRIES);
     }
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let (client, connection) = config
-            .connect(tls)
-            .await
-            .map_err(|e| ConnectionError::BadConnection(describe(&e)))?;
-        AsyncPgConnection::try_from_client_and_connection(client, connection).await
-    })
-    .await;
-    opened.unwrap_or_else(|_| {
-        Err(ConnectionError::BadConnection(format!(
-            "no answer from the database within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        )))
-    })
+    config
+        .connect(tls)
+        .await
+        .map_err(|e| ConnectionError::BadConnection(describe(&e)))
 }
 
-/// Opens one plain tokio-postgres session (no diesel), with the same settings and bounds as
-/// [`connect`]: for what only the simple query protocol can ask (`pooler.rs`).
-pub(super) async fn plain(url: &str) -> ConnectionResult<tokio_postgres::Client> {
-    let (mut config, tls) = settings(url)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(tls)).await;
-    match opened {
-        Ok(Ok((client, connection))) => {
-            tokio::spawn(connection);
-            Ok(client)
-        }
-        Ok(Err(e)) => Err(ConnectionError::BadConnection(describe(&e))),
-        Err(_) => Err(ConnectionError::BadConnection(format!(
-            "no answer from the database within {} s",
-            CONNECT_TIMEOUT.as_secs()
-        ))),
-    }
+/// A client and the connection that drives it (to be spawned, or handed to diesel-async).
+type Session = (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<
+        tokio_postgres::Socket,
+        <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+    >,
+);
+
+/// `opening` unless it takes longer than [`CONNECT_TIMEOUT`].
+async fn bounded<T>(opening: impl Future<Output = ConnectionResult<T>>) -> ConnectionResult<T> {
+    tokio::time::timeout(CONNECT_TIMEOUT, opening)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ConnectionError::BadConnection(format!(
+                "no answer from the database within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        })
 }
 
 /// Whether `url` is a PostgreSQL URL this service can use (without connecting): `Err` says
@@ -184,16 +223,7 @@ pub(super) async fn pool(url: &str, size: u32, pooled: bool) -> ConnectionResult
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = if pooled {
-        Box::new(|url| {
-            async move {
-                use diesel::connection::CacheSize;
-                use diesel_async::AsyncConnection;
-                let mut conn = connect(url).await?;
-                conn.set_prepared_statement_cache_size(CacheSize::Disabled);
-                Ok(conn)
-            }
-            .boxed()
-        })
+        Box::new(|url| connect_pooled(url).boxed())
     } else {
         Box::new(|url| connect(url).boxed())
     };

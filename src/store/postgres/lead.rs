@@ -19,8 +19,7 @@ use diesel::sql_types::{Double, Text};
 use diesel_async::RunQueryDsl;
 use tokio_util::sync::CancellationToken;
 
-use super::connect::Pool;
-use super::session::Bounds;
+use super::db::Db;
 use crate::store::{StoreError, StoreResult};
 
 /// Lock key of the migrations ("fref" and a number), clear of other users of the database.
@@ -56,24 +55,21 @@ pub(super) fn replica_id() -> String {
 pub(super) struct Leader {
     /// Until when this replica may act as leader (None: it does not lead).
     until: Arc<Mutex<Option<Instant>>>,
-    pool: Pool,
+    db: Db,
     me: Arc<str>,
-    bounds: Bounds,
 }
 
 impl Leader {
     /// The handle and the task that campaigns for the lease (and renews it) until `stop`.
     pub(super) fn new(
-        pool: Pool,
+        db: Db,
         me: &str,
-        bounds: Bounds,
         stop: CancellationToken,
     ) -> (Leader, impl Future<Output = ()> + Send + 'static) {
         let leader = Leader {
             until: Arc::default(),
-            pool,
+            db,
             me: me.into(),
-            bounds,
         };
         let campaign = leader.clone();
         let task = async move {
@@ -102,13 +98,10 @@ impl Leader {
     /// the lease runs out (a clean shutdown).
     pub(super) async fn resign(&self) {
         self.set_until(None);
-        let Ok(mut conn) = self.pool.get().await else {
-            return;
-        };
         let me = self.me.clone();
         let _ = self
-            .bounds
-            .within(&mut conn, async |c| {
+            .db
+            .write(async |c| {
                 diesel::sql_query("DELETE FROM leader_lease WHERE holder = $1")
                     .bind::<Text, _>(&*me)
                     .execute(c)
@@ -156,29 +149,23 @@ impl Leader {
     /// One round: takes the lease if nobody holds it (or its holder went silent), renews it
     /// if this replica holds it. Whether this replica holds it now.
     async fn try_lead(&self) -> StoreResult<bool> {
-        let mut conn = get(&self.pool).await?;
         let me = self.me.clone();
-        let bounds = self.bounds;
-        bounds
-            .within(&mut conn, async |c| {
-                bounds
-                    .transaction(c, async |tx| {
-                        let held: Vec<Holder> = diesel::sql_query(
-                            "INSERT INTO leader_lease (singleton, holder, expires_at) \
-                             VALUES (TRUE, $1, clock_timestamp() + make_interval(secs => $2)) \
-                             ON CONFLICT (singleton) DO UPDATE \
-                             SET holder = excluded.holder, expires_at = excluded.expires_at \
-                             WHERE leader_lease.holder = excluded.holder \
-                                OR leader_lease.expires_at < clock_timestamp() \
-                             RETURNING holder",
-                        )
-                        .bind::<Text, _>(&*me)
-                        .bind::<Double, _>(LEASE.as_secs_f64())
-                        .load(tx)
-                        .await?;
-                        Ok(!held.is_empty())
-                    })
-                    .await
+        self.db
+            .write(async |tx| {
+                let held: Vec<Holder> = diesel::sql_query(
+                    "INSERT INTO leader_lease (singleton, holder, expires_at) \
+                     VALUES (TRUE, $1, clock_timestamp() + make_interval(secs => $2)) \
+                     ON CONFLICT (singleton) DO UPDATE \
+                     SET holder = excluded.holder, expires_at = excluded.expires_at \
+                     WHERE leader_lease.holder = excluded.holder \
+                        OR leader_lease.expires_at < clock_timestamp() \
+                     RETURNING holder",
+                )
+                .bind::<Text, _>(&*me)
+                .bind::<Double, _>(LEASE.as_secs_f64())
+                .load(tx)
+                .await?;
+                Ok(!held.is_empty())
             })
             .await
     }
@@ -192,8 +179,7 @@ pub struct Turn {
 
 /// What dropping a turn gives back.
 struct Release {
-    pool: Pool,
-    bounds: Bounds,
+    db: Db,
     token_sha256: String,
     me: String,
 }
@@ -201,16 +187,11 @@ struct Release {
 impl Turn {
     /// Waits until no other request, on any replica, works on this token, then takes the
     /// turn. Waits without holding a connection, and no later than `deadline`.
-    pub(super) async fn take(
-        pool: &Pool,
-        bounds: Bounds,
-        token_sha256: &str,
-        deadline: Instant,
-    ) -> StoreResult<Turn> {
+    pub(super) async fn take(db: &Db, token_sha256: &str, deadline: Instant) -> StoreResult<Turn> {
         let me = replica_id();
         let mut pause = TURN_POLL_FIRST;
         loop {
-            if try_turn(pool, bounds, token_sha256, &me).await? {
+            if try_turn(db, token_sha256, &me).await? {
                 break;
             }
             if Instant::now() + pause >= deadline {
@@ -222,14 +203,12 @@ impl Turn {
             pause = (pause * 2).min(TURN_POLL_MAX);
         }
         let release = Release {
-            pool: pool.clone(),
-            bounds,
+            db: db.clone(),
             token_sha256: token_sha256.to_owned(),
             me,
         };
         let renewal = tokio::spawn(renew_turn(
-            release.pool.clone(),
-            bounds,
+            db.clone(),
             release.token_sha256.clone(),
             release.me.clone(),
         ));
@@ -244,8 +223,7 @@ impl Drop for Turn {
     fn drop(&mut self) {
         self.renewal.abort();
         let Some(Release {
-            pool,
-            bounds,
+            db,
             token_sha256,
             me,
         }) = self.release.take()
@@ -255,11 +233,8 @@ impl Drop for Turn {
         // Giving the turn back is a round trip, and Drop cannot wait for it. Should it fail,
         // the lease runs out by itself.
         tokio::spawn(async move {
-            let Ok(mut conn) = get(&pool).await else {
-                return;
-            };
-            let released = bounds
-                .within(&mut conn, async |c| {
+            let released = db
+                .write(async |c| {
                     diesel::sql_query(
                         "DELETE FROM link_turns WHERE token_sha256 = $1 AND holder = $2",
                     )
@@ -278,43 +253,35 @@ impl Drop for Turn {
 }
 
 /// Takes the turn of `token_sha256` for `me` if it is free or its holder went silent.
-async fn try_turn(pool: &Pool, bounds: Bounds, token_sha256: &str, me: &str) -> StoreResult<bool> {
-    let mut conn = get(pool).await?;
-    bounds
-        .within(&mut conn, async |c| {
-            bounds
-                .transaction(c, async |tx| {
-                    let held: Vec<Holder> = diesel::sql_query(
-                        "INSERT INTO link_turns (token_sha256, holder, expires_at) \
-                         VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) \
-                         ON CONFLICT (token_sha256) DO UPDATE \
-                         SET holder = excluded.holder, expires_at = excluded.expires_at \
-                         WHERE link_turns.expires_at < clock_timestamp() \
-                         RETURNING holder",
-                    )
-                    .bind::<Text, _>(token_sha256)
-                    .bind::<Text, _>(me)
-                    .bind::<Double, _>(LEASE.as_secs_f64())
-                    .load(tx)
-                    .await?;
-                    Ok(!held.is_empty())
-                })
-                .await
-        })
-        .await
+async fn try_turn(db: &Db, token_sha256: &str, me: &str) -> StoreResult<bool> {
+    db.write(async |tx| {
+        let held: Vec<Holder> = diesel::sql_query(
+            "INSERT INTO link_turns (token_sha256, holder, expires_at) \
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) \
+             ON CONFLICT (token_sha256) DO UPDATE \
+             SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE link_turns.expires_at < clock_timestamp() \
+             RETURNING holder",
+        )
+        .bind::<Text, _>(token_sha256)
+        .bind::<Text, _>(me)
+        .bind::<Double, _>(LEASE.as_secs_f64())
+        .load(tx)
+        .await?;
+        Ok(!held.is_empty())
+    })
+    .await
 }
 
 /// Keeps a turn's lease from running out while its holder works (until aborted).
-async fn renew_turn(pool: Pool, bounds: Bounds, token_sha256: String, me: String) {
+async fn renew_turn(db: Db, token_sha256: String, me: String) {
     loop {
         tokio::time::sleep(RENEW).await;
-        let Ok(mut conn) = get(&pool).await else {
-            continue;
-        };
-        let renewed = bounds
-            .within(&mut conn, async |c| {
+        let renewed = db
+            .write(async |c| {
                 Ok(diesel::sql_query(
-                    "UPDATE link_turns SET expires_at = clock_timestamp() + make_interval(secs => $3) \
+                    "UPDATE link_turns \
+                     SET expires_at = clock_timestamp() + make_interval(secs => $3) \
                      WHERE token_sha256 = $1 AND holder = $2",
                 )
                 .bind::<Text, _>(&token_sha256)
@@ -333,8 +300,4 @@ async fn renew_turn(pool: Pool, bounds: Bounds, token_sha256: String, me: String
             Err(e) => tracing::warn!(error = %e, "could not renew a link turn"),
         }
     }
-}
-
-async fn get(pool: &Pool) -> StoreResult<bb8::PooledConnection<'_, super::Manager>> {
-    super::get(pool).await
 }

@@ -22,6 +22,7 @@
 //!   themselves when it is back.
 
 mod connect;
+mod db;
 pub(super) mod import;
 mod ingest;
 mod intents;
@@ -48,11 +49,10 @@ use diesel_async::AsyncPgConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tokio_util::sync::CancellationToken;
 
-use connect::Pool;
 pub use connect::{check_url, redacted};
+use db::Db;
 pub use lead::Turn;
 pub use session::Bounds;
-use session::OnConnMut;
 
 use super::{
     Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
@@ -81,14 +81,11 @@ pub use crate::config::is_postgres_url;
 
 #[derive(Clone)]
 pub(super) struct PgStore {
-    pool: Pool,
-    /// The pool leads to a transaction pooler: every statement runs inside a transaction.
-    pooled: bool,
+    db: Db,
     writer: writer::Writer,
     /// What the tail has handed to the sink: reads of the log stop there.
     published: Arc<Published>,
     leader: lead::Leader,
-    bounds: Bounds,
     /// How long a create call's mark lasts (see [`CREATE_LEASE_SLACK`]).
     create_lease: Duration,
     /// Whether the last check found that this replica can commit.
@@ -140,12 +137,10 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         let stop = CancellationToken::new();
-        let newest = {
-            let mut conn = get(&pool).await?;
-            bounds
-                .within(&mut conn, async |c| Ok(log::log_bounds(c).await?.newest))
-                .await?
-        };
+        let db = Db::new(pool, bounds, pooled);
+        let newest = db
+            .read(async |c| Ok(log::log_bounds(c).await?.newest))
+            .await?;
         // Watchers on this replica start from the log as it is now; the tail takes it from
         // there, so everything committed later (by any replica) reaches the sink once.
         let published = Arc::new(Published::starting_at(newest));
@@ -175,8 +170,7 @@ impl PgStore {
         };
         let tail = tail::run(
             session_url.to_owned(),
-            pool.clone(),
-            bounds,
+            db.clone(),
             published.clone(),
             publish,
             rewound,
@@ -184,7 +178,7 @@ impl PgStore {
         );
         vital("log tail", tail, closing.clone(), broken.clone());
         let me = lead::replica_id();
-        let (leader, task) = lead::Leader::new(pool.clone(), &me, bounds, stop.clone());
+        let (leader, task) = lead::Leader::new(db.clone(), &me, stop.clone());
         vital("leader lease", task, closing.clone(), broken.clone());
         let can_commit = Arc::new(AtomicBool::new(true));
         let check = check_commits(writer.clone(), bounds, can_commit.clone());
@@ -195,12 +189,10 @@ impl PgStore {
             broken.clone(),
         );
         Ok(PgStore {
-            pool,
-            pooled,
+            db,
             writer,
             published,
             leader,
-            bounds,
             create_lease: config.request_timeout + CREATE_LEASE_SLACK,
             can_commit,
             clock: config.clock.clone(),
@@ -208,40 +200,6 @@ impl PgStore {
             closing,
             broken,
         })
-    }
-
-    /// Runs `work` on a pooled connection, bounded by [`Bounds::answer`]. Behind a
-    /// transaction pooler it runs inside a transaction: a statement prepared outside one
-    /// could be run on another server session than the one that prepared it.
-    async fn read<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        for<'c> F: AsyncFnMut(&'c mut AsyncPgConnection) -> StoreResult<T>
-            + OnConnMut<&'c mut AsyncPgConnection, StoreResult<T>, Fut: Send>,
-    {
-        let mut conn = self.conn().await?;
-        if self.pooled {
-            return self.bounds.transaction(&mut conn, work).await;
-        }
-        let mut work = work;
-        let answered = tokio::time::timeout(self.bounds.answer, work(&mut conn)).await;
-        answered.unwrap_or_else(|_| {
-            session::poison(&mut conn);
-            Err(self.bounds.no_answer())
-        })
-    }
-
-    /// Runs `work` in a transaction on a pooled connection (see [`Bounds::transaction`]).
-    async fn write<T, F>(&self, work: F) -> StoreResult<T>
-    where
-        for<'c> F: AsyncFnMut(&'c mut AsyncPgConnection) -> StoreResult<T>
-            + OnConnMut<&'c mut AsyncPgConnection, StoreResult<T>, Fut: Send>,
-    {
-        let mut conn = self.conn().await?;
-        self.bounds.transaction(&mut conn, work).await
-    }
-
-    async fn conn(&self) -> StoreResult<bb8::PooledConnection<'_, Manager>> {
-        get(&self.pool).await
     }
 
     pub(super) async fn ingest_webhook(
@@ -274,7 +232,8 @@ impl PgStore {
 
     pub(super) async fn mark_create(&self, link_id: &str, holder: &str) -> StoreResult<()> {
         let lease_ms = crate::clock::millis(self.create_lease);
-        self.write(async |c| links::mark_create(c, link_id, holder, lease_ms).await)
+        self.db
+            .write(async |c| links::mark_create(c, link_id, holder, lease_ms).await)
             .await
     }
 
@@ -302,18 +261,21 @@ impl PgStore {
         accounts: Vec<String>,
     ) -> StoreResult<()> {
         let now = self.clock.now_ms();
-        self.write(async |c| links::upsert_link(c, &link_id, &token_sha256, &accounts, now).await)
+        self.db
+            .write(async |c| links::upsert_link(c, &link_id, &token_sha256, &accounts, now).await)
             .await
     }
 
     pub(super) async fn remember_key(&self, key: KeyRecord) -> StoreResult<()> {
         let now = self.clock.now_ms();
-        self.write(async |c| links::remember_key(c, &key, now).await)
+        self.db
+            .write(async |c| links::remember_key(c, &key, now).await)
             .await
     }
 
     pub(super) async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
-        self.read(async |c| links::fintoc_keys_spent(c, &key).await)
+        self.db
+            .read(async |c| links::fintoc_keys_spent(c, &key).await)
             .await
     }
 
@@ -323,7 +285,8 @@ impl PgStore {
         spent: u64,
     ) -> StoreResult<()> {
         let now = self.clock.now_ms();
-        self.write(async |c| links::remember_fintoc_keys_spent(c, &key, spent, now).await)
+        self.db
+            .write(async |c| links::remember_fintoc_keys_spent(c, &key, spent, now).await)
             .await
     }
 
@@ -333,7 +296,8 @@ impl PgStore {
 
     pub(super) async fn mark_reconciled(&self, ids: Vec<String>) -> StoreResult<()> {
         let now = self.clock.now_ms();
-        self.write(async |c| intents::mark_reconciled(c, &ids, now).await)
+        self.db
+            .write(async |c| intents::mark_reconciled(c, &ids, now).await)
             .await
     }
 
@@ -343,12 +307,15 @@ impl PgStore {
         key_cutoff_ms: Millis,
         limit: i64,
     ) -> StoreResult<Pruned> {
-        self.write(async |c| retention::prune(c, cutoff_ms, key_cutoff_ms, limit).await)
+        self.db
+            .write(async |c| retention::prune(c, cutoff_ms, key_cutoff_ms, limit).await)
             .await
     }
 
     pub(super) async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>> {
-        self.read(async |c| intents::get_intent(c, &id).await).await
+        self.db
+            .read(async |c| intents::get_intent(c, &id).await)
+            .await
     }
 
     pub(super) async fn results_after(
@@ -358,25 +325,26 @@ impl PgStore {
         limit: i64,
     ) -> StoreResult<LogPage> {
         let upto = self.published.through();
-        self.read(async |c| {
-            let rows = if upto > after {
-                log::results_after(c, &target, after, upto, limit).await?
-            } else {
-                Vec::new()
-            };
-            // Read after the rows: retention that ran before them shows here (a later run
-            // only makes this look further on, which refuses a cursor rather than skip rows).
-            let pruned_through = log::log_bounds(c).await?.pruned_through();
-            Ok(LogPage {
-                rows,
-                pruned_through,
+        self.db
+            .read(async |c| {
+                let rows = if upto > after {
+                    log::results_after(c, &target, after, upto, limit).await?
+                } else {
+                    Vec::new()
+                };
+                // Read after the rows: retention that ran before them shows here (a later run
+                // only makes this look further on, which refuses a cursor rather than skip rows).
+                let pruned_through = log::log_bounds(c).await?.pruned_through();
+                Ok(LogPage {
+                    rows,
+                    pruned_through,
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(super) async fn log_bounds(&self) -> StoreResult<LogBounds> {
-        self.read(async |c| log::log_bounds(c).await).await
+        self.db.read(async |c| log::log_bounds(c).await).await
     }
 
     /// The newest sequence handed to the sink: where this replica's hub starts.
@@ -388,12 +356,14 @@ impl PgStore {
         &self,
         token_sha256: String,
     ) -> StoreResult<Option<KnownLink>> {
-        self.read(async |c| links::link_by_token(c, &token_sha256).await)
+        self.db
+            .read(async |c| links::link_by_token(c, &token_sha256).await)
             .await
     }
 
     pub(super) async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>> {
-        self.read(async |c| links::link_by_id(c, &link_id).await)
+        self.db
+            .read(async |c| links::link_by_id(c, &link_id).await)
             .await
     }
 
@@ -402,39 +372,42 @@ impl PgStore {
         link_id: String,
         refresh_type: RefreshType,
     ) -> StoreResult<LinkState> {
-        self.read(async |c| {
-            Ok(LinkState {
-                pending: intents::pending_intent(c, &link_id).await?,
-                last_success: intents::last_success(c, &link_id, refresh_type).await?,
+        self.db
+            .read(async |c| {
+                Ok(LinkState {
+                    pending: intents::pending_intent(c, &link_id).await?,
+                    last_success: intents::last_success(c, &link_id, refresh_type).await?,
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(super) async fn idempotency(
         &self,
         key: String,
     ) -> StoreResult<Option<(IdempotencyRecord, Option<IntentView>)>> {
-        self.read(async |c| {
-            let Some(record) = links::idempotency(c, &key).await? else {
-                return Ok(None);
-            };
-            let intent = intents::get_intent(c, &record.refresh_intent_id).await?;
-            Ok(Some((record, intent)))
-        })
-        .await
+        self.db
+            .read(async |c| {
+                let Some(record) = links::idempotency(c, &key).await? else {
+                    return Ok(None);
+                };
+                let intent = intents::get_intent(c, &record.refresh_intent_id).await?;
+                Ok(Some((record, intent)))
+            })
+            .await
     }
 
     pub(super) async fn pending_intents_due(
         &self,
         created_before_ms: Millis,
     ) -> StoreResult<Vec<DueIntent>> {
-        self.read(async |c| intents::pending_intents_due(c, created_before_ms).await)
+        self.db
+            .read(async |c| intents::pending_intents_due(c, created_before_ms).await)
             .await
     }
 
     pub(super) async fn counts(&self) -> StoreResult<Counts> {
-        self.read(async |c| log::counts(c).await).await
+        self.db.read(async |c| log::counts(c).await).await
     }
 
     /// Whether the database answers a trivial query in time, and the last check found that
@@ -442,6 +415,7 @@ impl PgStore {
     pub(super) async fn ping(&self) -> bool {
         use diesel_async::SimpleAsyncConnection;
         let answers = self
+            .db
             .read(async |c| Ok(c.batch_execute("SELECT 1").await?))
             .await
             .is_ok();
@@ -488,7 +462,7 @@ impl PgStore {
         token_sha256: &str,
         deadline: Instant,
     ) -> StoreResult<Turn> {
-        lead::Turn::take(&self.pool, self.bounds, token_sha256, deadline).await
+        lead::Turn::take(&self.db, token_sha256, deadline).await
     }
 
     pub(super) async fn close(&self) {
@@ -530,12 +504,6 @@ async fn cancellable(task: impl Future<Output = ()>, stop: CancellationToken) {
 }
 
 type Manager = diesel_async::pooled_connection::AsyncDieselConnectionManager<AsyncPgConnection>;
-
-pub(super) async fn get(pool: &Pool) -> StoreResult<bb8::PooledConnection<'_, Manager>> {
-    pool.get()
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
-}
 
 fn unavailable(e: diesel::ConnectionError) -> StoreError {
     StoreError::Unavailable(e.to_string())

@@ -22,9 +22,9 @@ use diesel_async::RunQueryDsl;
 use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::connect::{Pool, connect};
+use super::connect::connect;
+use super::db::Db;
 use super::log::Rewind;
-use super::session::Bounds;
 use crate::domain::ResultRow;
 use crate::store::{Publish, StoreError, StoreResult};
 
@@ -86,16 +86,14 @@ pub(super) type Rewound = Box<dyn FnOnce(Rewind) + Send>;
 /// The tail's task: runs until `stop`, or until it finds the log rewound.
 pub(super) async fn run(
     url: String,
-    pool: Pool,
-    bounds: Bounds,
+    db: Db,
     published: Arc<Published>,
     publish: Publish,
     rewound: Rewound,
     stop: CancellationToken,
 ) {
     let tail = Tail {
-        pool,
-        bounds,
+        db,
         published,
         publish,
     };
@@ -107,8 +105,7 @@ pub(super) async fn run(
 }
 
 struct Tail {
-    pool: Pool,
-    bounds: Bounds,
+    db: Db,
     published: Arc<Published>,
     publish: Publish,
 }
@@ -148,6 +145,7 @@ impl Tail {
             Err(e) => return Ended::Failed(super::unavailable(e)),
         };
         let listening = self
+            .db
             .bounds
             .within(&mut conn, async |c| {
                 diesel::sql_query(format!("LISTEN {}", super::log::CHANNEL))
@@ -193,16 +191,13 @@ impl Tail {
 
     /// Hands every entry after the last one handed over to the sink, in order.
     async fn catch_up(&self) -> Result<(), Ended> {
-        let mut conn = super::get(&self.pool).await?;
         loop {
             let through = self.published.through();
             let rows = self
-                .bounds
-                .within(&mut conn, async |c| {
-                    super::log::entries_after(c, through - 1, PAGE).await
-                })
+                .db
+                .read(async |c| super::log::entries_after(c, through - 1, PAGE).await)
                 .await?;
-            let fresh = self.check_continuity(&mut conn, through, &rows).await?;
+            let fresh = self.check_continuity(through, &rows).await?;
             let Some(last) = fresh.last() else {
                 return Ok(());
             };
@@ -227,7 +222,6 @@ impl Tail {
     /// and returns the entries after it.
     async fn check_continuity<'r>(
         &self,
-        conn: &mut bb8::PooledConnection<'_, super::Manager>,
         through: i64,
         rows: &'r [ResultRow],
     ) -> Result<&'r [ResultRow], Ended> {
@@ -242,7 +236,7 @@ impl Tail {
         match (known, at) {
             (Some(known), Some(at)) if known != Identity::of(at) => {
                 return Err(Ended::Rewound(Rewind {
-                    counter: self.counter(conn).await?,
+                    counter: self.counter().await?,
                     published: through,
                 }));
             }
@@ -252,7 +246,7 @@ impl Tail {
             // The entry at `through` is gone: pruned by retention (the counter is still at or
             // past it), or the log was rewound below it.
             (_, None) if through > 0 => {
-                let counter = self.counter(conn).await?;
+                let counter = self.counter().await?;
                 if counter < through {
                     return Err(Ended::Rewound(Rewind {
                         counter,
@@ -265,12 +259,9 @@ impl Tail {
         Ok(after)
     }
 
-    async fn counter(
-        &self,
-        conn: &mut bb8::PooledConnection<'_, super::Manager>,
-    ) -> StoreResult<i64> {
-        self.bounds
-            .within(conn, async |c| Ok(super::log::log_bounds(c).await?.newest))
+    async fn counter(&self) -> StoreResult<i64> {
+        self.db
+            .read(async |c| Ok(super::log::log_bounds(c).await?.newest))
             .await
     }
 }
