@@ -2,9 +2,12 @@
 //! way a network does and touch nothing else: [`Proxy::freeze`] stops forwarding in both
 //! directions and closes nothing (a partition, a black-holed route: packets vanish, no RST,
 //! no FIN; connections still open, new ones accepted and then left unanswered);
-//! [`Proxy::thaw`] resumes.
+//! [`Proxy::thaw`] resumes. [`Proxy::delay_new_connections`] makes a slow network of it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Proxy {
     pub addr: SocketAddr,
     frozen: watch::Sender<bool>,
+    /// How long a new connection waits before anything is forwarded (a slow network).
+    delay: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -30,7 +35,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (frozen, _) = watch::channel(false);
         let stop = CancellationToken::new();
-        let (gate, until) = (frozen.clone(), stop.clone());
+        let delay = Arc::new(AtomicU64::new(0));
+        let (gate, until, slow) = (frozen.clone(), stop.clone(), delay.clone());
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -39,15 +45,24 @@ impl Proxy {
                 };
                 let Ok((client, _)) = accepted else { continue };
                 let (gate, until) = (gate.subscribe(), until.clone());
+                let wait = Duration::from_millis(slow.load(Ordering::Relaxed));
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = until.cancelled() => {}
-                        _ = relay(client, upstream, gate) => {}
+                        _ = async {
+                            tokio::time::sleep(wait).await;
+                            relay(client, upstream, gate).await
+                        } => {}
                     }
                 });
             }
         });
-        Proxy { addr, frozen, stop }
+        Proxy {
+            addr,
+            frozen,
+            delay,
+            stop,
+        }
     }
 
     /// The PostgreSQL URL `url` with its host and port replaced by this proxy's.
@@ -65,6 +80,12 @@ impl Proxy {
 
     pub fn thaw(&self) {
         self.frozen.send_replace(false);
+    }
+
+    /// Every connection made from now on waits `delay` before anything goes through.
+    pub fn delay_new_connections(&self, delay: Duration) {
+        self.delay
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 }
 

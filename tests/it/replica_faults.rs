@@ -646,3 +646,68 @@ async fn a_rewound_log_stops_the_replica_and_no_sequence_is_handed_out_twice() {
         .get(0);
     assert_eq!(reused, 0, "a rewound sequence was handed out again");
 }
+
+/// A replica's hub starts where its log tail starts, never at a later read of the log: a
+/// stream resumed right after the start is never told of a cursor (a heartbeat, the hub's
+/// high water) past what it can be given. Replicas start while another commits
+/// continuously, their log tail slow to connect (their direct URL, which the tail listens
+/// on, goes through a proxy that holds new connections for a second): right after each
+/// start the hub's high water is at most what the store has handed to it. Before the fix the
+/// hub started at a second read of the counter, taken after the tail's, and was ahead
+/// whenever a commit fell in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_starts_its_hub_where_its_log_tail_starts() {
+    use bytes::Bytes;
+    use fintoc_refresh::app::App;
+    use fintoc_refresh::config::Config;
+    use fintoc_refresh::fintoc::event::decode;
+    let db = Arc::new(PgDb::create().await);
+    let busy = TestServer::with(Options {
+        backend: Backend::Postgres,
+        pg: Some(db.clone()),
+        ..Options::default()
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (store, stop) = (busy.app.store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.is_cancelled() {
+                    let body = event(&format!("evt_start_{w}_{i}"), "acc_start", "succeeded", 0);
+                    let decoded = decode(body.as_bytes());
+                    store
+                        .ingest_webhook(Bytes::from(body), decoded, 0)
+                        .await
+                        .unwrap();
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let slow = Proxy::start(upstream_of(&db.url)).await;
+    slow.delay_new_connections(Duration::from_millis(700));
+    let mut ahead = Vec::new();
+    for _ in 0..6 {
+        let mut config = Config::new(db.url.clone(), NO_FINTOC);
+        config.database_direct_url = Some(slow.url(&db.url));
+        let app = App::start(config).await.unwrap();
+        let (hub, published) = (
+            app.hub.high_water(),
+            app.store.published_through().await.unwrap(),
+        );
+        app.store.close().await;
+        if hub > published {
+            ahead.push((hub, published));
+        }
+    }
+    stop.cancel();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        ahead.is_empty(),
+        "hubs started past what their store handed over: {ahead:?}"
+    );
+}

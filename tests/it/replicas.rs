@@ -324,12 +324,18 @@ impl Cluster {
 }
 
 /// Reads `watch` until its intent's summary and returns the intent's final status.
+/// Heartbeats keep such a stream alive for ever: the wait is bounded as a whole (a minute).
 pub async fn until_completed(watch: &mut Watch) -> pb::RefreshStatus {
-    loop {
-        if let Seen::Completed { status, .. } = watch.next_event().await {
-            return status;
+    let completed = async {
+        loop {
+            if let Seen::Completed { status, .. } = watch.next_event().await {
+                return status;
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(60), completed)
+        .await
+        .expect("the intent did not complete within a minute")
 }
 
 /// Nowhere: replicas that never call Fintoc.
