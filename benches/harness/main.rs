@@ -14,7 +14,10 @@
 //! - the SQLite WAL: sustained intake with watchers reconnecting, the WAL's size over time and
 //!   the intake's rate and p99 with the WAL bounded (as shipped) and with its limit out of reach;
 //! - PostgreSQL: the intake of one and two replicas against pgbench's one INSERT per
-//!   transaction, cross-replica push latency, memory per idle stream on a replica.
+//!   transaction, cross-replica push latency, memory per idle stream on a replica (and the
+//!   same intake with another build, `BENCH_BASELINE_BIN`, alternated);
+//! - PostgreSQL behind PgBouncer in transaction mode: intake and reads against a direct
+//!   connection.
 //!
 //! Goals are ratios and figures printed here, never assertions in tests. Results end with one
 //! machine-readable line starting `BENCH_JSON `.
@@ -22,6 +25,9 @@
 mod intake;
 mod latency;
 mod load;
+#[path = "../../tests/support/pgbouncer.rs"]
+mod pgbouncer;
+mod pooler;
 mod postgres;
 mod refresh;
 mod server;
@@ -44,7 +50,7 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres` runs one section.
+    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler` runs one section.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -110,6 +116,11 @@ fn main() {
         } else {
             skipped()
         };
+        let pooler = if wanted("pooler") {
+            pooler::run(&mode).await
+        } else {
+            skipped()
+        };
         println!("\ntotal time {:.0}s", started.elapsed().as_secs_f64());
         let summary = json!({
             "mode": if quick { "quick" } else { "full" },
@@ -121,6 +132,7 @@ fn main() {
             "request_refresh": refresh,
             "sqlite_wal": wal,
             "postgres": postgres,
+            "postgres_behind_pgbouncer": pooler,
         });
         println!("BENCH_JSON {summary}");
     });

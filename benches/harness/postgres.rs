@@ -25,13 +25,13 @@ fn admin_url() -> String {
 }
 
 /// A database of the run's own, dropped at the end.
-struct Database {
-    url: String,
+pub struct Database {
+    pub url: String,
     name: String,
 }
 
 impl Database {
-    async fn create(name: &str) -> Database {
+    pub async fn create(name: &str) -> Database {
         let admin = admin().await;
         // Two statements: DROP/CREATE DATABASE cannot share a (implicit) transaction.
         admin
@@ -50,7 +50,7 @@ impl Database {
         }
     }
 
-    async fn drop_now(self) {
+    pub async fn drop_now(self) {
         let _ = admin()
             .await
             .batch_execute(&format!(
@@ -109,7 +109,7 @@ fn pgbench(db: &Database, seconds: u64) -> f64 {
 }
 
 /// One closed-loop intake phase on every replica at once, `per_replica` connections each.
-async fn intake_phase(
+pub async fn intake_phase(
     replicas: &[&Server],
     per_replica: usize,
     phase: Duration,
@@ -173,6 +173,24 @@ pub async fn run(mode: &Mode) -> Value {
         Server::start_on(Some(&two.url), &[]),
         Server::start_on(Some(&two.url), &[]),
     );
+    // The same intake with another build of the binary, in the same run, alternated.
+    let baseline_bin = std::env::var("BENCH_BASELINE_BIN").ok();
+    let baseline_db = match &baseline_bin {
+        Some(_) => Some(Database::create("fintoc_refresh_bench_baseline").await),
+        None => None,
+    };
+    // Two replicas of it on one database: the intake goes to the first, the push latency
+    // from the first to a watcher on the second.
+    let baseline = baseline_bin
+        .as_deref()
+        .zip(baseline_db.as_ref())
+        .map(|(bin, db)| {
+            (
+                Server::start_binary(bin, Some(&db.url), &[]),
+                Server::start_binary(bin, Some(&db.url), &[]),
+            )
+        });
+    let mut baseline_rates = Vec::new();
     let (mut base, mut one_rates, mut two_rates) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let tps = pgbench(&raw, phase.as_secs());
@@ -186,6 +204,16 @@ pub async fn run(mode: &Mode) -> Value {
             p1.failed
         );
         one_rates.push(p1.rate());
+        if let Some((baseline, _)) = &baseline {
+            let p = intake_phase(&[baseline], connections, phase, &format!("b{round}")).await;
+            println!(
+                "  B'{round} 1 replica, baseline build {:>8.0}/s  ok={} failed={}",
+                p.rate(),
+                p.ok,
+                p.failed
+            );
+            baseline_rates.push(p.rate());
+        }
         let p2 = intake_phase(&[&a, &b], connections / 2, phase, &format!("t{round}")).await;
         println!(
             "  C{round} 2 replicas     {:>8.0}/s  ok={} failed={}",
@@ -220,6 +248,13 @@ pub async fn run(mode: &Mode) -> Value {
     println!(
         "| group commits (1 replica) | {per_commit:.1} events and {commit_ms:.2} ms each (mean) |"
     );
+    let baseline_rate = (!baseline_rates.is_empty()).then(|| median(&mut baseline_rates));
+    if let Some(rate) = baseline_rate {
+        println!(
+            "| intake, 1 replica, baseline build (BENCH_BASELINE_BIN) | {rate:.0} events/s (this build: **{:.2}×** it) |",
+            one_rate / rate
+        );
+    }
 
     println!("\n### Cross-replica push latency (webhook into A → watcher on B)");
     println!("| watchers | shape | delivered | p50 ms | p99 ms | max ms |");
@@ -228,8 +263,23 @@ pub async fn run(mode: &Mode) -> Value {
     let spread = crate::latency::measure(&a, &b, 100, 100, false, seconds).await;
     let one_watcher = crate::latency::measure(&a, &b, 101, 1, false, seconds).await;
 
+    let baseline_spread = match &baseline {
+        Some((into, on)) => {
+            println!("(baseline build)");
+            Some(crate::latency::measure(into, on, 102, 100, false, seconds).await)
+        }
+        None => None,
+    };
+
     println!("\n### Idle streams on a PostgreSQL replica");
     let streams = crate::streams::measure(&b).await;
+    if let Some((into, on)) = baseline {
+        into.stop();
+        on.stop();
+    }
+    if let Some(db) = baseline_db {
+        db.drop_now().await;
+    }
     single.stop();
     a.stop();
     b.stop();
@@ -244,6 +294,8 @@ pub async fn run(mode: &Mode) -> Value {
         "ratio_2_replicas": (two_rate / base * 100.0).round() / 100.0,
         "events_per_commit": (per_commit * 10.0).round() / 10.0,
         "cross_replica_latency": [one_watcher, spread],
+        "intake_1_replica_baseline_build": baseline_rate.map(f64::round),
+        "cross_replica_latency_baseline_build": baseline_spread,
         "streams": streams,
     })
 }

@@ -27,6 +27,12 @@ impl Server {
     /// [`Server::start`] on `database_url` (a PostgreSQL database several may share), or
     /// on a fresh SQLite file when `None`.
     pub fn start_on(database_url: Option<&str>, args: &[&str]) -> Server {
+        Self::start_binary(env!("CARGO_BIN_EXE_fintoc-refresh"), database_url, args)
+    }
+
+    /// [`Server::start_on`] with another build of the binary (`BENCH_BASELINE_BIN`: the
+    /// code before a change, measured in the same run).
+    pub fn start_binary(binary: &str, database_url: Option<&str>, args: &[&str]) -> Server {
         let extra = std::env::var("BENCH_SERVER_ARGS").unwrap_or_default();
         let dir = tempfile::Builder::new()
             .prefix("bench-")
@@ -36,7 +42,7 @@ impl Server {
             Some(url) => PathBuf::from(url),
             None => dir.path().join("bench.db"),
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fintoc-refresh"))
+        let mut child = Command::new(binary)
             .args([
                 "serve",
                 "--grpc-addr",

@@ -172,7 +172,8 @@ pub struct DueIntent {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteStore),
-    Postgres(postgres::PgStore),
+    /// Boxed: far larger than the SQLite handle, and a store is cloned into every task.
+    Postgres(Box<postgres::PgStore>),
 }
 
 /// Forwards a call to whichever backend the store runs on.
@@ -213,7 +214,9 @@ impl Store {
     ) -> StoreResult<Store> {
         let url = config.database_url.as_str();
         let backend = if is_postgres_url(url) {
-            Backend::Postgres(postgres::PgStore::open(config, metrics, publish).await?)
+            Backend::Postgres(Box::new(
+                postgres::PgStore::open(config, metrics, publish).await?,
+            ))
         } else {
             Backend::Sqlite(
                 sqlite::SqliteStore::open(

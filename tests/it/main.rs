@@ -15,6 +15,8 @@ mod intake;
 mod layers;
 mod pg;
 mod pg_tls;
+#[path = "../support/pgbouncer.rs"]
+mod pgbouncer;
 mod pooler;
 mod private_pg;
 mod process;

@@ -5,7 +5,6 @@
 //! installed these tests fail and say how to install it; they never skip.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fintoc_refresh::clock::system_now_ms;
@@ -14,108 +13,15 @@ use fintoc_refresh::simulator::{LinkSpec, Outcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
+use crate::pgbouncer::PgBouncer;
 use crate::replicas::{Balancer, NO_FINTOC, Replica, account, simulator};
 
-/// One PgBouncer in front of the PostgreSQL of `db`; stopped when dropped.
-pub struct PgBouncer {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn as_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe extern "C" {
-        fn geteuid() -> u32;
-    }
-    unsafe { geteuid() == 0 }
-}
-
-impl PgBouncer {
-    /// PgBouncer in `mode` (`transaction` or `session`) for the role of `db`'s URL.
-    pub fn start(mode: &str, db: &PgDb) -> PgBouncer {
-        let url = reqwest::Url::parse(&db.url).unwrap();
-        let upstream = (
-            url.host_str().unwrap().to_owned(),
-            url.port().unwrap_or(5432),
-        );
-        // Few server sessions in transaction mode, so that consecutive transactions of one
-        // client really land on different ones; in session mode one per client connection.
-        let sessions = if mode == "transaction" { 4 } else { 80 };
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
-        std::fs::write(path("users.txt"), format!("\"{}\" \"\"\n", url.username())).unwrap();
-        std::fs::write(
-            path("pgbouncer.ini"),
-            format!(
-                "[databases]\n* = host={} port={}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-                 listen_port = {port}\nauth_type = trust\nauth_file = {}\npool_mode = {mode}\n\
-                 max_client_conn = 400\ndefault_pool_size = {sessions}\nunix_socket_dir =\n\
-                 logfile = {}\n",
-                upstream.0,
-                upstream.1,
-                path("users.txt"),
-                path("pgbouncer.log"),
-            ),
-        )
-        .unwrap();
-        let mut command = Command::new("pgbouncer");
-        if as_root() {
-            let owned = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(owned.success());
-            command.args(["-u", "postgres"]);
-        }
-        let child = command
-            .arg(path("pgbouncer.ini"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the pooler tests need PgBouncer (Debian: apt-get install pgbouncer), and \
-                     it cannot be started: {e}"
-                )
-            });
-        let bouncer = PgBouncer { child, port, dir };
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "PgBouncer did not listen: {}",
-                bouncer.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bouncer
-    }
-
-    /// `db`'s URL, through this PgBouncer.
-    pub fn url(&self, db: &PgDb) -> String {
-        let mut url = reqwest::Url::parse(&db.url).unwrap();
-        url.set_host(Some("127.0.0.1")).unwrap();
-        url.set_port(Some(self.port)).unwrap();
-        url.to_string()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
-    }
+/// PgBouncer in `mode` in front of `db`'s server, for `db`'s role: few server sessions in
+/// transaction mode, so that consecutive transactions of one client really land on
+/// different ones; one per client connection in session mode.
+fn bouncer(mode: &str, db: &PgDb) -> PgBouncer {
+    let sessions = if mode == "transaction" { 4 } else { 80 };
+    PgBouncer::start(mode, &db.url, sessions)
 }
 
 /// What several replicas promise, checked through whatever `urls` they start with: one
@@ -247,9 +153,9 @@ async fn replicas_act_as_one(database_url: &str, extra: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_transaction_pooler_with_a_direct_url_replicas_act_as_one() {
     let db = PgDb::create().await;
-    let bouncer = PgBouncer::start("transaction", &db);
+    let bouncer = bouncer("transaction", &db);
     replicas_act_as_one(
-        &bouncer.url(&db),
+        &bouncer.url(&db.url),
         &["--database-direct-url", db.url.as_str()],
     )
     .await;
@@ -261,8 +167,8 @@ async fn through_a_transaction_pooler_with_a_direct_url_replicas_act_as_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_transaction_pooler_without_a_direct_url_a_replica_refuses_to_start() {
     let db = PgDb::create().await;
-    let bouncer = PgBouncer::start("transaction", &db);
-    let url = bouncer.url(&db);
+    let bouncer = bouncer("transaction", &db);
+    let url = bouncer.url(&db.url);
     let line = tokio::task::spawn_blocking(move || {
         crate::process::fails_with_one_line(
             &[
@@ -294,8 +200,8 @@ async fn behind_a_transaction_pooler_without_a_direct_url_a_replica_refuses_to_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_session_pooler_replicas_act_as_one() {
     let db = PgDb::create().await;
-    let bouncer = PgBouncer::start("session", &db);
-    replicas_act_as_one(&bouncer.url(&db), &[]).await;
+    let bouncer = bouncer("session", &db);
+    replicas_act_as_one(&bouncer.url(&db.url), &[]).await;
 }
 
 /// A start that cannot reach the database fails within a bound, before any listening line,
