@@ -32,6 +32,8 @@ const RENEW: Duration = Duration::from_secs(1);
 /// Taken off the leader's own reckoning of its lease: rate differences between its clock and
 /// the database's over one lease are far below this.
 const MARGIN: Duration = Duration::from_secs(1);
+/// Longest a shutdown waits to give the leader's lease back.
+const RESIGN_WAIT: Duration = Duration::from_secs(1);
 /// The first and the longest pause between two tries for a link turn held elsewhere.
 const TURN_POLL_FIRST: Duration = Duration::from_millis(20);
 const TURN_POLL_MAX: Duration = Duration::from_millis(250);
@@ -96,19 +98,19 @@ impl Leader {
 
     /// Gives the lease up, so another replica takes over at its next try rather than after
     /// the lease runs out (a clean shutdown).
+    /// Bounded by [`RESIGN_WAIT`]: a shutdown does not wait on a database that is away (the
+    /// lease then runs out by itself).
     pub(super) async fn resign(&self) {
         self.set_until(None);
         let me = self.me.clone();
-        let _ = self
-            .db
-            .write(async |c| {
-                diesel::sql_query("DELETE FROM leader_lease WHERE holder = $1")
-                    .bind::<Text, _>(&*me)
-                    .execute(c)
-                    .await?;
-                Ok(())
-            })
-            .await;
+        let given_back = self.db.write(async |c| {
+            diesel::sql_query("DELETE FROM leader_lease WHERE holder = $1")
+                .bind::<Text, _>(&*me)
+                .execute(c)
+                .await?;
+            Ok(())
+        });
+        let _ = tokio::time::timeout(RESIGN_WAIT, given_back).await;
     }
 
     fn until(&self) -> Option<Instant> {
