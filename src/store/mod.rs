@@ -23,8 +23,8 @@
 
 mod claim;
 pub mod copy;
+mod decide;
 mod error;
-pub mod plan;
 mod postgres;
 mod sqlite;
 mod view;

@@ -1,6 +1,6 @@
 //! Taking in a batch of verified webhook bodies inside one writer transaction, set-based and
 //! pipelined: one round trip stores (and dedupes) every raw body while reading what the
-//! batch's results are decided against; the pure planner (`store::plan`) decides each result
+//! batch's results are decided against; the decision core (`store::decide`) decides each result
 //! in arrival order; one more round trip writes every outcome. A round trip to PostgreSQL
 //! costs more than the work itself, so round trips are what is counted, not events.
 
@@ -22,7 +22,7 @@ use super::statements::{
 use crate::clock::Millis;
 use crate::domain::{ResultRow, ResultStatus};
 use crate::fintoc::event::{AccountEvent, Decoded, decode};
-use crate::store::plan::{Context, Plan, Progress};
+use crate::store::decide::{Context, Plan, Progress};
 use crate::store::{IngestOutcome, StoreError, StoreResult};
 
 const RESULT: &str = "result";
@@ -39,9 +39,12 @@ pub(super) async fn ingest(
 ) -> StoreResult<Vec<IngestOutcome>> {
     let batch = Batch::new(events, received_at_ms);
     let shared: &AsyncPgConnection = conn;
-    let (inserted, ctx) =
-        try_join(batch.insert(shared), load_context(shared, &batch.accounts)).await?;
-    batch.apply(conn, log, inserted, ctx, now_ms).await
+    let (inserted, ctx) = try_join(
+        batch.insert(shared),
+        load_context(shared, &batch.accounts, now_ms),
+    )
+    .await?;
+    batch.apply(conn, log, inserted, ctx).await
 }
 
 /// [`ingest`] opening its own transaction: `begin` (BEGIN with the session's bounds, then
@@ -73,11 +76,11 @@ pub(super) async fn begin_and_ingest(
                 .await?)
         },
         batch.insert(shared),
-        load_context(shared, &batch.accounts),
+        load_context(shared, &batch.accounts, now_ms),
     )
     .await?;
     let mut log = Appender::after(newest, published);
-    let outcomes = batch.apply(conn, &mut log, inserted, ctx, now_ms).await?;
+    let outcomes = batch.apply(conn, &mut log, inserted, ctx).await?;
     Ok((outcomes, log))
 }
 
@@ -154,7 +157,6 @@ impl<'a> Batch<'a> {
         log: &mut Appender,
         inserted: Vec<String>,
         ctx: Context,
-        now_ms: Millis,
     ) -> StoreResult<Vec<IngestOutcome>> {
         let Batch {
             events,
@@ -190,7 +192,7 @@ impl<'a> Batch<'a> {
             .iter()
             .map(|(i, e)| (*e, received_at_ms[*i]))
             .collect();
-        let mut writes = plan(ctx, log, &items, now_ms);
+        let mut writes = plan(ctx, log, &items);
         for ((i, _), sequence) in results.iter().zip(&writes.logged) {
             match sequence {
                 Some(sequence) => outcomes[*i] = IngestOutcome::Logged(*sequence),
@@ -239,8 +241,8 @@ pub(super) async fn process_held(
     }
     let items: Vec<(&AccountEvent, Millis)> = decoded.iter().map(|(_, e, at)| (e, *at)).collect();
     let accounts: Vec<&str> = items.iter().map(|(e, _)| e.account_id.as_str()).collect();
-    let ctx = load_context(conn, &accounts).await?;
-    let writes = plan(ctx, log, &items, now_ms);
+    let ctx = load_context(conn, &accounts, now_ms).await?;
+    let writes = plan(ctx, log, &items);
     let settled: Vec<i64> = decoded
         .iter()
         .zip(&writes.logged)
@@ -273,12 +275,7 @@ struct Writes {
 }
 
 /// Decides every result in arrival order against `ctx`, handing out sequences from `log`.
-fn plan(
-    mut ctx: Context,
-    log: &mut Appender,
-    items: &[(&AccountEvent, Millis)],
-    now_ms: Millis,
-) -> Writes {
+fn plan(mut ctx: Context, log: &mut Appender, items: &[(&AccountEvent, Millis)]) -> Writes {
     let mut writes = Writes::default();
     for (event, received_at_ms) in items {
         let entry = match ctx.plan(event, *received_at_ms) {
@@ -303,7 +300,7 @@ fn plan(
             public_error: event.public_error.clone(),
             event_id: event.event_id.clone(),
             occurred_at_ms: entry.occurred_at_ms,
-            committed_at_ms: now_ms,
+            committed_at_ms: ctx.now_ms,
             completes_intent: entry.completes.is_some(),
         });
         if !entry.intent_id.is_empty() {
@@ -313,13 +310,12 @@ fn plan(
                 row.sequence,
             ));
         }
-        if let Some((status, at)) = entry.completes {
-            // Never later than now, should an event claim a time ahead of our clock.
+        if let Some(done) = entry.completes {
             writes.completed.push((
                 entry.intent_id,
-                status.as_str(),
+                done.status.as_str(),
                 row.sequence,
-                at.min(now_ms),
+                done.at_ms,
             ));
         }
         writes.logged.push(Some(row.sequence));
@@ -383,9 +379,14 @@ where
 /// What results for these accounts are decided against: their Links and live create marks,
 /// and the pending intents still waiting for any of them (with every expected account and
 /// its status so far). Two reads, pipelined.
-async fn load_context(conn: &AsyncPgConnection, accounts: &[&str]) -> StoreResult<Context> {
+async fn load_context(
+    conn: &AsyncPgConnection,
+    accounts: &[&str],
+    now_ms: Millis,
+) -> StoreResult<Context> {
+    let mut ctx = Context::new(now_ms);
     if accounts.is_empty() {
-        return Ok(Context::default());
+        return Ok(ctx);
     }
     let links = AccountLinks {
         accounts: accounts.to_vec(),
@@ -400,7 +401,6 @@ async fn load_context(conn: &AsyncPgConnection, accounts: &[&str]) -> StoreResul
         waiting.load::<(String, Millis, String, Option<String>, Option<Millis>)>(&mut &*conn),
     )
     .await?;
-    let mut ctx = Context::default();
     for (account, link, creating) in links {
         if creating {
             ctx.creating.insert(link.clone());

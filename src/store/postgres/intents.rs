@@ -1,5 +1,7 @@
 //! Refresh intents on PostgreSQL: registering one (and claiming results that came before we
-//! knew of it), completing it, timing out what never arrived, and reading its state.
+//! knew of it), writing answers and completions, timing out what never arrived, and reading
+//! its state. What each of those means is decided in `store::decide`; this file only loads
+//! and writes.
 
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Text};
@@ -9,10 +11,8 @@ use super::log::Appender;
 use super::models::ResultRecord;
 use super::schema::{intent_accounts, refresh_intents, results};
 use crate::clock::Millis;
-use crate::domain::correlate::CLOCK_SLACK_MS;
-use crate::domain::status::intent_status;
 use crate::domain::{IntentStatus, IntentView, NewIntent, RefreshType, ResultRow, ResultStatus};
-use crate::store::plan::{Context, Progress};
+use crate::store::decide::{self, Completion, Unclaimed};
 use crate::store::view;
 use crate::store::{DueIntent, StoreError, StoreResult};
 
@@ -56,82 +56,80 @@ pub(super) async fn register(
     Ok(())
 }
 
-/// Attributes results already logged without an intent to a newly registered one: an intent
-/// adopted from Fintoc (created elsewhere) may have had results arrive before we knew of it.
-/// Per expected account, the first unattributed result produced after the intent was created
-/// is its answer.
+/// Attributes results already logged without an intent to a newly registered one (an
+/// intent adopted from Fintoc may have had results arrive before we knew of it): loads, per
+/// expected account, the first unattributed result since `decide::claim_since`, and writes
+/// what `decide::claims` makes of them.
 async fn claim_unsolicited(
     conn: &mut AsyncPgConnection,
     new: &NewIntent,
     now_ms: Millis,
 ) -> StoreResult<()> {
-    let since = new.created_at_ms - CLOCK_SLACK_MS;
-    let mut statuses = Vec::with_capacity(new.accounts.len());
-    let mut last = None;
+    let since = decide::claim_since(new.created_at_ms);
+    let mut found = Vec::new();
     for account in &new.accounts {
-        let found: Option<(i64, String)> = results::table
+        let first: Option<(i64, String, Millis)> = results::table
             .filter(results::account_id.eq(account))
             .filter(results::refresh_intent_id.eq(""))
             .filter(results::occurred_at_ms.ge(since))
             .order(results::sequence.asc())
-            .select((results::sequence, results::status))
+            .select((results::sequence, results::status, results::occurred_at_ms))
             .first(conn)
             .await
             .optional()?;
-        let Some((sequence, status)) = found else {
-            statuses.push(None);
-            continue;
-        };
-        statuses.push(Some(ResultStatus::parse(&status)?));
+        if let Some((sequence, status, occurred_at_ms)) = first {
+            found.push(Unclaimed {
+                account_id: account.clone(),
+                sequence,
+                status: ResultStatus::parse(&status)?,
+                occurred_at_ms,
+            });
+        }
+    }
+    let claims = decide::claims(&new.accounts, found, now_ms);
+    for (account, sequence) in &claims.claimed {
         diesel::update(results::table.find(sequence))
             .set(results::refresh_intent_id.eq(&new.id))
             .execute(conn)
             .await?;
-        diesel::update(intent_accounts::table.find((&new.id, account)))
-            .set(intent_accounts::result_sequence.eq(sequence))
-            .execute(conn)
-            .await?;
-        last = last.max(Some(sequence));
+        answered(conn, &new.id, account, *sequence).await?;
     }
-    let status = intent_status(statuses);
-    // The newest claimed result completes it, so its watchers see every other one first.
-    if let Some(last) = last
-        && status.is_final()
-    {
+    if let Some((done, last)) = claims.completes {
         diesel::update(results::table.find(last))
             .set(results::completes_intent.eq(true))
             .execute(conn)
             .await?;
-        finish(conn, &new.id, status.as_str(), last, now_ms).await?;
+        finish(conn, &new.id, done, last).await?;
     }
     Ok(())
 }
 
-/// Gives an intent its final status, completed by the result at `sequence`. It completed
-/// when Fintoc produced its last result (the latest `occurred_at` of its results), not when
-/// that reached us, so a late result starts no longer cooldown than Fintoc's own; never
-/// later than now.
-pub(super) async fn finish(
+/// Marks `account_id` of `intent_id` answered by the result at `sequence`.
+async fn answered(
     conn: &mut AsyncPgConnection,
     intent_id: &str,
-    status: &str,
+    account_id: &str,
     sequence: i64,
-    now_ms: Millis,
 ) -> StoreResult<()> {
-    let answers = intent_accounts::table
-        .filter(intent_accounts::refresh_intent_id.eq(intent_id))
-        .filter(intent_accounts::result_sequence.is_not_null())
-        .select(intent_accounts::result_sequence.assume_not_null());
-    let last_occurred: Option<Millis> = results::table
-        .filter(results::sequence.eq_any(answers))
-        .select(diesel::dsl::max(results::occurred_at_ms))
-        .get_result(conn)
+    diesel::update(intent_accounts::table.find((intent_id, account_id)))
+        .set(intent_accounts::result_sequence.eq(sequence))
+        .execute(conn)
         .await?;
-    let completed_at = last_occurred.map_or(now_ms, |at| at.min(now_ms));
+    Ok(())
+}
+
+/// Writes an intent's completion (`decide::Completion`); `sequence` is the result that
+/// completed it.
+async fn finish(
+    conn: &mut AsyncPgConnection,
+    intent_id: &str,
+    done: Completion,
+    sequence: i64,
+) -> StoreResult<()> {
     diesel::update(refresh_intents::table.find(intent_id))
         .set((
-            refresh_intents::status.eq(status),
-            refresh_intents::completed_at_ms.eq(completed_at),
+            refresh_intents::status.eq(done.status.as_str()),
+            refresh_intents::completed_at_ms.eq(done.at_ms),
             refresh_intents::completed_sequence.eq(sequence),
         ))
         .execute(conn)
@@ -140,7 +138,8 @@ pub(super) async fn finish(
 }
 
 /// Gives every account of a pending intent that is still missing a TIMED_OUT result (no
-/// event id, its own sequence), which completes the intent. `None` if it was not pending.
+/// event id, its own sequence), which completes the intent (`decide::time_out`). `None` if
+/// it was not pending.
 pub(super) async fn complete_timed_out(
     conn: &mut AsyncPgConnection,
     log: &mut Appender,
@@ -150,35 +149,13 @@ pub(super) async fn complete_timed_out(
     let Some(intent) = get_intent(conn, intent_id).await? else {
         return Ok(None);
     };
-    if intent.status.is_final() {
+    let Some(timed_out) = decide::time_out(&intent, now_ms)? else {
         return Ok(None);
-    }
-    let mut ctx = Context::default();
-    ctx.pending.insert(
-        intent.id.clone(),
-        Progress {
-            created_at_ms: intent.created_at_ms,
-            latest_result_ms: None,
-            expected: intent
-                .accounts
-                .iter()
-                .map(|a| {
-                    let status = a.result.as_ref().map(ResultRow::status).transpose();
-                    status.map(|s| (a.account_id.clone(), s))
-                })
-                .collect::<Result<_, _>>()?,
-        },
-    );
-    for account in intent.accounts.iter().filter(|a| a.result.is_none()) {
-        let completes = ctx.answer(
-            intent_id,
-            &account.account_id,
-            ResultStatus::TimedOut,
-            now_ms,
-        );
+    };
+    for result in timed_out {
         let row = log.append(ResultRow {
             sequence: 0,
-            account_id: account.account_id.clone(),
+            account_id: result.account_id.clone(),
             link_id: intent.link_id.clone(),
             refresh_intent_id: intent_id.to_owned(),
             status: ResultStatus::TimedOut.as_str().to_owned(),
@@ -187,15 +164,12 @@ pub(super) async fn complete_timed_out(
             event_id: String::new(),
             occurred_at_ms: now_ms,
             committed_at_ms: now_ms,
-            completes_intent: completes.is_some(),
+            completes_intent: result.completes.is_some(),
         });
         log.flush(conn).await?;
-        diesel::update(intent_accounts::table.find((intent_id, &account.account_id)))
-            .set(intent_accounts::result_sequence.eq(row.sequence))
-            .execute(conn)
-            .await?;
-        if let Some((status, _)) = completes {
-            finish(conn, intent_id, status.as_str(), row.sequence, now_ms).await?;
+        answered(conn, intent_id, &result.account_id, row.sequence).await?;
+        if let Some(done) = result.completes {
+            finish(conn, intent_id, done, row.sequence).await?;
         }
     }
     get_intent(conn, intent_id).await

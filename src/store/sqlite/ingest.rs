@@ -1,19 +1,19 @@
 //! Taking in one verified webhook body: dedupe on the event id, keep the body, and turn an
 //! account result into a log entry attributed to the intent waiting for it (or held until
-//! that intent is known, or logged as unsolicited). Runs inside a writer job, so the raw
+//! that intent is known, or logged as unsolicited), as `store::decide` rules. Runs inside a writer job, so the raw
 //! event, the log entry and the intent's progress commit together or not at all.
 
 use diesel::prelude::*;
 
 use super::Tx;
-use super::intents::{complete_if_done, rejected_now};
+use super::intents::{answered, finish, progress, rejected_now};
 use super::log::append;
 use super::models::{NewResult, NewWebhookEvent};
 use super::schema::{accounts, intent_accounts, refresh_intents, webhook_events};
 use crate::clock::Millis;
 use crate::domain::ResultRow;
-use crate::domain::correlate::{Candidate, Correlation, correlate};
 use crate::fintoc::event::{AccountEvent, Decoded, decode};
+use crate::store::decide::{Context, Plan};
 use crate::store::{IngestOutcome, StoreResult};
 
 const RESULT: &str = "result";
@@ -67,15 +67,51 @@ pub(super) fn ingest_event(
     })
 }
 
-/// Correlates one account result and logs it; `None` when it must be held.
+/// Decides one account result (`store::decide`) and writes the plan; `None` when it must be
+/// held.
 fn apply_result(
     tx: &mut Tx<'_>,
     event: &AccountEvent,
     received_at_ms: Millis,
 ) -> StoreResult<Option<ResultRow>> {
+    let mut ctx = load_context(tx, &event.account_id)?;
+    let Plan::Log(entry) = ctx.plan(event, received_at_ms) else {
+        return Ok(None);
+    };
+    if entry.rejects_link {
+        rejected_now(tx, &entry.link_id, received_at_ms)?;
+    }
+    let row = append(
+        tx,
+        &NewResult {
+            account_id: &event.account_id,
+            link_id: &entry.link_id,
+            refresh_intent_id: &entry.intent_id,
+            status: event.status.as_str(),
+            new_movements: i64::from(event.new_movements),
+            public_error: &event.public_error,
+            event_id: &event.event_id,
+            occurred_at_ms: entry.occurred_at_ms,
+            committed_at_ms: ctx.now_ms,
+            completes_intent: entry.completes.is_some(),
+        },
+    )?;
+    if !entry.intent_id.is_empty() {
+        answered(tx, &entry.intent_id, &event.account_id, row.sequence)?;
+    }
+    if let Some(done) = entry.completes {
+        finish(tx, &entry.intent_id, done, row.sequence)?;
+    }
+    Ok(Some(row))
+}
+
+/// What a result for `account_id` is decided against: its Link, whether a create for that
+/// Link is in flight, and the pending intents still waiting for it.
+fn load_context(tx: &mut Tx<'_>, account_id: &str) -> StoreResult<Context> {
+    let mut ctx = Context::new(tx.now_ms());
     // get_result, not first(): a bound LIMIT made SQLite re-prepare this on every event.
     let link_id: Option<String> = accounts::table
-        .find(&event.account_id)
+        .find(account_id)
         .select(accounts::link_id)
         .get_result(tx.conn)
         .optional()?;
@@ -84,60 +120,23 @@ fn apply_result(
     // the statement on every run (its value decides whether a partial index applies).
     let waiting: Vec<(String, Millis)> = intent_accounts::table
         .inner_join(refresh_intents::table)
-        .filter(intent_accounts::account_id.eq(&event.account_id))
+        .filter(intent_accounts::account_id.eq(account_id))
         .filter(intent_accounts::result_sequence.is_null())
         .select((refresh_intents::id, refresh_intents::created_at_ms))
         .load(tx.conn)?;
-    let candidates: Vec<Candidate<'_>> = waiting
-        .iter()
-        .map(|(id, at)| Candidate {
-            intent_id: id,
-            created_at_ms: *at,
-        })
-        .collect();
-    let creating = link_id.as_ref().is_some_and(|l| {
-        tx.in_flight()
-            .lock()
-            .expect("in-flight lock")
-            .contains_key(l)
-    });
-    let occurred_at_ms = event.occurred_at_ms.unwrap_or(received_at_ms);
-    let intent_id = match correlate(occurred_at_ms, &candidates, creating) {
-        Correlation::Hold => return Ok(None),
-        Correlation::Matched(id) => id,
-        Correlation::Unsolicited => "",
-    };
-    let link_id = link_id.as_deref().unwrap_or("");
-    if event.status == crate::domain::ResultStatus::Rejected && !link_id.is_empty() {
-        rejected_now(tx, link_id, received_at_ms)?;
+    for (intent_id, created_at_ms) in waiting {
+        let progress = progress(tx.conn, &intent_id, created_at_ms)?;
+        ctx.pending.insert(intent_id, progress);
     }
-    let mut new = NewResult {
-        account_id: &event.account_id,
-        link_id,
-        refresh_intent_id: intent_id,
-        status: event.status.as_str(),
-        new_movements: i64::from(event.new_movements),
-        public_error: &event.public_error,
-        event_id: &event.event_id,
-        occurred_at_ms,
-        committed_at_ms: tx.now_ms(),
-        completes_intent: false,
-    };
-    if intent_id.is_empty() {
-        return Ok(Some(append(tx, &new)?));
+    if let Some(link_id) = link_id {
+        let marks = tx.in_flight().lock().expect("in-flight lock");
+        if marks.contains_key(&link_id) {
+            ctx.creating.insert(link_id.clone());
+        }
+        drop(marks);
+        ctx.link_of.insert(account_id.to_owned(), link_id);
     }
-    let intent_id = intent_id.to_owned();
-    let row = complete_if_done(
-        tx,
-        &intent_id,
-        &event.account_id,
-        event.status,
-        |tx, completes| {
-            new.completes_intent = completes;
-            append(tx, &new)
-        },
-    )?;
-    Ok(Some(row))
+    Ok(ctx)
 }
 
 /// Re-examines held events (oldest first): those whose Link no longer has a create in

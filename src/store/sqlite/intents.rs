@@ -1,6 +1,7 @@
-//! Refresh intents: registering one (and matching the events held for it), tracking each
-//! expected account's result, completing it with the final status, timing out what never
-//! arrived, and reading its current state.
+//! Refresh intents on SQLite: registering one (and claiming results logged before it was
+//! known), loading how far one has got, writing answers and completions, timing out what
+//! never arrived, and reading its current state. What each of those means is decided in
+//! `store::decide`; this file only loads and writes.
 
 use diesel::prelude::*;
 use diesel::sqlite::SqliteConnection;
@@ -10,10 +11,10 @@ use super::log::append;
 use super::models::{NewResult, ResultRecord};
 use super::schema::{accounts, intent_accounts, links, refresh_intents, results};
 use crate::clock::Millis;
-use crate::domain::status::intent_status;
 use crate::domain::{IntentStatus, IntentView, NewIntent, ResultRow, ResultStatus};
+use crate::store::decide::{self, Completion, Progress, Unclaimed};
 use crate::store::view;
-use crate::store::{DueIntent, StoreError, StoreResult};
+use crate::store::{DueIntent, StoreResult};
 
 /// Records an intent and its expected accounts (a no-op if it is already known). The caller
 /// has cleared its create mark, and then logs the events held for it.
@@ -48,122 +49,105 @@ pub(super) fn register_intent(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<(
     Ok(())
 }
 
-/// Attributes results already logged without an intent to a newly registered one: an intent
-/// adopted from Fintoc (created elsewhere) may have had results arrive before we knew of it.
-/// Per expected account, the first unattributed result produced after the intent was created
-/// is its answer.
+/// Attributes results already logged without an intent to a newly registered one (an
+/// intent adopted from Fintoc may have had results arrive before we knew of it): loads, per
+/// expected account, the first unattributed result since `decide::claim_since`, and writes
+/// what `decide::claims` makes of them.
 fn claim_unsolicited(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<()> {
-    let since = new.created_at_ms - crate::domain::correlate::CLOCK_SLACK_MS;
-    let mut last = None;
+    let since = decide::claim_since(new.created_at_ms);
+    let mut found = Vec::new();
     for account in &new.accounts {
-        let found: Option<(i64, String)> = results::table
+        let first: Option<(i64, String, Millis)> = results::table
             .filter(results::account_id.eq(account))
             .filter(results::refresh_intent_id.eq(""))
             .filter(results::occurred_at_ms.ge(since))
             .order(results::sequence.asc())
-            .select((results::sequence, results::status))
+            .select((results::sequence, results::status, results::occurred_at_ms))
             .first(tx.conn)
             .optional()?;
-        let Some((sequence, status)) = found else {
-            continue;
-        };
-        ResultStatus::parse(&status)?;
+        if let Some((sequence, status, occurred_at_ms)) = first {
+            found.push(Unclaimed {
+                account_id: account.clone(),
+                sequence,
+                status: ResultStatus::parse(&status)?,
+                occurred_at_ms,
+            });
+        }
+    }
+    let claims = decide::claims(&new.accounts, found, tx.now_ms());
+    for (account, sequence) in &claims.claimed {
         diesel::update(results::table.find(sequence))
             .set(results::refresh_intent_id.eq(&new.id))
             .execute(tx.conn)?;
-        diesel::update(intent_accounts::table.find((&new.id, account)))
-            .set(intent_accounts::result_sequence.eq(sequence))
-            .execute(tx.conn)?;
-        last = last.max(Some(sequence));
+        answered(tx, &new.id, account, *sequence)?;
     }
-    let Some(last) = last else { return Ok(()) };
-    let intent = get_intent(tx.conn, &new.id)?
-        .ok_or_else(|| StoreError::Corrupt("intent vanished".into()))?;
-    let mut statuses = Vec::with_capacity(intent.accounts.len());
-    for a in &intent.accounts {
-        statuses.push(match &a.result {
-            Some(row) => Some(row.status()?),
-            None => None,
-        });
-    }
-    let status = intent_status(statuses);
-    if status.is_final() {
+    if let Some((done, last)) = claims.completes {
         diesel::update(results::table.find(last))
             .set(results::completes_intent.eq(true))
             .execute(tx.conn)?;
-        finish(tx, &new.id, status, last)?;
+        finish(tx, &new.id, done, last)?;
     }
     Ok(())
 }
 
-/// Inserts one account's result for `intent_id` through `insert` (told whether it completes
-/// the intent), marks the account answered, and completes the intent when it was the last.
-pub(super) fn complete_if_done(
-    tx: &mut Tx<'_>,
+/// How far a pending intent has got: each expected account's result status so far, and
+/// when the latest of them was produced (what `decide` completes it by).
+pub(super) fn progress(
+    conn: &mut SqliteConnection,
     intent_id: &str,
-    account_id: &str,
-    status: ResultStatus,
-    insert: impl FnOnce(&mut Tx<'_>, bool) -> StoreResult<ResultRow>,
-) -> StoreResult<ResultRow> {
+    created_at_ms: Millis,
+) -> StoreResult<Progress> {
     let expected: Vec<(String, Option<i64>)> = intent_accounts::table
         .filter(intent_accounts::refresh_intent_id.eq(intent_id))
         .select((
             intent_accounts::account_id,
             intent_accounts::result_sequence,
         ))
-        .load(tx.conn)?;
-    let answered: Vec<i64> = expected.iter().filter_map(|(_, seq)| *seq).collect();
-    let answered_statuses: Vec<String> = results::table
-        .filter(results::sequence.eq_any(&answered))
-        .select(results::status)
-        .load(tx.conn)?;
-    let mut statuses = Vec::with_capacity(expected.len());
-    for s in &answered_statuses {
-        statuses.push(Some(ResultStatus::parse(s)?));
+        .load(conn)?;
+    let answered: Vec<(i64, String, Millis)> = results::table
+        .filter(results::sequence.eq_any(view::answered(&expected)))
+        .select((results::sequence, results::status, results::occurred_at_ms))
+        .load(conn)?;
+    let mut progress = Progress {
+        created_at_ms,
+        expected: Vec::with_capacity(expected.len()),
+        latest_result_ms: answered.iter().map(|a| a.2).max(),
+    };
+    for (account, sequence) in expected {
+        let status = match answered.iter().find(|a| Some(a.0) == sequence) {
+            Some((_, status, _)) => Some(ResultStatus::parse(status)?),
+            None => None,
+        };
+        progress.expected.push((account, status));
     }
-    for (account, seq) in &expected {
-        if seq.is_none() {
-            statuses.push((account == account_id).then_some(status));
-        }
-    }
-    let final_status = intent_status(statuses);
-    let row = insert(tx, final_status.is_final())?;
-    diesel::update(intent_accounts::table.find((intent_id, account_id)))
-        .set(intent_accounts::result_sequence.eq(row.sequence))
-        .execute(tx.conn)?;
-    if final_status.is_final() {
-        finish(tx, intent_id, final_status, row.sequence)?;
-    }
-    Ok(row)
+    Ok(progress)
 }
 
-/// Completes an intent with its final status; `sequence` is the result that completed it.
-///
-/// It completed when Fintoc produced its last result, not when that result reached us: the
-/// completion time is the latest `occurred_at` of its results (the events' `created_at`;
-/// a TIMED_OUT result's is the moment it was given). A result that comes late (a retried
-/// webhook, one recovered by reconciliation) so starts no longer cooldown than Fintoc's own.
-/// Never later than now, should an event claim a time ahead of our clock.
-fn finish(
+/// Marks `account_id` of `intent_id` answered by the result at `sequence`.
+pub(super) fn answered(
     tx: &mut Tx<'_>,
     intent_id: &str,
-    status: IntentStatus,
+    account_id: &str,
     sequence: i64,
 ) -> StoreResult<()> {
-    let answers = intent_accounts::table
-        .filter(intent_accounts::refresh_intent_id.eq(intent_id))
-        .filter(intent_accounts::result_sequence.is_not_null())
-        .select(intent_accounts::result_sequence.assume_not_null());
-    let last_occurred: Option<Millis> = results::table
-        .filter(results::sequence.eq_any(answers))
-        .select(diesel::dsl::max(results::occurred_at_ms))
-        .get_result(tx.conn)?;
-    let now = tx.now_ms();
-    let completed_at = last_occurred.map_or(now, |at| at.min(now));
+    diesel::update(intent_accounts::table.find((intent_id, account_id)))
+        .set(intent_accounts::result_sequence.eq(sequence))
+        .execute(tx.conn)?;
+    Ok(())
+}
+
+/// Writes an intent's completion (`decide::Completion`); `sequence` is the result that
+/// completed it.
+pub(super) fn finish(
+    tx: &mut Tx<'_>,
+    intent_id: &str,
+    done: Completion,
+    sequence: i64,
+) -> StoreResult<()> {
     diesel::update(refresh_intents::table.find(intent_id))
         .set((
-            refresh_intents::status.eq(status.as_str()),
-            refresh_intents::completed_at_ms.eq(completed_at),
+            refresh_intents::status.eq(done.status.as_str()),
+            refresh_intents::completed_at_ms.eq(done.at_ms),
             refresh_intents::completed_sequence.eq(sequence),
         ))
         .execute(tx.conn)?;
@@ -179,7 +163,8 @@ pub(super) fn rejected_now(tx: &mut Tx<'_>, link_id: &str, at_ms: Millis) -> Sto
 }
 
 /// Gives every account of a pending intent that is still missing a TIMED_OUT result (no
-/// event id, its own sequence), which completes the intent. `None` if it was not pending.
+/// event id, its own sequence), which completes the intent (`decide::time_out`). `None` if
+/// it was not pending.
 pub(super) fn complete_timed_out(
     tx: &mut Tx<'_>,
     intent_id: &str,
@@ -187,35 +172,30 @@ pub(super) fn complete_timed_out(
     let Some(intent) = get_intent(tx.conn, intent_id)? else {
         return Ok(None);
     };
-    if intent.status.is_final() {
-        return Ok(None);
-    }
     let now = tx.now_ms();
-    for account in intent.accounts.iter().filter(|a| a.result.is_none()) {
-        let id = account.account_id.as_str();
-        complete_if_done(
+    let Some(timed_out) = decide::time_out(&intent, now)? else {
+        return Ok(None);
+    };
+    for result in timed_out {
+        let row = append(
             tx,
-            intent_id,
-            id,
-            ResultStatus::TimedOut,
-            |tx, completes| {
-                append(
-                    tx,
-                    &NewResult {
-                        account_id: id,
-                        link_id: &intent.link_id,
-                        refresh_intent_id: intent_id,
-                        status: ResultStatus::TimedOut.as_str(),
-                        new_movements: 0,
-                        public_error: "",
-                        event_id: "",
-                        occurred_at_ms: now,
-                        committed_at_ms: now,
-                        completes_intent: completes,
-                    },
-                )
+            &NewResult {
+                account_id: &result.account_id,
+                link_id: &intent.link_id,
+                refresh_intent_id: intent_id,
+                status: ResultStatus::TimedOut.as_str(),
+                new_movements: 0,
+                public_error: "",
+                event_id: "",
+                occurred_at_ms: now,
+                committed_at_ms: now,
+                completes_intent: result.completes.is_some(),
             },
         )?;
+        answered(tx, intent_id, &result.account_id, row.sequence)?;
+        if let Some(done) = result.completes {
+            finish(tx, intent_id, done, row.sequence)?;
+        }
     }
     get_intent(tx.conn, intent_id)
 }
