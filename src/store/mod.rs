@@ -1,7 +1,7 @@
 //! Storage behind one seam. Everything above talks to [`Store`], in intentions — "ingest this
 //! webhook", "register this intent", "results of this target after this cursor" — and never
 //! sees diesel, a connection, or the marks of create calls in flight. A backend lives in its
-//! own folder behind the `Backend` enum: SQLite (`sqlite/`, one process, the default) and
+//! own folder behind the `Backend` trait (`seam.rs`): SQLite (`sqlite/`, one process, the default) and
 //! PostgreSQL (`postgres/`, any number of replicas acting as one), chosen by the URL.
 //!
 //! The promises every backend keeps:
@@ -21,12 +21,13 @@
 //!   [`Store::failed`] resolves; the service then stops instead of answering every write
 //!   with an error while probes say it is fine.
 
-mod claim;
 pub mod copy;
 mod decide;
 mod error;
 mod postgres;
+mod seam;
 mod sqlite;
+mod turns;
 mod view;
 
 use std::sync::Arc;
@@ -37,12 +38,17 @@ use bytes::Bytes;
 
 use crate::clock::Millis;
 use crate::config::Config;
-use crate::domain::{IntentView, NewIntent, RefreshType, ResultRow, Target};
+use crate::domain::{IntentView, NewIntent, RefreshType, Target};
 use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
 
 pub use error::{StoreError, StoreResult};
 pub use postgres::{is_postgres_url, redacted};
+use seam::Backend;
+pub use seam::{
+    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
+    LogBounds, LogPage, Pruned, Publish,
+};
 
 /// Whether `url` can be used, checked without connecting: a PostgreSQL URL must be readable,
 /// its `ssl*` settings a combination libpq accepts and their files usable; anything else is
@@ -55,142 +61,11 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Where committed log entries go once durable (the hub, wired in `app.rs`): called from the
-/// storage thread, in sequence order, and must not block.
-pub type Publish = Arc<dyn Fn(&[Arc<ResultRow>]) + Send + Sync>;
-
-/// What became of one delivered event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IngestOutcome {
-    /// Logged as a result with this sequence.
-    Logged(i64),
-    /// Kept; it will be logged once the intent being created for its Link is known.
-    Held,
-    /// Kept; a type we do not push.
-    Ignored,
-    /// Kept raw; not understood.
-    Unparseable,
-    /// Seen before: nothing changed.
-    Duplicate,
-}
-
-/// What part of the log is still there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogBounds {
-    /// The newest sequence ever assigned (0 when the log was always empty).
-    pub newest: i64,
-    /// The oldest sequence still retained; `newest + 1` when retention emptied the log.
-    pub oldest: i64,
-}
-
-impl LogBounds {
-    /// Every sequence up to this one has been pruned.
-    pub fn pruned_through(&self) -> i64 {
-        self.oldest - 1
-    }
-}
-
-/// One page of the log for a target, and what retention had removed when it was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogPage {
-    /// Results of the target after the cursor, oldest first.
-    pub rows: Vec<ResultRow>,
-    /// Every sequence up to this one had been pruned, in the same snapshot as `rows`: if it
-    /// is past the cursor, results after the cursor may be missing from `rows`.
-    pub pruned_through: i64,
-}
-
-/// Row counts, for operators and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub webhook_events: i64,
-    pub held_events: i64,
-    pub results: i64,
-}
-
-/// A Link as this service knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownLink {
-    pub link_id: String,
-    pub rejected_at_ms: Option<Millis>,
-}
-
-/// What RequestRefresh needs to answer for a known Link without calling Fintoc.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkState {
-    /// Its pending intent, if any (the newest, should there be several).
-    pub pending: Option<IntentView>,
-    /// The most recent succeeded intent of the asked type: (id, completed at — when Fintoc
-    /// completed it, see [`IntentView::completed_at_ms`]).
-    pub last_success: Option<(String, Millis)>,
-}
-
-/// A RequestRefresh answer to remember under the caller's idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub key: String,
-    pub token_sha256: String,
-    pub refresh_type: RefreshType,
-    pub refresh_intent_id: String,
-    pub joined_existing: bool,
-}
-
-/// A remembered answer, as read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyRecord {
-    pub token_sha256: String,
-    pub refresh_type: String,
-    pub refresh_intent_id: String,
-    pub joined_existing: bool,
-    pub created_at_ms: Millis,
-}
-
-/// Rows removed by one [`Store::prune`] call.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pruned {
-    pub results: usize,
-    pub events: usize,
-    pub intents: usize,
-    pub keys: usize,
-}
-
-impl Pruned {
-    pub fn total(&self) -> usize {
-        self.results + self.events + self.intents + self.keys
-    }
-}
-
-/// A pending intent whose deadlines the background work checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueIntent {
-    pub id: String,
-    pub created_at_ms: Millis,
-    pub reconciled_at_ms: Option<Millis>,
-}
-
-/// The backends; each arm of every [`Store`] method forwards to one.
-#[derive(Clone)]
-enum Backend {
-    Sqlite(sqlite::SqliteStore),
-    /// Boxed: far larger than the SQLite handle, and a store is cloned into every task.
-    Postgres(Box<postgres::PgStore>),
-}
-
-/// Forwards a call to whichever backend the store runs on.
-macro_rules! forward {
-    ($self:ident, $backend:ident => $call:expr) => {
-        match &$self.backend {
-            Backend::Sqlite($backend) => $call,
-            Backend::Postgres($backend) => $call,
-        }
-    };
-}
-
 /// The handle to storage: cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    backend: Backend,
-    links: claim::LinkLocks,
+    backend: Arc<dyn Backend>,
+    links: turns::LinkLocks,
     hooks: Arc<TestHooks>,
 }
 
@@ -212,26 +87,14 @@ impl Store {
         metrics: Arc<Metrics>,
         publish: Publish,
     ) -> StoreResult<Store> {
-        let url = config.database_url.as_str();
-        let backend = if is_postgres_url(url) {
-            Backend::Postgres(Box::new(
-                postgres::PgStore::open(config, metrics, publish).await?,
-            ))
+        let backend: Arc<dyn Backend> = if is_postgres_url(&config.database_url) {
+            Arc::new(postgres::PgStore::open(config, metrics, publish).await?)
         } else {
-            Backend::Sqlite(
-                sqlite::SqliteStore::open(
-                    url,
-                    config.clock.clone(),
-                    metrics,
-                    publish,
-                    config.sqlite_wal_limit_bytes,
-                )
-                .await?,
-            )
+            Arc::new(sqlite::SqliteStore::open(config, metrics, publish).await?)
         };
         Ok(Store {
             backend,
-            links: claim::LinkLocks::default(),
+            links: turns::LinkLocks::default(),
             hooks: Arc::default(),
         })
     }
@@ -249,10 +112,7 @@ impl Store {
                     "another request for this Link is still being worked on; retry shortly".into(),
                 )
             })?;
-        let shared = match &self.backend {
-            Backend::Sqlite(_) => None,
-            Backend::Postgres(pg) => Some(pg.link_turn(token_sha256, deadline).await?),
-        };
+        let shared = self.backend.link_turn(token_sha256, deadline).await?;
         Ok(LinkTurn {
             _shared: shared,
             _local: local,
@@ -262,39 +122,27 @@ impl Store {
     /// Whether this process runs the background work (reconciliation, timeouts, retention)
     /// now: always on SQLite; on PostgreSQL, the one replica holding the leader's lease.
     pub fn leads(&self) -> bool {
-        match &self.backend {
-            Backend::Sqlite(_) => true,
-            Backend::Postgres(pg) => pg.leads(),
-        }
+        self.backend.leads()
     }
 
     /// Resolves once this process does not run the background work: never on SQLite; on
     /// PostgreSQL when its lease runs out without renewal (work in progress then stops, before
     /// another replica may start it).
     pub async fn leadership_lost(&self) {
-        match &self.backend {
-            Backend::Sqlite(_) => std::future::pending().await,
-            Backend::Postgres(pg) => pg.leadership_lost().await,
-        }
+        self.backend.leadership_lost().await
     }
 
     /// The newest log sequence handed to the [`Publish`] sink: where a hub starts, so that no
     /// watcher is told of a cursor past what it can be given.
     pub async fn published_through(&self) -> StoreResult<i64> {
-        match &self.backend {
-            Backend::Sqlite(s) => Ok(s.log_bounds().await?.newest),
-            Backend::Postgres(pg) => Ok(pg.published_through()),
-        }
+        self.backend.published_through().await
     }
 
     /// Settles the events held for create calls that can no longer return: on PostgreSQL,
     /// those of replicas that died mid-call (their mark's lease ran out). A no-op on SQLite,
     /// which settles them when it opens.
     pub async fn settle_abandoned_creates(&self) -> StoreResult<usize> {
-        match &self.backend {
-            Backend::Sqlite(_) => Ok(0),
-            Backend::Postgres(pg) => pg.settle_expired_creates().await,
-        }
+        self.backend.settle_abandoned_creates().await
     }
 
     /// Takes in one verified webhook body (`decoded` from it): dedupe on the event id, keep
@@ -306,7 +154,9 @@ impl Store {
         decoded: Decoded,
         received_at_ms: Millis,
     ) -> StoreResult<IngestOutcome> {
-        forward!(self, s => s.ingest_webhook(body, decoded, received_at_ms).await)
+        self.backend
+            .ingest_webhook(body, decoded, received_at_ms)
+            .await
     }
 
     /// Takes in event bodies found through Fintoc's events endpoint (lost webhooks), exactly
@@ -316,7 +166,7 @@ impl Store {
         bodies: Vec<Bytes>,
         received_at_ms: Millis,
     ) -> StoreResult<Vec<IngestOutcome>> {
-        forward!(self, s => s.ingest_reconciled(bodies, received_at_ms).await)
+        self.backend.ingest_reconciled(bodies, received_at_ms).await
     }
 
     /// Marks a create call for `link_id` as in flight (on every replica, before it is
@@ -325,7 +175,7 @@ impl Store {
     /// never removes another call's.
     pub async fn begin_create(&self, link_id: &str) -> StoreResult<CreateGuard> {
         let holder = uuid::Uuid::new_v4().simple().to_string();
-        forward!(self, s => s.mark_create(link_id, &holder).await)?;
+        self.backend.mark_create(link_id, &holder).await?;
         Ok(CreateGuard {
             store: self.clone(),
             link_id: link_id.to_owned(),
@@ -359,7 +209,7 @@ impl Store {
                 new.id
             )));
         }
-        forward!(self, s => s.register_intent(new, key, mark).await)
+        self.backend.register_intent(new, key, mark).await
     }
 
     /// Records a Link resolved through Fintoc (by its token's hash) with its current accounts.
@@ -369,12 +219,14 @@ impl Store {
         token_sha256: String,
         accounts: Vec<String>,
     ) -> StoreResult<()> {
-        forward!(self, s => s.upsert_link(link_id, token_sha256, accounts).await)
+        self.backend
+            .upsert_link(link_id, token_sha256, accounts)
+            .await
     }
 
     /// Remembers the first answer given for an idempotency key (a later one keeps it).
     pub async fn remember_key(&self, key: KeyRecord) -> StoreResult<()> {
-        forward!(self, s => s.remember_key(key).await)
+        self.backend.remember_key(key).await
     }
 
     /// How many of the Fintoc `Idempotency-Key`s derived from the caller's idempotency `key`
@@ -382,25 +234,25 @@ impl Store {
     /// their stored answer for 24 h), so the next create for this caller key starts after
     /// them. 0 for a key never recorded.
     pub async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
-        forward!(self, s => s.fintoc_keys_spent(key).await)
+        self.backend.fintoc_keys_spent(key).await
     }
 
     /// Records that the first `spent` Fintoc keys derived from the caller's `key` have been
     /// answered (a smaller number than the one recorded changes nothing). Kept as long as
     /// idempotency keys are.
     pub async fn remember_fintoc_keys_spent(&self, key: String, spent: u64) -> StoreResult<()> {
-        forward!(self, s => s.remember_fintoc_keys_spent(key, spent).await)
+        self.backend.remember_fintoc_keys_spent(key, spent).await
     }
 
     /// Gives every account of a pending intent still missing a result a TIMED_OUT one (no
     /// event id, its own sequence), which completes it. `None` if it was not pending.
     pub async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
-        forward!(self, s => s.complete_timed_out(id).await)
+        self.backend.complete_timed_out(id).await
     }
 
     /// Notes that the lost-webhook reconciliation ran for these intents.
     pub async fn mark_reconciled(&self, ids: Vec<String>) -> StoreResult<()> {
-        forward!(self, s => s.mark_reconciled(ids).await)
+        self.backend.mark_reconciled(ids).await
     }
 
     /// Removes up to `limit` rows of each kind older than `cutoff_ms` (idempotency keys and
@@ -411,12 +263,12 @@ impl Store {
         key_cutoff_ms: Millis,
         limit: i64,
     ) -> StoreResult<Pruned> {
-        forward!(self, s => s.prune(cutoff_ms, key_cutoff_ms, limit).await)
+        self.backend.prune(cutoff_ms, key_cutoff_ms, limit).await
     }
 
     /// The intent's current state, or `None` if it is unknown.
     pub async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>> {
-        forward!(self, s => s.get_intent(id).await)
+        self.backend.get_intent(id).await
     }
 
     /// Up to `limit` durable results of `target` after `after`, oldest first, with how far
@@ -436,20 +288,20 @@ impl Store {
                 "a log read failed on purpose (test hook)".into(),
             ));
         }
-        forward!(self, s => s.results_after(target, after, limit).await)
+        self.backend.results_after(target, after, limit).await
     }
 
     pub async fn log_bounds(&self) -> StoreResult<LogBounds> {
-        forward!(self, s => s.log_bounds().await)
+        self.backend.log_bounds().await
     }
 
     /// The Link last resolved with this token (by its hash).
     pub async fn link_by_token(&self, token_sha256: String) -> StoreResult<Option<KnownLink>> {
-        forward!(self, s => s.link_by_token(token_sha256).await)
+        self.backend.link_by_token(token_sha256).await
     }
 
     pub async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>> {
-        forward!(self, s => s.link_by_id(link_id).await)
+        self.backend.link_by_id(link_id).await
     }
 
     /// The Link's pending intent and last success of `refresh_type`, read together.
@@ -458,7 +310,7 @@ impl Store {
         link_id: String,
         refresh_type: RefreshType,
     ) -> StoreResult<LinkState> {
-        forward!(self, s => s.link_state(link_id, refresh_type).await)
+        self.backend.link_state(link_id, refresh_type).await
     }
 
     /// The answer remembered for `key` and its intent's current state.
@@ -466,7 +318,7 @@ impl Store {
         &self,
         key: String,
     ) -> StoreResult<Option<(IdempotencyRecord, Option<IntentView>)>> {
-        forward!(self, s => s.idempotency(key).await)
+        self.backend.idempotency(key).await
     }
 
     /// Pending intents created at or before `created_before_ms`, oldest first.
@@ -474,42 +326,39 @@ impl Store {
         &self,
         created_before_ms: Millis,
     ) -> StoreResult<Vec<DueIntent>> {
-        forward!(self, s => s.pending_intents_due(created_before_ms).await)
+        self.backend.pending_intents_due(created_before_ms).await
     }
 
     pub async fn counts(&self) -> StoreResult<Counts> {
-        forward!(self, s => s.counts().await)
+        self.backend.counts().await
     }
 
     /// Whether the database answers a trivial query (readiness).
     pub async fn ping(&self) -> bool {
-        forward!(self, s => s.ping().await)
+        self.backend.ping().await
     }
 
     /// Whether the last check found that this process can commit (on PostgreSQL, a probe
     /// that takes the log's lock every second; on SQLite, while the store is healthy).
     pub fn can_commit(&self) -> bool {
-        match &self.backend {
-            Backend::Sqlite(s) => s.is_healthy(),
-            Backend::Postgres(pg) => pg.can_commit(),
-        }
+        self.backend.can_commit()
     }
 
     /// False for good once the store can no longer commit (see the module docs).
     pub fn is_healthy(&self) -> bool {
-        forward!(self, s => s.is_healthy())
+        self.backend.is_healthy()
     }
 
     /// Resolves once the store can no longer commit; never, while it can.
     pub async fn failed(&self) {
-        forward!(self, s => s.failed().await)
+        self.backend.failed().await
     }
 
     /// Test hook: breaks the store for good, the way a bug in its machinery would (on SQLite
     /// the sync thread panics). Never called by the service.
     #[doc(hidden)]
     pub fn break_for_test(&self) {
-        forward!(self, s => s.break_for_test())
+        self.backend.break_for_test()
     }
 
     /// Test hook: the next `count` calls of [`Store::results_after`] fail, as a database that
@@ -521,13 +370,13 @@ impl Store {
 
     /// Stops the writer after the work already queued is committed.
     pub async fn close(&self) {
-        forward!(self, s => s.close().await)
+        self.backend.close().await
     }
 
     /// Clears a create mark (Link, holder) without an intent and settles the events held
     /// for it.
     async fn abandon_create(&self, link_id: String, holder: String) -> StoreResult<usize> {
-        forward!(self, s => s.abandon_create(link_id, holder).await)
+        self.backend.abandon_create(link_id, holder).await
     }
 }
 
@@ -590,8 +439,8 @@ impl Drop for CreateGuard {
 
 /// One link token's turn (see [`Store::link_turn`]); the next caller's begins when it drops.
 pub struct LinkTurn {
-    /// PostgreSQL: the lease every replica respects, given back first.
-    _shared: Option<postgres::Turn>,
+    /// The turn every replica respects (PostgreSQL's lease), given back first.
+    _shared: Option<seam::SharedTurn>,
     /// This process's line for the token.
-    _local: claim::LocalTurn,
+    _local: turns::LocalTurn,
 }

@@ -55,7 +55,11 @@ fn a_result_answers_the_intent_created_before_it() {
         ("produced after the intent", Some(12_000), "ri_1"),
         ("within the clock slack before it", Some(8_500), "ri_1"),
         ("well before it: another refresh", Some(7_000), ""),
-        ("no time: dated by its arrival (9 000, within the slack)", None, "ri_1"),
+        (
+            "no time: dated by its arrival (9 000, within the slack)",
+            None,
+            "ri_1",
+        ),
     ];
     for (what, at, intent) in cases {
         let mut ctx = context();

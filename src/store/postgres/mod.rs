@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use diesel_async::AsyncPgConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -51,9 +52,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use connect::{check_url, redacted};
 use db::Db;
-pub use lead::Turn;
 pub use session::Bounds;
 
+use super::seam::{Backend, SharedTurn};
 use super::{
     Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
     LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
@@ -201,8 +202,11 @@ impl PgStore {
             broken,
         })
     }
+}
 
-    pub(super) async fn ingest_webhook(
+#[async_trait]
+impl Backend for PgStore {
+    async fn ingest_webhook(
         &self,
         body: Bytes,
         decoded: Decoded,
@@ -215,7 +219,7 @@ impl PgStore {
             .ok_or_else(|| StoreError::Corrupt("an ingest answered nothing".into()))
     }
 
-    pub(super) async fn ingest_reconciled(
+    async fn ingest_reconciled(
         &self,
         bodies: Vec<Bytes>,
         received_at_ms: Millis,
@@ -230,22 +234,18 @@ impl PgStore {
         self.writer.ingest(events, received_at_ms).await
     }
 
-    pub(super) async fn mark_create(&self, link_id: &str, holder: &str) -> StoreResult<()> {
+    async fn mark_create(&self, link_id: &str, holder: &str) -> StoreResult<()> {
         let lease_ms = crate::clock::millis(self.create_lease);
         self.db
             .write(async |c| links::mark_create(c, link_id, holder, lease_ms).await)
             .await
     }
 
-    pub(super) async fn abandon_create(
-        &self,
-        link_id: String,
-        holder: String,
-    ) -> StoreResult<usize> {
+    async fn abandon_create(&self, link_id: String, holder: String) -> StoreResult<usize> {
         self.writer.settle(Some((link_id, holder))).await
     }
 
-    pub(super) async fn register_intent(
+    async fn register_intent(
         &self,
         new: NewIntent,
         key: Option<KeyRecord>,
@@ -254,7 +254,7 @@ impl PgStore {
         self.writer.register(new, key, mark).await
     }
 
-    pub(super) async fn upsert_link(
+    async fn upsert_link(
         &self,
         link_id: String,
         token_sha256: String,
@@ -266,42 +266,38 @@ impl PgStore {
             .await
     }
 
-    pub(super) async fn remember_key(&self, key: KeyRecord) -> StoreResult<()> {
+    async fn remember_key(&self, key: KeyRecord) -> StoreResult<()> {
         let now = self.clock.now_ms();
         self.db
             .write(async |c| links::remember_key(c, &key, now).await)
             .await
     }
 
-    pub(super) async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
+    async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
         self.db
             .read(async |c| links::fintoc_keys_spent(c, &key).await)
             .await
     }
 
-    pub(super) async fn remember_fintoc_keys_spent(
-        &self,
-        key: String,
-        spent: u64,
-    ) -> StoreResult<()> {
+    async fn remember_fintoc_keys_spent(&self, key: String, spent: u64) -> StoreResult<()> {
         let now = self.clock.now_ms();
         self.db
             .write(async |c| links::remember_fintoc_keys_spent(c, &key, spent, now).await)
             .await
     }
 
-    pub(super) async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
+    async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
         self.writer.timed_out(id).await
     }
 
-    pub(super) async fn mark_reconciled(&self, ids: Vec<String>) -> StoreResult<()> {
+    async fn mark_reconciled(&self, ids: Vec<String>) -> StoreResult<()> {
         let now = self.clock.now_ms();
         self.db
             .write(async |c| intents::mark_reconciled(c, &ids, now).await)
             .await
     }
 
-    pub(super) async fn prune(
+    async fn prune(
         &self,
         cutoff_ms: Millis,
         key_cutoff_ms: Millis,
@@ -312,18 +308,13 @@ impl PgStore {
             .await
     }
 
-    pub(super) async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>> {
+    async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>> {
         self.db
             .read(async |c| intents::get_intent(c, &id).await)
             .await
     }
 
-    pub(super) async fn results_after(
-        &self,
-        target: Target,
-        after: i64,
-        limit: i64,
-    ) -> StoreResult<LogPage> {
+    async fn results_after(&self, target: Target, after: i64, limit: i64) -> StoreResult<LogPage> {
         let upto = self.published.through();
         self.db
             .read(async |c| {
@@ -343,31 +334,28 @@ impl PgStore {
             .await
     }
 
-    pub(super) async fn log_bounds(&self) -> StoreResult<LogBounds> {
+    async fn log_bounds(&self) -> StoreResult<LogBounds> {
         self.db.read(async |c| log::log_bounds(c).await).await
     }
 
     /// The newest sequence handed to the sink: where this replica's hub starts.
-    pub(super) fn published_through(&self) -> i64 {
-        self.published.through()
+    async fn published_through(&self) -> StoreResult<i64> {
+        Ok(self.published.through())
     }
 
-    pub(super) async fn link_by_token(
-        &self,
-        token_sha256: String,
-    ) -> StoreResult<Option<KnownLink>> {
+    async fn link_by_token(&self, token_sha256: String) -> StoreResult<Option<KnownLink>> {
         self.db
             .read(async |c| links::link_by_token(c, &token_sha256).await)
             .await
     }
 
-    pub(super) async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>> {
+    async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>> {
         self.db
             .read(async |c| links::link_by_id(c, &link_id).await)
             .await
     }
 
-    pub(super) async fn link_state(
+    async fn link_state(
         &self,
         link_id: String,
         refresh_type: RefreshType,
@@ -382,7 +370,7 @@ impl PgStore {
             .await
     }
 
-    pub(super) async fn idempotency(
+    async fn idempotency(
         &self,
         key: String,
     ) -> StoreResult<Option<(IdempotencyRecord, Option<IntentView>)>> {
@@ -397,22 +385,19 @@ impl PgStore {
             .await
     }
 
-    pub(super) async fn pending_intents_due(
-        &self,
-        created_before_ms: Millis,
-    ) -> StoreResult<Vec<DueIntent>> {
+    async fn pending_intents_due(&self, created_before_ms: Millis) -> StoreResult<Vec<DueIntent>> {
         self.db
             .read(async |c| intents::pending_intents_due(c, created_before_ms).await)
             .await
     }
 
-    pub(super) async fn counts(&self) -> StoreResult<Counts> {
+    async fn counts(&self) -> StoreResult<Counts> {
         self.db.read(async |c| log::counts(c).await).await
     }
 
     /// Whether the database answers a trivial query in time, and the last check found that
     /// this replica can commit (readiness).
-    pub(super) async fn ping(&self) -> bool {
+    async fn ping(&self) -> bool {
         use diesel_async::SimpleAsyncConnection;
         let answers = self
             .db
@@ -423,49 +408,50 @@ impl PgStore {
     }
 
     /// Whether the last check found that this replica can commit.
-    pub(super) fn can_commit(&self) -> bool {
+    fn can_commit(&self) -> bool {
         self.is_healthy() && self.can_commit.load(Ordering::Acquire)
     }
 
     /// False for good once one of this replica's own tasks stopped, or the log was found
     /// rewound. PostgreSQL being away is not that: it is reported by [`PgStore::ping`] (and
     /// recovers).
-    pub(super) fn is_healthy(&self) -> bool {
+    fn is_healthy(&self) -> bool {
         !self.broken.is_cancelled()
     }
 
-    pub(super) async fn failed(&self) {
+    async fn failed(&self) {
         self.broken.cancelled().await
     }
 
-    pub(super) fn break_for_test(&self) {
+    fn break_for_test(&self) {
         self.broken.cancel();
     }
 
     /// Whether this replica runs the cluster's background work now.
-    pub(super) fn leads(&self) -> bool {
+    fn leads(&self) -> bool {
         self.leader.leads()
     }
 
     /// Resolves once this replica does not run the background work.
-    pub(super) async fn leadership_lost(&self) {
+    async fn leadership_lost(&self) {
         self.leader.lost().await
     }
 
     /// Settles the events held for creates whose lease ran out (their replica died).
-    pub(super) async fn settle_expired_creates(&self) -> StoreResult<usize> {
+    async fn settle_abandoned_creates(&self) -> StoreResult<usize> {
         self.writer.settle(None).await
     }
 
-    pub(super) async fn link_turn(
+    async fn link_turn(
         &self,
         token_sha256: &str,
         deadline: Instant,
-    ) -> StoreResult<Turn> {
-        lead::Turn::take(&self.db, token_sha256, deadline).await
+    ) -> StoreResult<Option<SharedTurn>> {
+        let turn = lead::Turn::take(&self.db, token_sha256, deadline).await?;
+        Ok(Some(Box::new(turn)))
     }
 
-    pub(super) async fn close(&self) {
+    async fn close(&self) {
         self.closing.cancel();
         self.writer.close().await;
         self.leader.resign().await;

@@ -513,6 +513,7 @@ fn events_after(conn: &mut SqliteConnection, after: i64) -> QueryResult<Vec<Even
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::seam::Backend as _;
 
     fn write(url: &str, sql: &str) {
         SqliteConnection::establish(url)

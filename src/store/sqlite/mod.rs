@@ -39,8 +39,9 @@ mod writer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use diesel::Connection;
 use diesel::connection::SimpleConnection;
@@ -49,11 +50,13 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use tracing::Instrument;
 
+use super::seam::{Backend, SharedTurn};
 use super::{
     Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
     LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
+use crate::config::Config;
 use crate::domain::{IntentView, NewIntent, RefreshType, ResultRow, Target};
 use crate::fintoc::event::{Decoded, decode};
 use crate::metrics::Metrics;
@@ -141,14 +144,23 @@ fn configure_sqlite() {
 }
 
 impl SqliteStore {
+    /// Opens the file at `config.database_url` (its WAL bounded by
+    /// `--sqlite-wal-limit-bytes`) and starts its writer.
     pub(super) async fn open(
-        url: &str,
-        clock: Clock,
+        config: &Config,
         metrics: Arc<Metrics>,
         publish: Publish,
-        wal_limit: u64,
     ) -> StoreResult<SqliteStore> {
-        Self::open_with(url, clock, metrics, publish, None, wal_limit).await
+        let (url, clock) = (&config.database_url, config.clock.clone());
+        Self::open_with(
+            url,
+            clock,
+            metrics,
+            publish,
+            None,
+            config.sqlite_wal_limit_bytes,
+        )
+        .await
     }
 
     /// [`SqliteStore::open`], with the way commits are made durable given (tests hold the
@@ -276,8 +288,11 @@ impl SqliteStore {
     fn durable(&self) -> i64 {
         self.durable.load(Ordering::Acquire)
     }
+}
 
-    pub(super) async fn ingest_webhook(
+#[async_trait]
+impl Backend for SqliteStore {
+    async fn ingest_webhook(
         &self,
         body: Bytes,
         decoded: Decoded,
@@ -290,7 +305,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn ingest_reconciled(
+    async fn ingest_reconciled(
         &self,
         bodies: Vec<Bytes>,
         received_at_ms: Millis,
@@ -304,7 +319,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn mark_create(&self, link_id: &str, holder: &str) -> StoreResult<()> {
+    async fn mark_create(&self, link_id: &str, holder: &str) -> StoreResult<()> {
         self.in_flight
             .lock()
             .expect("in-flight lock")
@@ -312,11 +327,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn abandon_create(
-        &self,
-        link_id: String,
-        holder: String,
-    ) -> StoreResult<usize> {
+    async fn abandon_create(&self, link_id: String, holder: String) -> StoreResult<usize> {
         self.write(move |tx| {
             clear_mark(tx.in_flight(), &link_id, &holder);
             ingest::process_held(tx)
@@ -324,7 +335,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn register_intent(
+    async fn register_intent(
         &self,
         new: NewIntent,
         key: Option<KeyRecord>,
@@ -347,7 +358,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn upsert_link(
+    async fn upsert_link(
         &self,
         link_id: String,
         token_sha256: String,
@@ -357,34 +368,30 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn remember_key(&self, key: KeyRecord) -> StoreResult<()> {
+    async fn remember_key(&self, key: KeyRecord) -> StoreResult<()> {
         self.write(move |tx| links::remember_key(tx, &key)).await
     }
 
-    pub(super) async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
+    async fn fintoc_keys_spent(&self, key: String) -> StoreResult<u64> {
         self.read(move |c| links::fintoc_keys_spent(c, &key)).await
     }
 
-    pub(super) async fn remember_fintoc_keys_spent(
-        &self,
-        key: String,
-        spent: u64,
-    ) -> StoreResult<()> {
+    async fn remember_fintoc_keys_spent(&self, key: String, spent: u64) -> StoreResult<()> {
         self.write(move |tx| links::remember_fintoc_keys_spent(tx, &key, spent))
             .await
     }
 
-    pub(super) async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
+    async fn complete_timed_out(&self, id: String) -> StoreResult<Option<IntentView>> {
         self.write(move |tx| intents::complete_timed_out(tx, &id))
             .await
     }
 
-    pub(super) async fn mark_reconciled(&self, ids: Vec<String>) -> StoreResult<()> {
+    async fn mark_reconciled(&self, ids: Vec<String>) -> StoreResult<()> {
         self.write(move |tx| intents::mark_reconciled(tx, &ids))
             .await
     }
 
-    pub(super) async fn prune(
+    async fn prune(
         &self,
         cutoff_ms: Millis,
         key_cutoff_ms: Millis,
@@ -394,16 +401,11 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>> {
+    async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>> {
         self.read(move |c| intents::get_intent(c, &id)).await
     }
 
-    pub(super) async fn results_after(
-        &self,
-        target: Target,
-        after: i64,
-        limit: i64,
-    ) -> StoreResult<LogPage> {
+    async fn results_after(&self, target: Target, after: i64, limit: i64) -> StoreResult<LogPage> {
         let upto = self.durable();
         self.read(move |c| {
             // One snapshot for both: what retention had pruned is known for these very rows.
@@ -419,23 +421,20 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn log_bounds(&self) -> StoreResult<LogBounds> {
+    async fn log_bounds(&self) -> StoreResult<LogBounds> {
         self.read(log::log_bounds).await
     }
 
-    pub(super) async fn link_by_token(
-        &self,
-        token_sha256: String,
-    ) -> StoreResult<Option<KnownLink>> {
+    async fn link_by_token(&self, token_sha256: String) -> StoreResult<Option<KnownLink>> {
         self.read(move |c| links::link_by_token(c, &token_sha256))
             .await
     }
 
-    pub(super) async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>> {
+    async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>> {
         self.read(move |c| links::link_by_id(c, &link_id)).await
     }
 
-    pub(super) async fn link_state(
+    async fn link_state(
         &self,
         link_id: String,
         refresh_type: RefreshType,
@@ -449,7 +448,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn idempotency(
+    async fn idempotency(
         &self,
         key: String,
     ) -> StoreResult<Option<(IdempotencyRecord, Option<IntentView>)>> {
@@ -463,31 +462,28 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn pending_intents_due(
-        &self,
-        created_before_ms: Millis,
-    ) -> StoreResult<Vec<DueIntent>> {
+    async fn pending_intents_due(&self, created_before_ms: Millis) -> StoreResult<Vec<DueIntent>> {
         self.read(move |c| intents::pending_intents_due(c, created_before_ms))
             .await
     }
 
-    pub(super) async fn counts(&self) -> StoreResult<Counts> {
+    async fn counts(&self) -> StoreResult<Counts> {
         self.read(log::counts).await
     }
 
-    pub(super) fn is_healthy(&self) -> bool {
+    fn is_healthy(&self) -> bool {
         !self.progress.has_failed()
     }
 
-    pub(super) async fn failed(&self) {
+    async fn failed(&self) {
         self.progress.failed().await;
     }
 
-    pub(super) fn break_for_test(&self) {
+    fn break_for_test(&self) {
         self.writer.break_for_test();
     }
 
-    pub(super) async fn ping(&self) -> bool {
+    async fn ping(&self) -> bool {
         self.read(|conn| {
             conn.batch_execute("SELECT 1")?;
             Ok(())
@@ -499,7 +495,7 @@ impl SqliteStore {
     /// Stops the writer after the work already queued is committed, then gives up the file's
     /// lock: nothing writes through this store any more, so the next process (or a new store
     /// in this one) may take over even while stray handles to this one linger.
-    pub(super) async fn close(&self) {
+    async fn close(&self) {
         self.writer.close().await;
         let checkpointer = self.checkpointer.clone();
         let _ = blocking(move || {
@@ -508,6 +504,32 @@ impl SqliteStore {
         })
         .await;
         self.file_lock.lock().expect("file lock").take();
+    }
+    async fn published_through(&self) -> StoreResult<i64> {
+        Ok(self.log_bounds().await?.newest)
+    }
+
+    /// One process is all there is: its in-process line is the whole turn.
+    async fn link_turn(&self, _: &str, _: Instant) -> StoreResult<Option<SharedTurn>> {
+        Ok(None)
+    }
+
+    /// The one process runs the background work, always.
+    fn leads(&self) -> bool {
+        true
+    }
+
+    async fn leadership_lost(&self) {
+        std::future::pending().await
+    }
+
+    /// Held events of a process that died are settled when the file is opened.
+    async fn settle_abandoned_creates(&self) -> StoreResult<usize> {
+        Ok(0)
+    }
+
+    fn can_commit(&self) -> bool {
+        self.is_healthy()
     }
 }
 
@@ -542,11 +564,12 @@ pub(crate) mod tests {
     pub(crate) async fn open() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().join("t.db").to_string_lossy().into_owned();
-        let store = SqliteStore::open(
+        let store = SqliteStore::open_with(
             &url,
             Clock::System,
             Arc::new(Metrics::new()),
             Arc::new(|_: &[Arc<ResultRow>]| {}),
+            None,
             TEST_WAL_LIMIT,
         )
         .await

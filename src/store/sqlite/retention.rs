@@ -94,6 +94,7 @@ pub(super) fn prune(
 
 #[cfg(test)]
 mod tests {
+    use crate::store::seam::Backend as _;
     use diesel::connection::SimpleConnection;
 
     use super::*;

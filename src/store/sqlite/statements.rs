@@ -116,6 +116,7 @@ pub fn insert_result(conn: &mut SqliteConnection, new: &NewResult<'_>) -> QueryR
 
 #[cfg(test)]
 mod tests {
+    use crate::store::seam::Backend as _;
     use diesel::prelude::*;
 
     use super::*;
