@@ -25,6 +25,8 @@ pub mod copy;
 mod decide;
 mod error;
 mod postgres;
+mod queries;
+mod rows;
 mod seam;
 mod sqlite;
 mod turns;

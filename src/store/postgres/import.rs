@@ -13,12 +13,12 @@ use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::sync::mpsc;
 
-use super::models::ResultRecord;
 use super::schema::{
     accounts, fintoc_key_series, idempotency_keys, intent_accounts, links, log_counter,
     refresh_intents, results, webhook_events,
 };
-use crate::store::copy::{
+use crate::domain::ResultRow;
+use crate::store::copy::batch::{
     AccountRow, Batch, EventRow, Failed, IntentAccountRow, IntentRecord, KeyRow, KeySeriesRow,
     LinkRow, Read, Rows, Snapshot, Table,
 };
@@ -146,16 +146,36 @@ async fn insert(conn: &mut AsyncPgConnection, batch: Batch) -> Result<usize, Fai
         Batch::IntentAccounts(rows) => insert_intent_accounts(conn, &rows).await?,
         Batch::IdempotencyKeys(rows) => insert_keys(conn, &rows).await?,
         Batch::FintocKeySeries(rows) => insert_key_series(conn, &rows).await?,
-        Batch::Results(rows) => {
-            let values: Vec<ResultRecord> = rows.iter().map(ResultRecord::from).collect();
-            diesel::insert_into(results::table)
-                .values(&values)
-                .execute(conn)
-                .await?
-        }
+        Batch::Results(rows) => insert_results(conn, &rows).await?,
         Batch::WebhookEvents(rows) => insert_events(conn, &rows).await?,
         Batch::Done(_) => 0,
     })
+}
+
+async fn insert_results(conn: &mut AsyncPgConnection, rows: &[ResultRow]) -> QueryResult<usize> {
+    use results as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::sequence.eq(r.sequence),
+                t::account_id.eq(&r.account_id),
+                t::link_id.eq(&r.link_id),
+                t::refresh_intent_id.eq(&r.refresh_intent_id),
+                t::status.eq(&r.status),
+                t::new_movements.eq(r.new_movements),
+                t::public_error.eq(&r.public_error),
+                t::event_id.eq(&r.event_id),
+                t::occurred_at_ms.eq(r.occurred_at_ms),
+                t::committed_at_ms.eq(r.committed_at_ms),
+                t::completes_intent.eq(r.completes_intent),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
 }
 
 async fn insert_links(conn: &mut AsyncPgConnection, rows: &[LinkRow]) -> QueryResult<usize> {

@@ -8,12 +8,11 @@ use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::log::Appender;
-use super::models::ResultRecord;
 use super::schema::{intent_accounts, refresh_intents, results};
 use crate::clock::Millis;
 use crate::domain::{IntentStatus, IntentView, NewIntent, RefreshType, ResultRow, ResultStatus};
-use crate::store::decide::{self, Completion, Unclaimed};
-use crate::store::view;
+use crate::store::decide::{self, Completion};
+use crate::store::queries;
 use crate::store::{DueIntent, StoreError, StoreResult};
 
 /// Records an intent and its expected accounts (a no-op if it is already known), clears the
@@ -28,18 +27,7 @@ pub(super) async fn register(
     if let Some(holder) = mark {
         super::links::clear_creates(conn, Some(&(new.link_id.clone(), holder.to_owned()))).await?;
     }
-    let inserted = diesel::insert_into(refresh_intents::table)
-        .values((
-            refresh_intents::id.eq(&new.id),
-            refresh_intents::link_id.eq(&new.link_id),
-            refresh_intents::refresh_type.eq(new.refresh_type.as_str()),
-            refresh_intents::status.eq(IntentStatus::Pending.as_str()),
-            refresh_intents::mfa_widget_token.eq(&new.mfa_widget_token),
-            refresh_intents::created_at_ms.eq(new.created_at_ms),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
+    let inserted = queries::insert_intent!(&mut *conn, new, [.await])?;
     if inserted == 0 {
         return Ok(());
     }
@@ -65,43 +53,7 @@ async fn claim_unsolicited(
     new: &NewIntent,
     now_ms: Millis,
 ) -> StoreResult<()> {
-    let since = decide::claim_since(new.created_at_ms);
-    let mut found = Vec::new();
-    for account in &new.accounts {
-        let first: Option<(i64, String, Millis)> = results::table
-            .filter(results::account_id.eq(account))
-            .filter(results::refresh_intent_id.eq(""))
-            .filter(results::occurred_at_ms.ge(since))
-            .order(results::sequence.asc())
-            .select((results::sequence, results::status, results::occurred_at_ms))
-            .first(conn)
-            .await
-            .optional()?;
-        if let Some((sequence, status, occurred_at_ms)) = first {
-            found.push(Unclaimed {
-                account_id: account.clone(),
-                sequence,
-                status: ResultStatus::parse(&status)?,
-                occurred_at_ms,
-            });
-        }
-    }
-    let claims = decide::claims(&new.accounts, found, now_ms);
-    for (account, sequence) in &claims.claimed {
-        diesel::update(results::table.find(sequence))
-            .set(results::refresh_intent_id.eq(&new.id))
-            .execute(conn)
-            .await?;
-        answered(conn, &new.id, account, *sequence).await?;
-    }
-    if let Some((done, last)) = claims.completes {
-        diesel::update(results::table.find(last))
-            .set(results::completes_intent.eq(true))
-            .execute(conn)
-            .await?;
-        finish(conn, &new.id, done, last).await?;
-    }
-    Ok(())
+    queries::claim_unsolicited!(conn, new, now_ms, [.await])
 }
 
 /// Marks `account_id` of `intent_id` answered by the result at `sequence`.
@@ -111,11 +63,7 @@ async fn answered(
     account_id: &str,
     sequence: i64,
 ) -> StoreResult<()> {
-    diesel::update(intent_accounts::table.find((intent_id, account_id)))
-        .set(intent_accounts::result_sequence.eq(sequence))
-        .execute(conn)
-        .await?;
-    Ok(())
+    queries::write_answer!(conn, intent_id, account_id, sequence, [.await])
 }
 
 /// Writes an intent's completion (`decide::Completion`); `sequence` is the result that
@@ -126,15 +74,7 @@ async fn finish(
     done: Completion,
     sequence: i64,
 ) -> StoreResult<()> {
-    diesel::update(refresh_intents::table.find(intent_id))
-        .set((
-            refresh_intents::status.eq(done.status.as_str()),
-            refresh_intents::completed_at_ms.eq(done.at_ms),
-            refresh_intents::completed_sequence.eq(sequence),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
+    queries::write_completion!(conn, intent_id, done, sequence, [.await])
 }
 
 /// Gives every account of a pending intent that is still missing a TIMED_OUT result (no
@@ -180,15 +120,7 @@ pub(super) async fn pending_intent(
     conn: &mut AsyncPgConnection,
     link_id: &str,
 ) -> StoreResult<Option<IntentView>> {
-    let id: Option<String> = refresh_intents::table
-        .filter(refresh_intents::link_id.eq(link_id))
-        .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
-        .order(refresh_intents::created_at_ms.desc())
-        .select(refresh_intents::id)
-        .first(conn)
-        .await
-        .optional()?;
-    match id {
+    match queries::pending_intent_id!(conn, link_id, [.await])? {
         Some(id) => get_intent(conn, &id).await,
         None => Ok(None),
     }
@@ -200,19 +132,7 @@ pub(super) async fn last_success(
     link_id: &str,
     refresh_type: RefreshType,
 ) -> StoreResult<Option<(String, Millis)>> {
-    Ok(refresh_intents::table
-        .filter(refresh_intents::link_id.eq(link_id))
-        .filter(refresh_intents::refresh_type.eq(refresh_type.as_str()))
-        .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
-        .filter(refresh_intents::completed_at_ms.is_not_null())
-        .order(refresh_intents::completed_at_ms.desc())
-        .select((
-            refresh_intents::id,
-            refresh_intents::completed_at_ms.assume_not_null(),
-        ))
-        .first(conn)
-        .await
-        .optional()?)
+    queries::last_success!(conn, link_id, refresh_type, [.await])
 }
 
 /// Pending intents created at or before `created_before_ms`, oldest first, with when each was
@@ -223,27 +143,9 @@ pub(super) async fn pending_intents_due(
 ) -> StoreResult<Vec<DueIntent>> {
     // Written as the partial index `refresh_intents_pending` is, so the prepared statement's
     // generic plan can use it (a bound value cannot match an index predicate).
-    let due: Vec<(String, Millis, Option<Millis>)> = refresh_intents::table
-        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
-            "refresh_intents.status = 'pending'",
-        ))
-        .filter(refresh_intents::created_at_ms.le(created_before_ms))
-        .order(refresh_intents::created_at_ms.asc())
-        .select((
-            refresh_intents::id,
-            refresh_intents::created_at_ms,
-            refresh_intents::reconciled_at_ms,
-        ))
-        .load(conn)
-        .await?;
-    Ok(due
-        .into_iter()
-        .map(|(id, created_at_ms, reconciled_at_ms)| DueIntent {
-            id,
-            created_at_ms,
-            reconciled_at_ms,
-        })
-        .collect())
+    let is_pending =
+        diesel::dsl::sql::<diesel::sql_types::Bool>("refresh_intents.status = 'pending'");
+    queries::pending_intents_due!(conn, is_pending, created_before_ms, [.await])
 }
 
 /// Notes that the lost-webhook reconciliation ran for these intents.
@@ -264,43 +166,7 @@ pub(super) async fn get_intent(
     conn: &mut AsyncPgConnection,
     id: &str,
 ) -> StoreResult<Option<IntentView>> {
-    let Some(row) = refresh_intents::table
-        .find(id)
-        .select((
-            refresh_intents::id,
-            refresh_intents::link_id,
-            refresh_intents::refresh_type,
-            refresh_intents::status,
-            refresh_intents::mfa_widget_token,
-            refresh_intents::created_at_ms,
-            refresh_intents::completed_at_ms,
-            refresh_intents::completed_sequence,
-        ))
-        .first(conn)
-        .await
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let expected: Vec<(String, Option<i64>)> = intent_accounts::table
-        .filter(intent_accounts::refresh_intent_id.eq(id))
-        .order(intent_accounts::account_id.asc())
-        .select((
-            intent_accounts::account_id,
-            intent_accounts::result_sequence,
-        ))
-        .load(conn)
-        .await?;
-    let answered = view::answered(&expected);
-    let results: Vec<ResultRow> = results::table
-        .filter(results::sequence.eq_any(&answered))
-        .select(ResultRecord::as_select())
-        .load(conn)
-        .await?
-        .into_iter()
-        .map(ResultRow::from)
-        .collect();
-    Ok(Some(view::intent_view(row, expected, results)?))
+    queries::get_intent!(conn, id, [.await])
 }
 
 /// The view of an intent that was just written (it must exist).

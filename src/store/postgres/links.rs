@@ -4,45 +4,26 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
-use diesel::upsert::excluded;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::{creates_in_flight, fintoc_key_series, idempotency_keys, links};
 use super::statements::DB_NOW_MS;
 use crate::clock::Millis;
+use crate::store::queries;
 use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
 
 pub(super) async fn link_by_token(
     conn: &mut AsyncPgConnection,
     token_sha256: &str,
 ) -> StoreResult<Option<KnownLink>> {
-    Ok(links::table
-        .filter(links::token_sha256.eq(token_sha256))
-        .order(links::resolved_at_ms.desc())
-        .select((links::link_id, links::rejected_at_ms))
-        .first::<(String, Option<Millis>)>(conn)
-        .await
-        .optional()?
-        .map(|(link_id, rejected_at_ms)| KnownLink {
-            link_id,
-            rejected_at_ms,
-        }))
+    queries::link_by_token!(conn, token_sha256, [.await])
 }
 
 pub(super) async fn link_by_id(
     conn: &mut AsyncPgConnection,
     link_id: &str,
 ) -> StoreResult<Option<KnownLink>> {
-    Ok(links::table
-        .find(link_id)
-        .select(links::rejected_at_ms)
-        .first::<Option<Millis>>(conn)
-        .await
-        .optional()?
-        .map(|rejected_at_ms| KnownLink {
-            link_id: link_id.to_owned(),
-            rejected_at_ms,
-        }))
+    queries::link_by_id!(conn, link_id, [.await])
 }
 
 /// Records a Link resolved through Fintoc, with its current accounts.
@@ -53,20 +34,7 @@ pub(super) async fn upsert_link(
     account_ids: &[String],
     now_ms: Millis,
 ) -> StoreResult<()> {
-    diesel::insert_into(links::table)
-        .values((
-            links::link_id.eq(link_id),
-            links::token_sha256.eq(token_sha256),
-            links::resolved_at_ms.eq(now_ms),
-        ))
-        .on_conflict(links::link_id)
-        .do_update()
-        .set((
-            links::token_sha256.eq(excluded(links::token_sha256)),
-            links::resolved_at_ms.eq(excluded(links::resolved_at_ms)),
-        ))
-        .execute(conn)
-        .await?;
+    queries::upsert_link!(&mut *conn, link_id, token_sha256, now_ms, [.await])?;
     assign_accounts(conn, link_id, account_ids).await
 }
 
@@ -94,29 +62,7 @@ pub(super) async fn idempotency(
     conn: &mut AsyncPgConnection,
     key: &str,
 ) -> StoreResult<Option<IdempotencyRecord>> {
-    let found: Option<(String, String, String, bool, Millis)> = idempotency_keys::table
-        .find(key)
-        .select((
-            idempotency_keys::token_sha256,
-            idempotency_keys::refresh_type,
-            idempotency_keys::refresh_intent_id,
-            idempotency_keys::joined_existing,
-            idempotency_keys::created_at_ms,
-        ))
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(found.map(
-        |(token_sha256, refresh_type, refresh_intent_id, joined_existing, created_at_ms)| {
-            IdempotencyRecord {
-                token_sha256,
-                refresh_type,
-                refresh_intent_id,
-                joined_existing,
-                created_at_ms,
-            }
-        },
-    ))
+    queries::idempotency_record!(conn, key, [.await])
 }
 
 /// Remembers the first answer given for a key (a later call with the same key keeps it).
@@ -125,19 +71,7 @@ pub(super) async fn remember_key(
     key: &KeyRecord,
     now_ms: Millis,
 ) -> StoreResult<()> {
-    diesel::insert_into(idempotency_keys::table)
-        .values((
-            idempotency_keys::idempotency_key.eq(&key.key),
-            idempotency_keys::token_sha256.eq(&key.token_sha256),
-            idempotency_keys::refresh_type.eq(key.refresh_type.as_str()),
-            idempotency_keys::refresh_intent_id.eq(&key.refresh_intent_id),
-            idempotency_keys::joined_existing.eq(key.joined_existing),
-            idempotency_keys::created_at_ms.eq(now_ms),
-        ))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    Ok(())
+    queries::remember_key!(conn, key, now_ms, [.await])
 }
 
 /// Marks a create call for `link_id` as in flight, by `holder` (the call's own id), for
@@ -193,13 +127,7 @@ pub(super) async fn clear_creates(
 
 /// How many Fintoc keys derived from the caller's `key` Fintoc has answered (0 if unknown).
 pub(super) async fn fintoc_keys_spent(conn: &mut AsyncPgConnection, key: &str) -> StoreResult<u64> {
-    let spent: Option<i64> = fintoc_key_series::table
-        .find(key)
-        .select(fintoc_key_series::spent)
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(spent.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    queries::fintoc_keys_spent!(conn, key, [.await])
 }
 
 /// Raises the count of answered Fintoc keys for `key` to `spent` (never lowers it, whichever
@@ -210,22 +138,12 @@ pub(super) async fn remember_fintoc_keys_spent(
     spent: u64,
     now_ms: Millis,
 ) -> StoreResult<()> {
-    let spent = i64::try_from(spent).unwrap_or(i64::MAX);
-    diesel::insert_into(fintoc_key_series::table)
-        .values((
-            fintoc_key_series::idempotency_key.eq(key),
-            fintoc_key_series::spent.eq(spent),
-            fintoc_key_series::updated_at_ms.eq(now_ms),
-        ))
-        .on_conflict(fintoc_key_series::idempotency_key)
-        .do_update()
-        .set((
-            fintoc_key_series::spent.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-                "GREATEST(fintoc_key_series.spent, excluded.spent)",
-            )),
-            fintoc_key_series::updated_at_ms.eq(now_ms),
-        ))
-        .execute(conn)
-        .await?;
-    Ok(())
+    queries::remember_fintoc_keys_spent!(
+        conn,
+        key,
+        spent,
+        now_ms,
+        "GREATEST(fintoc_key_series.spent, excluded.spent)",
+        [.await]
+    )
 }

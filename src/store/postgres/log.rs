@@ -7,10 +7,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use std::marker::PhantomData;
 
-use super::models::ResultRecord;
 use super::schema::{accounts, intent_accounts, log_counter, results, webhook_events};
 use super::statements::AppendResults;
 use crate::domain::{ResultRow, Target};
+use crate::store::queries;
+use crate::store::rows::ResultRecord;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Counts, LogBounds, StoreResult};
@@ -182,37 +183,7 @@ pub(super) async fn results_after(
     upto: i64,
     limit: i64,
 ) -> StoreResult<Vec<ResultRow>> {
-    let query = results::table
-        .select(ResultRecord::as_select())
-        .filter(results::sequence.gt(after))
-        .filter(results::sequence.le(upto))
-        .order(results::sequence.asc())
-        .limit(limit);
-    let rows: Vec<ResultRecord> = match target {
-        Target::Intent(id) => {
-            let answers = intent_accounts::table
-                .filter(intent_accounts::refresh_intent_id.eq(id))
-                .filter(intent_accounts::result_sequence.is_not_null())
-                .select(intent_accounts::result_sequence.assume_not_null());
-            query
-                .filter(results::sequence.eq_any(answers))
-                .filter(results::refresh_intent_id.eq(id))
-                .load(conn)
-                .await?
-        }
-        Target::Link(id) => {
-            let accounts = accounts::table
-                .filter(accounts::link_id.eq(id))
-                .select(accounts::account_id);
-            query
-                .filter(results::account_id.eq_any(accounts))
-                .filter(results::link_id.eq(id))
-                .load(conn)
-                .await?
-        }
-        Target::Account(id) => query.filter(results::account_id.eq(id)).load(conn).await?,
-    };
-    Ok(rows.into_iter().map(ResultRow::from).collect())
+    queries::results_after!(conn, target, after, upto, limit, [.await])
 }
 
 /// The log's newest sequence (from the counter, which survives pruning) and oldest retained.
@@ -238,7 +209,7 @@ pub(super) async fn entries_after(
     limit: i64,
 ) -> StoreResult<Vec<ResultRow>> {
     let rows: Vec<ResultRecord> = results::table
-        .select(ResultRecord::as_select())
+        .select(results::all_columns)
         .filter(results::sequence.gt(after))
         .order(results::sequence.asc())
         .limit(limit)

@@ -29,7 +29,6 @@ mod intents;
 mod lead;
 mod links;
 mod log;
-mod models;
 mod pooler;
 mod retention;
 #[rustfmt::skip]

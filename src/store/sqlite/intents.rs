@@ -8,27 +8,19 @@ use diesel::sqlite::SqliteConnection;
 
 use super::Tx;
 use super::log::append;
-use super::models::{NewResult, ResultRecord};
+use super::models::NewResult;
 use super::schema::{accounts, intent_accounts, links, refresh_intents, results};
 use crate::clock::Millis;
 use crate::domain::{IntentStatus, IntentView, NewIntent, ResultRow, ResultStatus};
-use crate::store::decide::{self, Completion, Progress, Unclaimed};
+use crate::store::decide::{self, Completion, Progress};
+use crate::store::queries;
 use crate::store::view;
 use crate::store::{DueIntent, StoreResult};
 
 /// Records an intent and its expected accounts (a no-op if it is already known). The caller
 /// has cleared its create mark, and then logs the events held for it.
 pub(super) fn register_intent(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<()> {
-    let inserted = diesel::insert_or_ignore_into(refresh_intents::table)
-        .values((
-            refresh_intents::id.eq(&new.id),
-            refresh_intents::link_id.eq(&new.link_id),
-            refresh_intents::refresh_type.eq(new.refresh_type.as_str()),
-            refresh_intents::status.eq(IntentStatus::Pending.as_str()),
-            refresh_intents::mfa_widget_token.eq(&new.mfa_widget_token),
-            refresh_intents::created_at_ms.eq(new.created_at_ms),
-        ))
-        .execute(tx.conn)?;
+    let inserted = queries::insert_intent!(tx.conn, new, [])?;
     if inserted == 1 {
         for account in &new.accounts {
             diesel::insert_or_ignore_into(intent_accounts::table)
@@ -54,40 +46,8 @@ pub(super) fn register_intent(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<(
 /// expected account, the first unattributed result since `decide::claim_since`, and writes
 /// what `decide::claims` makes of them.
 fn claim_unsolicited(tx: &mut Tx<'_>, new: &NewIntent) -> StoreResult<()> {
-    let since = decide::claim_since(new.created_at_ms);
-    let mut found = Vec::new();
-    for account in &new.accounts {
-        let first: Option<(i64, String, Millis)> = results::table
-            .filter(results::account_id.eq(account))
-            .filter(results::refresh_intent_id.eq(""))
-            .filter(results::occurred_at_ms.ge(since))
-            .order(results::sequence.asc())
-            .select((results::sequence, results::status, results::occurred_at_ms))
-            .first(tx.conn)
-            .optional()?;
-        if let Some((sequence, status, occurred_at_ms)) = first {
-            found.push(Unclaimed {
-                account_id: account.clone(),
-                sequence,
-                status: ResultStatus::parse(&status)?,
-                occurred_at_ms,
-            });
-        }
-    }
-    let claims = decide::claims(&new.accounts, found, tx.now_ms());
-    for (account, sequence) in &claims.claimed {
-        diesel::update(results::table.find(sequence))
-            .set(results::refresh_intent_id.eq(&new.id))
-            .execute(tx.conn)?;
-        answered(tx, &new.id, account, *sequence)?;
-    }
-    if let Some((done, last)) = claims.completes {
-        diesel::update(results::table.find(last))
-            .set(results::completes_intent.eq(true))
-            .execute(tx.conn)?;
-        finish(tx, &new.id, done, last)?;
-    }
-    Ok(())
+    let now = tx.now_ms();
+    queries::claim_unsolicited!(tx.conn, new, now, [])
 }
 
 /// How far a pending intent has got: each expected account's result status so far, and
@@ -130,10 +90,7 @@ pub(super) fn answered(
     account_id: &str,
     sequence: i64,
 ) -> StoreResult<()> {
-    diesel::update(intent_accounts::table.find((intent_id, account_id)))
-        .set(intent_accounts::result_sequence.eq(sequence))
-        .execute(tx.conn)?;
-    Ok(())
+    queries::write_answer!(tx.conn, intent_id, account_id, sequence, [])
 }
 
 /// Writes an intent's completion (`decide::Completion`); `sequence` is the result that
@@ -144,14 +101,7 @@ pub(super) fn finish(
     done: Completion,
     sequence: i64,
 ) -> StoreResult<()> {
-    diesel::update(refresh_intents::table.find(intent_id))
-        .set((
-            refresh_intents::status.eq(done.status.as_str()),
-            refresh_intents::completed_at_ms.eq(done.at_ms),
-            refresh_intents::completed_sequence.eq(sequence),
-        ))
-        .execute(tx.conn)?;
-    Ok(())
+    queries::write_completion!(tx.conn, intent_id, done, sequence, [])
 }
 
 /// Starts the rejected-credentials hold for a Link.
@@ -206,24 +156,8 @@ pub(super) fn pending_intents_due(
     conn: &mut SqliteConnection,
     created_before_ms: Millis,
 ) -> StoreResult<Vec<DueIntent>> {
-    let due: Vec<(String, Millis, Option<Millis>)> = refresh_intents::table
-        .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
-        .filter(refresh_intents::created_at_ms.le(created_before_ms))
-        .order(refresh_intents::created_at_ms.asc())
-        .select((
-            refresh_intents::id,
-            refresh_intents::created_at_ms,
-            refresh_intents::reconciled_at_ms,
-        ))
-        .load(conn)?;
-    Ok(due
-        .into_iter()
-        .map(|(id, created_at_ms, reconciled_at_ms)| DueIntent {
-            id,
-            created_at_ms,
-            reconciled_at_ms,
-        })
-        .collect())
+    let is_pending = refresh_intents::status.eq(IntentStatus::Pending.as_str());
+    queries::pending_intents_due!(conn, is_pending, created_before_ms, [])
 }
 
 /// Notes that the lost-webhook reconciliation ran for these intents.
@@ -237,38 +171,5 @@ pub(super) fn mark_reconciled(tx: &mut Tx<'_>, ids: &[String]) -> StoreResult<()
 
 /// The intent's current state, or `None` if it is unknown.
 pub(super) fn get_intent(conn: &mut SqliteConnection, id: &str) -> StoreResult<Option<IntentView>> {
-    let Some(row) = refresh_intents::table
-        .find(id)
-        .select((
-            refresh_intents::id,
-            refresh_intents::link_id,
-            refresh_intents::refresh_type,
-            refresh_intents::status,
-            refresh_intents::mfa_widget_token,
-            refresh_intents::created_at_ms,
-            refresh_intents::completed_at_ms,
-            refresh_intents::completed_sequence,
-        ))
-        .first(conn)
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let expected: Vec<(String, Option<i64>)> = intent_accounts::table
-        .filter(intent_accounts::refresh_intent_id.eq(id))
-        .order(intent_accounts::account_id.asc())
-        .select((
-            intent_accounts::account_id,
-            intent_accounts::result_sequence,
-        ))
-        .load(conn)?;
-    let answered = view::answered(&expected);
-    let results: Vec<ResultRow> = results::table
-        .filter(results::sequence.eq_any(&answered))
-        .select(ResultRecord::as_select())
-        .load(conn)?
-        .into_iter()
-        .map(ResultRow::from)
-        .collect();
-    Ok(Some(view::intent_view(row, expected, results)?))
+    queries::get_intent!(conn, id, [])
 }

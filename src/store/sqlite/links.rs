@@ -10,37 +10,21 @@ use super::intents::get_intent;
 use super::schema::{accounts, fintoc_key_series, idempotency_keys, links, refresh_intents};
 use crate::clock::Millis;
 use crate::domain::{IntentStatus, IntentView, RefreshType};
+use crate::store::queries;
 use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
 
 pub(super) fn link_by_token(
     conn: &mut SqliteConnection,
     token_sha256: &str,
 ) -> StoreResult<Option<KnownLink>> {
-    Ok(links::table
-        .filter(links::token_sha256.eq(token_sha256))
-        .order(links::resolved_at_ms.desc())
-        .select((links::link_id, links::rejected_at_ms))
-        .first::<(String, Option<Millis>)>(conn)
-        .optional()?
-        .map(|(link_id, rejected_at_ms)| KnownLink {
-            link_id,
-            rejected_at_ms,
-        }))
+    queries::link_by_token!(conn, token_sha256, [])
 }
 
 pub(super) fn link_by_id(
     conn: &mut SqliteConnection,
     link_id: &str,
 ) -> StoreResult<Option<KnownLink>> {
-    Ok(links::table
-        .find(link_id)
-        .select(links::rejected_at_ms)
-        .first::<Option<Millis>>(conn)
-        .optional()?
-        .map(|rejected_at_ms| KnownLink {
-            link_id: link_id.to_owned(),
-            rejected_at_ms,
-        }))
+    queries::link_by_id!(conn, link_id, [])
 }
 
 /// Records a Link resolved through Fintoc, with its current accounts.
@@ -51,19 +35,7 @@ pub(super) fn upsert_link(
     account_ids: &[String],
 ) -> StoreResult<()> {
     let now = tx.now_ms();
-    diesel::insert_into(links::table)
-        .values((
-            links::link_id.eq(link_id),
-            links::token_sha256.eq(token_sha256),
-            links::resolved_at_ms.eq(now),
-        ))
-        .on_conflict(links::link_id)
-        .do_update()
-        .set((
-            links::token_sha256.eq(token_sha256),
-            links::resolved_at_ms.eq(now),
-        ))
-        .execute(tx.conn)?;
+    queries::upsert_link!(tx.conn, link_id, token_sha256, now, [])?;
     for account in account_ids {
         diesel::replace_into(accounts::table)
             .values((
@@ -80,14 +52,7 @@ pub(super) fn pending_intent(
     conn: &mut SqliteConnection,
     link_id: &str,
 ) -> StoreResult<Option<IntentView>> {
-    let id: Option<String> = refresh_intents::table
-        .filter(refresh_intents::link_id.eq(link_id))
-        .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
-        .order(refresh_intents::created_at_ms.desc())
-        .select(refresh_intents::id)
-        .first(conn)
-        .optional()?;
-    match id {
+    match queries::pending_intent_id!(conn, link_id, [])? {
         Some(id) => get_intent(conn, &id),
         None => Ok(None),
     }
@@ -99,72 +64,25 @@ pub(super) fn last_success(
     link_id: &str,
     refresh_type: RefreshType,
 ) -> StoreResult<Option<(String, Millis)>> {
-    Ok(refresh_intents::table
-        .filter(refresh_intents::link_id.eq(link_id))
-        .filter(refresh_intents::refresh_type.eq(refresh_type.as_str()))
-        .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
-        .filter(refresh_intents::completed_at_ms.is_not_null())
-        .order(refresh_intents::completed_at_ms.desc())
-        .select((
-            refresh_intents::id,
-            refresh_intents::completed_at_ms.assume_not_null(),
-        ))
-        .first(conn)
-        .optional()?)
+    queries::last_success!(conn, link_id, refresh_type, [])
 }
 
 pub(super) fn idempotency(
     conn: &mut SqliteConnection,
     key: &str,
 ) -> StoreResult<Option<IdempotencyRecord>> {
-    let found: Option<(String, String, String, bool, Millis)> = idempotency_keys::table
-        .find(key)
-        .select((
-            idempotency_keys::token_sha256,
-            idempotency_keys::refresh_type,
-            idempotency_keys::refresh_intent_id,
-            idempotency_keys::joined_existing,
-            idempotency_keys::created_at_ms,
-        ))
-        .first(conn)
-        .optional()?;
-    Ok(found.map(
-        |(token_sha256, refresh_type, refresh_intent_id, joined_existing, created_at_ms)| {
-            IdempotencyRecord {
-                token_sha256,
-                refresh_type,
-                refresh_intent_id,
-                joined_existing,
-                created_at_ms,
-            }
-        },
-    ))
+    queries::idempotency_record!(conn, key, [])
 }
 
 /// Remembers the first answer given for `key` (a later call with the same key keeps it).
 pub(super) fn remember_key(tx: &mut Tx<'_>, key: &KeyRecord) -> StoreResult<()> {
     let now = tx.now_ms();
-    diesel::insert_or_ignore_into(idempotency_keys::table)
-        .values((
-            idempotency_keys::idempotency_key.eq(&key.key),
-            idempotency_keys::token_sha256.eq(&key.token_sha256),
-            idempotency_keys::refresh_type.eq(key.refresh_type.as_str()),
-            idempotency_keys::refresh_intent_id.eq(&key.refresh_intent_id),
-            idempotency_keys::joined_existing.eq(key.joined_existing),
-            idempotency_keys::created_at_ms.eq(now),
-        ))
-        .execute(tx.conn)?;
-    Ok(())
+    queries::remember_key!(tx.conn, key, now, [])
 }
 
 /// How many Fintoc keys of this caller key's series Fintoc has answered (0 if none).
 pub(super) fn fintoc_keys_spent(conn: &mut SqliteConnection, key: &str) -> StoreResult<u64> {
-    let spent: Option<i64> = fintoc_key_series::table
-        .find(key)
-        .select(fintoc_key_series::spent)
-        .first(conn)
-        .optional()?;
-    Ok(spent.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    queries::fintoc_keys_spent!(conn, key, [])
 }
 
 /// Raises the count of answered Fintoc keys for `key` to `spent` (never lowers it).
@@ -174,21 +92,5 @@ pub(super) fn remember_fintoc_keys_spent(
     spent: u64,
 ) -> StoreResult<()> {
     let now = tx.now_ms();
-    let spent = i64::try_from(spent).unwrap_or(i64::MAX);
-    diesel::insert_into(fintoc_key_series::table)
-        .values((
-            fintoc_key_series::idempotency_key.eq(key),
-            fintoc_key_series::spent.eq(spent),
-            fintoc_key_series::updated_at_ms.eq(now),
-        ))
-        .on_conflict(fintoc_key_series::idempotency_key)
-        .do_update()
-        .set((
-            fintoc_key_series::spent.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-                "max(spent, excluded.spent)",
-            )),
-            fintoc_key_series::updated_at_ms.eq(now),
-        ))
-        .execute(tx.conn)?;
-    Ok(())
+    queries::remember_fintoc_keys_spent!(tx.conn, key, spent, now, "max(spent, excluded.spent)", [])
 }

@@ -5,9 +5,10 @@ use diesel::sql_types::BigInt;
 use diesel::sqlite::SqliteConnection;
 
 use super::Tx;
-use super::models::{NewResult, ResultRecord};
+use super::models::NewResult;
 use super::schema::{accounts, intent_accounts, results};
 use crate::domain::{ResultRow, Target};
+use crate::store::queries;
 use crate::store::{Counts, LogBounds, StoreResult};
 
 /// Appends one result; the row comes back with its sequence and is queued for the hub.
@@ -33,35 +34,7 @@ pub(super) fn results_after(
     upto: i64,
     limit: i64,
 ) -> StoreResult<Vec<ResultRow>> {
-    let query = results::table
-        .select(ResultRecord::as_select())
-        .filter(results::sequence.gt(after))
-        .filter(results::sequence.le(upto))
-        .order(results::sequence.asc())
-        .limit(limit);
-    let rows: Vec<ResultRecord> = match target {
-        Target::Intent(id) => {
-            let answers = intent_accounts::table
-                .filter(intent_accounts::refresh_intent_id.eq(id))
-                .filter(intent_accounts::result_sequence.is_not_null())
-                .select(intent_accounts::result_sequence.assume_not_null());
-            query
-                .filter(results::sequence.eq_any(answers))
-                .filter(results::refresh_intent_id.eq(id))
-                .load(conn)?
-        }
-        Target::Link(id) => {
-            let accounts = accounts::table
-                .filter(accounts::link_id.eq(id))
-                .select(accounts::account_id);
-            query
-                .filter(results::account_id.eq_any(accounts))
-                .filter(results::link_id.eq(id))
-                .load(conn)?
-        }
-        Target::Account(id) => query.filter(results::account_id.eq(id)).load(conn)?,
-    };
-    Ok(rows.into_iter().map(ResultRow::from).collect())
+    queries::results_after!(conn, target, after, upto, limit, [])
 }
 
 #[derive(QueryableByName)]

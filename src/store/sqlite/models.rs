@@ -1,45 +1,10 @@
-//! Row types: what diesel reads and inserts, next to their conversions to domain values.
+//! What the SQLite store inserts (the rows it reads are shared: `store/rows.rs`).
 
 use diesel::prelude::*;
 
-use super::schema::{results, webhook_events};
+use super::schema::webhook_events;
 use crate::clock::Millis;
 use crate::domain::ResultRow;
-
-/// One entry of the result log as stored; [`ResultRow`] is what leaves the store.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = results)]
-pub struct ResultRecord {
-    pub sequence: i64,
-    pub account_id: String,
-    pub link_id: String,
-    pub refresh_intent_id: String,
-    pub status: String,
-    pub new_movements: i64,
-    pub public_error: String,
-    pub event_id: String,
-    pub occurred_at_ms: Millis,
-    pub committed_at_ms: Millis,
-    pub completes_intent: bool,
-}
-
-impl From<ResultRecord> for ResultRow {
-    fn from(r: ResultRecord) -> ResultRow {
-        ResultRow {
-            sequence: r.sequence,
-            account_id: r.account_id,
-            link_id: r.link_id,
-            refresh_intent_id: r.refresh_intent_id,
-            status: r.status,
-            new_movements: r.new_movements,
-            public_error: r.public_error,
-            event_id: r.event_id,
-            occurred_at_ms: r.occurred_at_ms,
-            committed_at_ms: r.committed_at_ms,
-            completes_intent: r.completes_intent,
-        }
-    }
-}
 
 /// A result about to be appended (the sequence is assigned by SQLite).
 #[derive(Debug, Clone)]

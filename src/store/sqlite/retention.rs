@@ -8,6 +8,7 @@ use super::schema::{
     fintoc_key_series, idempotency_keys, intent_accounts, refresh_intents, results, webhook_events,
 };
 use crate::clock::Millis;
+use crate::store::queries;
 use crate::store::{Pruned, StoreResult};
 
 /// Removes up to `limit` rows of each kind older than `cutoff_ms` (idempotency keys older than
@@ -19,77 +20,7 @@ pub(super) fn prune(
     key_cutoff_ms: Millis,
     limit: i64,
 ) -> StoreResult<Pruned> {
-    let mut pruned = Pruned::default();
-    // Sequences and event ids grow with arrival, so the first row young enough to keep is
-    // found by walking from the oldest end: the walk reads only what is about to be pruned.
-    let oldest_kept: Option<i64> = results::table
-        .filter(results::committed_at_ms.ge(cutoff_ms))
-        .order(results::sequence.asc())
-        .select(results::sequence)
-        .limit(1)
-        .get_result(tx.conn)
-        .optional()?;
-    let below: Vec<i64> = results::table
-        .filter(results::sequence.lt(oldest_kept.unwrap_or(i64::MAX)))
-        .order(results::sequence.asc())
-        .limit(limit)
-        .select(results::sequence)
-        .load(tx.conn)?;
-    if let Some(last) = below.last() {
-        pruned.results =
-            diesel::delete(results::table.filter(results::sequence.le(last))).execute(tx.conn)?;
-    }
-    let first_kept: Option<i64> = webhook_events::table
-        .filter(webhook_events::received_at_ms.ge(cutoff_ms))
-        .order(webhook_events::id.asc())
-        .select(webhook_events::id)
-        .limit(1)
-        .get_result(tx.conn)
-        .optional()?;
-    // Held events wait for their intent however old they are (there are at most a few).
-    let events: Vec<i64> = webhook_events::table
-        .filter(webhook_events::id.lt(first_kept.unwrap_or(i64::MAX)))
-        .filter(webhook_events::disposition.ne("held"))
-        .order(webhook_events::id.asc())
-        .limit(limit)
-        .select(webhook_events::id)
-        .load(tx.conn)?;
-    pruned.events =
-        diesel::delete(webhook_events::table.filter(webhook_events::id.eq_any(&events)))
-            .execute(tx.conn)?;
-    let intents: Vec<String> = refresh_intents::table
-        .filter(refresh_intents::completed_at_ms.lt(cutoff_ms))
-        .limit(limit)
-        .select(refresh_intents::id)
-        .load(tx.conn)?;
-    diesel::delete(
-        intent_accounts::table.filter(intent_accounts::refresh_intent_id.eq_any(&intents)),
-    )
-    .execute(tx.conn)?;
-    pruned.intents =
-        diesel::delete(refresh_intents::table.filter(refresh_intents::id.eq_any(&intents)))
-            .execute(tx.conn)?;
-    let keys: Vec<String> = idempotency_keys::table
-        .filter(idempotency_keys::created_at_ms.lt(key_cutoff_ms))
-        .limit(limit)
-        .select(idempotency_keys::idempotency_key)
-        .load(tx.conn)?;
-    pruned.keys = diesel::delete(
-        idempotency_keys::table.filter(idempotency_keys::idempotency_key.eq_any(&keys)),
-    )
-    .execute(tx.conn)?;
-    // A caller key's count of spent Fintoc keys goes with it: Fintoc forgets its keys after
-    // 24 h, well within the caller key's life.
-    let series: Vec<String> = fintoc_key_series::table
-        .filter(fintoc_key_series::updated_at_ms.lt(key_cutoff_ms))
-        .limit(limit)
-        .select(fintoc_key_series::idempotency_key)
-        .load(tx.conn)?;
-    pruned.keys += diesel::delete(
-        fintoc_key_series::table.filter(fintoc_key_series::idempotency_key.eq_any(&series)),
-    )
-    .execute(tx.conn)?;
-    Ok(pruned)
+    queries::prune!(tx.conn, cutoff_ms, key_cutoff_ms, limit, [])
 }
 
 #[cfg(test)]

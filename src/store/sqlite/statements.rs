@@ -121,7 +121,7 @@ mod tests {
 
     use super::*;
     use crate::domain::ResultRow;
-    use crate::store::sqlite::models::ResultRecord;
+    use crate::store::rows::ResultRecord;
     use crate::store::sqlite::schema::{results, webhook_events};
 
     #[tokio::test]
@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(insert_result(&mut conn, &new).unwrap(), seq + 1);
         let row: ResultRow = results::table
             .find(seq)
-            .select(ResultRecord::as_select())
+            .select(results::all_columns)
             .first::<ResultRecord>(&mut conn)
             .unwrap()
             .into();

@@ -11,220 +11,21 @@
 //!   any data, and writes every batch with multi-row inserts inside one transaction, so a
 //!   copy that fails part-way leaves the target as empty as it found it.
 //!
+//! What crosses between them — the rows, in batches — is defined below both, in `batch.rs`.
 //! Between them runs a channel of `READ_AHEAD` batches: memory stays bounded however large
 //! the store, and reading SQLite overlaps writing PostgreSQL.
 
 use std::fmt;
 
-use diesel::Queryable;
-
 use super::{is_postgres_url, postgres, redacted, sqlite};
-use crate::clock::Millis;
-use crate::domain::ResultRow;
 
-/// Rows per batch. PostgreSQL takes at most 65,535 parameters per statement; the widest
-/// table copied (results) has 11 columns.
-pub(super) const BATCH_ROWS: usize = 5_000;
-const _: () = assert!(BATCH_ROWS * 11 <= 65_535);
+pub(super) mod batch;
 
-/// Raw events per batch at most, and their bodies' bytes (bodies may be up to
-/// `--max-body-bytes` each): a batch is cut at whichever comes first, but holds at least one.
-pub(super) const BATCH_EVENTS: usize = 1_000;
-pub(super) const BATCH_EVENT_BYTES: i64 = 8 << 20;
-
-/// Batches read ahead of the writer: enough to keep both sides busy.
-pub(super) const READ_AHEAD: usize = 2;
+use batch::{BATCH_ROWS, Failed};
+pub use batch::{NOT_COPIED, Rows, Table};
 
 /// A progress line is due after this many more rows of one table (and when it is done).
 const PROGRESS_EVERY: u64 = 10_000;
-
-/// The tables copied, in the order they are copied: intents before the accounts that refer
-/// to them. Every other table of either schema is in [`NOT_COPIED`], with its reason; a unit
-/// test holds both schemas to that, so a new table cannot be forgotten by the copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
-    Links,
-    Accounts,
-    RefreshIntents,
-    IntentAccounts,
-    IdempotencyKeys,
-    FintocKeySeries,
-    Results,
-    WebhookEvents,
-}
-
-/// The tables deliberately left behind, each with why nothing is lost. A name may be absent
-/// from the schemas (a table this version does not have yet, or no longer has).
-pub const NOT_COPIED: [(&str, &str); 4] = [
-    (
-        "creates_in_flight",
-        "marks of create calls in flight on a replica; none survive the move",
-    ),
-    (
-        "log_counter",
-        "set from the SQLite log's high-water mark, not copied",
-    ),
-    (
-        "leader_lease",
-        "which replica leads the background work: a runtime lease, taken afresh",
-    ),
-    (
-        "link_turns",
-        "which replica's turn it is with a Link: runtime leases, none survive the move",
-    ),
-];
-
-impl Table {
-    pub const ALL: [Table; 8] = [
-        Table::Links,
-        Table::Accounts,
-        Table::RefreshIntents,
-        Table::IntentAccounts,
-        Table::IdempotencyKeys,
-        Table::FintocKeySeries,
-        Table::Results,
-        Table::WebhookEvents,
-    ];
-
-    /// Its name in both databases.
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Links => "links",
-            Table::Accounts => "accounts",
-            Table::RefreshIntents => "refresh_intents",
-            Table::IntentAccounts => "intent_accounts",
-            Table::IdempotencyKeys => "idempotency_keys",
-            Table::FintocKeySeries => "fintoc_key_series",
-            Table::Results => "results",
-            Table::WebhookEvents => "webhook_events",
-        }
-    }
-}
-
-/// A number of rows per table.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Rows([u64; Table::ALL.len()]);
-
-impl Rows {
-    pub fn get(&self, table: Table) -> u64 {
-        self.0[table as usize]
-    }
-
-    pub(super) fn set(&mut self, table: Table, n: u64) {
-        self.0[table as usize] = n;
-    }
-}
-
-/// What the snapshot holds, read inside its transaction before its first row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Snapshot {
-    pub rows: Rows,
-    /// The oldest and newest sequence still in the log (none when retention emptied it).
-    pub sequences: Option<(i64, i64)>,
-    /// The newest sequence ever handed out, pruned or not: the new store continues after it.
-    pub high_water: i64,
-}
-
-/// One batch of rows of one table, or the end of a table.
-#[derive(Debug)]
-pub(super) enum Batch {
-    Links(Vec<LinkRow>),
-    Accounts(Vec<AccountRow>),
-    RefreshIntents(Vec<IntentRecord>),
-    IntentAccounts(Vec<IntentAccountRow>),
-    IdempotencyKeys(Vec<KeyRow>),
-    FintocKeySeries(Vec<KeySeriesRow>),
-    Results(Vec<ResultRow>),
-    WebhookEvents(Vec<EventRow>),
-    /// Every row of this table has been sent.
-    Done(Table),
-}
-
-/// What crosses from the reader to the writer: a batch, or why the reader stopped.
-pub(super) type Read = Result<Batch, String>;
-
-// The rows as both databases store them (same columns, same order).
-
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub(super) struct LinkRow {
-    pub link_id: String,
-    pub token_sha256: String,
-    pub rejected_at_ms: Option<Millis>,
-    pub resolved_at_ms: Millis,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub(super) struct AccountRow {
-    pub account_id: String,
-    pub link_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub(super) struct IntentRecord {
-    pub id: String,
-    pub link_id: String,
-    pub refresh_type: String,
-    pub status: String,
-    pub mfa_widget_token: String,
-    pub created_at_ms: Millis,
-    pub completed_at_ms: Option<Millis>,
-    pub completed_sequence: Option<i64>,
-    pub reconciled_at_ms: Option<Millis>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub(super) struct IntentAccountRow {
-    pub refresh_intent_id: String,
-    pub account_id: String,
-    pub result_sequence: Option<i64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub(super) struct KeyRow {
-    pub idempotency_key: String,
-    pub token_sha256: String,
-    pub refresh_type: String,
-    pub refresh_intent_id: String,
-    pub joined_existing: bool,
-    pub created_at_ms: Millis,
-}
-
-/// How many Fintoc Idempotency-Keys of a caller key's series Fintoc has answered: without
-/// it, a caller retrying with its key after the move would be replayed Fintoc's stored
-/// answers (a 500 included) for a day.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub(super) struct KeySeriesRow {
-    pub idempotency_key: String,
-    pub spent: i64,
-    pub updated_at_ms: Millis,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub(super) struct EventRow {
-    pub id: i64,
-    pub event_key: String,
-    pub event_type: Option<String>,
-    pub disposition: String,
-    pub received_at_ms: Millis,
-    pub body: Vec<u8>,
-}
-
-impl Batch {
-    /// The table it belongs to, and how many rows it carries.
-    pub(super) fn table_and_len(&self) -> (Table, usize) {
-        match self {
-            Batch::Links(rows) => (Table::Links, rows.len()),
-            Batch::Accounts(rows) => (Table::Accounts, rows.len()),
-            Batch::RefreshIntents(rows) => (Table::RefreshIntents, rows.len()),
-            Batch::IntentAccounts(rows) => (Table::IntentAccounts, rows.len()),
-            Batch::IdempotencyKeys(rows) => (Table::IdempotencyKeys, rows.len()),
-            Batch::FintocKeySeries(rows) => (Table::FintocKeySeries, rows.len()),
-            Batch::Results(rows) => (Table::Results, rows.len()),
-            Batch::WebhookEvents(rows) => (Table::WebhookEvents, rows.len()),
-            Batch::Done(table) => (*table, 0),
-        }
-    }
-}
 
 /// Where a copy went wrong; each reads as one line.
 #[derive(Debug, thiserror::Error)]
@@ -237,13 +38,6 @@ pub enum CopyError {
     /// `target` has its password redacted.
     #[error("cannot copy into {target}: {why}")]
     Target { target: String, why: String },
-}
-
-/// Which side a failure inside the copy came from.
-#[derive(Debug)]
-pub(super) enum Failed {
-    Source(String),
-    Target(String),
 }
 
 /// How far the copy of one table is.
@@ -453,8 +247,8 @@ mod tests {
     #[test]
     fn every_table_of_both_schemas_is_copied_or_listed_as_not_copied_with_its_reason() {
         let schemas = [
-            ("sqlite", include_str!("sqlite/schema.rs")),
-            ("postgres", include_str!("postgres/schema.rs")),
+            ("sqlite", include_str!("../sqlite/schema.rs")),
+            ("postgres", include_str!("../postgres/schema.rs")),
         ];
         let copied: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
         for (name, why) in NOT_COPIED {

@@ -23,16 +23,16 @@ use diesel::sql_types::BigInt;
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::models::ResultRecord;
 use super::schema::{
     accounts, fintoc_key_series, idempotency_keys, intent_accounts, links, refresh_intents,
     results, webhook_events,
 };
 use crate::domain::ResultRow;
-use crate::store::copy::{
+use crate::store::copy::batch::{
     AccountRow, BATCH_EVENT_BYTES, BATCH_EVENTS, Batch, EventRow, IntentAccountRow, IntentRecord,
     KeyRow, KeySeriesRow, LinkRow, READ_AHEAD, Read, Rows, Snapshot, Table,
 };
+use crate::store::rows::ResultRecord;
 
 /// A snapshot being read: what it holds, then its batches, ending with a `Done` per table.
 pub(in crate::store) struct Export {
@@ -442,7 +442,7 @@ fn results_after(
     n: i64,
 ) -> QueryResult<Vec<ResultRow>> {
     let records: Vec<ResultRecord> = results::table
-        .select(ResultRecord::as_select())
+        .select(results::all_columns)
         .filter(results::sequence.gt(after.unwrap_or(i64::MIN)))
         .order(results::sequence)
         .limit(n)
@@ -511,128 +511,4 @@ fn events_after(conn: &mut SqliteConnection, after: i64) -> QueryResult<Vec<Even
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::seam::Backend as _;
-
-    fn write(url: &str, sql: &str) {
-        SqliteConnection::establish(url)
-            .unwrap()
-            .batch_execute(sql)
-            .unwrap();
-    }
-
-    fn results(n: usize, first_event: usize) -> String {
-        (0..n)
-            .map(|i| {
-                format!(
-                    "INSERT INTO results (account_id, link_id, refresh_intent_id, status, \
-                     new_movements, public_error, event_id, occurred_at_ms, committed_at_ms) \
-                     VALUES ('acc', '', '', 'succeeded', 0, '', 'evt_{}', 0, 0);",
-                    first_event + i
-                )
-            })
-            .collect()
-    }
-
-    async fn drain(export: &mut Export) -> (Vec<i64>, Vec<Table>) {
-        let (mut sequences, mut done) = (Vec::new(), Vec::new());
-        while let Some(read) = export.batches.recv().await {
-            match read.unwrap() {
-                Batch::Results(rows) => sequences.extend(rows.iter().map(|r| r.sequence)),
-                Batch::Done(table) => done.push(table),
-                _ => {}
-            }
-        }
-        (sequences, done)
-    }
-
-    /// The copy is the store as it was when the snapshot began: rows written and deleted
-    /// afterwards (while the reader is held back by its full channel, with most of the log
-    /// still unread) do not show. Reading page by page outside one transaction would see
-    /// them, so this fails if the snapshot is not kept.
-    #[tokio::test]
-    async fn the_snapshot_is_the_store_as_it_was_when_the_copy_began() {
-        let (dir, store) = crate::store::sqlite::tests::open().await;
-        let url = dir.path().join("t.db").to_string_lossy().into_owned();
-        write(&url, &results(100, 0));
-        let mut export = open(&url, 10).await.unwrap();
-        assert_eq!(export.snapshot.rows.get(Table::Results), 100);
-        assert_eq!(export.snapshot.sequences, Some((1, 100)));
-        // The server goes on: new results, and retention at the log's oldest end.
-        write(
-            &url,
-            &format!(
-                "{} DELETE FROM results WHERE sequence <= 50;",
-                results(5, 100)
-            ),
-        );
-        let (sequences, done) = drain(&mut export).await;
-        assert_eq!(sequences, (1..=100).collect::<Vec<_>>());
-        assert_eq!(done, Table::ALL.to_vec(), "every table ends, in order");
-        store.close().await;
-    }
-
-    /// Retention may have emptied the log: the high-water mark still comes along.
-    #[tokio::test]
-    async fn the_high_water_mark_survives_a_log_that_retention_emptied() {
-        let (dir, store) = crate::store::sqlite::tests::open().await;
-        let url = dir.path().join("t.db").to_string_lossy().into_owned();
-        write(&url, &format!("{} DELETE FROM results;", results(7, 0)));
-        let export = open(&url, 10).await.unwrap();
-        assert_eq!(export.snapshot.sequences, None);
-        assert_eq!(export.snapshot.high_water, 7);
-        store.close().await;
-    }
-
-    #[tokio::test]
-    async fn a_missing_file_or_one_that_is_not_a_store_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing.db");
-        let err = open(&missing.to_string_lossy(), 10).await.err().unwrap();
-        assert!(err.contains("no such file"), "{err}");
-        assert!(!missing.exists(), "never created");
-        let text = dir.path().join("notes.txt");
-        std::fs::write(
-            &text,
-            "not a database at all, but long enough to have a header",
-        )
-        .unwrap();
-        let err = open(&text.to_string_lossy(), 10).await.err().unwrap();
-        assert!(err.contains("not a fintoc-refresh store"), "{err}");
-        let other = dir.path().join("other.db");
-        write(&other.to_string_lossy(), "CREATE TABLE t (x INTEGER);");
-        let err = open(&other.to_string_lossy(), 10).await.err().unwrap();
-        assert!(err.contains("no migrations table"), "{err}");
-        let err = open(":memory:", 10).await.err().unwrap();
-        assert!(err.contains("in-memory"), "{err}");
-    }
-
-    /// Raw events are cut by bytes as well as by rows, each batch holding at least one.
-    #[tokio::test]
-    async fn raw_event_batches_are_cut_by_their_bodies_bytes() {
-        let (dir, store) = crate::store::sqlite::tests::open().await;
-        let url = dir.path().join("t.db").to_string_lossy().into_owned();
-        let big = BATCH_EVENT_BYTES / 2 + 1;
-        write(
-            &url,
-            &(0..3)
-                .map(|i| {
-                    format!(
-                        "INSERT INTO webhook_events (event_key, disposition, received_at_ms, \
-                         body) VALUES ('evt_{i}', 'ignored', 0, zeroblob({big}));"
-                    )
-                })
-                .collect::<String>(),
-        );
-        let mut export = open(&url, 10).await.unwrap();
-        let mut sizes = Vec::new();
-        while let Some(read) = export.batches.recv().await {
-            if let Batch::WebhookEvents(rows) = read.unwrap() {
-                sizes.push(rows.len());
-            }
-        }
-        assert_eq!(sizes, vec![1, 1, 1]);
-        store.close().await;
-    }
-}
+mod tests;

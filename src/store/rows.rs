@@ -1,15 +1,15 @@
-//! Row types of the PostgreSQL store: what diesel reads, next to their conversions to domain
-//! values.
+//! Row types both backends read, below both: diesel's `Queryable` maps by position and SQL
+//! type, which the two schemas share, so one type serves both (select them with
+//! `results::all_columns` of either schema; the columns are in the same order in both).
+//! What only one backend writes (SQLite's insert rows) stays in that backend.
 
-use diesel::prelude::*;
+use diesel::Queryable;
 
-use super::schema::results;
 use crate::clock::Millis;
 use crate::domain::ResultRow;
 
-/// One entry of the result log as stored.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = results)]
+/// One entry of the result log as stored; [`ResultRow`] is what leaves the store.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct ResultRecord {
     pub sequence: i64,
     pub account_id: String,
@@ -35,24 +35,6 @@ impl From<ResultRecord> for ResultRow {
             new_movements: r.new_movements,
             public_error: r.public_error,
             event_id: r.event_id,
-            occurred_at_ms: r.occurred_at_ms,
-            committed_at_ms: r.committed_at_ms,
-            completes_intent: r.completes_intent,
-        }
-    }
-}
-
-impl From<&ResultRow> for ResultRecord {
-    fn from(r: &ResultRow) -> ResultRecord {
-        ResultRecord {
-            sequence: r.sequence,
-            account_id: r.account_id.clone(),
-            link_id: r.link_id.clone(),
-            refresh_intent_id: r.refresh_intent_id.clone(),
-            status: r.status.clone(),
-            new_movements: r.new_movements,
-            public_error: r.public_error.clone(),
-            event_id: r.event_id.clone(),
             occurred_at_ms: r.occurred_at_ms,
             committed_at_ms: r.committed_at_ms,
             completes_intent: r.completes_intent,
