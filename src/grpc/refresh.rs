@@ -119,4 +119,32 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
     }
+
+    #[test]
+    fn wire_mistakes_are_invalid_arguments() {
+        let asked = |link_token: &str, refresh_type: i32, key: &str| {
+            validate(pb::RequestRefreshRequest {
+                link_token: link_token.to_owned(),
+                refresh_type,
+                idempotency_key: key.to_owned(),
+            })
+            .err()
+            .map(|e| e.to_string())
+        };
+        assert_eq!(asked("tok", 0, ""), None);
+        assert_eq!(asked("tok", 2, &"k".repeat(MAX_KEY_LEN)), None);
+        assert_eq!(asked("  ", 1, ""), Some("link_token is empty".into()));
+        let long = "t".repeat(MAX_TOKEN_LEN + 1);
+        assert!(!asked(&long, 1, "").unwrap().contains(&long));
+        assert!(
+            asked("tok", 99, "")
+                .unwrap()
+                .starts_with("refresh_type 99 ")
+        );
+        assert!(
+            asked("tok", 1, &"k".repeat(MAX_KEY_LEN + 1))
+                .unwrap()
+                .starts_with("idempotency_key is 256 bytes")
+        );
+    }
 }

@@ -106,4 +106,21 @@ mod tests {
         assert_eq!(later, format!("{base}-12"));
         assert!(later.len() <= 255);
     }
+
+    #[test]
+    fn a_key_record_only_for_a_caller_key() {
+        let without = Ask::new(Secret::new("t"), RefreshType::OnlyLast, None);
+        assert_eq!(record(&without, "ri_1", false), None);
+        let with = Ask::new(Secret::new("t"), RefreshType::Historical, Some("k".into()));
+        assert_eq!(
+            record(&with, "ri_1", true),
+            Some(KeyRecord {
+                key: "k".into(),
+                token_sha256: sha256_hex("t"),
+                refresh_type: RefreshType::Historical,
+                refresh_intent_id: "ri_1".into(),
+                joined_existing: true,
+            })
+        );
+    }
 }

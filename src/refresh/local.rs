@@ -107,3 +107,80 @@ pub(super) async fn answer(
         Some(Local::Cooldown { left, intent_id }) => Err(cooldown(kind, left, intent_id)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IntentStatus;
+
+    const T: Millis = 1_700_000_000_000;
+    const MIN: Millis = 60_000;
+    const HOLD: Duration = Duration::from_secs(3600);
+
+    fn pending() -> IntentView {
+        IntentView {
+            id: "ri_pending".into(),
+            link_id: "link_1".into(),
+            refresh_type: RefreshType::OnlyLast,
+            status: IntentStatus::Pending,
+            mfa_widget_token: String::new(),
+            created_at_ms: T,
+            completed_at_ms: None,
+            completed_sequence: None,
+            accounts: Vec::new(),
+        }
+    }
+
+    fn state(pending: Option<IntentView>, success_at: Option<Millis>) -> LinkState {
+        LinkState {
+            pending,
+            last_success: success_at.map(|at| ("ri_done".to_owned(), at)),
+        }
+    }
+
+    /// The asked type, the Link's state, when its credentials were rejected, now: the answer.
+    type Case = (
+        RefreshType,
+        LinkState,
+        Option<Millis>,
+        Millis,
+        Option<Local>,
+    );
+
+    #[test]
+    fn join_then_hold_then_cooldown() {
+        use RefreshType::{Historical, OnlyLast};
+        let cool = |left_s: u64| {
+            Some(Local::Cooldown {
+                left: Duration::from_secs(left_s),
+                intent_id: "ri_done".into(),
+            })
+        };
+        let held = |left_s: u64| {
+            Some(Local::Held {
+                left: Duration::from_secs(left_s),
+            })
+        };
+        #[rustfmt::skip]
+        let table: &[Case] = &[
+            // Nothing known against it: Fintoc is asked.
+            (OnlyLast, state(None, None), None, T, None),
+            // A pending intent is joined, whatever else holds.
+            (OnlyLast, state(Some(pending()), Some(T)), Some(T), T, Some(Local::Join(pending()))),
+            // The hold comes before the cooldown, and ends.
+            (OnlyLast, state(None, Some(T)), Some(T), T + MIN, held(59 * 60)),
+            (OnlyLast, state(None, None), Some(T), T + 60 * MIN, None),
+            // The cooldown is per type, and ends.
+            (OnlyLast, state(None, Some(T)), None, T + MIN, cool(4 * 60)),
+            (OnlyLast, state(None, Some(T)), None, T + 5 * MIN, None),
+            (Historical, state(None, Some(T)), None, T + 5 * MIN, cool(55 * 60)),
+        ];
+        for (kind, state, rejected_at, now, want) in table {
+            let got = decide(*kind, state.clone(), *rejected_at, HOLD, *now);
+            assert_eq!(
+                &got, want,
+                "{kind:?} {state:?} rejected {rejected_at:?} now {now}"
+            );
+        }
+    }
+}
