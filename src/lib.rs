@@ -23,9 +23,10 @@
 //!    heartbeats that are safe resume cursors, until its intent completes.
 //!
 //! A refresh out, and back:
-//! 1. [`grpc::refresh::request`] validates the call; a repeated idempotency key, a pending
-//!    intent (joined), a rejected-credentials hold or a cooldown
-//!    ([`domain::policy`]) is answered from the store without calling Fintoc.
+//! 1. [`grpc::refresh::request`] validates the call and hands it to [`refresh::run`], the
+//!    use case; a repeated idempotency key, a pending intent (joined), a rejected-credentials
+//!    hold or a cooldown ([`refresh::local`], [`domain::policy`]) is answered from the store
+//!    without calling Fintoc.
 //! 2. Otherwise, in the link token's turn ([`store::Store::link_turn`]), the Link is resolved
 //!    with [`fintoc::client::Client::get_link`], the create marked in flight
 //!    ([`store::Store::begin_create`]) so early results are held, and the intent created with
@@ -40,7 +41,8 @@
 //!
 //! Each module uses only modules of lower layers (`tests/it/layers.rs` keeps it so):
 //! `clock`, `secret`, `metrics` → `tls` → `config` → `domain` → `error` → `fintoc` →
-//! `store`, `simulator` → `hub` → `app` → `http`, `grpc`, `tasks` → `server` → `cli`.
+//! `store`, `simulator` → `hub` → `app` → `refresh` → `http`, `grpc`, `tasks` → `server` →
+//! `cli`.
 //!
 //! - [`clock`], [`secret`], [`metrics`], [`tls`], [`config`]: injected time, redaction,
 //!   Prometheus metrics, certificates and keys, settings.
@@ -57,6 +59,8 @@
 //!   [`store::copy`], which moves a SQLite store into PostgreSQL.
 //! - [`hub`]: the wake-up fan-out to watchers.
 //! - [`app`]: the state every handler shares, and what builds it.
+//! - [`refresh`]: the RequestRefresh use case (replay, join, hold, cooldown, create at
+//!   Fintoc), in domain types, so an edge only translates.
 //! - [`http`], [`grpc`]: the two surfaces — the webhook intake and probes; RefreshService.
 //! - [`tasks`]: deadlines (reconcile, timeout) and retention.
 //! - [`server`]: `serve(listeners, config, shutdown)`, the one entry `main` and tests share.
@@ -73,6 +77,7 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod refresh;
 pub mod secret;
 pub mod server;
 pub mod simulator;

@@ -1,6 +1,7 @@
 //! The gRPC side: RefreshService (`service.rs`, behind the bearer-token check in `auth.rs`)
-//! with one file per RPC that does more than a lookup — RequestRefresh in `refresh.rs`,
-//! WatchRefresh in `watch.rs` — and the conversions to wire messages (`convert.rs`).
+//! with one file per RPC that does more than a lookup — RequestRefresh in `refresh.rs` (the
+//! edge of the `crate::refresh` use case), WatchRefresh in `watch.rs` — and the conversions
+//! to wire messages (`convert.rs`).
 
 pub mod auth;
 pub mod codec;

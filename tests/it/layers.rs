@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["store", "simulator"],
     &["hub"],
     &["app"],
+    &["refresh"],
     &["http", "grpc", "tasks"],
     &["server"],
     &["cli"],
