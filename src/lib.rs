@@ -51,12 +51,16 @@
 //! - [`error`]: the one error type and its one mapping to gRPC statuses.
 //! - [`fintoc`]: the signature scheme, event payloads, the REST client and what its
 //!   failures mean to callers.
-//! - [`store`]: storage behind one seam that speaks in intentions; the SQLite backend
-//!   (`store/sqlite/`): the group-committing writer, the fsync thread, reads that answer
-//!   only with what is durable, checkpoints and the WAL's bound, the one-process lock; the PostgreSQL backend
-//!   (`store/postgres/`): one ordered log for several replicas; what both share: the pure
-//!   [`store::plan`] of a batch of results and an intent's view (`store/view.rs`);
-//!   [`store::copy`], which moves a SQLite store into PostgreSQL.
+//! - [`store`]: storage behind one seam that speaks in intentions (`store/seam.rs`: the
+//!   vocabulary and the `Backend` trait each backend implements). Every decision about a
+//!   result, a registration, a timeout and a completion is made once, without IO, in
+//!   `store/decide/`; the backends only load the facts and write the plan: SQLite
+//!   (`store/sqlite/`: the group-committing writer, the fsync thread, reads that answer only
+//!   with what is durable, checkpoints and the WAL's bound, the one-process lock) and
+//!   PostgreSQL (`store/postgres/`: one ordered log for several replicas, leases, the
+//!   pooler). Below both: the shared row types (`store/rows.rs`), the reads both make alike
+//!   (`store/queries.rs`), an intent's view (`store/view.rs`); [`store::copy`] moves a
+//!   SQLite store into PostgreSQL.
 //! - [`hub`]: the wake-up fan-out to watchers.
 //! - [`app`]: the state every handler shares, and what builds it.
 //! - [`refresh`]: the RequestRefresh use case (replay, join, hold, cooldown, create at

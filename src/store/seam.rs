@@ -111,7 +111,7 @@ pub struct IdempotencyRecord {
     pub created_at_ms: Millis,
 }
 
-/// Rows removed by one [`Store::prune`] call.
+/// Rows removed by one [`super::Store::prune`] call.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
     pub results: usize,
