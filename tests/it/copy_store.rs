@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// How one run of the binary ended.
@@ -33,7 +32,7 @@ struct Ran {
 async fn copy_store(from: &Path, to: &str) -> Ran {
     let (from, to) = (from.to_owned(), to.to_owned());
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(BIN)
+        crate::binary::command()
             .arg("copy-store")
             .arg("--from")
             .arg(&from)
