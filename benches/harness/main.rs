@@ -22,6 +22,8 @@
 //! Goals are ratios and figures printed here, never assertions in tests. Results end with one
 //! machine-readable line starting `BENCH_JSON `.
 
+#[path = "../../tests/support/binary.rs"]
+mod binary;
 mod intake;
 mod latency;
 mod load;

@@ -1,16 +1,17 @@
 //! The server under test: the release binary as a child process on port 0, with a fresh
 //! SQLite file on disk (under target/, not a tmpfs), and its RSS and CPU time from /proc.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::binary::{self, Running, Serve};
 
 pub const SECRET: &str = "whsec_bench_secret";
 pub const API_KEY: &str = "sk_test_bench";
 
+/// A running server; killed when dropped (an interrupted section leaves nothing running).
 pub struct Server {
-    pub child: Child,
+    process: Running,
     pub grpc: String,
     pub http: String,
     pub db: PathBuf,
@@ -27,7 +28,7 @@ impl Server {
     /// [`Server::start`] on `database_url` (a PostgreSQL database several may share), or
     /// on a fresh SQLite file when `None`.
     pub fn start_on(database_url: Option<&str>, args: &[&str]) -> Server {
-        Self::start_binary(env!("CARGO_BIN_EXE_fintoc-refresh"), database_url, args)
+        Self::start_binary(binary::THIS_BUILD, database_url, args)
     }
 
     /// [`Server::start_on`] with another build of the binary (`BENCH_BASELINE_BIN`: the
@@ -42,64 +43,43 @@ impl Server {
             Some(url) => PathBuf::from(url),
             None => dir.path().join("bench.db"),
         };
-        let mut child = Command::new(binary)
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--database-url")
-            .arg(&db)
+        let process = Serve::with_binary(binary)
+            .database(&db)
             .args(args)
             .args(extra.split_whitespace())
             .env("FINTOC_SECRET_KEY", API_KEY)
             .env("FINTOC_WEBHOOK_SECRET", SECRET)
             .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the server binary starts");
-        let line = BufReader::new(child.stdout.take().unwrap())
-            .lines()
-            .next()
-            .expect("a listening line")
-            .unwrap();
-        let mut parts = line.split(' ').skip(1);
-        let grpc = parts.next().unwrap().trim_start_matches("grpc=").to_owned();
-        let http = parts.next().unwrap().trim_start_matches("http=").to_owned();
+            .stderr_inherit()
+            .start();
         Server {
-            child,
-            grpc,
-            http,
+            grpc: process.grpc.clone(),
+            http: process.http.clone(),
+            process,
             db,
             _dir: dir,
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn rss_kb(&self) -> u64 {
         rss_kb(self.pid())
     }
 
-    /// SIGTERM, then wait for a clean exit.
+    /// SIGTERM, then wait for a clean exit (a SIGKILL after 20 s).
     pub fn stop(mut self) -> (PathBuf, tempfile::TempDir) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        binary::try_signal(&self.process.child, "TERM");
+        if self
+            .process
+            .exited_within(Duration::from_secs(20))
+            .is_none()
+        {
+            let _ = self.process.child.kill();
         }
-        (self.db.clone(), self._dir)
+        (self.db, self._dir)
     }
 }
 

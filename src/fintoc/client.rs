@@ -23,9 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, Url};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 pub use super::error::FintocError;
 use crate::clock::Millis;
@@ -34,27 +33,16 @@ use crate::domain::RefreshType;
 use crate::metrics::{Metrics, UpstreamLabels};
 use crate::secret::Secret;
 
+mod decode;
+
+use decode::{api_error, decode, decode_list, malformed, next_url};
+
 /// One attempt may take at most this long (less if the caller's deadline is nearer).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fintoc's documented backoff for 429 is 1, 2, 4, 8, 16 s plus up to 1 s of jitter: five
 /// retries after the first attempt.
 const MAX_ATTEMPTS: u32 = 6;
-
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    error: ErrorBody,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    #[serde(rename = "type", default)]
-    error_type: Option<String>,
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-}
 
 /// A Link as `GET /v1/links/{link_token}` returns it (only what we use).
 #[derive(Debug, Clone, Deserialize)]
@@ -547,65 +535,6 @@ fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls:
     tls_error(inner)
 }
 
-fn api_error(status: StatusCode, body: &[u8]) -> FintocError {
-    match serde_json::from_slice::<Envelope>(body) {
-        Ok(Envelope { error }) => FintocError::Api {
-            status: status.as_u16(),
-            error_type: error.error_type.unwrap_or_default(),
-            code: error.code.unwrap_or_default(),
-            message: error.message.unwrap_or_default(),
-        },
-        Err(_) => FintocError::Api {
-            status: status.as_u16(),
-            error_type: String::new(),
-            code: String::new(),
-            message: status.canonical_reason().unwrap_or("error").to_owned(),
-        },
-    }
-}
-
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FintocError> {
-    serde_json::from_slice(body).map_err(malformed)
-}
-
-/// Where and what kind of JSON problem, never the offending text (it could be a secret).
-fn malformed(e: serde_json::Error) -> FintocError {
-    let kind = match e.classify() {
-        serde_json::error::Category::Io => "unreadable",
-        serde_json::error::Category::Syntax => "not valid JSON",
-        serde_json::error::Category::Data => "JSON of an unexpected shape",
-        serde_json::error::Category::Eof => "truncated JSON",
-    };
-    FintocError::Malformed(format!("{kind} (line {}, column {})", e.line(), e.column()))
-}
-
-/// Lists are bare arrays; tolerate a `{"data": [...]}` wrapper too. (Not an untagged enum:
-/// that buffers the input and breaks `RawValue` items.)
-fn decode_list<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, FintocError> {
-    #[derive(Deserialize)]
-    struct Wrapped<T> {
-        data: Vec<T>,
-    }
-    let starts_with_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-    if starts_with_array {
-        decode(body)
-    } else {
-        decode::<Wrapped<T>>(body).map(|w| w.data)
-    }
-}
-
-/// The `rel="next"` URL of an RFC 8288 `Link` header.
-fn next_url(headers: &HeaderMap) -> Option<Url> {
-    let header = headers.get(reqwest::header::LINK)?.to_str().ok()?;
-    header.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        if !params.contains("rel=\"next\"") {
-            return None;
-        }
-        Url::parse(url.trim().trim_start_matches('<').trim_end_matches('>')).ok()
-    })
-}
-
 /// Percent-encodes a path segment (a link token is opaque: never trust its alphabet).
 fn encode_segment(s: &str) -> String {
     let mut url = Url::parse("http://x/").expect("static URL");
@@ -622,83 +551,4 @@ fn backoff(first: Duration, attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_error_envelopes_by_code() {
-        let body = br#"{"error":{"type":"invalid_request_error","code":"refresh_intent_in_progress","message":"There is already a refresh intent in progress for link_00000000.","param":null,"doc_url":"https://docs.fintoc.com/reference/errors","new":1}}"#;
-        let e = api_error(StatusCode::BAD_REQUEST, body);
-        assert_eq!(e.code(), Some("refresh_intent_in_progress"));
-        assert!(!e.retryable());
-        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
-        assert_eq!(e.code(), Some(""));
-        assert!(e.retryable());
-        let cooldown = api_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            br#"{"error":{"type":"invalid_request_error","code":"rate_limit_exceeded","message":"wait"}}"#,
-        );
-        assert!(
-            !cooldown.retryable(),
-            "the refresh cooldown is not congestion"
-        );
-        let throttled = api_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            br#"{"error":{"code":"too_many_requests"}}"#,
-        );
-        assert!(throttled.retryable());
-    }
-
-    #[test]
-    fn follows_the_link_header() {
-        let link = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(reqwest::header::LINK, HeaderValue::from_str(v).unwrap());
-            h
-        };
-        let h = link(r#"<https://api.fintoc.com/v2/events?starting_after=evt_9>; rel="next""#);
-        assert_eq!(
-            read_events_page(b"[]", &h).unwrap().1.as_deref(),
-            Some("evt_9")
-        );
-        let h = link(
-            r#"<https://api.fintoc.com/v1/links?page=1>; rel="first", <https://api.fintoc.com/v1/links?page=2>; rel="next""#,
-        );
-        assert_eq!(
-            next_url(&h).unwrap().as_str(),
-            "https://api.fintoc.com/v1/links?page=2"
-        );
-        let h = link(
-            r#"<https://api.fintoc.com/v1/links?page=1>; rel="first", <https://api.fintoc.com/v1/links?page=2>; rel="last""#,
-        );
-        assert_eq!(next_url(&h), None);
-        assert_eq!(read_events_page(b"[]", &h).unwrap().1, None);
-    }
-
-    #[test]
-    fn lists_bare_or_wrapped() {
-        let raw =
-            decode_list::<Box<serde_json::value::RawValue>>(br#" [{"id": "evt_1"}]"#).unwrap();
-        assert_eq!(raw[0].get(), r#"{"id": "evt_1"}"#);
-        assert_eq!(decode_list::<u8>(b"[1,2]").unwrap(), vec![1, 2]);
-        assert_eq!(decode_list::<u8>(br#"{"data":[3]}"#).unwrap(), vec![3]);
-        assert!(decode_list::<u8>(b"{}").is_err());
-    }
-
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(encode_segment("link_a_token_b"), "link_a_token_b");
-        assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter() {
-        for (attempt, base) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 16)] {
-            let b = backoff(Duration::from_secs(1), attempt);
-            assert!(
-                b >= Duration::from_secs(base) && b < Duration::from_secs(base + 1),
-                "{attempt}: {b:?}"
-            );
-        }
-    }
-}
+mod tests;

@@ -15,7 +15,7 @@
 //! drifts off the documented API fails here rather than in production. Time for those rules
 //! comes from the injected clock.
 //!
-//! Layout: `state.rs` the model and its rules, `api.rs` the HTTP endpoints, `deliver.rs`
+//! Layout: `state/` the model and its rules, `api/` the HTTP endpoints, `deliver.rs`
 //! webhook delivery.
 
 mod api;

@@ -5,6 +5,8 @@
 // First: its macros are in scope only in the modules declared after it.
 #[macro_use]
 mod common;
+#[path = "../support/binary.rs"]
+mod binary;
 mod client;
 mod copy_store;
 mod create_marks;

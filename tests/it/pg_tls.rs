@@ -7,18 +7,15 @@
 //! start: a non-zero exit, one line on stderr, no listening line.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use fintoc_refresh::clock::system_now_ms;
 use rcgen::{ExtendedKeyUsagePurpose, Issuer, KeyPair};
 
+use crate::binary::Serve;
 use crate::common::*;
 use crate::private_pg::{PrivatePostgres, Setup};
 use crate::replicas::{NO_FINTOC, Replica, eventually};
 use crate::tls::{authority, leaf};
-
-const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
 
 /// Files the service reads (CA certificates, its client certificate and key).
 struct Files(tempfile::TempDir);
@@ -106,46 +103,25 @@ async fn serves_over_tls(pg: &PrivatePostgres, url: &str) -> Vec<(bool, Option<S
 /// Runs `serve` on `url`, which must refuse to start: exit non-zero with one line on stderr
 /// and nothing listening. The exit code and that line.
 fn refused(url: &str) -> (i32, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
+    let mut running = Serve::new()
         .args(["--database-url", url, "--fintoc-api-url", NO_FINTOC])
         .env("FINTOC_SECRET_KEY", API_KEY)
         .env("FINTOC_WEBHOOK_SECRET", SECRET)
         .env("RUST_LOG", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + 2 * PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("serve on {url} is still running: it should have refused to start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        .stderr_piped()
+        .spawn();
+    let Some(status) = running.exited_within(2 * PATIENCE) else {
+        panic!("serve on {url} is still running: it should have refused to start");
     };
     let (mut out, mut err) = (String::new(), String::new());
-    child
+    running
+        .child
         .stdout
         .take()
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    running.take_stderr().read_to_string(&mut err).unwrap();
     assert!(!out.contains("listening"), "{url}: {out}");
     let err = err.trim_end().to_owned();
     assert_eq!(err.lines().count(), 1, "{url}: one line, got {err:?}");

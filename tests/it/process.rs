@@ -3,12 +3,10 @@
 //! the listening line to SIGTERM, runs on both backends; the rest are about the binary's
 //! flags or a SQLite file (PostgreSQL replicas under SIGKILL: `replicas.rs`).
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::binary::{self, Serve};
 use crate::common::*;
 use crate::tls::Pki;
 use fintoc_refresh::clock::system_now_ms;
@@ -16,99 +14,10 @@ use fintoc_refresh::fintoc::signature;
 use fintoc_refresh::pb::{self, refresh_service_client::RefreshServiceClient};
 use tokio_stream::StreamExt;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
+mod support;
 
-struct Running {
-    child: Child,
-    grpc: String,
-    http: String,
-    extra: Vec<String>,
-}
-
-/// A failing test must not leave its server running.
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `serve` on port 0 and reads the contract's stdout line(s).
-fn spawn(db: impl AsRef<std::ffi::OsStr>, args: &[&str], extra_lines: usize) -> Running {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--shutdown-grace",
-            "5s",
-        ])
-        .arg("--database-url")
-        .arg(db)
-        .args(args)
-        .env("FINTOC_SECRET_KEY", API_KEY)
-        .env("FINTOC_WEBHOOK_SECRET", format!("whsec_old, {SECRET}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a listening line").unwrap();
-    let rest: Vec<String> = (0..extra_lines)
-        .map(|_| lines.next().unwrap().unwrap())
-        .collect();
-    let parts: Vec<&str> = first.split(' ').collect();
-    assert_eq!(parts.len(), 3, "{first}");
-    assert_eq!(parts[0], "listening");
-    let grpc = parts[1].strip_prefix("grpc=").expect(&first).to_owned();
-    let http = parts[2].strip_prefix("http=").expect(&first).to_owned();
-    assert!(
-        !grpc.ends_with(":0") && !http.ends_with(":0"),
-        "real ports: {first}"
-    );
-    Running {
-        child,
-        grpc,
-        http,
-        extra: rest,
-    }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the process did not exit in time"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-async fn post(http: &reqwest::Client, addr: &str, body: &str) -> Result<u16, reqwest::Error> {
-    let header = signature::header(SECRET, system_now_ms() / 1000, body.as_bytes());
-    let response = http
-        .post(format!("http://{addr}/webhooks/fintoc"))
-        .header("Fintoc-Signature", header)
-        .body(body.to_owned())
-        .send()
-        .await?;
-    Ok(response.status().as_u16())
-}
+pub use support::fails_with_one_line;
+use support::{exit_code, kill_repeatedly, post, spawn};
 
 on_both_backends!(the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm);
 async fn the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm(backend: Backend) {
@@ -144,13 +53,13 @@ async fn the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm(back
     assert_eq!(status, 200);
     let got = feed.next().await.unwrap().unwrap();
     assert_eq!(got.sequence, 1);
-    sigterm(&running.child);
+    running.sigterm();
     let end = tokio::time::timeout(PATIENCE, feed.next()).await.unwrap();
     assert!(
         matches!(end, Some(Err(ref s)) if s.code() == tonic::Code::Unavailable),
         "{end:?}"
     );
-    let status = wait_exit(&mut running.child, Duration::from_secs(10));
+    let status = running.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
 }
 
@@ -173,11 +82,8 @@ async fn simulate_prints_the_demo_link_tokens_after_the_listening_line() {
             "{line}"
         );
     }
-    sigterm(&running.child);
-    assert_eq!(
-        wait_exit(&mut running.child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    running.sigterm();
+    assert_eq!(running.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
 
 #[test]
@@ -233,7 +139,7 @@ fn a_retention_shorter_than_fintocs_redelivery_window_is_refused() {
         assert!(line.contains("at least 5d"), "{line}");
         assert_eq!(exit_code(&["serve", "--simulate", "--retention", short]), 2);
     }
-    let help = Command::new(BIN)
+    let help = binary::command()
         .args(["serve", "--help"])
         .output()
         .unwrap();
@@ -265,22 +171,6 @@ fn a_database_that_cannot_be_opened_exits_1_before_the_listening_line() {
         assert!(line.contains(db), "names the database: {line}");
         assert_eq!(exit_code(&args), 1, "{db}");
     }
-}
-
-/// The exit code of the binary run with `args` (and no secrets in its environment).
-fn exit_code(args: &[&str]) -> i32 {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("FINTOC_SECRET_KEY")
-        .env_remove("FINTOC_WEBHOOK_SECRET")
-        .env_remove("GRPC_BEARER_TOKENS")
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .code()
-        .expect("an exit code, not a signal")
 }
 
 #[test]
@@ -351,30 +241,6 @@ fn bad_tls_settings_exit_with_one_line_naming_the_flag() {
     }
 }
 
-/// Runs the binary, expects failure with exactly one stderr line containing `needle` and an
-/// empty stdout; returns that line.
-pub fn fails_with_one_line(args: &[&str], env: &[(&str, &str)], needle: &str) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("FINTOC_SECRET_KEY")
-        .env_remove("FINTOC_WEBHOOK_SECRET")
-        .env_remove("GRPC_BEARER_TOKENS")
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{args:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{args:?}: one line, got {stderr:?}"
-    );
-    assert!(stderr.contains(needle), "{args:?}: {stderr}");
-    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
-    stderr
-}
-
 #[tokio::test]
 async fn the_binary_serves_mutual_tls_and_https_from_its_flags_and_drains_on_sigterm() {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -434,13 +300,13 @@ async fn the_binary_serves_mutual_tls_and_https_from_its_flags_and_drains_on_sig
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(feed.next().await.unwrap().unwrap().sequence, 1);
-    sigterm(&running.child);
+    running.sigterm();
     let end = tokio::time::timeout(PATIENCE, feed.next()).await.unwrap();
     assert!(
         matches!(end, Some(Err(ref s)) if s.code() == tonic::Code::Unavailable),
         "{end:?}"
     );
-    let status = wait_exit(&mut running.child, Duration::from_secs(10));
+    let status = running.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
 }
 
@@ -449,37 +315,25 @@ async fn the_binary_serves_mutual_tls_and_https_from_its_flags_and_drains_on_sig
 #[test]
 fn an_exposed_grpc_port_without_authentication_logs_one_warning() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--simulate",
-            "--grpc-addr",
-            "0.0.0.0:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--database-url")
-        .arg(dir.path().join("exposed.db"))
+    let mut running = Serve::new()
+        .grpc_addr("0.0.0.0:0")
+        .arg("--simulate")
+        .database(dir.path().join("exposed.db"))
         .env_remove("GRPC_BEARER_TOKENS")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        .stderr_piped()
+        .spawn();
+    let mut stdout = BufReader::new(running.child.stdout.take().unwrap()).lines();
     let first = stdout.next().unwrap().unwrap();
     assert!(first.starts_with("listening grpc=0.0.0.0:"), "{first}");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = BufReader::new(running.take_stderr()).lines();
     let warning = stderr.next().unwrap().unwrap();
     assert!(
         warning.contains("WARN") && warning.contains("accepts calls from anyone"),
         "{warning}"
     );
-    sigterm(&child);
-    assert_eq!(
-        wait_exit(&mut child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    running.sigterm();
+    assert_eq!(running.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
 
 /// Five times: concurrent senders, SIGKILL at a random moment, restart on the same file.
@@ -504,123 +358,6 @@ async fn every_acknowledged_event_survives_repeated_sigkill_while_the_wal_restar
     assert!(restarts > 0, "the WAL never restarted");
 }
 
-/// The rounds of the two tests above; the WAL restarts the killed servers had made.
-async fn kill_repeatedly(args: &[&str]) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("kill.db");
-    let acked = Arc::new(Mutex::new(BTreeSet::new()));
-    let senders = 16;
-    let rounds = 5;
-    let mut restarts = 0;
-    for round in 0..=rounds {
-        // Short heartbeats: a replay is known to be complete when its first heartbeat comes.
-        let mut args = args.to_vec();
-        args.extend(["--heartbeat-interval", "50ms"]);
-        let mut running = spawn(&db, &args, 0);
-        if round > 0 {
-            let so_far = acked.lock().unwrap().clone();
-            verify_all_stored(&running, senders, &so_far).await;
-        }
-        if round == rounds {
-            sigterm(&running.child);
-            assert_eq!(
-                wait_exit(&mut running.child, Duration::from_secs(10)).code(),
-                Some(0)
-            );
-            break;
-        }
-        let http = reqwest::Client::new();
-        let mut tasks = Vec::new();
-        for s in 0..senders {
-            let (http, addr, acked) = (http.clone(), running.http.clone(), acked.clone());
-            tasks.push(tokio::spawn(async move {
-                for i in 0.. {
-                    let id = format!("evt_r{round}_s{s}_{i}");
-                    let body = event(&id, &format!("acc_{s}"), "succeeded", system_now_ms());
-                    match post(&http, &addr, &body).await {
-                        Ok(200) => {
-                            acked.lock().unwrap().insert(id);
-                        }
-                        _ => return,
-                    }
-                }
-            }));
-        }
-        let wait = 100 + rand::random_range(0..300);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        let metrics = metrics_text(&http, &running.http).await;
-        restarts += sample(
-            &metrics,
-            "fintoc_refresh_wal_restarts_total{outcome=\"restarted\"}",
-        );
-        running.child.kill().unwrap(); // SIGKILL
-        running.child.wait().unwrap();
-        for t in tasks {
-            t.await.unwrap();
-        }
-    }
-    let total = acked.lock().unwrap().len();
-    eprintln!(
-        "{rounds} SIGKILLs under load from {senders} senders: {total} acknowledged events, all \
-         stored once; {restarts} WAL restarts before the kills"
-    );
-    assert!(total > 100, "the load was real");
-    restarts
-}
-
-async fn verify_all_stored(running: &Running, senders: usize, acked: &BTreeSet<String>) {
-    let mut client = RefreshServiceClient::connect(format!("http://{}", running.grpc))
-        .await
-        .unwrap();
-    let mut stored = BTreeSet::new();
-    let mut sequences = Vec::new();
-    for s in 0..senders {
-        let target = account_target(&format!("acc_{s}"));
-        let mut feed = client
-            .watch_refresh(pb::WatchRefreshRequest {
-                target: Some(target),
-                after_sequence: Some(0),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        loop {
-            let msg = tokio::time::timeout(PATIENCE, feed.next())
-                .await
-                .expect("the replay goes on or heartbeats")
-                .expect("the feed stays open")
-                .unwrap();
-            // A heartbeat only comes once the stream has delivered everything committed.
-            if let Some(pb::watch_refresh_response::Event::Heartbeat(_)) = msg.event {
-                break;
-            }
-            if let Some(pb::watch_refresh_response::Event::AccountResult(r)) = msg.event {
-                assert!(
-                    stored.insert(r.event_id.clone()),
-                    "stored twice: {}",
-                    r.event_id
-                );
-                sequences.push(msg.sequence);
-            }
-        }
-    }
-    let missing: Vec<_> = acked.difference(&stored).collect();
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
-    sequences.sort();
-    let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
-    assert_eq!(sequences, expected, "no gaps or duplicates in the log");
-}
-
-/// Kills a child that outlives a failing test.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Two processes on one SQLite file would each push only their own commits to their own
 /// watchers. The second `serve` must exit non-zero before announcing itself, with one line
 /// naming the holder's pid and PostgreSQL, and the first must go on serving untouched.
@@ -631,42 +368,24 @@ async fn a_second_serve_on_the_same_database_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("shared.db");
     let mut first = spawn(&db, &[], 0);
-    let mut second = KillOnDrop(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--database-url")
-            .arg(&db)
-            .env("FINTOC_SECRET_KEY", API_KEY)
-            .env("FINTOC_WEBHOOK_SECRET", SECRET)
-            // What a new user sees: the default log level.
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let status = wait_exit(&mut second.0, Duration::from_secs(10));
+    let mut second = Serve::new()
+        .database(&db)
+        .env("FINTOC_SECRET_KEY", API_KEY)
+        .env("FINTOC_WEBHOOK_SECRET", SECRET)
+        // What a new user sees: the default log level.
+        .env_remove("RUST_LOG")
+        .stderr_piped()
+        .spawn();
+    let status = second.wait_exit(Duration::from_secs(10));
     let (mut stdout, mut stderr) = (String::new(), String::new());
     second
-        .0
+        .child
         .stdout
         .take()
         .unwrap()
         .read_to_string(&mut stdout)
         .unwrap();
-    second
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    second.take_stderr().read_to_string(&mut stderr).unwrap();
     assert!(!status.success(), "{status:?}");
     assert_eq!(stdout, "", "no listening line");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
@@ -707,11 +426,8 @@ async fn a_second_serve_on_the_same_database_is_refused_while_the_first_runs() {
             break;
         }
     }
-    sigterm(&first.child);
-    assert_eq!(
-        wait_exit(&mut first.child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    first.sigterm();
+    assert_eq!(first.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
 
 /// The lock dies with its holder: right after a SIGKILL (no pause, no cleanup, the old
@@ -766,9 +482,6 @@ async fn a_new_serve_starts_right_after_the_first_is_sigkilled() {
             break;
         }
     }
-    sigterm(&second.child);
-    assert_eq!(
-        wait_exit(&mut second.child, Duration::from_secs(10)).code(),
-        Some(0)
-    );
+    second.sigterm();
+    assert_eq!(second.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }

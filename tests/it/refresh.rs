@@ -6,177 +6,14 @@ use std::time::Duration;
 
 use crate::common::*;
 use fintoc_refresh::pb::{self, RefreshStatus, RefreshType};
-use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome, SimConfig, SimLinkInfo, Simulator};
+use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-const POST_INTENTS: (&str, &str) = ("POST", "/v1/refresh_intents");
+mod flow;
+mod support;
 
-fn sim_config() -> SimConfig {
-    let mut c = SimConfig::new(API_KEY);
-    c.delivery_delay = Duration::ZERO;
-    c.mfa_delay = Duration::ZERO;
-    c.retry_base = Duration::from_millis(20);
-    c
-}
-
-async fn with_sim(backend: Backend, config: SimConfig) -> TestServer {
-    TestServer::with(Options {
-        backend,
-        simulator: Some(config),
-        tune: Some(Box::new(|c| c.fintoc_backoff = Duration::from_millis(10))),
-        ..Options::default()
-    })
-    .await
-}
-
-fn sim(server: &TestServer) -> &Simulator {
-    server.sim.as_ref().unwrap()
-}
-
-fn ok(n: u32) -> Outcome {
-    Outcome::Succeed { new_movements: n }
-}
-
-async fn request(
-    server: &TestServer,
-    token: &str,
-    key: &str,
-) -> Result<pb::RequestRefreshResponse, tonic::Status> {
-    request_typed(server, token, key, RefreshType::OnlyLast).await
-}
-
-async fn request_typed(
-    server: &TestServer,
-    token: &str,
-    key: &str,
-    kind: RefreshType,
-) -> Result<pb::RequestRefreshResponse, tonic::Status> {
-    server
-        .client()
-        .await
-        .request_refresh(pb::RequestRefreshRequest {
-            link_token: token.into(),
-            refresh_type: kind.into(),
-            idempotency_key: key.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-/// Requests a refresh and follows it to its end: (results seen, final status).
-async fn refresh_to_end(
-    server: &TestServer,
-    link: &SimLinkInfo,
-) -> (Vec<Seen>, RefreshStatus, String) {
-    let answer = request(server, &link.token, "").await.unwrap();
-    let intent = answer.refresh_intent.unwrap();
-    let mut watch = server.watch(intent_target(&intent.id), None).await;
-    let mut results = Vec::new();
-    loop {
-        match watch.next_event().await {
-            Seen::Completed { status, .. } => return (results, status, intent.id),
-            result => results.push(result),
-        }
-    }
-}
-
-on_both_backends!(happy_path_three_accounts_succeed);
-async fn happy_path_three_accounts_succeed(backend: Backend) {
-    let server = with_sim(backend, sim_config()).await;
-    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(0), ok(5)]));
-    let answer = request(&server, &link.token, "").await.unwrap();
-    assert!(!answer.joined_existing);
-    let intent = answer.refresh_intent.unwrap();
-    assert!(intent.id.starts_with("ri_"));
-    assert_eq!(intent.link_id, link.link_id);
-    assert_eq!(intent.accounts.len(), 3);
-    let mut watch = server.watch(intent_target(&intent.id), None).await;
-    let mut accounts = Vec::new();
-    for _ in 0..3 {
-        match watch.next_event().await {
-            Seen::Result {
-                account,
-                intent: ri,
-                status,
-                event,
-                ..
-            } => {
-                assert_eq!(ri, intent.id);
-                assert_eq!(status, RefreshStatus::Succeeded);
-                assert!(event.starts_with("evt_"));
-                accounts.push(account);
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    accounts.sort();
-    let mut expected = link.account_ids.clone();
-    expected.sort();
-    assert_eq!(accounts, expected);
-    assert!(matches!(
-        watch.next_event().await,
-        Seen::Completed {
-            status: RefreshStatus::Succeeded,
-            ..
-        }
-    ));
-    let got = server.get_refresh(&intent.id).await.refresh_intent.unwrap();
-    assert_eq!(got.status(), RefreshStatus::Succeeded);
-    let movements: Vec<u32> = got.accounts.iter().map(|a| a.new_movements).collect();
-    assert_eq!(movements.iter().sum::<u32>(), 6);
-    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
-}
-
-on_both_backends!(one_failed_account_fails_the_intent);
-async fn one_failed_account_fails_the_intent(backend: Backend) {
-    let server = with_sim(backend, sim_config()).await;
-    let link = sim(&server).add_link(LinkSpec::new(vec![
-        ok(1),
-        Outcome::Fail {
-            public_error: "bank down".into(),
-        },
-    ]));
-    let (results, status, _) = refresh_to_end(&server, &link).await;
-    assert_eq!(results.len(), 2);
-    assert_eq!(status, RefreshStatus::Failed);
-    // A failed refresh starts no cooldown: retrying at once reaches Fintoc.
-    let again = request(&server, &link.token, "").await.unwrap();
-    assert!(!again.joined_existing);
-    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
-}
-
-on_both_backends!(rejected_credentials_reject_the_intent_then_hold_the_link);
-async fn rejected_credentials_reject_the_intent_then_hold_the_link(backend: Backend) {
-    let server = with_sim(backend, sim_config()).await;
-    let link = sim(&server).add_link(LinkSpec::new(vec![Outcome::Reject, ok(1)]));
-    let (_, status, _) = refresh_to_end(&server, &link).await;
-    assert_eq!(status, RefreshStatus::Rejected);
-
-    let held = request(&server, &link.token, "").await.unwrap_err();
-    assert_eq!(held.code(), Code::FailedPrecondition);
-    assert!(held.message().contains("reconnect"), "{}", held.message());
-    let info = held.get_details_error_info().unwrap();
-    assert_eq!(
-        (info.reason.as_str(), info.domain.as_str()),
-        ("CREDENTIALS_REJECTED", "fintoc-refresh")
-    );
-    assert_eq!(
-        sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1),
-        1,
-        "answered locally"
-    );
-
-    // After the hold, Fintoc is asked again and says the same, mapped the same way.
-    server.clock.advance(Duration::from_secs(3601));
-    let fintoc_says = request(&server, &link.token, "").await.unwrap_err();
-    assert_eq!(fintoc_says.code(), Code::FailedPrecondition);
-    assert_eq!(
-        fintoc_says.get_details_error_info().unwrap().reason,
-        "CREDENTIALS_REJECTED"
-    );
-    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
-}
+use support::*;
 
 on_both_backends!(the_cooldown_is_answered_locally_without_calling_fintoc);
 async fn the_cooldown_is_answered_locally_without_calling_fintoc(backend: Backend) {
@@ -206,157 +43,6 @@ async fn the_cooldown_is_answered_locally_without_calling_fintoc(backend: Backen
         .unwrap();
     assert!(!historical.joined_existing);
     assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 2);
-}
-
-on_both_backends!(concurrent_requests_make_one_upstream_post_and_one_joins);
-async fn concurrent_requests_make_one_upstream_post_and_one_joins(backend: Backend) {
-    let mut config = sim_config();
-    config.delivery_delay = Duration::from_secs(600); // stays pending during the test
-    let server = with_sim(backend, config).await;
-    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
-    let (a, b) = tokio::join!(
-        request(&server, &link.token, ""),
-        request(&server, &link.token, "")
-    );
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(
-        a.refresh_intent.as_ref().unwrap().id,
-        b.refresh_intent.as_ref().unwrap().id
-    );
-    assert_eq!(
-        [a.joined_existing, b.joined_existing]
-            .iter()
-            .filter(|j| **j)
-            .count(),
-        1
-    );
-    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
-    // A later request joins too, still without a POST.
-    let c = request(&server, &link.token, "").await.unwrap();
-    assert!(c.joined_existing);
-    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
-}
-
-on_both_backends!(an_intent_in_progress_at_fintoc_is_adopted);
-async fn an_intent_in_progress_at_fintoc_is_adopted(backend: Backend) {
-    let mut config = sim_config();
-    config.delivery_delay = Duration::from_secs(600);
-    let server = with_sim(backend, config).await;
-    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
-    // Someone else (another service, the dashboard) starts a refresh at Fintoc.
-    let other = reqwest::Client::new()
-        .post(format!("{}/v1/refresh_intents", sim(&server).url()))
-        .header("Authorization", API_KEY)
-        .json(&serde_json::json!({ "link_token": link.token }))
-        .send()
-        .await
-        .unwrap();
-    let theirs: serde_json::Value = other.json().await.unwrap();
-    let answer = request(&server, &link.token, "").await.unwrap();
-    assert!(answer.joined_existing);
-    assert_eq!(
-        answer.refresh_intent.unwrap().id,
-        theirs["id"].as_str().unwrap()
-    );
-}
-
-on_both_backends!(idempotency_keys_return_the_first_answer_in_its_current_state);
-async fn idempotency_keys_return_the_first_answer_in_its_current_state(backend: Backend) {
-    let server = with_sim(backend, sim_config()).await;
-    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
-    let first = request(&server, &link.token, "key-1").await.unwrap();
-    let id = first.refresh_intent.unwrap().id;
-    let mut watch = server.watch(intent_target(&id), None).await;
-    watch.next_event().await;
-    assert!(matches!(watch.next_event().await, Seen::Completed { .. }));
-
-    // Now in cooldown, yet the repeat wins: same intent, current state, no Fintoc call.
-    let again = request(&server, &link.token, "key-1").await.unwrap();
-    assert!(!again.joined_existing);
-    let intent = again.refresh_intent.unwrap();
-    assert_eq!(intent.id, id);
-    assert_eq!(intent.status(), RefreshStatus::Succeeded);
-    assert_eq!(sim(&server).requests(POST_INTENTS.0, POST_INTENTS.1), 1);
-    // The same key for another type or link is refused.
-    let err = request_typed(&server, &link.token, "key-1", RefreshType::Historical)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("idempotency_key"));
-    let other = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
-    assert_eq!(
-        request(&server, &other.token, "key-1")
-            .await
-            .unwrap_err()
-            .code(),
-        Code::InvalidArgument
-    );
-    // Keys are remembered for at least 24 hours.
-    server.clock.advance(Duration::from_secs(24 * 3600));
-    assert_eq!(
-        request(&server, &link.token, "key-1")
-            .await
-            .unwrap()
-            .refresh_intent
-            .unwrap()
-            .id,
-        id
-    );
-}
-
-on_both_backends!(results_that_arrive_before_the_create_call_returns_are_matched);
-async fn results_that_arrive_before_the_create_call_returns_are_matched(backend: Backend) {
-    let mut config = sim_config();
-    config.deliver_before_response = true;
-    let server = with_sim(backend, config).await;
-    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), ok(2)]));
-    let answer = request(&server, &link.token, "").await.unwrap();
-    let intent = answer.refresh_intent.unwrap();
-    assert!(
-        sim(&server).deliveries().len() >= 2,
-        "webhooks were delivered before the answer"
-    );
-    let mut watch = server.watch(intent_target(&intent.id), None).await;
-    for _ in 0..2 {
-        assert!(
-            matches!(watch.next_event().await, Seen::Result { ref intent, .. } if !intent.is_empty())
-        );
-    }
-    assert!(matches!(
-        watch.next_event().await,
-        Seen::Completed {
-            status: RefreshStatus::Succeeded,
-            ..
-        }
-    ));
-    assert_eq!(server.counts().await.held_events, 0);
-}
-
-on_both_backends!(unsolicited_results_reach_link_and_account_watchers_without_an_intent);
-async fn unsolicited_results_reach_link_and_account_watchers_without_an_intent(backend: Backend) {
-    let server = with_sim(backend, sim_config()).await;
-    let link = sim(&server).add_link(LinkSpec::new(vec![ok(1)]));
-    let (_, _, _) = refresh_to_end(&server, &link).await;
-    let account = &link.account_ids[0];
-    let mut by_link = server.watch(link_target(&link.link_id), None).await;
-    by_link.next().await;
-    // Fintoc's scheduled refresh: nobody here asked for it.
-    let at = server.clock.now_ms();
-    server
-        .post_event(&event("evt_sched", account, "succeeded", at))
-        .await;
-    assert!(
-        matches!(by_link.next_event().await, Seen::Result { ref intent, ref event, .. } if intent.is_empty() && event == "evt_sched")
-    );
-    // An account whose Link was never resolved still reaches its account watchers.
-    let mut stranger = server.watch(account_target("acc_unknown"), None).await;
-    stranger.next().await;
-    server
-        .post_event(&event("evt_stranger", "acc_unknown", "failed", at))
-        .await;
-    assert!(
-        matches!(stranger.next_event().await, Seen::Result { ref intent, .. } if intent.is_empty())
-    );
 }
 
 on_both_backends!(a_dropped_webhook_is_recovered_through_the_events_endpoint);
@@ -498,32 +184,6 @@ async fn upstream_failures_map_to_clear_statuses() {
     );
 }
 
-on_both_backends!(mfa_links_return_the_widget_token_and_complete_after_the_user_does);
-async fn mfa_links_return_the_widget_token_and_complete_after_the_user_does(backend: Backend) {
-    let server = with_sim(backend, sim_config()).await;
-    let link = sim(&server).add_link(LinkSpec {
-        mfa: true,
-        ..LinkSpec::new(vec![ok(1)])
-    });
-    let answer = request(&server, &link.token, "").await.unwrap();
-    let intent = answer.refresh_intent.unwrap();
-    assert_eq!(intent.status(), RefreshStatus::Pending);
-    assert!(
-        intent.mfa_widget_token.contains("_sec_"),
-        "{}",
-        intent.mfa_widget_token
-    );
-    let mut watch = server.watch(intent_target(&intent.id), None).await;
-    watch.next_event().await;
-    assert!(matches!(
-        watch.next_event().await,
-        Seen::Completed {
-            status: RefreshStatus::Succeeded,
-            ..
-        }
-    ));
-}
-
 on_both_backends!(a_late_result_starts_the_cooldown_when_fintoc_completed_the_intent);
 /// Proves the cooldown counts from when Fintoc completed the intent (its results' event
 /// time), not from when the result reached us: a result recovered by reconciliation five
@@ -611,25 +271,6 @@ async fn a_link_with_nothing_to_refresh_is_refused_without_calling_fintocs_creat
     assert_eq!(sim(&server).requests("GET", "/v1/accounts"), 2);
 }
 
-/// The ids of the refresh intents Fintoc (the simulator) holds for a Link, newest first.
-async fn intents_at_fintoc(server: &TestServer, token: &str) -> Vec<String> {
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/v1/refresh_intents", sim(server).url()))
-        .query(&[("link_token", token)])
-        .header("Authorization", API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 on_both_backends!(a_passing_failure_of_the_create_call_is_retried_with_a_fresh_key);
 /// Fintoc keeps the first answer to an `Idempotency-Key`, failures included, so a retry
 /// that reused the key would only be handed the same 503 again. Proves the create call's own
@@ -692,21 +333,6 @@ async fn a_caller_retrying_with_its_key_after_fintoc_failed_gets_a_fresh_attempt
         intents_at_fintoc(&server, &other.token).await,
         vec![answer.refresh_intent.unwrap().id]
     );
-}
-
-/// Someone else (another service, Fintoc's dashboard) creates a refresh intent at Fintoc.
-async fn someone_else_refreshes(server: &TestServer, token: &str) -> String {
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/v1/refresh_intents", sim(server).url()))
-        .header("Authorization", API_KEY)
-        .json(&serde_json::json!({ "link_token": token }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["id"].as_str().expect("an intent").to_owned()
 }
 
 on_both_backends!(fintocs_own_cooldown_names_the_last_success_known_here);

@@ -5,101 +5,28 @@
 //! replicas. Real `serve` processes and a real PostgreSQL; what each test proves is in its
 //! doc comment. Waits are bounded conditions, never fixed sleeps.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fintoc_refresh::clock::system_now_ms;
-use fintoc_refresh::fintoc::signature;
 use fintoc_refresh::pb;
 use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome};
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::*;
 use crate::proxy::{Proxy, upstream_of};
 use crate::replicas::{
-    Balancer, NO_FINTOC, Replica, account, eventually, health_at, health_of, simulator,
+    Balancer, NO_FINTOC, Replica, account, eventually, health_of, log_of, simulator,
     until_completed,
 };
 
-/// `url` with one more query parameter.
-fn with_param(url: &str, key: &str, value: &str) -> String {
-    let mut parsed = reqwest::Url::parse(url).unwrap();
-    parsed.query_pairs_mut().append_pair(key, value);
-    parsed.to_string()
-}
+mod support;
 
-/// A plain client of the test's database (as the role the replicas use).
-async fn sql(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
-}
-
-/// The database's name in `url`.
-fn database_of(url: &str) -> String {
-    reqwest::Url::parse(url).unwrap().path()[1..].to_owned()
-}
-
-/// Posts a signed webhook to the HTTP address `addr`: the status, or None if unreachable.
-async fn post(http: &reqwest::Client, addr: &str, id: &str, account: &str) -> Option<u16> {
-    let body = event(id, account, "succeeded", system_now_ms());
-    let header = signature::header(SECRET, system_now_ms() / 1000, body.as_bytes());
-    let response = http
-        .post(format!("http://{addr}/webhooks/fintoc"))
-        .header("Fintoc-Signature", header)
-        .body(body)
-        .send()
-        .await
-        .ok()?;
-    Some(response.status().as_u16())
-}
-
-async fn readyz(http: &reqwest::Client, replica: &Replica) -> Option<u16> {
-    readyz_at(http, &replica.http).await
-}
-
-async fn readyz_at(http: &reqwest::Client, addr: &str) -> Option<u16> {
-    let response = http
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .ok()?;
-    Some(response.status().as_u16())
-}
-
-/// How many of `application`'s sessions match `condition` (SQL over pg_stat_activity `a`).
-async fn sessions(db: &tokio_postgres::Client, application: &str, condition: &str) -> i64 {
-    db.query_one(
-        &format!(
-            "SELECT count(*) FROM pg_stat_activity a WHERE a.application_name = $1 AND {condition}"
-        ),
-        &[&application],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-/// The whole log as the account feeds of `accounts` on `replica` replay it: sequence → event.
-async fn log_of(replica: &Replica, accounts: &[&str]) -> BTreeMap<u64, String> {
-    let mut seen = BTreeMap::new();
-    for acc in accounts {
-        let mut replay = replica.watch(account(acc), Some(0)).await;
-        loop {
-            match replay.next().await {
-                Seen::Result { seq, event, .. } => {
-                    assert!(seen.insert(seq, event).is_none(), "sequence {seq} twice");
-                }
-                Seen::Heartbeat { .. } => break,
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-    seen
-}
+use support::{
+    commit_continuously, database_of, not_ready, post, ready_again, readyz, sessions, sql,
+    watch_readiness, with_param,
+};
 
 /// A replica frozen (SIGSTOP) inside its group commit, holding the log counter's lock with
 /// its session `idle in transaction` (checked in pg_stat_activity and pg_locks), does not stop
@@ -152,19 +79,7 @@ async fn a_replica_frozen_inside_its_commit_loses_the_log_lock_and_the_others_ca
 
     // The survivor's readiness while A is frozen, watched until the webhook is answered.
     let watching = CancellationToken::new();
-    let watcher = tokio::spawn({
-        let (http, watching) = (http.clone(), watching.clone());
-        let b = (b.http.clone(), b.grpc.clone());
-        async move {
-            let (mut unready, mut not_serving) = (false, false);
-            while !watching.is_cancelled() {
-                unready |= readyz_at(&http, &b.0).await == Some(503);
-                not_serving |= health_at(&b.1).await == Some(ServingStatus::NotServing as i32);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            (unready, not_serving)
-        }
-    });
+    let watcher = watch_readiness(&http, &b, watching.clone());
     let started = Instant::now();
     let status = post(&http, &b.http, "evt_in_b", "acc_frz").await;
     let took = started.elapsed();
@@ -426,10 +341,7 @@ async fn a_database_turned_read_only_is_unavailable_never_internal() {
         .unwrap();
     let status = post(&http, &replica.http, "evt_ro_2", "acc_ro").await;
     assert_eq!(status, Some(503), "a webhook to a read-only database");
-    eventually("/readyz to say not ready", || async {
-        readyz(&http, &replica).await == Some(503)
-    })
-    .await;
+    not_ready(&http, &replica).await;
     let refused = replica
         .client()
         .await
@@ -457,10 +369,7 @@ async fn a_database_turned_read_only_is_unavailable_never_internal() {
         post(&http, &replica.http, "evt_ro_2", "acc_ro").await == Some(200)
     })
     .await;
-    eventually("ready again", || async {
-        readyz(&http, &replica).await == Some(200)
-    })
-    .await;
+    ready_again(&http, &replica).await;
 }
 
 /// A statement of the writer cancelled by the server (an operator's pg_cancel_backend, as
@@ -548,10 +457,7 @@ async fn a_black_holed_database_answers_every_caller_in_time() {
         assert_eq!(status, Some(503), "after {took:?}; {}", replica.stderr());
         assert!(took < Duration::from_secs(6), "answered after {took:?}");
     }
-    eventually("/readyz to say not ready", || async {
-        readyz(&http, &replica).await == Some(503)
-    })
-    .await;
+    not_ready(&http, &replica).await;
     eventually("gRPC health to say NOT_SERVING", || async {
         health_of(&replica).await == Some(ServingStatus::NotServing as i32)
     })
@@ -584,10 +490,7 @@ async fn a_black_holed_database_answers_every_caller_in_time() {
         post(&http, &replica.http, "evt_bh_back", "acc_bh").await == Some(200)
     })
     .await;
-    eventually("ready again", || async {
-        readyz(&http, &replica).await == Some(200)
-    })
-    .await;
+    ready_again(&http, &replica).await;
 }
 
 /// The log rewound under a running replica (a failover that lost commits, a restored
@@ -657,10 +560,8 @@ async fn a_rewound_log_stops_the_replica_and_no_sequence_is_handed_out_twice() {
 /// whenever a commit fell in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_starts_its_hub_where_its_log_tail_starts() {
-    use bytes::Bytes;
     use fintoc_refresh::app::App;
     use fintoc_refresh::config::Config;
-    use fintoc_refresh::fintoc::event::decode;
     let db = Arc::new(PgDb::create().await);
     let busy = TestServer::with(Options {
         backend: Backend::Postgres,
@@ -669,23 +570,7 @@ async fn a_replica_starts_its_hub_where_its_log_tail_starts() {
     })
     .await;
     let stop = CancellationToken::new();
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (store, stop) = (busy.app.store.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.is_cancelled() {
-                    let body = event(&format!("evt_start_{w}_{i}"), "acc_start", "succeeded", 0);
-                    let decoded = decode(body.as_bytes());
-                    store
-                        .ingest_webhook(Bytes::from(body), decoded, 0)
-                        .await
-                        .unwrap();
-                    i += 1;
-                }
-            })
-        })
-        .collect();
+    let writers = commit_continuously(&busy.app.store, 4, &stop);
     let slow = Proxy::start(upstream_of(&db.url)).await;
     slow.delay_new_connections(Duration::from_millis(700));
     let mut ahead = Vec::new();

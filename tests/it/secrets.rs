@@ -6,9 +6,9 @@
 //! Positive controls make sure each place was really looked at.
 
 use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::binary::{self, Serve};
 use crate::common::*;
 use fintoc_refresh::clock::system_now_ms;
 use fintoc_refresh::fintoc::signature;
@@ -18,7 +18,6 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fintoc-refresh");
 const KEY: &str = "sk_test_KEYSECRETq3Vx91Lm";
 const HOOK: &str = "whsec_HOOKSECRETb7Zp20Tn";
 const OTHER_HOOK: &str = "whsec_ROTATEDOUTk4Wd55Qa";
@@ -155,33 +154,15 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
     // service's intake address.
     let sim_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim_url = format!("http://{}", sim_listener.local_addr().unwrap());
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--database-url")
-        .arg(&db)
+    let mut running = Serve::new()
+        .database(&db)
         .args(["--fintoc-api-url", &sim_url, "--log-format", "json"])
         .env("FINTOC_SECRET_KEY", KEY)
         .env("FINTOC_WEBHOOK_SECRET", format!("{OTHER_HOOK},{HOOK}"))
         .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    {
-        use std::io::BufRead;
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
-    }
-    let mut parts = line.trim().split(' ').skip(1);
-    let grpc = parts.next().unwrap().trim_start_matches("grpc=").to_owned();
-    let http = parts.next().unwrap().trim_start_matches("http=").to_owned();
+        .stderr_file(std::fs::File::create(&log_path).unwrap())
+        .start();
+    let (grpc, http) = (running.grpc.clone(), running.http.clone());
 
     let mut config = SimConfig::new(KEY);
     config.delivery_delay = Duration::ZERO;
@@ -248,11 +229,8 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
     assert_clean("the metrics", &metrics);
     assert_clean("error messages", &errors);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    running.sigterm();
+    let status = tokio::task::spawn_blocking(move || running.child.wait().unwrap())
         .await
         .unwrap();
     assert!(status.success());
@@ -287,7 +265,7 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
         &["serve", "--help"][..],
         &["serve", "--heartbeat-interval", "x"][..],
     ] {
-        let out = Command::new(BIN)
+        let out = binary::command()
             .args(args)
             .env("FINTOC_SECRET_KEY", KEY)
             .env("FINTOC_WEBHOOK_SECRET", HOOK)

@@ -401,7 +401,7 @@ async fn the_human_client_follows_an_intent_on_a_secured_server() {
     let body = event("evt_cli", "acc_cli", "succeeded", server.clock.now_ms());
     assert_eq!(server.post_event(&body).await.0, 200);
     let run = |token: Option<&'static str>, client_cert: bool| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fintoc-refresh"));
+        let mut command = crate::binary::command();
         command
             .args(["watch", "--refresh-intent-id", "ri_cli", "--server"])
             .arg(format!("https://{}", server.grpc))

@@ -7,15 +7,9 @@ use crate::common::*;
 use fintoc_refresh::pb::{self, RefreshStatus};
 use tonic::Code;
 
-async fn post_n(server: &TestServer, account: &str, n: usize, prefix: &str) {
-    let now = server.clock.now_ms();
-    for i in 0..n {
-        let (status, _) = server
-            .post_event(&event(&format!("{prefix}{i}"), account, "succeeded", now))
-            .await;
-        assert_eq!(status, 200);
-    }
-}
+mod support;
+
+use support::post_n;
 
 on_both_backends!(a_late_watcher_gets_the_full_replay_then_live_results);
 async fn a_late_watcher_gets_the_full_replay_then_live_results(backend: Backend) {

@@ -1,0 +1,280 @@
+//! The unit tests of `client.rs`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tonic::{Request, Response};
+
+use super::*;
+use crate::pb::RefreshStatus as S;
+use crate::pb::refresh_service_server::{RefreshService, RefreshServiceServer};
+
+type Script = Vec<Result<pb::WatchRefreshResponse, Status>>;
+
+/// A fake server: each WatchRefresh call plays the next script and records its cursor.
+#[derive(Default, Clone)]
+struct Scripted {
+    scripts: Arc<Mutex<VecDeque<Script>>>,
+    cursors: Arc<Mutex<Vec<Option<u64>>>>,
+}
+
+#[tonic::async_trait]
+impl RefreshService for Scripted {
+    async fn request_refresh(
+        &self,
+        _: Request<pb::RequestRefreshRequest>,
+    ) -> Result<Response<pb::RequestRefreshResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    type WatchRefreshStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::WatchRefreshResponse, Status>>>;
+
+    async fn watch_refresh(
+        &self,
+        request: Request<pb::WatchRefreshRequest>,
+    ) -> Result<Response<Self::WatchRefreshStream>, Status> {
+        self.cursors
+            .lock()
+            .unwrap()
+            .push(request.into_inner().after_sequence);
+        let script = self.scripts.lock().unwrap().pop_front().unwrap_or_default();
+        Ok(Response::new(tokio_stream::iter(script)))
+    }
+
+    async fn get_refresh(
+        &self,
+        _: Request<pb::GetRefreshRequest>,
+    ) -> Result<Response<pb::GetRefreshResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+}
+
+/// Runs `follow` against the scripts on a port-0 server, in plain mode.
+async fn follow_scripts(
+    target: Target,
+    scripts: Vec<Script>,
+) -> (ExitCode, Vec<Option<u64>>, String, String) {
+    let fake = Scripted::default();
+    fake.scripts.lock().unwrap().extend(scripts);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .add_service(RefreshServiceServer::new(fake.clone()))
+        .serve_with_incoming(incoming);
+    tokio::spawn(server);
+    let args = ConnectArgs::plain(addr.to_string());
+    let mut client = connect::connect(&args, Credentials::default())
+        .await
+        .unwrap();
+    let mut display = Display::new(Mode::Plain, Vec::new(), Vec::new(), true);
+    let code = follow(&mut client, target, None, &mut display).await;
+    let out = String::from_utf8(display.out).unwrap();
+    let err = String::from_utf8(display.err).unwrap();
+    let cursors = fake.cursors.lock().unwrap().clone();
+    (code, cursors, out, err)
+}
+
+fn result(id: &str, status: S) -> pb::AccountResult {
+    pb::AccountResult {
+        account_id: id.into(),
+        status: status.into(),
+        ..Default::default()
+    }
+}
+
+fn account(sequence: u64, id: &str, status: S) -> pb::WatchRefreshResponse {
+    let event = Event::AccountResult(result(id, status));
+    pb::WatchRefreshResponse {
+        sequence,
+        event: Some(event),
+    }
+}
+
+fn completed(
+    sequence: u64,
+    status: S,
+    accounts: Vec<pb::AccountResult>,
+) -> pb::WatchRefreshResponse {
+    let intent = pb::RefreshIntent {
+        id: "ri_1".into(),
+        status: status.into(),
+        accounts,
+        ..Default::default()
+    };
+    pb::WatchRefreshResponse {
+        sequence,
+        event: Some(Event::RefreshCompleted(intent)),
+    }
+}
+
+fn heartbeat(sequence: u64) -> pb::WatchRefreshResponse {
+    let event = Event::Heartbeat(pb::Heartbeat { server_time: None });
+    pb::WatchRefreshResponse {
+        sequence,
+        event: Some(event),
+    }
+}
+
+#[tokio::test]
+async fn an_intent_resumes_after_the_last_sequence_when_the_server_restarts() {
+    let accounts = vec![result("acc_a", S::Succeeded), result("acc_b", S::Succeeded)];
+    let scripts = vec![
+        vec![
+            Ok(account(1, "acc_a", S::Succeeded)),
+            Err(Status::unavailable("restarting")),
+        ],
+        vec![
+            Ok(account(4, "acc_b", S::Succeeded)),
+            Ok(completed(4, S::Succeeded, accounts)),
+        ],
+    ];
+    let target = Target::RefreshIntentId("ri_1".into());
+    let (code, cursors, out, err) = follow_scripts(target, scripts).await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert_eq!(cursors, [None, Some(1)]);
+    assert_eq!(
+        out,
+        "#1 account acc_a SUCCEEDED new_movements=0\n\
+         #4 account acc_b SUCCEEDED new_movements=0\n\
+         #4 refresh ri_1 SUCCEEDED: 2 succeeded (0 new movements)\n"
+    );
+    assert_eq!(
+        err,
+        "connection lost (UNAVAILABLE: restarting); reconnecting in 500ms \
+         (attempt 1 of 5, resuming after #1)\n"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_intent_exits_1() {
+    let scripts = vec![vec![
+        Ok(account(2, "acc_a", S::Failed)),
+        Ok(completed(2, S::Failed, vec![result("acc_a", S::Failed)])),
+    ]];
+    let target = Target::RefreshIntentId("ri_1".into());
+    let (code, ..) = follow_scripts(target, scripts).await;
+    assert_eq!(code, ExitCode::from(1));
+}
+
+#[tokio::test]
+async fn a_feed_from_now_resumes_after_its_first_heartbeat_and_other_errors_exit_2() {
+    let scripts = vec![vec![Ok(heartbeat(9))], vec![Err(Status::internal("boom"))]];
+    let (code, cursors, out, _) = follow_scripts(Target::LinkId("link_1".into()), scripts).await;
+    assert_eq!(code, ExitCode::from(2));
+    assert_eq!(cursors, [None, Some(9)]);
+    assert_eq!(out, "#9 heartbeat \n");
+}
+
+#[tokio::test]
+async fn an_intent_stream_ending_without_its_outcome_is_an_error() {
+    let scripts = vec![vec![Ok(account(1, "acc_a", S::Succeeded))]];
+    let target = Target::RefreshIntentId("ri_1".into());
+    let (code, cursors, ..) = follow_scripts(target, scripts).await;
+    assert_eq!(code, ExitCode::from(2));
+    assert_eq!(cursors, [None]);
+}
+
+fn pending_intent(mfa: &str) -> pb::RefreshIntent {
+    pb::RefreshIntent {
+        id: "ri_1".into(),
+        link_id: "link_1".into(),
+        status: S::Pending.into(),
+        accounts: vec![result("acc_a", S::Pending)],
+        mfa_widget_token: mfa.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn plain_refresh_shows_mfa_and_hides_heartbeats() {
+    let mut d = Display::new(Mode::Plain, Vec::new(), Vec::new(), false);
+    d.requested(&pending_intent("wt_1"), false).unwrap();
+    d.message(&heartbeat(3)).unwrap();
+    d.message(&account(4, "acc_a", S::Succeeded)).unwrap();
+    let out = String::from_utf8(d.out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        lines[0],
+        "refresh ri_1 of link link_1 (ONLY_LAST, new): expecting 1 account(s): acc_a"
+    );
+    assert!(lines[1].starts_with("mfa required:") && lines[1].contains("widget_token=wt_1"));
+    assert_eq!(lines[2], "#4 account acc_a SUCCEEDED new_movements=0");
+}
+
+#[test]
+fn json_watch_writes_one_object_per_message_heartbeats_included() {
+    let mut d = Display::new(Mode::Json, Vec::new(), Vec::new(), true);
+    d.message(&heartbeat(3)).unwrap();
+    d.note("reconnecting").unwrap();
+    assert_eq!(
+        String::from_utf8(d.out).unwrap(),
+        "{\"event\":\"heartbeat\",\"sequence\":3,\"server_time\":null}\n"
+    );
+    assert_eq!(String::from_utf8(d.err).unwrap(), "reconnecting\n");
+}
+
+#[test]
+fn live_watch_replaces_a_heartbeat_with_the_next_line() {
+    let mut d = Display::new(Mode::Live, Vec::new(), Vec::new(), true);
+    d.message(&heartbeat(3)).unwrap();
+    d.message(&heartbeat(4)).unwrap();
+    let out = String::from_utf8(d.out).unwrap();
+    assert_eq!(out.matches(REPLACE_LINE).count(), 1);
+    assert!(out.ends_with(&format!("{REPLACE_LINE}\x1b[2m#4 heartbeat \x1b[0m\n")));
+}
+
+#[test]
+fn live_refresh_redraws_the_board_and_puts_notes_in_its_footer() {
+    let mut d = Display::new(Mode::Live, Vec::new(), Vec::new(), false);
+    d.requested(&pending_intent(""), true).unwrap();
+    d.out.clear();
+    d.note("reconnecting").unwrap();
+    assert_eq!(
+        String::from_utf8(std::mem::take(&mut d.out)).unwrap(),
+        "\x1b[2A\r\x1b[2K  acc_a  \x1b[33mPENDING\x1b[0m\n\r\x1b[2Kreconnecting\n"
+    );
+    d.message(&completed(
+        5,
+        S::Succeeded,
+        vec![result("acc_a", S::Succeeded)],
+    ))
+    .unwrap();
+    let out = String::from_utf8(d.out).unwrap();
+    assert!(out.ends_with("\r\x1b[2Krefresh ri_1 SUCCEEDED: 1 succeeded (0 new movements)\n"));
+    assert!(d.err.is_empty());
+}
+
+#[test]
+fn arguments_become_requests() {
+    let args = RefreshArgs {
+        link_token: "tok".into(),
+        historical: true,
+        connection: ConnectArgs::plain("x"),
+        json: false,
+        idempotency_key: Some("k1".into()),
+    };
+    let request = refresh_request(&args);
+    assert_eq!(request.refresh_type, i32::from(RefreshType::Historical));
+    assert_eq!(request.idempotency_key, "k1");
+    let watch = WatchArgs {
+        link_id: None,
+        account_id: Some("acc_1".into()),
+        refresh_intent_id: None,
+        after: Some(3),
+        connection: ConnectArgs::plain("x"),
+        json: false,
+    };
+    assert_eq!(
+        watch_target(&watch),
+        Some(Target::AccountId("acc_1".into()))
+    );
+}
+
+#[test]
+fn reconnects_back_off_briefly() {
+    let delays: Vec<u128> = (1..=6).map(|n| backoff(n).as_millis()).collect();
+    assert_eq!(delays, [500, 1000, 2000, 4000, 4000, 4000]);
+}
