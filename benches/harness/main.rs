@@ -17,11 +17,14 @@
 //!   transaction, cross-replica push latency, memory per idle stream on a replica (and the
 //!   same intake with another build, `BENCH_BASELINE_BIN`, alternated);
 //! - PostgreSQL behind PgBouncer in transaction mode: intake and reads against a direct
-//!   connection.
+//!   connection;
+//! - before/after: the SQLite intake and push latency of another build (`BENCH_BASELINE_BIN`)
+//!   and this one, alternated (`--only baseline`; skipped, and said so, without it).
 //!
 //! Goals are ratios and figures printed here, never assertions in tests. Results end with one
 //! machine-readable line starting `BENCH_JSON `.
 
+mod baseline;
 #[path = "../../tests/support/binary.rs"]
 mod binary;
 mod intake;
@@ -52,7 +55,7 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler` runs one section.
+    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler|baseline` runs one section.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -123,6 +126,11 @@ fn main() {
         } else {
             skipped()
         };
+        let baseline = if wanted("baseline") {
+            baseline::run(&mode).await
+        } else {
+            skipped()
+        };
         println!("\ntotal time {:.0}s", started.elapsed().as_secs_f64());
         let summary = json!({
             "mode": if quick { "quick" } else { "full" },
@@ -135,6 +143,7 @@ fn main() {
             "sqlite_wal": wal,
             "postgres": postgres,
             "postgres_behind_pgbouncer": pooler,
+            "before_after": baseline,
         });
         println!("BENCH_JSON {summary}");
     });
