@@ -27,6 +27,12 @@ pub enum AppError {
         "after_sequence {after} is older than the retained log; the oldest available sequence is {oldest}: resume with after_sequence = 0 to read everything retained"
     )]
     CursorExpired { after: u64, oldest: u64 },
+    /// A watch stream reached `--max-stream-age`: it ends so the client reconnects (perhaps to
+    /// another replica) and resumes after `after`, the heartbeat it was just sent.
+    #[error(
+        "this stream reached its age limit (--max-stream-age), so clients spread over the servers; reconnect and resume with after_sequence = {after}"
+    )]
+    StreamMaxAge { after: u64 },
     /// The resume cursor is past the end of the log (a cursor from another database?).
     #[error("after_sequence {after} is ahead of the log, whose newest sequence is {newest}")]
     CursorAhead { after: u64, newest: u64 },
@@ -75,7 +81,7 @@ impl AppError {
                 Code::FailedPrecondition
             }
             AppError::Unauthenticated(_) => Code::Unauthenticated,
-            AppError::Unavailable(_) => Code::Unavailable,
+            AppError::Unavailable(_) | AppError::StreamMaxAge { .. } => Code::Unavailable,
             AppError::Exhausted(_) => Code::ResourceExhausted,
             AppError::Upstream(_) | AppError::Internal { .. } => Code::Internal,
         }
@@ -98,6 +104,11 @@ impl From<AppError> for Status {
                 code,
                 err.to_string(),
                 info("CURSOR_EXPIRED", &[("oldest_sequence", oldest.to_string())]),
+            ),
+            AppError::StreamMaxAge { after } => Status::with_error_details(
+                code,
+                err.to_string(),
+                info("STREAM_MAX_AGE", &[("after_sequence", after.to_string())]),
             ),
             AppError::CursorAhead { newest, .. } => Status::with_error_details(
                 code,

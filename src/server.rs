@@ -116,6 +116,11 @@ pub async fn run(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(app.config.max_concurrent_streams)
+        // Connections age like streams, so new calls too land on new replicas after a deploy.
+        // The grace outlasts a whole stream life (+10 %): a stream opened just before the
+        // connection stops taking new ones still ends on its own terms, with its heartbeat.
+        .max_connection_age(app.config.max_stream_age)
+        .max_connection_age_grace(app.config.max_stream_age * 11 / 10 + KEEPALIVE_TIMEOUT)
         // Unary calls; a watch stream's handler returns at once and is not cut by this.
         .timeout(app.config.request_timeout)
         .add_service(health_service)

@@ -83,6 +83,7 @@ pub async fn measure(
             .watch_refresh(pb::WatchRefreshRequest {
                 target: Some(target),
                 after_sequence: None,
+                ..Default::default()
             })
             .await
             .expect("watch")

@@ -67,6 +67,7 @@ pub async fn run(mode: &Mode) -> Value {
             .watch_refresh(pb::WatchRefreshRequest {
                 target: Some(Target::AccountId(format!("acc_{}", i % ACCOUNTS))),
                 after_sequence: None,
+                ..Default::default()
             })
             .await
             .expect("open a watch stream")

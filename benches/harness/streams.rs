@@ -44,6 +44,7 @@ pub async fn measure(server: &Server) -> Value {
             .watch_refresh(pb::WatchRefreshRequest {
                 target: Some(Target::AccountId("acc_warm".into())),
                 after_sequence: None,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -63,6 +64,7 @@ pub async fn measure(server: &Server) -> Value {
             .watch_refresh(pb::WatchRefreshRequest {
                 target: Some(Target::AccountId("acc_fan".into())),
                 after_sequence: None,
+                ..Default::default()
             })
             .await
             .expect("open a watch stream")

@@ -192,6 +192,7 @@ async fn open(
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(Target::AccountId(account.to_owned())),
             after_sequence: after,
+            ..Default::default()
         })
         .await
         .expect("watch")

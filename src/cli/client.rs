@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tonic::{Code, Status, Streaming};
+use tonic_types::StatusExt;
 
 use super::connect::{self, Client, ConnectArgs, Credentials};
 use super::render::{self, Board};
@@ -148,6 +149,7 @@ async fn follow<O: Write, E: Write>(
         let request = pb::WatchRefreshRequest {
             target: Some(target.clone()),
             after_sequence: cursor,
+            statuses: Vec::new(),
         };
         let drained = match client.watch_refresh(request).await {
             Ok(stream) => drain(stream.into_inner(), &mut cursor, &mut failures, display).await,
@@ -163,6 +165,11 @@ async fn follow<O: Write, E: Write>(
             Ok(Drained::Ended) => Status::unavailable("the server ended the feed"),
             Err(status) => status,
         };
+        if ended_by_age(&status) {
+            // The server let go on purpose (--max-stream-age) after a heartbeat: resume at
+            // once, and quietly — nothing went wrong.
+            continue;
+        }
         if status.code() != Code::Unavailable || failures >= RECONNECT_ATTEMPTS {
             return fail(&render::error_line("watch failed", &status));
         }
@@ -208,6 +215,15 @@ fn outcome_code(status: i32) -> ExitCode {
 /// 0.5s, 1s, 2s, then 4s: short, because a restarting server is usually back within seconds.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500 << attempt.clamp(1, 4).saturating_sub(1))
+}
+
+/// Whether the server ended the stream because it reached `--max-stream-age` (ErrorInfo
+/// reason `STREAM_MAX_AGE`), not because anything failed.
+fn ended_by_age(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && status.get_details_error_info().is_some_and(|info| {
+            info.domain == crate::error::DOMAIN && info.reason == "STREAM_MAX_AGE"
+        })
 }
 
 fn reconnect_note(status: &Status, delay: Duration, attempt: u32, cursor: Option<u64>) -> String {

@@ -48,6 +48,8 @@ const HTTP_TLS_KEY: Setting = Setting {
 /// that point at it (honoured 48 h, `domain::policy::KEY_TTL`) and the `Idempotency-Key`s
 /// sent to Fintoc for it (24 h). Five days covers both.
 pub const MIN_RETENTION: Duration = Duration::from_secs(5 * 86_400);
+/// The shortest `--max-stream-age` accepted.
+pub const MIN_STREAM_AGE: Duration = Duration::from_secs(1);
 
 /// Shorter tokens are refused: a static token is only as strong as it is long and random.
 const MIN_TOKEN_LEN: usize = 16;
@@ -89,6 +91,11 @@ pub struct ServeArgs {
     /// Heartbeat period on idle watch streams.
     #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
+    /// A watch stream ends after about this long (each ±10 %) with a heartbeat and
+    /// UNAVAILABLE, and gRPC connections are recycled as old: clients resume with their
+    /// cursor and spread over the replicas after a deploy or a scale-up.
+    #[arg(long, env = "MAX_STREAM_AGE", default_value = "30m", value_parser = parse_duration)]
+    pub max_stream_age: Duration,
     /// Reconcile a pending intent through Fintoc's events endpoint this long after creation.
     #[arg(long, env = "RECONCILE_AFTER", default_value = "5m", value_parser = parse_duration)]
     pub reconcile_after: Duration,
@@ -165,6 +172,8 @@ pub struct Config {
     pub fintoc_secret_key: Secret,
     pub webhook_secrets: Vec<Secret>,
     pub heartbeat_interval: Duration,
+    /// How long a watch stream lives (each ±10 %) before it ends resumable.
+    pub max_stream_age: Duration,
     pub reconcile_after: Duration,
     pub refresh_timeout: Duration,
     pub rejected_hold: Duration,
@@ -304,6 +313,13 @@ impl ServeArgs {
                 return Err(ConfigError(format!("{name} must be greater than zero")));
             }
         }
+        if self.max_stream_age < MIN_STREAM_AGE {
+            return Err(ConfigError(format!(
+                "--max-stream-age (MAX_STREAM_AGE) must be at least {}: streams that end \
+                 sooner spend their life reconnecting",
+                format_duration(MIN_STREAM_AGE)
+            )));
+        }
         if self.reconcile_after >= self.refresh_timeout {
             return Err(ConfigError(format!(
                 "--reconcile-after ({}) must be shorter than --refresh-timeout ({}): \
@@ -414,6 +430,7 @@ impl ServeArgs {
             fintoc_secret_key: Secret::new(secret_key.unwrap_or_default()),
             webhook_secrets,
             heartbeat_interval: self.heartbeat_interval,
+            max_stream_age: self.max_stream_age,
             reconcile_after: self.reconcile_after,
             refresh_timeout: self.refresh_timeout,
             rejected_hold: self.rejected_hold,

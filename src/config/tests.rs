@@ -67,6 +67,7 @@ const SECRETS: &[(&str, &str)] = &[
 fn defaults_and_secrets() {
     let c = config(&[], SECRETS).unwrap();
     assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+    assert_eq!(c.max_stream_age, Duration::from_secs(1800));
     assert_eq!(c.refresh_timeout, Duration::from_secs(1800));
     assert_eq!(c.retention, Duration::from_secs(7 * 86400));
     assert_eq!(c.database_url, "fintoc-refresh.db");
@@ -95,6 +96,11 @@ fn bad_settings_name_the_problem() {
             &["--fintoc-api-url", "ftp://x"],
             SECRETS,
             "--fintoc-api-url",
+        ),
+        (
+            &["--max-stream-age", "500ms"],
+            SECRETS,
+            "--max-stream-age (MAX_STREAM_AGE) must be at least 1s",
         ),
         (
             &["--fintoc-api-url", "not a url"],

@@ -10,6 +10,12 @@
 //! its cursor: a slow watcher is late, never wrong. If a read fails mid-stream, the stream
 //! ends UNAVAILABLE naming its cursor; if retention pruned past the cursor meanwhile, it ends
 //! OUT_OF_RANGE (`CURSOR_EXPIRED`) rather than skip anything.
+//!
+//! Streams end on purpose too: after `--max-stream-age` (each stream ±10 %, so a crowd that
+//! connected together does not reconnect together) a stream sends a heartbeat — a safe
+//! cursor — and ends UNAVAILABLE with ErrorInfo `STREAM_MAX_AGE`, so clients reconnect, and
+//! after a deploy or a scale-up spread over the replicas instead of staying where they
+//! first landed.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use tonic::Status;
 
 use super::convert;
 use crate::app::App;
-use crate::domain::{IntentView, ResultRow, Target};
+use crate::domain::{IntentView, ResultRow, ResultStatus, Target};
 use crate::error::AppError;
 use crate::hub::{Next, Subscription};
 use crate::pb::watch_refresh_request::Target as PbTarget;
@@ -48,6 +54,7 @@ pub async fn open(
         Some(PbTarget::LinkId(id)) => non_empty("link_id", id).map(Target::Link)?,
         Some(PbTarget::AccountId(id)) => non_empty("account_id", id).map(Target::Account)?,
     };
+    let statuses = statuses(&request.statuses)?;
     if let Some(after) = request.after_sequence {
         check_cursor(&app, after).await?;
     }
@@ -75,14 +82,51 @@ pub async fn open(
     };
     // Heartbeats count from the moment the stream opened, not from when it is first polled.
     let opened_at = app.config.clock.now_ms();
-    Ok(Box::pin(run(
-        app,
+    let ends_at = opened_at.saturating_add(lifetime(app.config.max_stream_age));
+    let start = Start {
         target,
-        subscription,
         cursor,
         catch_up,
         opened_at,
-    )))
+        ends_at,
+        statuses,
+    };
+    Ok(Box::pin(run(app, subscription, start)))
+}
+
+/// This stream's life: `--max-stream-age`, ±10 % drawn for each stream.
+fn lifetime(max_age: std::time::Duration) -> crate::clock::Millis {
+    let base = crate::clock::millis(max_age);
+    base - base / 10 + rand::random_range(0..=base / 5)
+}
+
+/// The result statuses a stream is limited to (empty: all), each one an account result's.
+fn statuses(asked: &[i32]) -> Result<Vec<ResultStatus>, AppError> {
+    let mut wanted = Vec::new();
+    for &value in asked {
+        let status = match pb::RefreshStatus::try_from(value) {
+            Ok(pb::RefreshStatus::Succeeded) => ResultStatus::Succeeded,
+            Ok(pb::RefreshStatus::Failed) => ResultStatus::Failed,
+            Ok(pb::RefreshStatus::Rejected) => ResultStatus::Rejected,
+            Ok(pb::RefreshStatus::TimedOut) => ResultStatus::TimedOut,
+            other => {
+                let name = other.map_or(value.to_string(), |s| s.as_str_name().to_owned());
+                return Err(AppError::InvalidArgument(format!(
+                    "statuses: {name} is not a status an account result has; use \
+                     REFRESH_STATUS_SUCCEEDED, _FAILED, _REJECTED or _TIMED_OUT"
+                )));
+            }
+        };
+        if !wanted.contains(&status) {
+            wanted.push(status);
+        }
+    }
+    Ok(wanted)
+}
+
+/// Whether `row` is sent on a stream limited to `statuses` (empty: every result).
+fn wanted(statuses: &[ResultStatus], row: &ResultRow) -> bool {
+    statuses.is_empty() || row.status().is_ok_and(|s| statuses.contains(&s))
 }
 
 fn non_empty(field: &str, id: String) -> Result<String, AppError> {
@@ -131,6 +175,14 @@ fn shutting_down(cursor: i64) -> Status {
     Status::unavailable(format!(
         "the server is shutting down; reconnect and resume with after_sequence = {cursor}"
     ))
+}
+
+/// The stream reached its age: it ends resumable (see the module docs).
+fn aged(cursor: i64) -> Status {
+    AppError::StreamMaxAge {
+        after: cursor.max(0) as u64,
+    }
+    .into()
 }
 
 fn result_message(row: &ResultRow) -> pb::WatchRefreshResponse {
@@ -215,14 +267,34 @@ async fn completion(
     )))
 }
 
+/// Where and how a stream starts, as `open` decided.
+struct Start {
+    target: Target,
+    /// The last sequence it counts as delivered.
+    cursor: i64,
+    /// Whether it reads the log from the cursor before going live.
+    catch_up: bool,
+    /// When it opened: heartbeats count from here.
+    opened_at: i64,
+    /// When it ends on purpose (`--max-stream-age`).
+    ends_at: i64,
+    /// Only results with these statuses are sent (empty: all).
+    statuses: Vec<ResultStatus>,
+}
+
 fn run(
     app: Arc<App>,
-    target: Target,
     subscription: Subscription,
-    mut cursor: i64,
-    mut catching_up: bool,
-    mut last_sent: i64,
+    start: Start,
 ) -> impl Stream<Item = Result<pb::WatchRefreshResponse, Status>> + Send {
+    let Start {
+        target,
+        mut cursor,
+        catch_up: mut catching_up,
+        opened_at: mut last_sent,
+        ends_at,
+        statuses,
+    } = start;
     let interval = crate::clock::millis(app.config.heartbeat_interval);
     async_stream::try_stream! {
         let clock = app.config.clock.clone();
@@ -258,12 +330,14 @@ fn run(
                 }
                 let rows = page.rows;
                 let done = (rows.len() as i64) < PAGE;
-                if !rows.is_empty() {
-                    last_sent = clock.now_ms();
-                }
                 for row in rows {
+                    // A result filtered out still moves the cursor (and may complete the
+                    // intent): heartbeats then carry the stream past it.
                     cursor = row.sequence;
-                    yield result_message(&row);
+                    if wanted(&statuses, &row) {
+                        last_sent = clock.now_ms();
+                        yield result_message(&row);
+                    }
                     if let Some(done) = completed_by(&app, &target, &row).await? {
                         yield done;
                         return;
@@ -290,11 +364,19 @@ fn run(
                         continue;
                     }
                     cursor = row.sequence;
-                    last_sent = clock.now_ms();
-                    yield result_message(&row);
+                    if wanted(&statuses, &row) {
+                        last_sent = clock.now_ms();
+                        yield result_message(&row);
+                    }
                     if let Some(done) = completed_by(&app, &target, &row).await? {
                         yield done;
                         return;
+                    }
+                    if clock.now_ms() >= ends_at {
+                        // A stream kept busy past its age ends too; everything up to the
+                        // cursor was delivered, so it is a safe place to resume.
+                        yield heartbeat(&app, cursor);
+                        Err::<(), Status>(aged(cursor))?;
                     }
                 }
                 Next::Lagged => {
@@ -314,6 +396,12 @@ fn run(
                             return;
                         }
                     }
+                    if clock.now_ms() >= ends_at {
+                        // As below: the high water is a safe cursor once idle.
+                        cursor = cursor.max(high_water);
+                        yield heartbeat(&app, cursor);
+                        Err::<(), Status>(aged(cursor))?;
+                    }
                     if clock.now_ms() >= last_sent.saturating_add(interval) {
                         // Everything up to the high water meant for us was delivered, so it
                         // is a safe cursor; read it fresh so the cursor keeps moving.
@@ -322,12 +410,30 @@ fn run(
                         yield heartbeat(&app, cursor);
                         continue;
                     }
+                    let wake = last_sent.saturating_add(interval).min(ends_at);
                     tokio::select! {
                         _ = subscription.changed() => {}
-                        _ = clock.sleep_until(last_sent.saturating_add(interval)) => {}
+                        _ = clock.sleep_until(wake) => {}
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// Streams opened together do not end together: each lives its age ±10 %, spread over
+    /// that whole range.
+    #[test]
+    fn each_stream_lives_its_age_give_or_take_a_tenth() {
+        let lives: Vec<i64> = (0..2_000)
+            .map(|_| super::lifetime(Duration::from_secs(1_800)))
+            .collect();
+        let (min, max) = (lives.iter().min().unwrap(), lives.iter().max().unwrap());
+        assert!(*min >= 1_620_000 && *max <= 1_980_000, "{min}..{max}");
+        assert!(max - min > 300_000, "spread over the range: {min}..{max}");
     }
 }

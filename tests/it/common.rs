@@ -489,6 +489,7 @@ impl Watch {
             .watch_refresh(pb::WatchRefreshRequest {
                 target: Some(target),
                 after_sequence: after,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -25,6 +25,7 @@ fn watch_request(target: pb::watch_refresh_request::Target) -> pb::WatchRefreshR
     pb::WatchRefreshRequest {
         target: Some(target),
         after_sequence: None,
+        ..Default::default()
     }
 }
 

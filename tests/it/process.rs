@@ -37,6 +37,7 @@ async fn the_binary_announces_its_ports_serves_and_exits_cleanly_on_sigterm(back
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(account_target("acc_1")),
             after_sequence: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -278,6 +279,7 @@ async fn the_binary_serves_mutual_tls_and_https_from_its_flags_and_drains_on_sig
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(account_target("acc_tls")),
             after_sequence: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -404,6 +406,7 @@ async fn a_second_serve_on_the_same_database_is_refused_while_the_first_runs() {
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(account_target("acc_1")),
             after_sequence: Some(0),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -467,6 +470,7 @@ async fn a_new_serve_starts_right_after_the_first_is_sigkilled() {
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(account_target("acc_1")),
             after_sequence: Some(0),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -64,6 +64,7 @@ async fn until_completed(
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(intent_target(intent)),
             after_sequence: None,
+            ..Default::default()
         })
         .await
         .unwrap()

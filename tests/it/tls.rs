@@ -261,6 +261,7 @@ async fn bearer_tokens_guard_refresh_service_and_rotate() {
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(link_target("link_1")),
             after_sequence: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -194,6 +194,7 @@ async fn bad_watch_requests_get_clear_errors(backend: Backend) {
                 .watch_refresh(pb::WatchRefreshRequest {
                     target,
                     after_sequence: after,
+                    ..Default::default()
                 })
                 .await
                 .expect_err("must fail")
@@ -241,6 +242,7 @@ async fn a_cursor_older_than_retention_is_out_of_range_with_the_oldest_sequence(
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(account_target("acc_1")),
             after_sequence: Some(1),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -525,6 +527,7 @@ async fn pruning_during_a_catch_up_ends_out_of_range_instead_of_skipping(backend
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(account_target("acc_1")),
             after_sequence: Some(0),
+            ..Default::default()
         })
         .await
         .unwrap()

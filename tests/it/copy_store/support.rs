@@ -137,6 +137,7 @@ pub async fn watch_error(
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(target),
             after_sequence: Some(after),
+            ..Default::default()
         })
         .await
         .expect_err("must fail");

@@ -151,6 +151,7 @@ async fn verify_all_stored(running: &Running, senders: usize, acked: &BTreeSet<S
             .watch_refresh(pb::WatchRefreshRequest {
                 target: Some(target),
                 after_sequence: Some(0),
+                ..Default::default()
             })
             .await
             .unwrap()
