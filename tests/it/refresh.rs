@@ -83,7 +83,14 @@ async fn a_dropped_webhook_is_recovered_through_the_events_endpoint(backend: Bac
 
 on_both_backends!(a_never_answered_account_times_out_so_nobody_waits_forever);
 async fn a_never_answered_account_times_out_so_nobody_waits_forever(backend: Backend) {
-    let server = with_sim(backend, sim_config()).await;
+    // The stream must outlive the 30 minutes the clock jumps (its default age is as long).
+    let server = TestServer::with(Options {
+        backend,
+        simulator: Some(sim_config()),
+        tune: Some(Box::new(|c| c.max_stream_age = Duration::from_secs(7_200))),
+        ..Options::default()
+    })
+    .await;
     let link = sim(&server).add_link(LinkSpec::new(vec![ok(1), Outcome::Silent, Outcome::Silent]));
     let intent = request(&server, &link.token, "")
         .await
