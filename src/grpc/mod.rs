@@ -1,11 +1,13 @@
 //! The gRPC side: RefreshService (`service.rs`, behind the bearer-token check in `auth.rs`)
 //! with one file per RPC that does more than a lookup — RequestRefresh in `refresh.rs` (the
-//! edge of the `crate::refresh` use case), WatchRefresh in `watch.rs` — and the conversions
+//! edge of the `crate::refresh` use case), WatchRefresh in `watch.rs`, GetLink and ListLinks
+//! in `links.rs` — and the conversions
 //! to wire messages (`convert.rs`).
 
 pub mod auth;
 pub mod codec;
 pub mod convert;
+pub mod links;
 pub mod refresh;
 mod service;
 pub mod watch;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::watch::{self, WatchStream};
-use super::{convert, refresh};
+use super::{convert, links, refresh};
 use crate::app::App;
 use crate::error::AppError;
 use crate::pb;
@@ -79,5 +79,21 @@ impl RefreshService for Service {
         }
         .await;
         self.finish("GetRefresh", result)
+    }
+
+    async fn get_link(
+        &self,
+        request: Request<pb::GetLinkRequest>,
+    ) -> Result<Response<pb::GetLinkResponse>, Status> {
+        let result = links::get_link(&self.app, request.into_inner()).await;
+        self.finish("GetLink", result)
+    }
+
+    async fn list_links(
+        &self,
+        request: Request<pb::ListLinksRequest>,
+    ) -> Result<Response<pb::ListLinksResponse>, Status> {
+        let result = links::list_links(&self.app, request.into_inner()).await;
+        self.finish("ListLinks", result)
     }
 }

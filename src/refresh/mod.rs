@@ -24,6 +24,7 @@
 
 mod create;
 mod keys;
+pub mod links;
 pub mod local;
 
 use std::sync::Arc;

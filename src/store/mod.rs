@@ -48,8 +48,8 @@ pub use error::{StoreError, StoreResult};
 pub use postgres::{is_postgres_url, redacted};
 use seam::Backend;
 pub use seam::{
-    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
-    LogBounds, LogPage, Pruned, Publish,
+    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkSnapshot,
+    LinkState, LinksFrom, LogBounds, LogPage, Pruned, Publish,
 };
 
 /// Whether `url` can be used, checked without connecting: a PostgreSQL URL must be readable,
@@ -321,6 +321,16 @@ impl Store {
         key: String,
     ) -> StoreResult<Option<(IdempotencyRecord, Option<IntentView>)>> {
         self.backend.idempotency(key).await
+    }
+
+    /// Up to `limit` Links (`from` one, or those after an id), each with its accounts'
+    /// latest retained results, its pending intent and last successes, read in one snapshot.
+    pub async fn link_snapshots(
+        &self,
+        from: LinksFrom,
+        limit: i64,
+    ) -> StoreResult<Vec<LinkSnapshot>> {
+        self.backend.link_snapshots(from, limit).await
     }
 
     /// Pending intents created at or before `created_before_ms`, oldest first.

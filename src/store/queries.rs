@@ -503,3 +503,58 @@ macro_rules! remember_key {
     }};
 }
 pub(super) use remember_key;
+
+/// The Links `$from` (`&LinksFrom`) covers, at most `$limit`, in id order.
+macro_rules! links_from {
+    ($conn:expr, $from:expr, $limit:expr, [$($aw:tt)*]) => {{
+        let found: Vec<(String, Option<Millis>)> = match $from {
+            LinksFrom::One(id) => links::table
+                .filter(links::link_id.eq(id))
+                .select((links::link_id, links::rejected_at_ms))
+                .load(&mut *$conn)
+                $($aw)*?,
+            LinksFrom::After(id) => links::table
+                .filter(links::link_id.gt(id))
+                .order(links::link_id.asc())
+                .limit($limit)
+                .select((links::link_id, links::rejected_at_ms))
+                .load(&mut *$conn)
+                $($aw)*?,
+        };
+        StoreResult::Ok(
+            found
+                .into_iter()
+                .map(|(link_id, rejected_at_ms)| KnownLink {
+                    link_id,
+                    rejected_at_ms,
+                })
+                .collect::<Vec<KnownLink>>(),
+        )
+    }};
+}
+pub(super) use links_from;
+
+/// Every account of the Link `$link_id` (`&str`), by id, with its latest retained result.
+macro_rules! link_accounts {
+    ($conn:expr, $link_id:expr, [$($aw:tt)*]) => {{
+        let ids: Vec<String> = accounts::table
+            .filter(accounts::link_id.eq($link_id))
+            .order(accounts::account_id.asc())
+            .select(accounts::account_id)
+            .load(&mut *$conn)
+            $($aw)*?;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            let last: Option<$crate::store::rows::ResultRecord> = results::table
+                .filter(results::account_id.eq(&id))
+                .order(results::sequence.desc())
+                .select(results::all_columns)
+                .first(&mut *$conn)
+                $($aw)*
+                .optional()?;
+            found.push((id, last.map(ResultRow::from)));
+        }
+        StoreResult::Ok(found)
+    }};
+}
+pub(super) use link_accounts;

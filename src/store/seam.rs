@@ -91,6 +91,26 @@ pub struct LinkState {
     pub last_success: Option<(String, Millis)>,
 }
 
+/// Which Links a [`Backend::link_snapshots`] read covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinksFrom {
+    /// This one Link (none if unknown).
+    One(String),
+    /// The Links whose ids sort after this one (`""`: from the first), in id order.
+    After(String),
+}
+
+/// What this service knows of one Link, read in one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSnapshot {
+    pub link: KnownLink,
+    /// Every account known for the Link, by id, with its latest retained result.
+    pub accounts: Vec<(String, Option<ResultRow>)>,
+    /// Its pending intent and last success of each refresh type (only-last, historical).
+    pub only_last: LinkState,
+    pub historical: LinkState,
+}
+
 /// A RequestRefresh answer to remember under the caller's idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
@@ -197,6 +217,7 @@ pub trait Backend: Send + Sync {
         &self,
         key: String,
     ) -> StoreResult<Option<(IdempotencyRecord, Option<IntentView>)>>;
+    async fn link_snapshots(&self, from: LinksFrom, limit: i64) -> StoreResult<Vec<LinkSnapshot>>;
     async fn pending_intents_due(&self, created_before_ms: Millis) -> StoreResult<Vec<DueIntent>>;
     async fn counts(&self) -> StoreResult<Counts>;
     /// The turn every replica respects, taken once this process's own line is through;

@@ -16,6 +16,7 @@ mod filters;
 mod hostile;
 mod intake;
 mod layers;
+mod links;
 mod pg;
 mod pg_tls;
 #[path = "../support/pgbouncer.rs"]

@@ -48,6 +48,20 @@ impl RefreshService for Scripted {
     ) -> Result<Response<pb::GetRefreshResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
+
+    async fn get_link(
+        &self,
+        _: Request<pb::GetLinkRequest>,
+    ) -> Result<Response<pb::GetLinkResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_links(
+        &self,
+        _: Request<pb::ListLinksRequest>,
+    ) -> Result<Response<pb::ListLinksResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
 }
 
 /// Runs `follow` against the scripts on a port-0 server, in plain mode.

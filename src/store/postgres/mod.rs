@@ -55,8 +55,8 @@ pub use session::Bounds;
 
 use super::seam::{Backend, SharedTurn};
 use super::{
-    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
-    LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
+    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkSnapshot,
+    LinkState, LinksFrom, LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
@@ -366,6 +366,12 @@ impl Backend for PgStore {
                     last_success: intents::last_success(c, &link_id, refresh_type).await?,
                 })
             })
+            .await
+    }
+
+    async fn link_snapshots(&self, from: LinksFrom, limit: i64) -> StoreResult<Vec<LinkSnapshot>> {
+        self.db
+            .read(async |c| links::snapshots(c, &from, limit).await)
             .await
     }
 

@@ -7,11 +7,15 @@ use diesel::sqlite::SqliteConnection;
 
 use super::Tx;
 use super::intents::get_intent;
-use super::schema::{accounts, fintoc_key_series, idempotency_keys, links, refresh_intents};
+use super::schema::{
+    accounts, fintoc_key_series, idempotency_keys, links, refresh_intents, results,
+};
 use crate::clock::Millis;
-use crate::domain::{IntentStatus, IntentView, RefreshType};
+use crate::domain::{IntentStatus, IntentView, RefreshType, ResultRow};
 use crate::store::queries;
-use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
+use crate::store::{
+    IdempotencyRecord, KeyRecord, KnownLink, LinkSnapshot, LinkState, LinksFrom, StoreResult,
+};
 
 pub(super) fn link_by_token(
     conn: &mut SqliteConnection,
@@ -93,4 +97,32 @@ pub(super) fn remember_fintoc_keys_spent(
 ) -> StoreResult<()> {
     let now = tx.now_ms();
     queries::remember_fintoc_keys_spent!(tx.conn, key, spent, now, "max(spent, excluded.spent)", [])
+}
+
+/// The Links `from` covers (at most `limit`), each as it stands: read on one connection,
+/// inside the caller's read transaction.
+pub(super) fn snapshots(
+    conn: &mut SqliteConnection,
+    from: &LinksFrom,
+    limit: i64,
+) -> StoreResult<Vec<LinkSnapshot>> {
+    let known = queries::links_from!(conn, from, limit, [])?;
+    let mut found = Vec::with_capacity(known.len());
+    for link in known {
+        let id = link.link_id.as_str();
+        let pending = pending_intent(conn, id)?;
+        found.push(LinkSnapshot {
+            accounts: queries::link_accounts!(conn, id, [])?,
+            only_last: LinkState {
+                pending: pending.clone(),
+                last_success: last_success(conn, id, RefreshType::OnlyLast)?,
+            },
+            historical: LinkState {
+                pending,
+                last_success: last_success(conn, id, RefreshType::Historical)?,
+            },
+            link,
+        });
+    }
+    Ok(found)
 }

@@ -52,8 +52,8 @@ use tracing::Instrument;
 
 use super::seam::{Backend, SharedTurn};
 use super::{
-    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkState,
-    LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
+    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkSnapshot,
+    LinkState, LinksFrom, LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
@@ -446,6 +446,10 @@ impl Backend for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn link_snapshots(&self, from: LinksFrom, limit: i64) -> StoreResult<Vec<LinkSnapshot>> {
+        self.read(move |c| links::snapshots(c, &from, limit)).await
     }
 
     async fn idempotency(

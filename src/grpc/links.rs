@@ -1,0 +1,92 @@
+//! GetLink and ListLinks at the edge: validate, run `crate::refresh::links`, convert. Page
+//! tokens are opaque to callers (the hex of the last Link id of the page), and a token this
+//! service did not give out is refused.
+
+use super::{check_id, convert};
+use crate::app::App;
+use crate::error::AppError;
+use crate::pb;
+use crate::refresh::links::{self, DEFAULT_PAGE, Eligibility, LinkView, MAX_PAGE};
+
+pub async fn get_link(
+    app: &App,
+    request: pb::GetLinkRequest,
+) -> Result<pb::GetLinkResponse, AppError> {
+    check_id("link_id", &request.link_id)?;
+    let (view, as_of) = links::get_link(app, request.link_id).await?;
+    Ok(pb::GetLinkResponse {
+        link: Some(link_state(view)),
+        as_of_sequence: as_of,
+    })
+}
+
+pub async fn list_links(
+    app: &App,
+    request: pb::ListLinksRequest,
+) -> Result<pb::ListLinksResponse, AppError> {
+    let page_size = match request.page_size {
+        0 => DEFAULT_PAGE,
+        n if n <= MAX_PAGE => n,
+        n => {
+            return Err(AppError::InvalidArgument(format!(
+                "page_size is {n}; it must be 1 to {MAX_PAGE} (0 means {DEFAULT_PAGE})"
+            )));
+        }
+    };
+    let after = after_token(&request.page_token)?;
+    let (views, next, as_of) = links::list_links(app, after, page_size).await?;
+    Ok(pb::ListLinksResponse {
+        links: views.into_iter().map(link_state).collect(),
+        next_page_token: next
+            .map(|id| hex::encode(id.as_bytes()))
+            .unwrap_or_default(),
+        as_of_sequence: as_of,
+    })
+}
+
+/// The Link id a page token continues after (`""` for the first page).
+fn after_token(token: &str) -> Result<String, AppError> {
+    if token.is_empty() {
+        return Ok(String::new());
+    }
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|id| check_id("page_token", id).is_ok())
+        .ok_or_else(|| {
+            AppError::InvalidArgument(
+                "page_token is not one this service gave out; start again with an empty one".into(),
+            )
+        })
+}
+
+fn link_state(view: LinkView) -> pb::LinkState {
+    let snapshot = view.snapshot;
+    pb::LinkState {
+        link_id: snapshot.link.link_id,
+        accounts: snapshot
+            .accounts
+            .into_iter()
+            .map(|(account_id, last)| pb::AccountState {
+                account_id,
+                last_sequence: last.as_ref().map_or(0, |r| r.sequence.max(0) as u64),
+                last_result: last.as_ref().map(convert::account_result),
+            })
+            .collect(),
+        pending_intent: snapshot
+            .only_last
+            .pending
+            .as_ref()
+            .map(convert::refresh_intent),
+        only_last: Some(eligibility(view.only_last)),
+        historical: Some(eligibility(view.historical)),
+    }
+}
+
+fn eligibility(e: Eligibility) -> pb::Eligibility {
+    pb::Eligibility {
+        allowed: e.allowed,
+        next_allowed_at: e.next_allowed_at_ms.map(convert::timestamp),
+        reason: e.reason.to_owned(),
+    }
+}
