@@ -21,11 +21,11 @@ use crate::private_pg::PrivatePostgres;
 
 mod support;
 
-use support::Cluster;
 pub use support::{
     Balancer, NO_FINTOC, Replica, account, eventually, health_at, health_of, log_of, simulator,
     until_completed,
 };
+use support::{Cluster, link_states};
 
 /// Every replica's watcher of one account sees exactly its range of the log, in order, with
 /// the same event at each sequence, while six senders post to three replicas at once: commit
@@ -586,5 +586,13 @@ async fn idempotency_keys_and_cooldowns_are_shared_by_every_replica() {
         1,
         "no call to Fintoc"
     );
+    // Every replica tells the same Link state: the cooldown RequestRefresh just answered,
+    // to the same end, and the account's result at the same sequence.
+    let states = link_states(replicas, &link.link_id).await;
+    assert!(
+        states.iter().all(|s| s.0 == "REFRESH_COOLDOWN"),
+        "{states:?}"
+    );
+    assert!(states.windows(2).all(|w| w[0] == w[1]), "{states:?}");
     stop.cancel();
 }

@@ -6,17 +6,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::intents::{last_success, pending_intent};
-use super::schema::{
-    accounts, creates_in_flight, fintoc_key_series, idempotency_keys, links, results,
-};
+use super::schema::{creates_in_flight, fintoc_key_series, idempotency_keys, links};
 use super::statements::DB_NOW_MS;
 use crate::clock::Millis;
-use crate::domain::{RefreshType, ResultRow};
 use crate::store::queries;
-use crate::store::{
-    IdempotencyRecord, KeyRecord, KnownLink, LinkSnapshot, LinkState, LinksFrom, StoreResult,
-};
+use crate::store::{IdempotencyRecord, KeyRecord, KnownLink, StoreResult};
 
 pub(super) async fn link_by_token(
     conn: &mut AsyncPgConnection,
@@ -152,32 +146,4 @@ pub(super) async fn remember_fintoc_keys_spent(
         "GREATEST(fintoc_key_series.spent, excluded.spent)",
         [.await]
     )
-}
-
-/// The Links `from` covers (at most `limit`), each as it stands: read on one connection,
-/// inside the caller's read transaction.
-pub(super) async fn snapshots(
-    conn: &mut AsyncPgConnection,
-    from: &LinksFrom,
-    limit: i64,
-) -> StoreResult<Vec<LinkSnapshot>> {
-    let known = queries::links_from!(conn, from, limit, [.await])?;
-    let mut found = Vec::with_capacity(known.len());
-    for link in known {
-        let id = link.link_id.as_str();
-        let pending = pending_intent(conn, id).await?;
-        found.push(LinkSnapshot {
-            accounts: queries::link_accounts!(conn, id, [.await])?,
-            only_last: LinkState {
-                pending: pending.clone(),
-                last_success: last_success(conn, id, RefreshType::OnlyLast).await?,
-            },
-            historical: LinkState {
-                pending,
-                last_success: last_success(conn, id, RefreshType::Historical).await?,
-            },
-            link,
-        });
-    }
-    Ok(found)
 }

@@ -34,6 +34,7 @@ mod retention;
 #[rustfmt::skip]
 mod schema;
 mod session;
+mod snapshots;
 mod statements;
 mod tail;
 mod tls;
@@ -371,7 +372,7 @@ impl Backend for PgStore {
 
     async fn link_snapshots(&self, from: LinksFrom, limit: i64) -> StoreResult<Vec<LinkSnapshot>> {
         self.db
-            .read(async |c| links::snapshots(c, &from, limit).await)
+            .read(async |c| snapshots::snapshots(c, &from, limit).await)
             .await
     }
 

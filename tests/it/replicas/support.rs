@@ -317,3 +317,29 @@ pub async fn health_at(grpc: &str) -> Option<i32> {
         .ok()?;
     Some(answer.into_inner().status)
 }
+
+/// GetLink of `link_id` on each replica: its only-last eligibility (reason, end) and each
+/// account's latest sequence.
+pub async fn link_states(
+    replicas: &[Replica],
+    link_id: &str,
+) -> Vec<(String, Option<prost_types::Timestamp>, Vec<u64>)> {
+    let mut states = Vec::new();
+    for replica in replicas {
+        let state = replica
+            .client()
+            .await
+            .get_link(pb::GetLinkRequest {
+                link_id: link_id.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .link
+            .unwrap();
+        let only_last = state.only_last.unwrap();
+        let sequences = state.accounts.iter().map(|a| a.last_sequence).collect();
+        states.push((only_last.reason, only_last.next_allowed_at, sequences));
+    }
+    states
+}
