@@ -16,6 +16,18 @@ use crate::config::format_duration;
 /// ErrorInfo domain for every reason below.
 pub const DOMAIN: &str = "fintoc-refresh";
 
+/// ErrorInfo reasons (and GetLink's eligibility reasons), named once: the server sets
+/// them, the CLI and GetLink read or repeat them.
+pub mod reason {
+    pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
+    pub const CURSOR_AHEAD: &str = "CURSOR_AHEAD";
+    pub const STREAM_MAX_AGE: &str = "STREAM_MAX_AGE";
+    pub const REFRESH_COOLDOWN: &str = "REFRESH_COOLDOWN";
+    pub const CREDENTIALS_REJECTED: &str = "CREDENTIALS_REJECTED";
+    /// Not an error: GetLink's answer when RequestRefresh would join the pending intent.
+    pub const IN_PROGRESS: &str = "IN_PROGRESS";
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("{0}")]
@@ -103,17 +115,26 @@ impl From<AppError> for Status {
             AppError::CursorExpired { oldest, .. } => Status::with_error_details(
                 code,
                 err.to_string(),
-                info("CURSOR_EXPIRED", &[("oldest_sequence", oldest.to_string())]),
+                info(
+                    reason::CURSOR_EXPIRED,
+                    &[("oldest_sequence", oldest.to_string())],
+                ),
             ),
             AppError::StreamMaxAge { after } => Status::with_error_details(
                 code,
                 err.to_string(),
-                info("STREAM_MAX_AGE", &[("after_sequence", after.to_string())]),
+                info(
+                    reason::STREAM_MAX_AGE,
+                    &[("after_sequence", after.to_string())],
+                ),
             ),
             AppError::CursorAhead { newest, .. } => Status::with_error_details(
                 code,
                 err.to_string(),
-                info("CURSOR_AHEAD", &[("newest_sequence", newest.to_string())]),
+                info(
+                    reason::CURSOR_AHEAD,
+                    &[("newest_sequence", newest.to_string())],
+                ),
             ),
             AppError::Cooldown {
                 retry_after,
@@ -121,15 +142,17 @@ impl From<AppError> for Status {
                 ..
             } => {
                 let mut details = info(
-                    "REFRESH_COOLDOWN",
+                    reason::REFRESH_COOLDOWN,
                     &[("refresh_intent_id", refresh_intent_id.clone())],
                 );
                 details.set_retry_info(Some(*retry_after));
                 Status::with_error_details(code, err.to_string(), details)
             }
-            AppError::CredentialsRejected(_) => {
-                Status::with_error_details(code, err.to_string(), info("CREDENTIALS_REJECTED", &[]))
-            }
+            AppError::CredentialsRejected(_) => Status::with_error_details(
+                code,
+                err.to_string(),
+                info(reason::CREDENTIALS_REJECTED, &[]),
+            ),
             AppError::NothingToRefresh { reason, .. } => {
                 Status::with_error_details(code, err.to_string(), info(reason, &[]))
             }

@@ -222,7 +222,8 @@ fn backoff(attempt: u32) -> Duration {
 fn ended_by_age(status: &Status) -> bool {
     status.code() == Code::Unavailable
         && status.get_details_error_info().is_some_and(|info| {
-            info.domain == crate::error::DOMAIN && info.reason == "STREAM_MAX_AGE"
+            info.domain == crate::error::DOMAIN
+                && info.reason == crate::error::reason::STREAM_MAX_AGE
         })
 }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+use crate::error::reason;
 use crate::pb::{self, watch_refresh_response::Event};
 
 const DIM: &str = "\x1b[2m";
@@ -75,9 +76,9 @@ pub fn code_name(code: Code) -> &'static str {
 /// server gave one, else `context`), the code, the server's message, and when to retry.
 pub fn error_line(context: &str, status: &Status) -> String {
     let what = match status.get_details_error_info().map(|i| i.reason) {
-        Some(r) if r == "REFRESH_COOLDOWN" => "cooldown".to_owned(),
-        Some(r) if r == "CREDENTIALS_REJECTED" => "credentials rejected".to_owned(),
-        Some(r) if r == "CURSOR_EXPIRED" => "cursor expired".to_owned(),
+        Some(r) if r == reason::REFRESH_COOLDOWN => "cooldown".to_owned(),
+        Some(r) if r == reason::CREDENTIALS_REJECTED => "credentials rejected".to_owned(),
+        Some(r) if r == reason::CURSOR_EXPIRED => "cursor expired".to_owned(),
         _ => context.to_owned(),
     };
     // A transport failure (a refused TLS handshake, a reset) says only "transport error";

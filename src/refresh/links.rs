@@ -15,7 +15,7 @@ use super::local::{self, Local};
 use crate::app::App;
 use crate::clock::{Millis, millis};
 use crate::domain::RefreshType;
-use crate::error::AppError;
+use crate::error::{AppError, reason};
 use crate::store::{KnownLink, LinkSnapshot, LinkState, LinksFrom};
 
 /// The largest page ListLinks returns, and the one it returns when none is asked for.
@@ -106,8 +106,8 @@ fn eligibility(
             next_allowed_at_ms: None,
             reason: "",
         },
-        Some(Local::Join(_)) => refused("IN_PROGRESS", None),
-        Some(Local::Held { left }) => refused("CREDENTIALS_REJECTED", Some(left)),
-        Some(Local::Cooldown { left, .. }) => refused("REFRESH_COOLDOWN", Some(left)),
+        Some(Local::Join(_)) => refused(reason::IN_PROGRESS, None),
+        Some(Local::Held { left }) => refused(reason::CREDENTIALS_REJECTED, Some(left)),
+        Some(Local::Cooldown { left, .. }) => refused(reason::REFRESH_COOLDOWN, Some(left)),
     }
 }
