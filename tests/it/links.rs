@@ -89,6 +89,25 @@ async fn until_complete(server: &TestServer, intent: &str) -> RefreshStatus {
     }
 }
 
+/// A new Link whose accounts end as `outcomes` say, refreshed here to its end (`ending`).
+async fn refreshed(
+    server: &TestServer,
+    outcomes: Vec<Outcome>,
+    ending: RefreshStatus,
+) -> SimLinkInfo {
+    let l = link(server, outcomes);
+    let intent = request(server, &l.token, RefreshType::OnlyLast)
+        .await
+        .unwrap();
+    assert_eq!(until_complete(server, &intent.id).await, ending);
+    l
+}
+
+/// GetLink's state of a Link that must be known.
+async fn state_of(server: &TestServer, id: &str) -> pb::LinkState {
+    get_link(server, id).await.unwrap().link.unwrap()
+}
+
 fn millis_of(t: &prost_types::Timestamp) -> i64 {
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
 }
@@ -146,19 +165,8 @@ async fn a_links_state_says_what_request_refresh_would_answer(backend: Backend) 
     );
 
     // Succeeded: cooldown, until the time RequestRefresh names too.
-    let done = link(&server, vec![ok(), ok()]);
-    let intent = request(&server, &done.token, RefreshType::OnlyLast)
-        .await
-        .unwrap();
-    assert_eq!(
-        until_complete(&server, &intent.id).await,
-        RefreshStatus::Succeeded
-    );
-    let state = get_link(&server, &done.link_id)
-        .await
-        .unwrap()
-        .link
-        .unwrap();
+    let done = refreshed(&server, vec![ok(), ok()], RefreshStatus::Succeeded).await;
+    let state = state_of(&server, &done.link_id).await;
     assert!(state.pending_intent.is_none());
     let cooling = state.only_last.unwrap();
     assert_eq!(
@@ -196,19 +204,9 @@ async fn a_links_state_says_what_request_refresh_would_answer(backend: Backend) 
     }
 
     // Rejected credentials: held back, with the hold's end.
-    let rejected = link(&server, vec![Outcome::Reject]);
-    let intent = request(&server, &rejected.token, RefreshType::OnlyLast)
+    let rejected = refreshed(&server, vec![Outcome::Reject], RefreshStatus::Rejected).await;
+    let held = state_of(&server, &rejected.link_id)
         .await
-        .unwrap();
-    assert_eq!(
-        until_complete(&server, &intent.id).await,
-        RefreshStatus::Rejected
-    );
-    let held = get_link(&server, &rejected.link_id)
-        .await
-        .unwrap()
-        .link
-        .unwrap()
         .only_last
         .unwrap();
     assert_eq!(
@@ -226,13 +224,7 @@ async fn a_links_state_says_what_request_refresh_would_answer(backend: Backend) 
 
     // Once the cooldown is over, both say yes.
     server.clock.advance(Duration::from_secs(24 * 3600));
-    let free = get_link(&server, &done.link_id)
-        .await
-        .unwrap()
-        .link
-        .unwrap()
-        .only_last
-        .unwrap();
+    let free = state_of(&server, &done.link_id).await.only_last.unwrap();
     assert_eq!(
         (free.allowed, free.reason.as_str(), free.next_allowed_at),
         (true, "", None)
@@ -252,11 +244,7 @@ async fn list_links_pages_every_link_in_id_order_and_a_watch_after_as_of_misses_
     let mut ids = Vec::new();
     let mut any_account = String::new();
     for _ in 0..3 {
-        let l = link(&server, vec![ok()]);
-        let intent = request(&server, &l.token, RefreshType::OnlyLast)
-            .await
-            .unwrap();
-        until_complete(&server, &intent.id).await;
+        let l = refreshed(&server, vec![ok()], RefreshStatus::Succeeded).await;
         ids.push(l.link_id);
         any_account = l.account_ids[0].clone();
     }

@@ -240,6 +240,18 @@ pub async fn sqlite_history(clock: &(Clock, Arc<ManualClock>)) -> (TestServer, B
     (server, before)
 }
 
+/// The tables `copy-store` fills, in the order it fills them.
+const COPIED: [&str; 8] = [
+    "links",
+    "accounts",
+    "refresh_intents",
+    "intent_accounts",
+    "idempotency_keys",
+    "fintoc_key_series",
+    "results",
+    "webhook_events",
+];
+
 /// The names PostgreSQL knows of our tables, and each one's rows (the log's counter as its
 /// `newest`).
 pub async fn pg_tables(pg: &PgDb) -> Vec<(String, i64)> {
@@ -248,16 +260,7 @@ pub async fn pg_tables(pg: &PgDb) -> Vec<(String, i64)> {
         .unwrap();
     tokio::spawn(connection);
     let mut found = Vec::new();
-    for table in [
-        "links",
-        "accounts",
-        "refresh_intents",
-        "intent_accounts",
-        "idempotency_keys",
-        "fintoc_key_series",
-        "results",
-        "webhook_events",
-    ] {
+    for table in COPIED {
         let exists: bool = client
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = $1)",
@@ -287,18 +290,9 @@ pub async fn pg_tables(pg: &PgDb) -> Vec<(String, i64)> {
 }
 
 pub fn empty_tables() -> Vec<(String, i64)> {
-    [
-        "links",
-        "accounts",
-        "refresh_intents",
-        "intent_accounts",
-        "idempotency_keys",
-        "fintoc_key_series",
-        "results",
-        "webhook_events",
-        "log_counter",
-    ]
-    .iter()
-    .map(|t| (t.to_string(), 0))
-    .collect()
+    COPIED
+        .iter()
+        .chain(&["log_counter"])
+        .map(|t| (t.to_string(), 0))
+        .collect()
 }
