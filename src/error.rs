@@ -39,6 +39,12 @@ pub enum AppError {
         "after_sequence {after} is older than the retained log; the oldest available sequence is {oldest}: resume with after_sequence = 0 to read everything retained"
     )]
     CursorExpired { after: u64, oldest: u64 },
+    /// A seek by time (`start_time`) to where retention already removed results: the same
+    /// answer as an expired cursor (OUT_OF_RANGE, `CURSOR_EXPIRED`), worded for the time.
+    #[error(
+        "start_time {start} is older than the retained log: results stored at or after it were removed by retention; the oldest available sequence is {oldest}: re-sync (GetLink/ListLinks) and watch after their as_of_sequence, or resume with after_sequence = 0 to read everything retained"
+    )]
+    SeekExpired { start: String, oldest: u64 },
     /// A watch stream reached `--max-stream-age`: it ends so the client reconnects (perhaps to
     /// another replica) and resumes after `after`, the heartbeat it was just sent.
     #[error(
@@ -87,7 +93,9 @@ impl AppError {
         match self {
             AppError::InvalidArgument(_) => Code::InvalidArgument,
             AppError::NotFound(_) => Code::NotFound,
-            AppError::CursorExpired { .. } | AppError::CursorAhead { .. } => Code::OutOfRange,
+            AppError::CursorExpired { .. }
+            | AppError::SeekExpired { .. }
+            | AppError::CursorAhead { .. } => Code::OutOfRange,
             AppError::Cooldown { .. } => Code::ResourceExhausted,
             AppError::CredentialsRejected(_) | AppError::NothingToRefresh { .. } => {
                 Code::FailedPrecondition
@@ -112,14 +120,16 @@ impl From<AppError> for Status {
     fn from(err: AppError) -> Status {
         let code = err.code();
         match &err {
-            AppError::CursorExpired { oldest, .. } => Status::with_error_details(
-                code,
-                err.to_string(),
-                info(
-                    reason::CURSOR_EXPIRED,
-                    &[("oldest_sequence", oldest.to_string())],
-                ),
-            ),
+            AppError::CursorExpired { oldest, .. } | AppError::SeekExpired { oldest, .. } => {
+                Status::with_error_details(
+                    code,
+                    err.to_string(),
+                    info(
+                        reason::CURSOR_EXPIRED,
+                        &[("oldest_sequence", oldest.to_string())],
+                    ),
+                )
+            }
             AppError::StreamMaxAge { after } => Status::with_error_details(
                 code,
                 err.to_string(),

@@ -3,8 +3,11 @@
 //! The database is the truth; the hub only saves watchers a query. Once a commit is durable
 //! the store hands the hub the new log entries, in sequence order (shared `Arc`s, never copied per
 //! watcher). Each subscriber is indexed by its target, so an entry reaches only the watchers of
-//! its intent, Link and account; it goes into that subscriber's own bounded queue and the
-//! subscriber is woken. The writer never waits on a watcher: when a queue is full the
+//! its intent, Link and account (a lookup per entry, not per watcher); it goes into that
+//! subscriber's own bounded queue and the subscriber is woken. A selection's one subscriber is
+//! indexed under each of its ids (sharing the id strings with the selection itself: one
+//! mailbox, not one per id), and an entry matched both by its Link and its account is queued
+//! once. Watchers of every result sit in a list of their own: no lookup at all. The writer never waits on a watcher: when a queue is full the
 //! subscriber is marked *lagged* and its queue dropped; the watcher then catches up from the
 //! database from its last cursor, so it is never silently skipped.
 //!
@@ -33,6 +36,9 @@ pub struct Subscriber {
 struct Queue {
     items: VecDeque<Entry>,
     lagged: bool,
+    /// The newest sequence offered to this subscriber: an entry reached through two of its
+    /// keys (a selection listing both the Link and the account) is queued once.
+    last: i64,
 }
 
 /// What a watcher finds in its mailbox.
@@ -47,26 +53,72 @@ pub enum Next {
     Closed,
 }
 
+/// The subscribers under one key. Most keys have one watcher: a short list costs far less
+/// than a map per key, which matters when a selection registers under 1,000 keys.
+type Subscribers = Vec<(u64, Arc<Subscriber>)>;
+
 #[derive(Default)]
 struct Index {
-    by_intent: HashMap<String, HashMap<u64, Arc<Subscriber>>>,
-    by_link: HashMap<String, HashMap<u64, Arc<Subscriber>>>,
-    by_account: HashMap<String, HashMap<u64, Arc<Subscriber>>>,
+    by_intent: HashMap<Arc<str>, Subscribers>,
+    by_link: HashMap<Arc<str>, Subscribers>,
+    by_account: HashMap<Arc<str>, Subscribers>,
+    all: Subscribers,
 }
 
 impl Index {
-    fn map<'a>(
+    /// Every (map, key) a target's subscriber is registered under.
+    fn keys<'a>(
         &'a mut self,
         target: &'a Target,
-    ) -> (
-        &'a mut HashMap<String, HashMap<u64, Arc<Subscriber>>>,
-        &'a str,
+        mut each: impl FnMut(&mut HashMap<Arc<str>, Subscribers>, &Arc<str>),
     ) {
         match target {
-            Target::Intent(id) => (&mut self.by_intent, id),
-            Target::Link(id) => (&mut self.by_link, id),
-            Target::Account(id) => (&mut self.by_account, id),
+            Target::Intent(id) => each(&mut self.by_intent, &Arc::from(id.as_str())),
+            Target::Link(id) => each(&mut self.by_link, &Arc::from(id.as_str())),
+            Target::Account(id) => each(&mut self.by_account, &Arc::from(id.as_str())),
+            Target::Selection(selection) => {
+                for id in &selection.links {
+                    each(&mut self.by_link, id);
+                }
+                for id in &selection.accounts {
+                    each(&mut self.by_account, id);
+                }
+            }
+            Target::All => {}
         }
+    }
+
+    fn insert(&mut self, target: &Target, id: u64, sub: &Arc<Subscriber>) {
+        if let Target::All = target {
+            self.all.push((id, sub.clone()));
+            return;
+        }
+        self.keys(target, |map, key| {
+            map.entry(key.clone()).or_default().push((id, sub.clone()));
+        });
+    }
+
+    fn remove(&mut self, target: &Target, id: u64) {
+        if let Target::All = target {
+            self.all.retain(|(other, _)| *other != id);
+            return;
+        }
+        self.keys(target, |map, key| {
+            if let Some(subs) = map.get_mut(&**key) {
+                subs.retain(|(other, _)| *other != id);
+                if subs.is_empty() {
+                    map.remove(&**key);
+                }
+            }
+        });
+    }
+
+    fn every(&self) -> impl Iterator<Item = &Arc<Subscriber>> {
+        [&self.by_intent, &self.by_link, &self.by_account]
+            .into_iter()
+            .flat_map(|map| map.values().flatten())
+            .chain(self.all.iter())
+            .map(|(_, sub)| sub)
     }
 }
 
@@ -115,13 +167,10 @@ impl Hub {
             queue: Mutex::default(),
             wake: Notify::new(),
         });
-        {
-            let mut index = self.index.lock().expect("hub lock");
-            let (map, key) = index.map(&target);
-            map.entry(key.to_owned())
-                .or_default()
-                .insert(id, sub.clone());
-        }
+        self.index
+            .lock()
+            .expect("hub lock")
+            .insert(&target, id, &sub);
         self.open.fetch_add(1, Ordering::Relaxed);
         Subscription {
             hub: self.clone(),
@@ -148,10 +197,13 @@ impl Hub {
                         continue;
                     }
                     if let Some(subs) = map.get(key) {
-                        for sub in subs.values() {
+                        for (_, sub) in subs {
                             self.deliver(sub, entry);
                         }
                     }
+                }
+                for (_, sub) in &index.all {
+                    self.deliver(sub, entry);
                 }
             }
             // Still under the index lock: a subscriber registering concurrently either got
@@ -162,6 +214,10 @@ impl Hub {
 
     fn deliver(&self, sub: &Subscriber, entry: &Entry) {
         let mut queue = sub.queue.lock().expect("subscriber lock");
+        if entry.sequence <= queue.last {
+            return;
+        }
+        queue.last = entry.sequence;
         if queue.lagged {
             return;
         }
@@ -180,10 +236,8 @@ impl Hub {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let index = self.index.lock().expect("hub lock");
-        for map in [&index.by_intent, &index.by_link, &index.by_account] {
-            for sub in map.values().flat_map(|subs| subs.values()) {
-                sub.wake.notify_one();
-            }
+        for sub in index.every() {
+            sub.wake.notify_one();
         }
     }
 
@@ -238,15 +292,11 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut index = self.hub.index.lock().expect("hub lock");
-        let (map, key) = index.map(&self.target);
-        if let Some(subs) = map.get_mut(key) {
-            subs.remove(&self.id);
-            if subs.is_empty() {
-                map.remove(key);
-            }
-        }
-        drop(index);
+        self.hub
+            .index
+            .lock()
+            .expect("hub lock")
+            .remove(&self.target, self.id);
         self.hub.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -314,10 +364,39 @@ mod tests {
     }
 
     #[test]
+    fn a_selection_gets_each_entry_once_and_all_gets_everything() {
+        let hub = Arc::new(Hub::new(8));
+        let selection = crate::domain::Selection::new(["link_a", "link_c"], ["acc_1", "acc_3"]);
+        let some = hub.subscribe(Target::Selection(Arc::new(selection)));
+        let every = hub.subscribe(Target::All);
+        hub.publish(&[
+            // Listed both by its Link and its account: once.
+            row(1, "link_a", "acc_1", ""),
+            row(2, "link_b", "acc_2", ""),
+            row(3, "link_b", "acc_3", ""),
+            row(4, "link_c", "acc_4", "ri_1"),
+        ]);
+        let taken: Vec<i64> = std::iter::from_fn(|| Some(seq(some.try_next())))
+            .take_while(|s| *s > 0)
+            .collect();
+        assert_eq!(taken, [1, 3, 4]);
+        let taken: Vec<i64> = std::iter::from_fn(|| Some(seq(every.try_next())))
+            .take_while(|s| *s > 0)
+            .collect();
+        assert_eq!(taken, [1, 2, 3, 4]);
+        // Dropping them leaves no key behind (a selection is registered under every id).
+        drop((some, every));
+        let index = hub.index.lock().unwrap();
+        assert!(index.by_link.is_empty() && index.by_account.is_empty() && index.all.is_empty());
+    }
+
+    #[test]
     fn close_reaches_every_subscriber() {
         let hub = Arc::new(Hub::new(2));
         let sub = hub.subscribe(Target::Account("a".into()));
+        let all = hub.subscribe(Target::All);
         hub.close();
         assert_eq!(seq(sub.try_next()), i64::MAX);
+        assert_eq!(seq(all.try_next()), i64::MAX);
     }
 }

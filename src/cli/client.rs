@@ -150,6 +150,7 @@ async fn follow<O: Write, E: Write>(
             target: Some(target.clone()),
             after_sequence: cursor,
             statuses: Vec::new(),
+            start_time: None,
         };
         let drained = match client.watch_refresh(request).await {
             Ok(stream) => drain(stream.into_inner(), &mut cursor, &mut failures, display).await,

@@ -2,6 +2,9 @@
 //! ([`Target`]). The store writes and reads these, the hub fans them out, gRPC turns them into
 //! wire messages; none of those needs to know the others.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use super::status::{ResultStatus, UnknownValue};
 use crate::clock::Millis;
 
@@ -61,11 +64,15 @@ impl ResultRow {
 }
 
 /// Whose results a watcher follows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Intent(String),
     Link(String),
     Account(String),
+    /// Several Links and accounts as one feed.
+    Selection(Arc<Selection>),
+    /// Every result.
+    All,
 }
 
 impl Target {
@@ -75,13 +82,62 @@ impl Target {
             Target::Intent(id) => row.refresh_intent_id == *id,
             Target::Link(id) => row.link_id == *id,
             Target::Account(id) => row.account_id == *id,
+            Target::Selection(selection) => selection.matches(row),
+            Target::All => true,
+        }
+    }
+}
+
+/// The Links and accounts a selection feed follows: a result is in it when its Link or its
+/// account is listed (once, even when both are). The ids are shared (`Arc<str>`) with the
+/// hub's index, so a stream of 1,000 ids holds each id once.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub links: HashSet<Arc<str>>,
+    pub accounts: HashSet<Arc<str>>,
+}
+
+impl Selection {
+    /// The most ids one selection may list (Links and accounts together).
+    pub const MAX_IDS: usize = 1_000;
+
+    /// A selection of these ids; repeats count once.
+    pub fn new<L, A>(links: L, accounts: A) -> Selection
+    where
+        L: IntoIterator,
+        L::Item: AsRef<str>,
+        A: IntoIterator,
+        A::Item: AsRef<str>,
+    {
+        Selection {
+            links: links.into_iter().map(|id| Arc::from(id.as_ref())).collect(),
+            accounts: accounts
+                .into_iter()
+                .map(|id| Arc::from(id.as_ref()))
+                .collect(),
         }
     }
 
-    /// The id the watcher asked for.
-    pub fn id(&self) -> &str {
-        match self {
-            Target::Intent(id) | Target::Link(id) | Target::Account(id) => id,
-        }
+    /// Ids listed, Links and accounts together.
+    pub fn len(&self) -> usize {
+        self.links.len() + self.accounts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn matches(&self, row: &ResultRow) -> bool {
+        self.links.contains(row.link_id.as_str()) || self.accounts.contains(row.account_id.as_str())
+    }
+
+    /// The Link ids, for a store query.
+    pub fn link_ids(&self) -> Vec<&str> {
+        self.links.iter().map(|id| &**id).collect()
+    }
+
+    /// The account ids, for a store query.
+    pub fn account_ids(&self) -> Vec<&str> {
+        self.accounts.iter().map(|id| &**id).collect()
     }
 }

@@ -10,5 +10,5 @@ pub mod policy;
 pub mod status;
 
 pub use intent::{AccountState, IntentView, NewIntent};
-pub use log::{ResultRow, Target};
+pub use log::{ResultRow, Selection, Target};
 pub use status::{IntentStatus, RefreshType, ResultStatus};

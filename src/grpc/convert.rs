@@ -12,6 +12,17 @@ pub fn timestamp(ms: Millis) -> prost_types::Timestamp {
     }
 }
 
+/// A wire timestamp in milliseconds (sub-millisecond part dropped, as stored times have
+/// none); `None` when it is not a valid timestamp (nanos out of range, or too far out).
+pub fn millis(t: &prost_types::Timestamp) -> Option<Millis> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return None;
+    }
+    t.seconds
+        .checked_mul(1000)?
+        .checked_add(i64::from(t.nanos / 1_000_000))
+}
+
 pub fn refresh_type_to_pb(t: RefreshType) -> pb::RefreshType {
     match t {
         RefreshType::OnlyLast => pb::RefreshType::OnlyLast,
@@ -93,6 +104,17 @@ pub fn refresh_intent(view: &IntentView) -> pb::RefreshIntent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_timestamps_read_back_as_millis_and_bad_ones_are_refused() {
+        for ms in [0, 1_764_547_200_123, -1] {
+            assert_eq!(super::millis(&super::timestamp(ms)), Some(ms));
+        }
+        let bad = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert_eq!(super::millis(&bad(1, -1)), None);
+        assert_eq!(super::millis(&bad(1, 1_000_000_000)), None);
+        assert_eq!(super::millis(&bad(i64::MAX, 0)), None);
+    }
 
     #[test]
     fn timestamps_keep_milliseconds_and_handle_negative() {

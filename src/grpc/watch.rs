@@ -25,12 +25,13 @@ use tonic::Status;
 
 use super::convert;
 use crate::app::App;
-use crate::domain::{IntentView, ResultRow, ResultStatus, Target};
+use crate::clock::Millis;
+use crate::domain::{IntentView, ResultRow, ResultStatus, Selection, Target};
 use crate::error::AppError;
 use crate::hub::{Next, Subscription};
 use crate::pb::watch_refresh_request::Target as PbTarget;
 use crate::pb::{self, watch_refresh_response::Event};
-use crate::store::StoreError;
+use crate::store::{Seek, StoreError};
 
 /// Rows read from the database per catch-up query.
 const PAGE: i64 = 256;
@@ -40,12 +41,13 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchRefreshResponse
 /// Validates the request and opens the stream (errors here end the call before any message).
 pub async fn open(
     app: Arc<App>,
-    request: pb::WatchRefreshRequest,
+    mut request: pb::WatchRefreshRequest,
 ) -> Result<WatchStream, AppError> {
-    let target = match request.target {
+    let target = match request.target.take() {
         None => {
             return Err(AppError::InvalidArgument(
-                "set exactly one target: refresh_intent_id, link_id or account_id".into(),
+                "set exactly one target: refresh_intent_id, link_id, account_id or selection"
+                    .into(),
             ));
         }
         Some(PbTarget::RefreshIntentId(id)) => {
@@ -53,8 +55,10 @@ pub async fn open(
         }
         Some(PbTarget::LinkId(id)) => non_empty("link_id", id).map(Target::Link)?,
         Some(PbTarget::AccountId(id)) => non_empty("account_id", id).map(Target::Account)?,
+        Some(PbTarget::Selection(selection)) => self::selection(selection)?,
     };
     let statuses = statuses(&request.statuses)?;
+    let start_ms = start_time(&app, &target, &request)?;
     if let Some(after) = request.after_sequence {
         check_cursor(&app, after).await?;
     }
@@ -74,11 +78,21 @@ pub async fn open(
              close some or retry later"
         )));
     }
-    let (cursor, catch_up) = match (&target, request.after_sequence) {
-        (_, Some(after)) => (after as i64, true),
-        (Target::Intent(_), None) => (0, true),
+    let (cursor, catch_up) = match (&target, request.after_sequence, start_ms) {
+        (_, Some(after), _) => (after as i64, true),
+        // After the subscription, as a cursor: anything committed since is queued.
+        (_, None, Some(at_ms)) => match app.store.seek(at_ms).await? {
+            Seek::After(after) => (after, true),
+            Seek::Expired { oldest } => {
+                return Err(AppError::SeekExpired {
+                    start: crate::clock::format_rfc3339_ms(at_ms),
+                    oldest: oldest as u64,
+                });
+            }
+        },
+        (Target::Intent(_), None, None) => (0, true),
         // A feed "from now" starts after everything the hub has already handed out.
-        (_, None) => (app.hub.high_water(), false),
+        (_, None, None) => (app.hub.high_water(), false),
     };
     // Heartbeats count from the moment the stream opened, not from when it is first polled.
     let opened_at = app.config.clock.now_ms();
@@ -98,6 +112,92 @@ pub async fn open(
 fn lifetime(max_age: std::time::Duration) -> crate::clock::Millis {
     let base = crate::clock::millis(max_age);
     base - base / 10 + rand::random_range(0..=base / 5)
+}
+
+/// How far ahead of this server's clock a `start_time` may be and still mean "now": clocks
+/// of callers and servers differ a little.
+const START_TIME_SLACK_MS: Millis = 60_000;
+
+/// A selection's target: `all`, or its ids (each checked, repeats counted once).
+fn selection(selection: pb::Selection) -> Result<Target, AppError> {
+    let pb::Selection {
+        link_ids,
+        account_ids,
+        all,
+    } = selection;
+    if all {
+        if !(link_ids.is_empty() && account_ids.is_empty()) {
+            return Err(AppError::InvalidArgument(
+                "selection: all follows every result; leave link_ids and account_ids empty".into(),
+            ));
+        }
+        return Ok(Target::All);
+    }
+    let asked = link_ids.len() + account_ids.len();
+    if asked > 2 * Selection::MAX_IDS {
+        // Refused before anything is copied or hashed.
+        return Err(too_many(asked));
+    }
+    for id in &link_ids {
+        super::check_id("selection.link_ids", id)?;
+    }
+    for id in &account_ids {
+        super::check_id("selection.account_ids", id)?;
+    }
+    let selection = Selection::new(link_ids, account_ids);
+    if selection.is_empty() {
+        return Err(AppError::InvalidArgument(
+            "selection is empty: list link_ids and/or account_ids, or set all".into(),
+        ));
+    }
+    if selection.len() > Selection::MAX_IDS {
+        return Err(too_many(selection.len()));
+    }
+    Ok(Target::Selection(Arc::new(selection)))
+}
+
+fn too_many(ids: usize) -> AppError {
+    AppError::InvalidArgument(format!(
+        "selection lists {ids} ids; at most {} Links and accounts together are accepted: \
+         split it over several streams, or set all",
+        Selection::MAX_IDS
+    ))
+}
+
+/// The time a feed seeks to, if it asked for one (see `START_TIME_SLACK_MS`).
+fn start_time(
+    app: &App,
+    target: &Target,
+    request: &pb::WatchRefreshRequest,
+) -> Result<Option<Millis>, AppError> {
+    let Some(start) = &request.start_time else {
+        return Ok(None);
+    };
+    if let Target::Intent(_) = target {
+        return Err(AppError::InvalidArgument(
+            "start_time is for feeds (link_id, account_id, selection); an intent stream \
+             always starts at the intent's first result"
+                .into(),
+        ));
+    }
+    if request.after_sequence.is_some() {
+        return Err(AppError::InvalidArgument(
+            "give start_time or after_sequence, not both: after_sequence resumes exactly \
+             where a stream was, start_time seeks by time"
+                .into(),
+        ));
+    }
+    let at_ms = convert::millis(start)
+        .ok_or_else(|| AppError::InvalidArgument("start_time is not a valid timestamp".into()))?;
+    let now_ms = app.config.clock.now_ms();
+    if at_ms > now_ms.saturating_add(START_TIME_SLACK_MS) {
+        return Err(AppError::InvalidArgument(format!(
+            "start_time {} is ahead of the server's clock ({}); to start now, leave it unset",
+            crate::clock::format_rfc3339_ms(at_ms),
+            crate::clock::format_rfc3339_ms(now_ms)
+        )));
+    }
+    Ok(Some(at_ms))
 }
 
 /// The result statuses a stream is limited to (empty: all), each one an account result's.

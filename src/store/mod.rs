@@ -44,6 +44,7 @@ use crate::domain::{IntentView, NewIntent, RefreshType, Target};
 use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
 
+pub use decide::Seek;
 pub use error::{StoreError, StoreResult};
 pub use postgres::{is_postgres_url, redacted};
 use seam::Backend;
@@ -295,6 +296,13 @@ impl Store {
 
     pub async fn log_bounds(&self) -> StoreResult<LogBounds> {
         self.backend.log_bounds().await
+    }
+
+    /// Where a feed seeking to `at_ms` starts: after the sequence before the first result
+    /// stored at or after it, or refused when retention removed such a result.
+    pub async fn seek(&self, at_ms: Millis) -> StoreResult<Seek> {
+        let times = self.backend.log_times(at_ms).await?;
+        Ok(decide::seek(at_ms, times))
     }
 
     /// The Link last resolved with this token (by its hash).

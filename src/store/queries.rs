@@ -86,11 +86,50 @@ macro_rules! results_after {
                     $($aw)*?
             }
             Target::Account(id) => query.filter(results::account_id.eq(id)).load($conn)$($aw)*?,
+            // Walked in sequence order from the cursor (the primary key), each row tested
+            // against the ids: no index per id kind is paid for on every write, and a page
+            // reads at most what lies between the cursor and its last row.
+            Target::Selection(selection) => query
+                .filter(
+                    results::link_id
+                        .eq_any(selection.link_ids())
+                        .or(results::account_id.eq_any(selection.account_ids())),
+                )
+                .load($conn)
+                $($aw)*?,
+            Target::All => query.load($conn)$($aw)*?,
         };
         StoreResult::Ok(rows.into_iter().map(ResultRow::from).collect::<Vec<ResultRow>>())
     }};
 }
 pub(super) use results_after;
+
+/// What a seek to `$at_ms` reads after the log's bounds (see `decide::seek`): the first
+/// retained result stamped at or after it (stamps never go back along the log, so ordering by
+/// stamp is one index probe that finds the lowest such sequence), and the newest stamp
+/// retention removed.
+macro_rules! log_times {
+    ($conn:expr, $bounds:expr, $at_ms:expr, [$($aw:tt)*]) => {{
+        let at_ms: Millis = $at_ms;
+        let first_at_or_after: Option<i64> = results::table
+            .filter(results::committed_at_ms.ge(at_ms))
+            .order((results::committed_at_ms.asc(), results::sequence.asc()))
+            .select(results::sequence)
+            .first(&mut *$conn)
+            $($aw)*
+            .optional()?;
+        let pruned_through_ms: Millis = log_horizon::table
+            .select(log_horizon::pruned_through_ms)
+            .first(&mut *$conn)
+            $($aw)*?;
+        StoreResult::Ok($crate::store::decide::LogTimes {
+            bounds: $bounds,
+            first_at_or_after,
+            pruned_through_ms,
+        })
+    }};
+}
+pub(super) use log_times;
 
 /// The id of the Link's pending intent, if any (the newest, should there be several).
 macro_rules! pending_intent_id {
@@ -305,7 +344,17 @@ macro_rules! prune {
             .load(&mut *$conn)
             $($aw)*?;
         if let Some(last) = below.last() {
+            // The newest stamp pruned, for seeks by time (stamps never go back along the log).
+            let stamp: Millis = results::table
+                .find(last)
+                .select(results::committed_at_ms)
+                .get_result(&mut *$conn)
+                $($aw)*?;
             pruned.results = diesel::delete(results::table.filter(results::sequence.le(last)))
+                .execute(&mut *$conn)
+                $($aw)*?;
+            diesel::update(log_horizon::table.filter(log_horizon::pruned_through_ms.lt(stamp)))
+                .set(log_horizon::pruned_through_ms.eq(stamp))
                 .execute(&mut *$conn)
                 $($aw)*?;
         }

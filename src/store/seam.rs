@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::StoreResult;
+use super::decide::LogTimes;
 use crate::clock::Millis;
 use crate::domain::{IntentView, NewIntent, RefreshType, ResultRow, Target};
 use crate::fintoc::event::Decoded;
@@ -205,6 +206,8 @@ pub trait Backend: Send + Sync {
     async fn get_intent(&self, id: String) -> StoreResult<Option<IntentView>>;
     async fn results_after(&self, target: Target, after: i64, limit: i64) -> StoreResult<LogPage>;
     async fn log_bounds(&self) -> StoreResult<LogBounds>;
+    /// The log's bounds, then what a seek to `at_ms` needs ([`decide::seek`]).
+    async fn log_times(&self, at_ms: Millis) -> StoreResult<LogTimes>;
     async fn published_through(&self) -> StoreResult<i64>;
     async fn link_by_token(&self, token_sha256: String) -> StoreResult<Option<KnownLink>>;
     async fn link_by_id(&self, link_id: String) -> StoreResult<Option<KnownLink>>;

@@ -38,7 +38,7 @@ pub enum Table {
 
 /// The tables deliberately left behind, each with why nothing is lost. A name may be absent
 /// from the schemas (a table this version does not have yet, or no longer has).
-pub const NOT_COPIED: [(&str, &str); 4] = [
+pub const NOT_COPIED: [(&str, &str); 5] = [
     (
         "creates_in_flight",
         "marks of create calls in flight on a replica; none survive the move",
@@ -46,6 +46,10 @@ pub const NOT_COPIED: [(&str, &str); 4] = [
     (
         "log_counter",
         "set from the SQLite log's high-water mark, not copied",
+    ),
+    (
+        "log_horizon",
+        "set from the oldest result copied (how far SQLite's retention had pruned, at most)",
     ),
     (
         "leader_lease",

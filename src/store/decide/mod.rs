@@ -17,6 +17,8 @@
 //!   produced the intent's last result (its latest `occurred_at`), not when that reached us,
 //!   so a late result starts no longer cooldown than Fintoc's own; never later than now,
 //!   should an event claim a time ahead of our clock.
+//! - **The log's time** ([`log_time`], [`seek`]): how results are stamped, and where a feed
+//!   seeking to a time starts (`seek.rs`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,8 +29,11 @@ use crate::domain::{IntentStatus, IntentView, ResultStatus};
 use crate::fintoc::event::AccountEvent;
 use crate::store::StoreResult;
 
+mod seek;
 #[cfg(test)]
 mod tests;
+
+pub use seek::{LogTimes, Seek, log_time, seek};
 
 /// A pending intent as far as the decisions are concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]

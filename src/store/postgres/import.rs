@@ -89,6 +89,17 @@ pub(in crate::store) async fn fill(
             .set(log_counter::newest.eq(snapshot.high_water))
             .execute(conn)
             .await?;
+        // The log's time goes on from the newest stamp copied. What SQLite's retention had
+        // pruned is known here only as far as the oldest result copied (an upper bound): a
+        // seek at or before it is refused if anything was pruned, never wrongly served.
+        for statement in [
+            "UPDATE log_counter SET newest_ms = \
+               (SELECT COALESCE(max(committed_at_ms), 0) FROM results)",
+            "UPDATE log_horizon SET pruned_through_ms = \
+               (SELECT COALESCE(min(committed_at_ms), 0) FROM results)",
+        ] {
+            diesel::sql_query(statement).execute(conn).await?;
+        }
         // The raw events kept their ids: new ones continue after the largest. (A sequence
         // moves outside the transaction; should the commit fail, ids merely skip ahead.)
         diesel::sql_query(

@@ -72,7 +72,7 @@ pub(super) async fn begin_and_ingest(
         },
         async {
             Ok(Appender::newest_query()
-                .get_result::<i64>(&mut &*shared)
+                .get_result::<(i64, Millis)>(&mut &*shared)
                 .await?)
         },
         batch.insert(shared),

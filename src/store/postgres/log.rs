@@ -7,9 +7,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use std::marker::PhantomData;
 
-use super::schema::{accounts, intent_accounts, log_counter, results, webhook_events};
+use super::schema::{accounts, intent_accounts, log_counter, log_horizon, results, webhook_events};
 use super::statements::AppendResults;
+use crate::clock::Millis;
 use crate::domain::{ResultRow, Target};
+use crate::store::decide::{self, LogTimes};
 use crate::store::queries;
 use crate::store::rows::ResultRecord;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,8 @@ pub(super) const LOCK_COUNTER: &str = "SELECT 1 FROM log_counter FOR UPDATE";
 pub(super) struct Appender {
     /// The next sequence to hand out.
     next: i64,
+    /// The newest stamp in the log: no result is stamped earlier (`decide::log_time`).
+    stamped_ms: Millis,
     /// Rows appended and not yet inserted.
     pending: Vec<ResultRow>,
     /// Whether anything was appended in this transaction.
@@ -63,20 +67,23 @@ impl Rows {
 impl Appender {
     /// The counter's value, read by a transaction that holds its lock (each statement reads
     /// what was committed when it began, and it began after the lock was granted).
-    pub(super) fn newest_query() -> diesel::dsl::Select<log_counter::table, log_counter::newest> {
-        log_counter::table.select(log_counter::newest)
+    /// Read with the newest stamp, which the next results must not go below.
+    pub(super) fn newest_query()
+    -> diesel::dsl::Select<log_counter::table, (log_counter::newest, log_counter::newest_ms)> {
+        log_counter::table.select((log_counter::newest, log_counter::newest_ms))
     }
 
     /// An appender for a transaction that locked the counter and read `newest` from it, on a
     /// replica that has handed sequences up to `published` to its watchers. A counter below
     /// that was rewound: sequences continue after `published`, never reusing one.
-    pub(super) fn after(newest: i64, published: i64) -> Appender {
+    pub(super) fn after((newest, stamped_ms): (i64, Millis), published: i64) -> Appender {
         let rewound = (newest < published).then_some(Rewind {
             counter: newest,
             published,
         });
         Appender {
             next: newest.max(published) + 1,
+            stamped_ms,
             pending: Vec::new(),
             wrote: false,
             raised: rewound.is_some(),
@@ -100,6 +107,8 @@ impl Appender {
 
     /// Gives `row` the next sequence and queues it for insertion.
     pub(super) fn append(&mut self, mut row: ResultRow) -> ResultRow {
+        row.committed_at_ms = decide::log_time(row.committed_at_ms, self.stamped_ms);
+        self.stamped_ms = row.committed_at_ms;
         row.sequence = self.next;
         self.next += 1;
         self.pending.push(row.clone());
@@ -137,9 +146,11 @@ impl Appender {
             return "COMMIT".to_owned();
         }
         format!(
-            "WITH moved AS (UPDATE log_counter SET newest = GREATEST(newest, {}) \
-             RETURNING newest) SELECT pg_notify('{CHANNEL}', '') FROM moved; COMMIT",
-            self.next - 1
+            "WITH moved AS (UPDATE log_counter SET newest = GREATEST(newest, {}), \
+             newest_ms = GREATEST(newest_ms, {}) RETURNING newest) \
+             SELECT pg_notify('{CHANNEL}', '') FROM moved; COMMIT",
+            self.next - 1,
+            self.stamped_ms
         )
     }
 }
@@ -184,6 +195,15 @@ pub(super) async fn results_after(
     limit: i64,
 ) -> StoreResult<Vec<ResultRow>> {
     queries::results_after!(conn, target, after, upto, limit, [.await])
+}
+
+/// The log's bounds, then what a seek to `at_ms` needs (bounds first: see `decide::LogTimes`).
+pub(super) async fn log_times(
+    conn: &mut AsyncPgConnection,
+    at_ms: Millis,
+) -> StoreResult<LogTimes> {
+    let bounds = log_bounds(conn).await?;
+    queries::log_times!(conn, bounds, at_ms, [.await])
 }
 
 /// The log's newest sequence (from the counter, which survives pruning) and oldest retained.

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::store::decide::LogTimes;
 use async_trait::async_trait;
 use bytes::Bytes;
 use diesel_async::AsyncPgConnection;
@@ -336,6 +337,10 @@ impl Backend for PgStore {
 
     async fn log_bounds(&self) -> StoreResult<LogBounds> {
         self.db.read(async |c| log::log_bounds(c).await).await
+    }
+
+    async fn log_times(&self, at_ms: Millis) -> StoreResult<LogTimes> {
+        self.db.read(async |c| log::log_times(c, at_ms).await).await
     }
 
     /// The newest sequence handed to the sink: where this replica's hub starts.

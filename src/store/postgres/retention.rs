@@ -6,7 +6,8 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::{
-    fintoc_key_series, idempotency_keys, intent_accounts, refresh_intents, results, webhook_events,
+    fintoc_key_series, idempotency_keys, intent_accounts, log_horizon, refresh_intents, results,
+    webhook_events,
 };
 use crate::clock::Millis;
 use crate::store::queries;

@@ -71,6 +71,14 @@ diesel::table! {
     log_counter (singleton) {
         singleton -> Bool,
         newest -> Int8,
+        newest_ms -> Int8,
+    }
+}
+
+diesel::table! {
+    log_horizon (singleton) {
+        singleton -> Bool,
+        pruned_through_ms -> Int8,
     }
 }
 
@@ -127,6 +135,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     link_turns,
     links,
     log_counter,
+    log_horizon,
     refresh_intents,
     results,
     webhook_events,

@@ -400,7 +400,7 @@ async fn mixed(
 ) -> StoreResult<(Vec<Done>, Option<Rewind>)> {
     conn.batch_execute(&format!("{begin}; {LOCK_COUNTER}"))
         .await?;
-    let newest: i64 = Appender::newest_query().get_result(conn).await?;
+    let newest: (i64, Millis) = Appender::newest_query().get_result(conn).await?;
     let mut log = Appender::after(newest, floor);
     let mut done = Vec::with_capacity(jobs.len());
     let mut i = 0;

@@ -6,8 +6,10 @@ use diesel::sqlite::SqliteConnection;
 
 use super::Tx;
 use super::models::NewResult;
-use super::schema::{accounts, intent_accounts, results};
+use super::schema::{accounts, intent_accounts, log_horizon, results};
+use crate::clock::Millis;
 use crate::domain::{ResultRow, Target};
+use crate::store::decide::LogTimes;
 use crate::store::queries;
 use crate::store::{Counts, LogBounds, StoreResult};
 
@@ -35,6 +37,28 @@ pub(super) fn results_after(
     limit: i64,
 ) -> StoreResult<Vec<ResultRow>> {
     queries::results_after!(conn, target, after, upto, limit, [])
+}
+
+/// The log's bounds, then what a seek to `at_ms` needs (two reads of one snapshot).
+pub(super) fn log_times(conn: &mut SqliteConnection, at_ms: Millis) -> StoreResult<LogTimes> {
+    conn.transaction(|conn| {
+        let bounds = log_bounds(conn)?;
+        queries::log_times!(conn, bounds, at_ms, [])
+    })
+}
+
+/// The newest stamp in the log, which no later result goes below: the newest result's, or
+/// if retention emptied the log, the newest pruned one's.
+pub(super) fn newest_stamp(conn: &mut SqliteConnection) -> StoreResult<Millis> {
+    let newest: Option<Millis> = results::table
+        .order(results::sequence.desc())
+        .select(results::committed_at_ms)
+        .first(conn)
+        .optional()?;
+    let pruned: Millis = log_horizon::table
+        .select(log_horizon::pruned_through_ms)
+        .first(conn)?;
+    Ok(newest.unwrap_or(0).max(pruned))
 }
 
 #[derive(QueryableByName)]

@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::store::decide::LogTimes;
 use async_trait::async_trait;
 use bytes::Bytes;
 use diesel::Connection;
@@ -423,6 +424,10 @@ impl Backend for SqliteStore {
 
     async fn log_bounds(&self) -> StoreResult<LogBounds> {
         self.read(log::log_bounds).await
+    }
+
+    async fn log_times(&self, at_ms: Millis) -> StoreResult<LogTimes> {
+        self.read(move |c| log::log_times(c, at_ms)).await
     }
 
     async fn link_by_token(&self, token_sha256: String) -> StoreResult<Option<KnownLink>> {

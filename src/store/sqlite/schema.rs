@@ -44,6 +44,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    log_horizon (singleton) {
+        singleton -> Integer,
+        pruned_through_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     refresh_intents (id) {
         id -> Text,
         link_id -> Text,
@@ -92,6 +99,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     intent_accounts,
     links,
+    log_horizon,
     refresh_intents,
     results,
     webhook_events,

@@ -29,6 +29,7 @@ use super::progress::{Progress, Watchdog};
 use crate::clock::{Clock, Millis};
 use crate::domain::ResultRow;
 use crate::metrics::Metrics;
+use crate::store::decide;
 use crate::store::{Publish, StoreError, StoreResult};
 
 /// Jobs committed together at most. Large enough to amortize the fsync at any rate we can
@@ -97,7 +98,8 @@ impl Tx<'_> {
         self.in_flight
     }
 
-    /// The clock's reading when this group commit began.
+    /// The clock's reading when this group commit began (never earlier than the log's
+    /// newest stamp: see [`LogClock`]).
     pub fn now_ms(&self) -> Millis {
         self.now_ms
     }
@@ -156,6 +158,10 @@ impl Writer {
         let sync = match sync {
             Some(sync) => Some(sync),
             None => super::durable::WalFile::open(&mut conn)?.map(|wal| wal.into_sync()),
+        };
+        let clock = LogClock {
+            stamped_ms: super::log::newest_stamp(&mut conn)?,
+            clock,
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         // Unbounded: it holds at most what the writer committed during one fsync, and the
@@ -298,6 +304,21 @@ impl Group for Committed {
     }
 }
 
+/// The writer's clock: the injected one, except that it never reads earlier than the
+/// newest stamp in the log, so results are stamped in log order (`decide::log_time`) even
+/// if the system clock steps back.
+struct LogClock {
+    clock: Clock,
+    stamped_ms: Millis,
+}
+
+impl LogClock {
+    fn now_ms(&mut self) -> Millis {
+        self.stamped_ms = decide::log_time(self.clock.now_ms(), self.stamped_ms);
+        self.stamped_ms
+    }
+}
+
 /// The sync thread, as the writer holds it.
 struct Ends {
     to_syncer: std::sync::mpsc::Sender<Committed>,
@@ -312,7 +333,7 @@ fn run(
     Ends { to_syncer, syncer }: Ends,
     mut bound: WalBound,
     in_flight: InFlight,
-    clock: Clock,
+    mut clock: LogClock,
     progress: &Progress,
 ) -> bool {
     let mut asked = true;
@@ -442,7 +463,13 @@ mod tests {
     async fn nothing_is_answered_or_published_before_its_commit_is_durable() {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().join("g.db").to_string_lossy().into_owned();
-        let conn = SqliteConnection::establish(&url).unwrap();
+        let mut conn = SqliteConnection::establish(&url).unwrap();
+        // The writer reads the log's newest stamp when it starts.
+        diesel_migrations::MigrationHarness::run_pending_migrations(
+            &mut conn,
+            crate::store::sqlite::MIGRATIONS,
+        )
+        .unwrap();
         let (began, sync_began) = std::sync::mpsc::channel::<()>();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = std::sync::Mutex::new(released);

@@ -1,0 +1,2 @@
+DROP TABLE log_horizon;
+DROP INDEX results_committed;
