@@ -12,6 +12,7 @@ mod copy_store;
 mod create_marks;
 mod delivery;
 mod faults;
+mod feeds;
 mod filters;
 mod hostile;
 mod intake;
