@@ -301,3 +301,89 @@ async fn list_links_pages_every_link_in_id_order_and_a_watch_after_as_of_misses_
     let empty = get_link(&server, "").await.unwrap_err();
     assert_eq!(empty.code(), Code::InvalidArgument);
 }
+
+/// The re-sync CONTRACT §6 promises: a consumer back after retention pruned past its cursor
+/// is refused (CURSOR_EXPIRED), lists every page, then watches after the first page's
+/// `as_of_sequence`: a result stored while it was listing, and every one after, reaches it.
+on_both_backends!(after_an_expired_cursor_list_then_watch_misses_nothing);
+async fn after_an_expired_cursor_list_then_watch_misses_nothing(backend: Backend) {
+    let server = server(backend).await;
+    let now = server.clock.now_ms();
+    let (code, _) = server
+        .post_event(&event("evt_old", "acc_elsewhere", "succeeded", now))
+        .await; // 1
+    assert_eq!(code, 200);
+    let old = refreshed(&server, vec![ok()], RefreshStatus::Succeeded).await;
+    server.clock.advance(Duration::from_secs(8 * 86_400));
+    let kept = refreshed(&server, vec![ok()], RefreshStatus::Succeeded).await;
+    fintoc_refresh::tasks::prune(&server.app).await.unwrap();
+    let all = pb::watch_refresh_request::Target::Selection(pb::Selection {
+        all: true,
+        ..Default::default()
+    });
+
+    let expired = server
+        .client()
+        .await
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(all.clone()),
+            after_sequence: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the cursor is older than retention");
+    assert_eq!(expired.code(), Code::OutOfRange);
+    assert_eq!(
+        expired.get_details_error_info().unwrap().reason,
+        "CURSOR_EXPIRED"
+    );
+
+    let first = list(&server, 1, "").await.unwrap();
+    let now = server.clock.now_ms();
+    let during = &kept.account_ids[0];
+    let (code, _) = server
+        .post_event(&event("evt_during", during, "failed", now))
+        .await;
+    assert_eq!(code, 200);
+    let mut links = first.links.clone();
+    let mut token = first.next_page_token.clone();
+    while !token.is_empty() {
+        let page = list(&server, 1, &token).await.unwrap();
+        links.extend(page.links);
+        token = page.next_page_token;
+    }
+    let state = |id: &str| links.iter().find(|l| l.link_id == id).cloned().unwrap();
+    assert!(
+        state(&old.link_id)
+            .accounts
+            .iter()
+            .all(|a| a.last_result.is_none() && a.last_sequence == 0),
+        "the pruned Link's results are gone: {:?}",
+        state(&old.link_id)
+    );
+    let kept_state = state(&kept.link_id);
+    assert!(
+        kept_state
+            .accounts
+            .iter()
+            .all(|a| a.last_sequence > 0 && a.last_sequence <= first.as_of_sequence)
+    );
+
+    let mut feed = server.watch(all, Some(first.as_of_sequence)).await;
+    match feed.next_event().await {
+        Seen::Result { seq, event, .. } => {
+            assert_eq!(event, "evt_during");
+            assert!(seq > first.as_of_sequence);
+        }
+        other => panic!("{other:?}"),
+    }
+    let now = server.clock.now_ms();
+    let (code, _) = server
+        .post_event(&event("evt_after", during, "failed", now))
+        .await;
+    assert_eq!(code, 200);
+    match feed.next_event().await {
+        Seen::Result { event, .. } => assert_eq!(event, "evt_after"),
+        other => panic!("{other:?}"),
+    }
+}

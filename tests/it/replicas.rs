@@ -19,6 +19,7 @@ use fintoc_refresh::simulator::Fault;
 use crate::common::*;
 use crate::private_pg::PrivatePostgres;
 
+mod feeds;
 mod support;
 
 pub use support::{
