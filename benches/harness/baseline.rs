@@ -48,9 +48,15 @@ pub async fn run(mode: &Mode) -> Value {
         for (b, (label, binary)) in builds.iter().enumerate() {
             let server = Server::start_binary(binary, None, &[]);
             print!("  {label:<6} push   ");
-            let row =
-                crate::latency::measure(&server, &server, 10 * round + b, WATCHERS, false, seconds)
-                    .await;
+            let row = crate::latency::measure(
+                &server,
+                &server,
+                10 * round + b,
+                WATCHERS,
+                crate::latency::Shape::Spread,
+                seconds,
+            )
+            .await;
             server.stop();
             p50[b].push(row["p50_ms"].as_f64().unwrap_or(f64::NAN));
             p99[b].push(row["p99_ms"].as_f64().unwrap_or(f64::NAN));

@@ -1,7 +1,10 @@
 //! Push latency: from the moment a webhook POST is sent to the moment a watcher receives the
 //! `account_result`, at a steady 1,000 events/s. "spread": each watcher follows its own
 //! account and events go round-robin (each event reaches one watcher, the product's usual
-//! shape); "shared": every watcher follows the same account (each event reaches all of them).
+//! shape); "shared": every watcher follows the same account (each event reaches all of them);
+//! "selection": as spread, but each watcher's target is a selection of 1,000 accounts (its own
+//! and 999 no event names), so the hub's index holds 1,000 keys per watcher; "all": every
+//! watcher follows every result (each event reaches all of them, as shared).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,33 @@ use crate::server::{SECRET, Server};
 use crate::stats::{ms, percentile};
 
 const RATE: u64 = 1000;
+/// Ids in each watcher's selection ("selection" shape).
+const SELECTION_IDS: usize = 1_000;
+
+/// Who follows what (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Spread,
+    Shared,
+    Selection,
+    All,
+}
+
+impl Shape {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Spread => "spread",
+            Shape::Shared => "shared",
+            Shape::Selection => "selection",
+            Shape::All => "all",
+        }
+    }
+
+    /// Whether every event reaches every watcher.
+    fn reaches_all(self) -> bool {
+        matches!(self, Shape::Shared | Shape::All)
+    }
+}
 const SENDERS: usize = 16;
 const CHANNELS: usize = 20;
 
@@ -33,15 +63,15 @@ pub async fn run(mode: &Mode) -> Value {
     println!("|---|---|---|---|---|---|");
     let server = Server::start(&[]);
     let mut rows = Vec::new();
-    let cases: &[(usize, bool)] = &[
-        (1, false),
-        (100, false),
-        (1000, false),
-        (100, true),
-        (1000, true),
+    let cases: &[(usize, Shape)] = &[
+        (1, Shape::Spread),
+        (100, Shape::Spread),
+        (1000, Shape::Spread),
+        (100, Shape::Shared),
+        (1000, Shape::Shared),
     ];
-    for (run, &(watchers, shared)) in cases.iter().enumerate() {
-        rows.push(measure(&server, &server, run, watchers, shared, seconds).await);
+    for (run, &(watchers, shape)) in cases.iter().enumerate() {
+        rows.push(measure(&server, &server, run, watchers, shape, seconds).await);
     }
     server.stop();
     Value::Array(rows)
@@ -54,10 +84,11 @@ pub async fn measure(
     on: &Server,
     run: usize,
     watchers: usize,
-    shared: bool,
+    shape: Shape,
     seconds: u64,
 ) -> Value {
     let total = (RATE * seconds) as usize;
+    let shared = shape.reaches_all();
     let account = |n: usize| {
         if shared {
             format!("acc_l{run}_0")
@@ -78,7 +109,20 @@ pub async fn measure(
     let mut readers = Vec::with_capacity(watchers);
     for w in 0..watchers {
         let mut client = RefreshServiceClient::new(channels[w % channels.len()].clone());
-        let target = Target::AccountId(if shared { account(0) } else { account(w) });
+        let target = match shape {
+            Shape::Spread => Target::AccountId(account(w)),
+            Shape::Shared => Target::AccountId(account(0)),
+            Shape::Selection => Target::Selection(pb::Selection {
+                account_ids: std::iter::once(account(w))
+                    .chain((1..SELECTION_IDS).map(|k| format!("acc_pad{run}_{w}_{k}")))
+                    .collect(),
+                ..Default::default()
+            }),
+            Shape::All => Target::Selection(pb::Selection {
+                all: true,
+                ..Default::default()
+            }),
+        };
         let mut stream = client
             .watch_refresh(pb::WatchRefreshRequest {
                 target: Some(target),
@@ -149,7 +193,7 @@ pub async fn measure(
     let delivered = all.len();
     let (p50, p99) = (percentile(&mut all, 50.0), percentile(&mut all, 99.0));
     let max = all.iter().max().copied().unwrap_or_default();
-    let shape = if shared { "shared" } else { "spread" };
+    let shape = shape.name();
     println!(
         "| {watchers} | {shape} | {delivered}/{expected} | {:.2} | {:.2} | {:.2} |",
         ms(p50),

@@ -18,6 +18,9 @@
 //!   same intake with another build, `BENCH_BASELINE_BIN`, alternated);
 //! - PostgreSQL behind PgBouncer in transaction mode: intake and reads against a direct
 //!   connection;
+//! - feeds: push latency to selection and `all` streams against single-target streams,
+//!   memory per idle selection/`all` stream, GetLink against GetRefresh, ListLinks of
+//!   10,000 Links (SQLite and PostgreSQL);
 //! - before/after: the SQLite intake and push latency of another build (`BENCH_BASELINE_BIN`)
 //!   and this one, alternated (`--only baseline`; skipped, and said so, without it).
 //!
@@ -27,6 +30,7 @@
 mod baseline;
 #[path = "../../tests/support/binary.rs"]
 mod binary;
+mod feeds;
 mod intake;
 mod latency;
 mod load;
@@ -55,7 +59,8 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler|baseline` runs one section.
+    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler|feeds|baseline`
+    // runs one section.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -126,6 +131,11 @@ fn main() {
         } else {
             skipped()
         };
+        let feeds = if wanted("feeds") {
+            feeds::run(&mode).await
+        } else {
+            skipped()
+        };
         let baseline = if wanted("baseline") {
             baseline::run(&mode).await
         } else {
@@ -143,6 +153,7 @@ fn main() {
             "sqlite_wal": wal,
             "postgres": postgres,
             "postgres_behind_pgbouncer": pooler,
+            "feeds": feeds,
             "before_after": baseline,
         });
         println!("BENCH_JSON {summary}");

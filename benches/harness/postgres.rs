@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio_postgres::NoTls;
 
 use crate::Mode;
+use crate::latency::Shape;
 use crate::load::{self, Phase, Prepared};
 use crate::server::{SECRET, Server};
 use crate::stats::median;
@@ -260,13 +261,13 @@ pub async fn run(mode: &Mode) -> Value {
     println!("| watchers | shape | delivered | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|");
     let seconds = if mode.quick { 2 } else { 5 };
-    let spread = crate::latency::measure(&a, &b, 100, 100, false, seconds).await;
-    let one_watcher = crate::latency::measure(&a, &b, 101, 1, false, seconds).await;
+    let spread = crate::latency::measure(&a, &b, 100, 100, Shape::Spread, seconds).await;
+    let one_watcher = crate::latency::measure(&a, &b, 101, 1, Shape::Spread, seconds).await;
 
     let baseline_spread = match &baseline {
         Some((into, on)) => {
             println!("(baseline build)");
-            Some(crate::latency::measure(into, on, 102, 100, false, seconds).await)
+            Some(crate::latency::measure(into, on, 102, 100, Shape::Spread, seconds).await)
         }
         None => None,
     };
