@@ -53,6 +53,9 @@ pub async fn open(
         }
         Some(PbTarget::LinkId(id)) => non_empty("link_id", id).map(Target::Link)?,
         Some(PbTarget::AccountId(id)) => non_empty("account_id", id).map(Target::Account)?,
+        Some(PbTarget::Selection(_)) => {
+            return Err(AppError::InvalidArgument("selection: not yet".into()));
+        }
     };
     let statuses = statuses(&request.statuses)?;
     if let Some(after) = request.after_sequence {
