@@ -26,6 +26,7 @@ async fn watch_only(
             target: Some(target),
             after_sequence: after,
             statuses: statuses.iter().map(|s| *s as i32).collect(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -138,6 +139,7 @@ async fn a_status_no_account_result_has_is_refused() {
                 target: Some(account_target("acc_1")),
                 after_sequence: None,
                 statuses: asked,
+                ..Default::default()
             })
             .await
             .expect_err("refused");
