@@ -1,12 +1,12 @@
-//! The human gRPC clients: `refresh` (request a refresh, then follow it to its outcome) and
-//! `watch` (follow an intent, or a feed of Links, accounts or every Link), with
-//! reconnect-and-resume when the server goes away, Ctrl-C, exit codes, and the display that
-//! picks live, plain or JSON output. The strings themselves are built by the pure functions
-//! in `super::render`; how the connection is made (TLS, client certificate, bearer token) is
-//! `super::connect`.
+//! The human gRPC clients: `refresh` (request a refresh, then follow it to its outcome),
+//! `watch` (follow an intent, or a feed of Links, accounts or every Link) and `link` (a
+//! Link's state, once), with reconnect-and-resume when the server goes away, Ctrl-C, exit
+//! codes, and the display that picks live, plain or JSON output. The strings themselves are
+//! built by the pure functions in `super::render`; how the connection is made (TLS, client
+//! certificate, bearer token) is `super::connect`.
 //!
-//! Exit codes: 0 the refresh SUCCEEDED; 1 it ended FAILED, REJECTED or TIMED_OUT; 2 a usage
-//! or RPC error (one line on stderr); 130 interrupted.
+//! Exit codes: 0 the refresh SUCCEEDED (for `link`: the state was shown); 1 it ended FAILED,
+//! REJECTED or TIMED_OUT; 2 a usage or RPC error (one line on stderr); 130 interrupted.
 
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
@@ -18,7 +18,7 @@ use tonic_types::StatusExt;
 
 use super::connect::{self, Client, ConnectArgs, Credentials};
 use super::render::{self, Board};
-use super::{RefreshArgs, WatchArgs};
+use super::{LinkArgs, RefreshArgs, WatchArgs};
 use crate::pb::watch_refresh_request::Target;
 use crate::pb::watch_refresh_response::Event;
 use crate::pb::{self, RefreshStatus, RefreshType};
@@ -37,6 +37,11 @@ pub async fn refresh(args: RefreshArgs) -> ExitCode {
 /// `fintoc-refresh watch`: follow an intent until it completes, or a Link/account forever.
 pub async fn watch(args: WatchArgs) -> ExitCode {
     interruptible(run_watch(args)).await
+}
+
+/// `fintoc-refresh link`: show a Link's state once.
+pub async fn link(args: LinkArgs) -> ExitCode {
+    interruptible(run_link(args)).await
 }
 
 /// Ctrl-C ends the work (dropping the stream, which tells the server at once) and exits 130.
@@ -84,6 +89,37 @@ async fn run_watch(args: WatchArgs) -> ExitCode {
     };
     let mut display = Display::stdout(args.json, true);
     follow(&mut client, &spec, args.after, &mut display).await
+}
+
+async fn run_link(args: LinkArgs) -> ExitCode {
+    if args.link_id.trim().is_empty() {
+        return fail("error: the Link id is empty");
+    }
+    let mut client = match connect(&args.connection).await {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let request = pb::GetLinkRequest {
+        link_id: args.link_id,
+    };
+    let response = match client.get_link(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return fail(&render::error_line("link lookup failed", &status)),
+    };
+    let Some(link) = &response.link else {
+        return fail("error: the server answered GetLink without a Link");
+    };
+    let text = if args.json {
+        render::link_json(&response)
+    } else {
+        render::link_lines(link, response.as_of_sequence).join("\n")
+    };
+    // A closed pipe is nobody reading, as for the streams: exit 2 without a panic.
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(2),
+    }
 }
 
 /// The request for `refresh`; the link token goes only into this message, never to output.

@@ -1,5 +1,5 @@
-//! The command line: `serve`, `simulate`, the human clients `refresh` and `watch`, and
-//! `copy-store` for moving a SQLite store to PostgreSQL.
+//! The command line: `serve`, `simulate`, the human clients `refresh`, `watch` and `link`,
+//! and `copy-store` for moving a SQLite store to PostgreSQL.
 //! Subcommand and flag names are fixed by the contract.
 
 pub mod client;
@@ -36,6 +36,9 @@ pub enum Command {
     Refresh(RefreshArgs),
     /// Follow the results of Links, accounts, every Link, or one refresh intent.
     Watch(WatchArgs),
+    /// Show a Link's state: each account's last result, the pending refresh, and whether a
+    /// refresh of each type may be requested now.
+    Link(LinkArgs),
     /// Copy a SQLite store into an empty PostgreSQL database, keeping every sequence.
     ///
     /// Copies the result log, refresh intents, Links, accounts, idempotency keys and raw
@@ -146,6 +149,18 @@ impl From<StatusFilter> for pb::RefreshStatus {
             StatusFilter::TimedOut => pb::RefreshStatus::TimedOut,
         }
     }
+}
+
+/// `fintoc-refresh link`
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// The Link's id (link_…).
+    pub link_id: String,
+    #[command(flatten)]
+    pub connection: connect::ConnectArgs,
+    /// The GetLink answer as one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Logs go to stderr (stdout carries only the contract's lines), as text or JSON; the level
