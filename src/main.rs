@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             Command::Simulate(args) => cli::simulate::run(args).await,
             Command::Refresh(args) => cli::client::refresh(args).await,
             Command::Watch(args) => cli::client::watch(args).await,
+            Command::Link(args) => cli::client::link(args).await,
             Command::CopyStore(args) => cli::copy_store::run(args).await,
         }
     })

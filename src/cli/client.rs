@@ -1,11 +1,12 @@
-//! The human gRPC clients: `refresh` (request a refresh, then follow it to its outcome) and
-//! `watch` (follow an intent, a Link or an account), with reconnect-and-resume when the
-//! server goes away, Ctrl-C, exit codes, and the display that picks live, plain or JSON
-//! output. The strings themselves are built by the pure functions in `super::render`; how
-//! the connection is made (TLS, client certificate, bearer token) is `super::connect`.
+//! The human gRPC clients: `refresh` (request a refresh, then follow it to its outcome),
+//! `watch` (follow an intent, or a feed of Links, accounts or every Link) and `link` (a
+//! Link's state, once), with reconnect-and-resume when the server goes away, Ctrl-C, exit
+//! codes, and the display that picks live, plain or JSON output. The strings themselves are
+//! built by the pure functions in `super::render`; how the connection is made (TLS, client
+//! certificate, bearer token) is `super::connect`.
 //!
-//! Exit codes: 0 the refresh SUCCEEDED; 1 it ended FAILED, REJECTED or TIMED_OUT; 2 a usage
-//! or RPC error (one line on stderr); 130 interrupted.
+//! Exit codes: 0 the refresh SUCCEEDED (for `link`: the state was shown); 1 it ended FAILED,
+//! REJECTED or TIMED_OUT; 2 a usage or RPC error (one line on stderr); 130 interrupted.
 
 use std::future::Future;
 use std::io::{self, IsTerminal, Write};
@@ -17,7 +18,7 @@ use tonic_types::StatusExt;
 
 use super::connect::{self, Client, ConnectArgs, Credentials};
 use super::render::{self, Board};
-use super::{RefreshArgs, WatchArgs};
+use super::{LinkArgs, RefreshArgs, WatchArgs};
 use crate::pb::watch_refresh_request::Target;
 use crate::pb::watch_refresh_response::Event;
 use crate::pb::{self, RefreshStatus, RefreshType};
@@ -36,6 +37,11 @@ pub async fn refresh(args: RefreshArgs) -> ExitCode {
 /// `fintoc-refresh watch`: follow an intent until it completes, or a Link/account forever.
 pub async fn watch(args: WatchArgs) -> ExitCode {
     interruptible(run_watch(args)).await
+}
+
+/// `fintoc-refresh link`: show a Link's state once.
+pub async fn link(args: LinkArgs) -> ExitCode {
+    interruptible(run_link(args)).await
 }
 
 /// Ctrl-C ends the work (dropping the stream, which tells the server at once) and exits 130.
@@ -69,20 +75,51 @@ async fn run_refresh(args: RefreshArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     // No cursor: an intent replays from its start, so results that beat us here still show.
-    let target = Target::RefreshIntentId(intent.id);
-    follow(&mut client, target, None, &mut display).await
+    let spec = WatchSpec::target(Target::RefreshIntentId(intent.id));
+    follow(&mut client, &spec, None, &mut display).await
 }
 
 async fn run_watch(args: WatchArgs) -> ExitCode {
-    let Some(target) = watch_target(&args) else {
-        return fail("error: give one of --link-id, --account-id or --refresh-intent-id");
+    let Some(spec) = watch_spec(&args, crate::clock::system_now_ms()) else {
+        return fail("error: give one of --link-id, --account-id, --all or --refresh-intent-id");
     };
     let mut client = match connect(&args.connection).await {
         Ok(client) => client,
         Err(code) => return code,
     };
     let mut display = Display::stdout(args.json, true);
-    follow(&mut client, target, args.after, &mut display).await
+    follow(&mut client, &spec, args.after, &mut display).await
+}
+
+async fn run_link(args: LinkArgs) -> ExitCode {
+    if args.link_id.trim().is_empty() {
+        return fail("error: the Link id is empty");
+    }
+    let mut client = match connect(&args.connection).await {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let request = pb::GetLinkRequest {
+        link_id: args.link_id,
+    };
+    let response = match client.get_link(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return fail(&render::error_line("link lookup failed", &status)),
+    };
+    let Some(link) = &response.link else {
+        return fail("error: the server answered GetLink without a Link");
+    };
+    let text = if args.json {
+        render::link_json(&response)
+    } else {
+        render::link_lines(link, response.as_of_sequence).join("\n")
+    };
+    // A closed pipe is nobody reading, as for the streams: exit 2 without a panic.
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(2),
+    }
 }
 
 /// The request for `refresh`; the link token goes only into this message, never to output.
@@ -99,17 +136,92 @@ fn refresh_request(args: &RefreshArgs) -> pb::RequestRefreshRequest {
     }
 }
 
-/// clap's group makes exactly one target present; `None` only if that contract breaks.
+/// What every (re)connection of one stream asks for; only the cursor changes between them.
+#[derive(Debug, Clone, PartialEq)]
+struct WatchSpec {
+    target: Target,
+    /// `--since`, resolved once when the command started.
+    start_time: Option<prost_types::Timestamp>,
+    /// `--status`, as the wire's enum numbers.
+    statuses: Vec<i32>,
+}
+
+impl WatchSpec {
+    /// The target alone: from its start (an intent) or from now (a feed), every status.
+    fn target(target: Target) -> WatchSpec {
+        WatchSpec {
+            target,
+            start_time: None,
+            statuses: Vec::new(),
+        }
+    }
+
+    /// The request for a connection resuming after `cursor` (`None`: no message yet). The
+    /// start time goes only while there is no cursor: the server refuses it together with
+    /// `after_sequence`, and once any message (a heartbeat too) gave a cursor, that cursor
+    /// is the exact place to resume from.
+    fn request(&self, cursor: Option<u64>) -> pb::WatchRefreshRequest {
+        pb::WatchRefreshRequest {
+            target: Some(self.target.clone()),
+            after_sequence: cursor,
+            start_time: self.start_time.filter(|_| cursor.is_none()),
+            statuses: self.statuses.clone(),
+        }
+    }
+}
+
+/// The stream `watch` asks for, with `--since` resolved against `now_ms`. clap's group
+/// makes a target present; `None` only if that contract breaks.
+fn watch_spec(args: &WatchArgs, now_ms: crate::clock::Millis) -> Option<WatchSpec> {
+    let statuses = args
+        .statuses
+        .iter()
+        .map(|&s| i32::from(RefreshStatus::from(s)))
+        .collect();
+    Some(WatchSpec {
+        target: watch_target(args)?,
+        start_time: args
+            .since
+            .map(|since| crate::grpc::convert::timestamp(since.at(now_ms))),
+        statuses,
+    })
+}
+
+/// One id alone keeps the single `link_id`/`account_id` target that servers older than
+/// `Selection` understand; more ids, or both kinds, become one selection. A repeated id
+/// counts once, so `--link-id a --link-id a` is still the single target.
 fn watch_target(args: &WatchArgs) -> Option<Target> {
-    let WatchArgs {
-        refresh_intent_id,
-        link_id,
-        account_id,
-        ..
-    } = args.clone();
-    (refresh_intent_id.map(Target::RefreshIntentId))
-        .or(link_id.map(Target::LinkId))
-        .or(account_id.map(Target::AccountId))
+    if let Some(id) = &args.refresh_intent_id {
+        return Some(Target::RefreshIntentId(id.clone()));
+    }
+    if args.all {
+        return Some(Target::Selection(pb::Selection {
+            all: true,
+            ..Default::default()
+        }));
+    }
+    let (links, accounts) = (distinct(&args.link_ids), distinct(&args.account_ids));
+    match (links.as_slice(), accounts.as_slice()) {
+        ([], []) => None,
+        ([link], []) => Some(Target::LinkId(link.clone())),
+        ([], [account]) => Some(Target::AccountId(account.clone())),
+        _ => Some(Target::Selection(pb::Selection {
+            link_ids: links,
+            account_ids: accounts,
+            all: false,
+        })),
+    }
+}
+
+/// The ids in the order given, each once.
+fn distinct(ids: &[String]) -> Vec<String> {
+    let mut seen = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !seen.contains(id) {
+            seen.push(id.clone());
+        }
+    }
+    seen
 }
 
 /// Connects with the TLS settings of `args` and the token of `FINTOC_REFRESH_TOKEN`.
@@ -136,23 +248,18 @@ enum Drained {
 }
 
 /// Streams the target until its intent completes (or forever for a feed), reconnecting on
-/// UNAVAILABLE with `after_sequence` = the last sequence seen, so nothing is missed or repeated.
+/// UNAVAILABLE with `after_sequence` = the last sequence seen, so nothing is missed or repeated
+/// (see [`WatchSpec::request`] for when the start time goes instead).
 async fn follow<O: Write, E: Write>(
     client: &mut Client,
-    target: Target,
+    spec: &WatchSpec,
     mut cursor: Option<u64>,
     display: &mut Display<O, E>,
 ) -> ExitCode {
-    let is_intent = matches!(target, Target::RefreshIntentId(_));
+    let is_intent = matches!(spec.target, Target::RefreshIntentId(_));
     let mut failures = 0;
     loop {
-        let request = pb::WatchRefreshRequest {
-            target: Some(target.clone()),
-            after_sequence: cursor,
-            statuses: Vec::new(),
-            start_time: None,
-        };
-        let drained = match client.watch_refresh(request).await {
+        let drained = match client.watch_refresh(spec.request(cursor)).await {
             Ok(stream) => drain(stream.into_inner(), &mut cursor, &mut failures, display).await,
             Err(status) => Err(status),
         };

@@ -1,5 +1,5 @@
-//! The command line: `serve`, `simulate`, the human clients `refresh` and `watch`, and
-//! `copy-store` for moving a SQLite store to PostgreSQL.
+//! The command line: `serve`, `simulate`, the human clients `refresh`, `watch` and `link`,
+//! and `copy-store` for moving a SQLite store to PostgreSQL.
 //! Subcommand and flag names are fixed by the contract.
 
 pub mod client;
@@ -8,8 +8,12 @@ pub mod copy_store;
 mod render;
 pub mod serve;
 pub mod simulate;
+pub mod since;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::pb;
+use since::Since;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,8 +34,11 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Request a refresh of one Link and show each account's result as it arrives.
     Refresh(RefreshArgs),
-    /// Follow the results of a Link, an account or one refresh intent.
+    /// Follow the results of Links, accounts, every Link, or one refresh intent.
     Watch(WatchArgs),
+    /// Show a Link's state: each account's last result, the pending refresh, and whether a
+    /// refresh of each type may be requested now.
+    Link(LinkArgs),
     /// Copy a SQLite store into an empty PostgreSQL database, keeping every sequence.
     ///
     /// Copies the result log, refresh intents, Links, accounts, idempotency keys and raw
@@ -77,24 +84,81 @@ impl std::fmt::Debug for RefreshArgs {
 }
 
 /// `fintoc-refresh watch`
+///
+/// One `--link-id` or `--account-id` alone is sent as that single target, which every server
+/// version understands; more ids, or both kinds, become one `Selection` feed.
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["link_id", "account_id", "refresh_intent_id"])))]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .required(true)
+        .multiple(true)
+        .args(["link_ids", "account_ids", "refresh_intent_id", "all"])
+))]
 pub struct WatchArgs {
-    /// Follow every result of this Link.
-    #[arg(long)]
-    pub link_id: Option<String>,
-    /// Follow every result of this account.
-    #[arg(long)]
-    pub account_id: Option<String>,
+    /// Follow every result of this Link; repeat it to follow several Links as one feed.
+    #[arg(long = "link-id", value_name = "LINK_ID")]
+    pub link_ids: Vec<String>,
+    /// Follow every result of this account; repeat it, or add --link-id, for one feed of all.
+    #[arg(long = "account-id", value_name = "ACCOUNT_ID")]
+    pub account_ids: Vec<String>,
     /// Follow one refresh intent until it completes.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["link_ids", "account_ids", "all"])]
     pub refresh_intent_id: Option<String>,
+    /// Follow every result of every Link.
+    #[arg(long, conflicts_with_all = ["link_ids", "account_ids"])]
+    pub all: bool,
     /// Resume after this sequence (0 = everything retained).
     #[arg(long)]
     pub after: Option<u64>,
+    /// Start with the first result stored at or after this time: RFC 3339
+    /// (2026-12-03T10:00:00Z) or an age meaning that long ago (90m, 1h, 2d). Feeds only.
+    #[arg(
+        long,
+        value_name = "TIME",
+        value_parser = Since::parse,
+        conflicts_with_all = ["after", "refresh_intent_id"]
+    )]
+    pub since: Option<Since>,
+    /// Only results with this status; repeat it for several (default: every status).
+    #[arg(long = "status", value_name = "STATUS", value_enum, ignore_case = true)]
+    pub statuses: Vec<StatusFilter>,
     #[command(flatten)]
     pub connection: connect::ConnectArgs,
     /// One JSON object per line instead of the human display.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A status `watch --status` may ask for: those an account result can have (not PENDING).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFilter {
+    Succeeded,
+    Failed,
+    Rejected,
+    // As the status is printed (TIMED_OUT), not clap's kebab-case; that spelling works too.
+    #[value(name = "timed_out", alias = "timed-out")]
+    TimedOut,
+}
+
+impl From<StatusFilter> for pb::RefreshStatus {
+    fn from(status: StatusFilter) -> Self {
+        match status {
+            StatusFilter::Succeeded => pb::RefreshStatus::Succeeded,
+            StatusFilter::Failed => pb::RefreshStatus::Failed,
+            StatusFilter::Rejected => pb::RefreshStatus::Rejected,
+            StatusFilter::TimedOut => pb::RefreshStatus::TimedOut,
+        }
+    }
+}
+
+/// `fintoc-refresh link`
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    /// The Link's id (link_…).
+    pub link_id: String,
+    #[command(flatten)]
+    pub connection: connect::ConnectArgs,
+    /// The GetLink answer as one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
 }

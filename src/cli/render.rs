@@ -1,6 +1,7 @@
-//! Pure formatting for the human clients (`refresh`, `watch`): status and code names, RFC 3339
-//! timestamps, RetryInfo delays, the one-line error for a failed call, the plain and JSON line
-//! for each stream message, and the live per-account board of a terminal `refresh`.
+//! Pure formatting for the human clients (`refresh`, `watch`, `link`): status and code names,
+//! RFC 3339 timestamps, RetryInfo delays, the one-line error for a failed call, the plain and
+//! JSON line for each stream message, and the live per-account board of a terminal
+//! `refresh`. `link`'s table and JSON object are in `render/link.rs`.
 //!
 //! Nothing here does I/O, so every output string is pinned by a unit test below.
 
@@ -12,6 +13,9 @@ use tonic_types::StatusExt;
 
 use crate::error::reason;
 use crate::pb::{self, watch_refresh_response::Event};
+
+mod link;
+pub use link::{link_json, link_lines};
 
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";

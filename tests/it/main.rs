@@ -7,6 +7,7 @@
 mod common;
 #[path = "../support/binary.rs"]
 mod binary;
+mod cli;
 mod client;
 mod copy_store;
 mod create_marks;

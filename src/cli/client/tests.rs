@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use clap::Parser;
 use tonic::{Request, Response};
+use tonic_types::ErrorDetails;
 
 use super::*;
 use crate::pb::RefreshStatus as S;
@@ -11,11 +13,11 @@ use crate::pb::refresh_service_server::{RefreshService, RefreshServiceServer};
 
 type Script = Vec<Result<pb::WatchRefreshResponse, Status>>;
 
-/// A fake server: each WatchRefresh call plays the next script and records its cursor.
+/// A fake server: each WatchRefresh call plays the next script and records its request.
 #[derive(Default, Clone)]
 struct Scripted {
     scripts: Arc<Mutex<VecDeque<Script>>>,
-    cursors: Arc<Mutex<Vec<Option<u64>>>>,
+    requests: Arc<Mutex<Vec<pb::WatchRefreshRequest>>>,
 }
 
 #[tonic::async_trait]
@@ -34,10 +36,7 @@ impl RefreshService for Scripted {
         &self,
         request: Request<pb::WatchRefreshRequest>,
     ) -> Result<Response<Self::WatchRefreshStream>, Status> {
-        self.cursors
-            .lock()
-            .unwrap()
-            .push(request.into_inner().after_sequence);
+        self.requests.lock().unwrap().push(request.into_inner());
         let script = self.scripts.lock().unwrap().pop_front().unwrap_or_default();
         Ok(Response::new(tokio_stream::iter(script)))
     }
@@ -64,11 +63,22 @@ impl RefreshService for Scripted {
     }
 }
 
-/// Runs `follow` against the scripts on a port-0 server, in plain mode.
+/// Runs `follow` against the scripts on a port-0 server, in plain mode; returns the exit
+/// code, each request's cursor, stdout and stderr.
 async fn follow_scripts(
     target: Target,
     scripts: Vec<Script>,
 ) -> (ExitCode, Vec<Option<u64>>, String, String) {
+    let (code, requests, out, err) = follow_spec(WatchSpec::target(target), scripts).await;
+    let cursors = requests.iter().map(|r| r.after_sequence).collect();
+    (code, cursors, out, err)
+}
+
+/// The same for a whole spec, returning the requests as the server received them.
+async fn follow_spec(
+    spec: WatchSpec,
+    scripts: Vec<Script>,
+) -> (ExitCode, Vec<pb::WatchRefreshRequest>, String, String) {
     let fake = Scripted::default();
     fake.scripts.lock().unwrap().extend(scripts);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -83,11 +93,11 @@ async fn follow_scripts(
         .await
         .unwrap();
     let mut display = Display::new(Mode::Plain, Vec::new(), Vec::new(), true);
-    let code = follow(&mut client, target, None, &mut display).await;
+    let code = follow(&mut client, &spec, None, &mut display).await;
     let out = String::from_utf8(display.out).unwrap();
     let err = String::from_utf8(display.err).unwrap();
-    let cursors = fake.cursors.lock().unwrap().clone();
-    (code, cursors, out, err)
+    let requests = fake.requests.lock().unwrap().clone();
+    (code, requests, out, err)
 }
 
 fn result(id: &str, status: S) -> pb::AccountResult {
@@ -273,17 +283,183 @@ fn arguments_become_requests() {
     let request = refresh_request(&args);
     assert_eq!(request.refresh_type, i32::from(RefreshType::Historical));
     assert_eq!(request.idempotency_key, "k1");
-    let watch = WatchArgs {
-        link_id: None,
-        account_id: Some("acc_1".into()),
-        refresh_intent_id: None,
-        after: Some(3),
-        connection: ConnectArgs::plain("x"),
-        json: false,
-    };
+}
+
+/// `fintoc-refresh watch <args>` as clap parses it.
+fn watch_args(args: &[&str]) -> Result<WatchArgs, clap::Error> {
+    let argv = ["fintoc-refresh", "watch"].iter().chain(args);
+    match super::super::Cli::try_parse_from(argv)?.command {
+        super::super::Command::Watch(args) => Ok(args),
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+fn target_of(args: &[&str]) -> Target {
+    watch_target(&watch_args(args).unwrap()).unwrap()
+}
+
+fn selection(links: &[&str], accounts: &[&str], all: bool) -> Target {
+    Target::Selection(pb::Selection {
+        link_ids: links.iter().map(|s| s.to_string()).collect(),
+        account_ids: accounts.iter().map(|s| s.to_string()).collect(),
+        all,
+    })
+}
+
+#[test]
+fn one_id_keeps_its_single_target_and_more_become_a_selection() {
     assert_eq!(
-        watch_target(&watch),
-        Some(Target::AccountId("acc_1".into()))
+        target_of(&["--account-id", "acc_1"]),
+        Target::AccountId("acc_1".into())
+    );
+    assert_eq!(
+        target_of(&["--link-id", "link_1", "--link-id", "link_1"]),
+        Target::LinkId("link_1".into()),
+        "a repeated id counts once"
+    );
+    assert_eq!(
+        target_of(&["--link-id", "link_1", "--link-id", "link_2"]),
+        selection(&["link_1", "link_2"], &[], false)
+    );
+    assert_eq!(
+        target_of(&["--account-id", "acc_1", "--link-id", "link_1"]),
+        selection(&["link_1"], &["acc_1"], false)
+    );
+    assert_eq!(target_of(&["--all"]), selection(&[], &[], true));
+    assert_eq!(
+        target_of(&["--refresh-intent-id", "ri_1"]),
+        Target::RefreshIntentId("ri_1".into())
+    );
+}
+
+#[test]
+fn conflicting_or_missing_targets_and_starts_are_usage_errors() {
+    use clap::error::ErrorKind;
+    for (args, kind) in [
+        (&[][..], ErrorKind::MissingRequiredArgument),
+        (
+            &["--all", "--link-id", "l"][..],
+            ErrorKind::ArgumentConflict,
+        ),
+        (
+            &["--refresh-intent-id", "r", "--account-id", "a"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (
+            &["--refresh-intent-id", "r", "--all"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (
+            &["--all", "--since", "1h", "--after", "3"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (
+            &["--refresh-intent-id", "r", "--since", "1h"],
+            ErrorKind::ArgumentConflict,
+        ),
+        (
+            &["--all", "--since", "yesterday"],
+            ErrorKind::ValueValidation,
+        ),
+        (&["--all", "--status", "pending"], ErrorKind::InvalidValue),
+    ] {
+        let err = watch_args(args).unwrap_err();
+        assert_eq!(err.kind(), kind, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn since_and_statuses_go_into_the_request() {
+    let now = 1_800_000_000_000;
+    let args = watch_args(&[
+        "--link-id",
+        "link_1",
+        "--since",
+        "90m",
+        "--status",
+        "FAILED",
+        "--status",
+        "timed_out",
+        "--status",
+        "Timed-Out",
+    ])
+    .unwrap();
+    let spec = watch_spec(&args, now).unwrap();
+    let since = crate::grpc::convert::timestamp(now - 90 * 60_000);
+    assert_eq!(spec.start_time, Some(since));
+    let failed = i32::from(S::Failed);
+    let timed_out = i32::from(S::TimedOut);
+    assert_eq!(spec.statuses, [failed, timed_out, timed_out]);
+    let first = spec.request(None);
+    assert_eq!(
+        (first.after_sequence, first.start_time),
+        (None, Some(since))
+    );
+    assert_eq!(first.statuses, [failed, timed_out, timed_out]);
+    let resumed = spec.request(Some(7));
+    assert_eq!(
+        (resumed.after_sequence, resumed.start_time),
+        (Some(7), None),
+        "a cursor replaces the start time"
+    );
+    assert_eq!(resumed.statuses, first.statuses, "the filter stays");
+
+    let at = watch_args(&["--all", "--since", "2026-12-03T10:00:00Z"]).unwrap();
+    let start = watch_spec(&at, now).unwrap().start_time.unwrap();
+    assert_eq!((start.seconds, start.nanos), (1_796_292_000, 0));
+    let plain = watch_spec(&watch_args(&["--all"]).unwrap(), now).unwrap();
+    assert_eq!((plain.start_time, plain.statuses), (None, vec![]));
+}
+
+/// The server refuses `start_time` with `after_sequence`, so on every reconnect the CLI
+/// must send one or the other: the start time while no message has given a cursor (here a
+/// stream that failed before its first message), the cursor once one did (a heartbeat).
+#[tokio::test]
+async fn since_goes_only_until_a_message_gives_a_cursor() {
+    let max_age = || {
+        let info = ErrorDetails::with_error_info(
+            crate::error::reason::STREAM_MAX_AGE,
+            crate::error::DOMAIN,
+            [],
+        );
+        Status::with_error_details(Code::Unavailable, "max age", info)
+    };
+    let scripts = vec![
+        vec![Err(Status::unavailable("restarting"))],
+        vec![Ok(heartbeat(5)), Err(max_age())],
+        vec![Ok(account(6, "acc_a", S::Failed)), Err(max_age())],
+        vec![Err(Status::internal("boom"))],
+    ];
+    let since = crate::grpc::convert::timestamp(1_800_000_000_000);
+    let spec = WatchSpec {
+        target: selection(&["link_1", "link_2"], &[], false),
+        start_time: Some(since),
+        statuses: vec![i32::from(S::Failed)],
+    };
+    let (code, requests, out, _) = follow_spec(spec.clone(), scripts).await;
+    assert_eq!(code, ExitCode::from(2));
+    let asked: Vec<(Option<u64>, Option<prost_types::Timestamp>)> = requests
+        .iter()
+        .map(|r| (r.after_sequence, r.start_time))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            (None, Some(since)),
+            (None, Some(since)),
+            (Some(5), None),
+            (Some(6), None)
+        ]
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.target == Some(spec.target.clone()) && r.statuses == spec.statuses),
+        "target and filter on every request: {requests:?}"
+    );
+    assert_eq!(
+        out,
+        "#5 heartbeat \n#6 account acc_a FAILED new_movements=0\n"
     );
 }
 

@@ -242,3 +242,95 @@ fn board_colors_status_words() {
         "  a  \x1b[32mSUCCEEDED\x1b[0m  1 new movement"
     );
 }
+
+fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+/// A Link with a pending intent, one type cooling down, one account with a retained result
+/// and one without.
+fn link_state() -> pb::LinkState {
+    let mut pending = intent(S::Pending, vec![]);
+    pending.id = "ri_2".into();
+    pending.refresh_type = pb::RefreshType::Historical.into();
+    pb::LinkState {
+        link_id: "link_1".into(),
+        accounts: vec![
+            pb::AccountState {
+                account_id: "acc_a".into(),
+                last_result: Some(result("acc_a", S::Failed, 0, "bank down")),
+                last_sequence: 7,
+            },
+            pb::AccountState {
+                account_id: "acc_long_id".into(),
+                last_result: None,
+                last_sequence: 0,
+            },
+        ],
+        pending_intent: Some(pending),
+        only_last: Some(pb::Eligibility {
+            allowed: false,
+            next_allowed_at: at(1_700_000_300),
+            reason: "REFRESH_COOLDOWN".into(),
+        }),
+        historical: Some(pb::Eligibility {
+            allowed: false,
+            next_allowed_at: None,
+            reason: "IN_PROGRESS".into(),
+        }),
+    }
+}
+
+#[test]
+fn a_link_is_a_table_of_its_state_and_one_row_per_account() {
+    assert_eq!(
+        link_lines(&link_state(), 12),
+        [
+            "link        link_1",
+            "as of       #12 (watch --link-id link_1 --after 12 misses nothing after it)",
+            "pending     refresh ri_2 (HISTORICAL), created 2023-11-14T22:13:20Z",
+            "only_last   not allowed (REFRESH_COOLDOWN), next allowed at 2023-11-14T22:18:20Z",
+            "historical  not allowed (IN_PROGRESS)",
+            "",
+            "account      last result  new movements  at                        sequence",
+            "acc_a        FAILED       0              2023-11-14T22:13:20.123Z  #7  (bank down)",
+            "acc_long_id  no retained result",
+        ]
+    );
+}
+
+#[test]
+fn an_idle_link_says_allowed_none_pending_and_no_accounts() {
+    let idle = pb::LinkState {
+        link_id: "link_2".into(),
+        only_last: Some(pb::Eligibility {
+            allowed: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        link_lines(&idle, 0)[2..],
+        [
+            "pending     none",
+            "only_last   allowed",
+            "historical  unknown (the server did not say)",
+            "",
+            "no accounts known for this Link",
+        ]
+    );
+}
+
+#[test]
+fn a_link_in_json_is_the_get_link_response_with_watchs_objects() {
+    let response = pb::GetLinkResponse {
+        link: Some(link_state()),
+        as_of_sequence: 12,
+    };
+    assert_eq!(
+        link_json(&response),
+        r#"{"link":{"link_id":"link_1","accounts":[{"account_id":"acc_a","last_result":{"account_id":"acc_a","link_id":"link_1","refresh_intent_id":"ri_1","status":"FAILED","new_movements":0,"public_error":"bank down","event_id":"evt_acc_a","occurred_at":"2023-11-14T22:13:20.123Z"},"last_sequence":7},{"account_id":"acc_long_id","last_result":null,"last_sequence":0}],"pending_intent":{"refresh_intent_id":"ri_2","link_id":"link_1","refresh_type":"HISTORICAL","status":"PENDING","created_at":"2023-11-14T22:13:20Z","completed_at":null,"accounts":[]},"only_last":{"allowed":false,"next_allowed_at":"2023-11-14T22:18:20Z","reason":"REFRESH_COOLDOWN"},"historical":{"allowed":false,"next_allowed_at":null,"reason":"IN_PROGRESS"}},"as_of_sequence":12}"#
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&link_json(&response)).unwrap();
+    assert_eq!(parsed["link"]["accounts"][0]["last_sequence"], 7);
+}
