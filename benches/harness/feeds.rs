@@ -1,5 +1,5 @@
-//! Feeds over many Links (`--only feeds`), each figure against a baseline measured in the same
-//! run:
+//! Feeds over many Links (`--only feeds`, and `--only links` for the last item), each figure
+//! against a baseline measured in the same run:
 //! - push latency at 1,000 events/s to 100 streams of 1,000-id selections against 100
 //!   single-account streams (each event reaches one watcher either way), and to 100 `all`
 //!   streams against 100 streams of one shared account (each event reaches all 100 either
@@ -89,23 +89,26 @@ pub async fn run(mode: &Mode) -> Value {
     })
     .await;
 
-    println!("\n## Feeds: GetLink against GetRefresh, ListLinks of {LINKS} Links");
-    println!(
-        "| store | GetRefresh p50 ms | GetLink p50 ms | ratio (goal ≤ 2×) | ListLinks, {LINKS} in pages of {PAGE} |"
-    );
-    println!("|---|---|---|---|---|");
-    let sqlite = reads_on(None).await;
-    let db = Database::create("fintoc_refresh_bench_feeds").await;
-    let postgres = reads_on(Some(&db)).await;
-    db.drop_now().await;
-
     json!({
         "push_latency": rows,
         "p99_ms": {"single": p99[0], "selection": p99[1], "shared": p99[2], "all": p99[3]},
         "p99_ratio": {"selection_vs_single": selection_ratio, "all_vs_shared": all_ratio},
         "idle_kb_per_stream": {"single": single, "all": all, "selection_1000": selection},
-        "reads": {"sqlite": sqlite, "postgres": postgres},
     })
+}
+
+/// `--only links`: GetLink against GetRefresh, and ListLinks of `LINKS` Links, on both stores.
+pub async fn links(_mode: &Mode) -> Value {
+    println!("\n## Link state: GetLink against GetRefresh, ListLinks of {LINKS} Links");
+    println!(
+        "| store | GetRefresh p50 ms | GetLink p50 ms | ratio (goal ≤ 2×) | ListLinks, {LINKS} in pages of {PAGE} |"
+    );
+    println!("|---|---|---|---|---|");
+    let sqlite = reads_on(None).await;
+    let db = Database::create("fintoc_refresh_bench_links").await;
+    let postgres = reads_on(Some(&db)).await;
+    db.drop_now().await;
+    json!({"sqlite": sqlite, "postgres": postgres})
 }
 
 /// The server's RSS growth per idle stream of `target(i)`, `n` of them over 20 connections.

@@ -19,8 +19,8 @@
 //! - PostgreSQL behind PgBouncer in transaction mode: intake and reads against a direct
 //!   connection;
 //! - feeds: push latency to selection and `all` streams against single-target streams,
-//!   memory per idle selection/`all` stream, GetLink against GetRefresh, ListLinks of
-//!   10,000 Links (SQLite and PostgreSQL);
+//!   memory per idle selection/`all` stream; link state (`--only links`): GetLink against
+//!   GetRefresh, ListLinks of 10,000 Links (SQLite and PostgreSQL);
 //! - before/after: the SQLite intake and push latency of another build (`BENCH_BASELINE_BIN`)
 //!   and this one, alternated (`--only baseline`; skipped, and said so, without it).
 //!
@@ -59,7 +59,7 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler|feeds|baseline`
+    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler|feeds|links|baseline`
     // runs one section.
     let only = args
         .iter()
@@ -136,6 +136,11 @@ fn main() {
         } else {
             skipped()
         };
+        let links = if wanted("links") {
+            feeds::links(&mode).await
+        } else {
+            skipped()
+        };
         let baseline = if wanted("baseline") {
             baseline::run(&mode).await
         } else {
@@ -154,6 +159,7 @@ fn main() {
             "postgres": postgres,
             "postgres_behind_pgbouncer": pooler,
             "feeds": feeds,
+            "link_state": links,
             "before_after": baseline,
         });
         println!("BENCH_JSON {summary}");
