@@ -583,27 +583,121 @@ macro_rules! links_from {
 }
 pub(super) use links_from;
 
-/// Every account of the Link `$link_id` (`&str`), by id, with its latest retained result.
-macro_rules! link_accounts {
-    ($conn:expr, $link_id:expr, [$($aw:tt)*]) => {{
-        let ids: Vec<String> = accounts::table
-            .filter(accounts::link_id.eq($link_id))
-            .order(accounts::account_id.asc())
-            .select(accounts::account_id)
+/// The Links `$from` covers (at most `$limit`), each as it stands: its accounts (by id) with
+/// their latest retained results, its pending intent and its last success of each type. A
+/// page of Links costs a fixed number of queries, not a few per Link: the accounts, their
+/// newest sequences and those rows, the pending intents, and the newest completions come
+/// each in one query for the whole page (a pending intent's view, rare, one more each).
+macro_rules! link_snapshots {
+    ($conn:expr, $from:expr, $limit:expr, [$($aw:tt)*]) => {{
+        use std::collections::HashMap;
+        let known = queries::links_from!($conn, $from, $limit, [$($aw)*])?;
+        let ids: Vec<&str> = known.iter().map(|l| l.link_id.as_str()).collect();
+        let accounts: Vec<(String, String)> = accounts::table
+            .filter(accounts::link_id.eq_any(&ids))
+            .order((accounts::link_id.asc(), accounts::account_id.asc()))
+            .select((accounts::link_id, accounts::account_id))
             .load(&mut *$conn)
             $($aw)*?;
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let last: Option<$crate::store::rows::ResultRecord> = results::table
-                .filter(results::account_id.eq(&id))
-                .order(results::sequence.desc())
-                .select(results::all_columns)
-                .first(&mut *$conn)
-                $($aw)*
-                .optional()?;
-            found.push((id, last.map(ResultRow::from)));
+        let account_ids: Vec<&str> = accounts.iter().map(|(_, a)| a.as_str()).collect();
+        let newest: Vec<Option<i64>> = results::table
+            .filter(results::account_id.eq_any(&account_ids))
+            .group_by(results::account_id)
+            .select(diesel::dsl::max(results::sequence))
+            .load(&mut *$conn)
+            $($aw)*?;
+        let newest: Vec<i64> = newest.into_iter().flatten().collect();
+        let rows: Vec<$crate::store::rows::ResultRecord> = results::table
+            .filter(results::sequence.eq_any(&newest))
+            .select(results::all_columns)
+            .load(&mut *$conn)
+            $($aw)*?;
+        let mut last: HashMap<String, ResultRow> = rows
+            .into_iter()
+            .map(|r| (r.account_id.clone(), ResultRow::from(r)))
+            .collect();
+        // Newest first: the first seen for a Link is its pending intent.
+        let pending_ids: Vec<(String, String)> = refresh_intents::table
+            .filter(refresh_intents::link_id.eq_any(&ids))
+            .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
+            .order(refresh_intents::created_at_ms.desc())
+            .select((refresh_intents::link_id, refresh_intents::id))
+            .load(&mut *$conn)
+            $($aw)*?;
+        let mut pending: HashMap<String, IntentView> = HashMap::new();
+        for (link_id, id) in pending_ids {
+            if pending.contains_key(&link_id) {
+                continue;
+            }
+            if let Some(view) = queries::get_intent!($conn, &id, [$($aw)*])? {
+                pending.insert(link_id, view);
+            }
         }
-        StoreResult::Ok(found)
+        // The newest completion of each (Link, type), then the intents completed then.
+        let succeeded = || {
+            refresh_intents::table
+                .filter(refresh_intents::link_id.eq_any(&ids))
+                .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
+                .filter(refresh_intents::completed_at_ms.is_not_null())
+        };
+        let newest_done: Vec<(String, String, Option<Millis>)> = succeeded()
+            .group_by((refresh_intents::link_id, refresh_intents::refresh_type))
+            .select((
+                refresh_intents::link_id,
+                refresh_intents::refresh_type,
+                diesel::dsl::max(refresh_intents::completed_at_ms),
+            ))
+            .load(&mut *$conn)
+            $($aw)*?;
+        let times: Vec<Millis> = newest_done.iter().filter_map(|(_, _, t)| *t).collect();
+        let at_those_times: Vec<(String, String, String, Millis)> = succeeded()
+            .filter(refresh_intents::completed_at_ms.eq_any(&times))
+            .order(refresh_intents::id.asc())
+            .select((
+                refresh_intents::link_id,
+                refresh_intents::refresh_type,
+                refresh_intents::id,
+                refresh_intents::completed_at_ms.assume_not_null(),
+            ))
+            .load(&mut *$conn)
+            $($aw)*?;
+        let mut last_success: HashMap<(String, String), (String, Millis)> = HashMap::new();
+        for (link_id, kind, at) in newest_done {
+            let found = at_those_times.iter().find(|(l, k, _, t)| {
+                *l == link_id && *k == kind && Some(*t) == at
+            });
+            if let Some((_, _, id, t)) = found {
+                last_success.insert((link_id, kind), (id.clone(), *t));
+            }
+        }
+        let mut by_link: HashMap<String, Vec<(String, Option<ResultRow>)>> = HashMap::new();
+        for (link_id, account_id) in accounts {
+            let result = last.remove(&account_id);
+            by_link.entry(link_id).or_default().push((account_id, result));
+        }
+        let snapshots: Vec<LinkSnapshot> = known
+            .into_iter()
+            .map(|link| {
+                let id = link.link_id.clone();
+                let pending = pending.remove(&id);
+                let success = |kind: RefreshType| {
+                    last_success.get(&(id.clone(), kind.as_str().to_owned())).cloned()
+                };
+                LinkSnapshot {
+                    accounts: by_link.remove(&id).unwrap_or_default(),
+                    only_last: LinkState {
+                        pending: pending.clone(),
+                        last_success: success(RefreshType::OnlyLast),
+                    },
+                    historical: LinkState {
+                        pending,
+                        last_success: success(RefreshType::Historical),
+                    },
+                    link,
+                }
+            })
+            .collect();
+        StoreResult::Ok(snapshots)
     }};
 }
-pub(super) use link_accounts;
+pub(super) use link_snapshots;

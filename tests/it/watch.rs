@@ -204,7 +204,7 @@ async fn bad_watch_requests_get_clear_errors(backend: Backend) {
     assert_eq!(none.code(), Code::InvalidArgument);
     assert!(
         none.message()
-            .contains("refresh_intent_id, link_id or account_id"),
+            .contains("refresh_intent_id, link_id, account_id or selection"),
         "{}",
         none.message()
     );

@@ -8,7 +8,7 @@ use diesel::sqlite::SqliteConnection;
 use super::Tx;
 use super::intents::get_intent;
 use super::schema::{
-    accounts, fintoc_key_series, idempotency_keys, links, refresh_intents, results,
+    accounts, fintoc_key_series, idempotency_keys, intent_accounts, links, refresh_intents, results,
 };
 use crate::clock::Millis;
 use crate::domain::{IntentStatus, IntentView, RefreshType, ResultRow};
@@ -106,23 +106,5 @@ pub(super) fn snapshots(
     from: &LinksFrom,
     limit: i64,
 ) -> StoreResult<Vec<LinkSnapshot>> {
-    let known = queries::links_from!(conn, from, limit, [])?;
-    let mut found = Vec::with_capacity(known.len());
-    for link in known {
-        let id = link.link_id.as_str();
-        let pending = pending_intent(conn, id)?;
-        found.push(LinkSnapshot {
-            accounts: queries::link_accounts!(conn, id, [])?,
-            only_last: LinkState {
-                pending: pending.clone(),
-                last_success: last_success(conn, id, RefreshType::OnlyLast)?,
-            },
-            historical: LinkState {
-                pending,
-                last_success: last_success(conn, id, RefreshType::Historical)?,
-            },
-            link,
-        });
-    }
-    Ok(found)
+    queries::link_snapshots!(conn, from, limit, [])
 }
