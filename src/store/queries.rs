@@ -600,15 +600,15 @@ macro_rules! link_snapshots {
             .load(&mut *$conn)
             $($aw)*?;
         let account_ids: Vec<&str> = accounts.iter().map(|(_, a)| a.as_str()).collect();
-        let newest: Vec<Option<i64>> = results::table
-            .filter(results::account_id.eq_any(&account_ids))
-            .group_by(results::account_id)
-            .select(diesel::dsl::max(results::sequence))
-            .load(&mut *$conn)
-            $($aw)*?;
-        let newest: Vec<i64> = newest.into_iter().flatten().collect();
+        // Each account's newest retained result: the newest sequences, found per account
+        // through the (account_id, sequence) index, in the same statement as the rows.
+        let inner = diesel::alias!(results as newest_results);
+        let newest = inner
+            .filter(inner.field(results::account_id).eq_any(&account_ids))
+            .group_by(inner.field(results::account_id))
+            .select(diesel::dsl::max(inner.field(results::sequence)));
         let rows: Vec<$crate::store::rows::ResultRecord> = results::table
-            .filter(results::sequence.eq_any(&newest))
+            .filter(results::sequence.nullable().eq_any(newest))
             .select(results::all_columns)
             .load(&mut *$conn)
             $($aw)*?;
@@ -633,25 +633,25 @@ macro_rules! link_snapshots {
                 pending.insert(link_id, view);
             }
         }
-        // The newest completion of each (Link, type), then the intents completed then.
+        // The newest completion of each (Link, type) and the intents completed at those
+        // times, in one statement; which of them is whose is sorted out below.
         let succeeded = || {
             refresh_intents::table
                 .filter(refresh_intents::link_id.eq_any(&ids))
                 .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
                 .filter(refresh_intents::completed_at_ms.is_not_null())
         };
-        let newest_done: Vec<(String, String, Option<Millis>)> = succeeded()
-            .group_by((refresh_intents::link_id, refresh_intents::refresh_type))
-            .select((
-                refresh_intents::link_id,
-                refresh_intents::refresh_type,
-                diesel::dsl::max(refresh_intents::completed_at_ms),
+        let done = diesel::alias!(refresh_intents as done_intents);
+        let newest_times = done
+            .filter(done.field(refresh_intents::link_id).eq_any(&ids))
+            .filter(done.field(refresh_intents::status).eq(IntentStatus::Succeeded.as_str()))
+            .group_by((
+                done.field(refresh_intents::link_id),
+                done.field(refresh_intents::refresh_type),
             ))
-            .load(&mut *$conn)
-            $($aw)*?;
-        let times: Vec<Millis> = newest_done.iter().filter_map(|(_, _, t)| *t).collect();
-        let at_those_times: Vec<(String, String, String, Millis)> = succeeded()
-            .filter(refresh_intents::completed_at_ms.eq_any(&times))
+            .select(diesel::dsl::max(done.field(refresh_intents::completed_at_ms)));
+        let at_newest: Vec<(String, String, String, Millis)> = succeeded()
+            .filter(refresh_intents::completed_at_ms.eq_any(newest_times))
             .order(refresh_intents::id.asc())
             .select((
                 refresh_intents::link_id,
@@ -661,13 +661,13 @@ macro_rules! link_snapshots {
             ))
             .load(&mut *$conn)
             $($aw)*?;
+        // A time newest for one Link may be an older completion of another: keep the newest
+        // per (Link, type), the first id at a tie.
         let mut last_success: HashMap<(String, String), (String, Millis)> = HashMap::new();
-        for (link_id, kind, at) in newest_done {
-            let found = at_those_times.iter().find(|(l, k, _, t)| {
-                *l == link_id && *k == kind && Some(*t) == at
-            });
-            if let Some((_, _, id, t)) = found {
-                last_success.insert((link_id, kind), (id.clone(), *t));
+        for (link_id, kind, id, at) in at_newest {
+            let slot = last_success.entry((link_id, kind)).or_insert((id.clone(), at));
+            if at > slot.1 {
+                *slot = (id, at);
             }
         }
         let mut by_link: HashMap<String, Vec<(String, Option<ResultRow>)>> = HashMap::new();
