@@ -583,32 +583,76 @@ macro_rules! links_from {
 }
 pub(super) use links_from;
 
+/// Loads several independent queries: one after another on SQLite (`[]`); on PostgreSQL
+/// (`[.await]`) pipelined on the one connection — sent together, answered in order, one
+/// round trip for all of them. Binds each result to its name, as `let` would.
+macro_rules! load_together {
+    ([], $conn:expr; $($name:ident: $ty:ty = $query:expr),+ $(,)?) => {
+        $( let $name: $ty = $query.load(&mut *$conn)?; )+
+    };
+    ([.await], $conn:expr; $($name:ident: $ty:ty = $query:expr),+ $(,)?) => {
+        let shared: &diesel_async::AsyncPgConnection = &*$conn;
+        let ($($name,)+): ($($ty,)+) =
+            futures_util::try_join!($( $query.load(&mut &*shared) ),+)?;
+    };
+}
+pub(super) use load_together;
+
 /// The Links `$from` covers (at most `$limit`), each as it stands: its accounts (by id) with
 /// their latest retained results, its pending intent and its last success of each type. A
-/// page of Links costs a fixed number of queries, not a few per Link: the accounts, their
-/// newest sequences and those rows, the pending intents, and the newest completions come
-/// each in one query for the whole page (a pending intent's view, rare, one more each).
+/// page of Links costs four rounds of queries, not a few queries per Link (on PostgreSQL
+/// each round is one round trip; see `load_together!`); a pending intent's view, rare,
+/// costs one more read.
 macro_rules! link_snapshots {
     ($conn:expr, $from:expr, $limit:expr, [$($aw:tt)*]) => {{
         use std::collections::HashMap;
         let known = queries::links_from!($conn, $from, $limit, [$($aw)*])?;
         let ids: Vec<&str> = known.iter().map(|l| l.link_id.as_str()).collect();
-        let accounts: Vec<(String, String)> = accounts::table
-            .filter(accounts::link_id.eq_any(&ids))
-            .order((accounts::link_id.asc(), accounts::account_id.asc()))
-            .select((accounts::link_id, accounts::account_id))
-            .load(&mut *$conn)
-            $($aw)*?;
+        let succeeded = || {
+            refresh_intents::table
+                .filter(refresh_intents::link_id.eq_any(&ids))
+                .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
+                .filter(refresh_intents::completed_at_ms.is_not_null())
+        };
+        queries::load_together!([$($aw)*], $conn;
+            accounts: Vec<(String, String)> = accounts::table
+                .filter(accounts::link_id.eq_any(&ids))
+                .order((accounts::link_id.asc(), accounts::account_id.asc()))
+                .select((accounts::link_id, accounts::account_id)),
+            // Newest first: the first seen for a Link is its pending intent.
+            pending_ids: Vec<(String, String)> = refresh_intents::table
+                .filter(refresh_intents::link_id.eq_any(&ids))
+                .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
+                .order(refresh_intents::created_at_ms.desc())
+                .select((refresh_intents::link_id, refresh_intents::id)),
+            // The newest completion of each (Link, type).
+            newest_done: Vec<Option<Millis>> = succeeded()
+                .group_by((refresh_intents::link_id, refresh_intents::refresh_type))
+                .select(diesel::dsl::max(refresh_intents::completed_at_ms)),
+        );
         let account_ids: Vec<&str> = accounts.iter().map(|(_, a)| a.as_str()).collect();
-        // Each account's newest retained result: the newest sequences, found per account
-        // through the (account_id, sequence) index, in the same statement as the rows.
-        let inner = diesel::alias!(results as newest_results);
-        let newest = inner
-            .filter(inner.field(results::account_id).eq_any(&account_ids))
-            .group_by(inner.field(results::account_id))
-            .select(diesel::dsl::max(inner.field(results::sequence)));
+        let times: Vec<Millis> = newest_done.into_iter().flatten().collect();
+        queries::load_together!([$($aw)*], $conn;
+            // Each account's newest retained sequence, through the (account, sequence) index.
+            newest: Vec<Option<i64>> = results::table
+                .filter(results::account_id.eq_any(&account_ids))
+                .group_by(results::account_id)
+                .select(diesel::dsl::max(results::sequence)),
+            // The intents completed at those times (a time newest for one Link may be an
+            // older completion of another: sorted out below).
+            at_newest: Vec<(String, String, String, Millis)> = succeeded()
+                .filter(refresh_intents::completed_at_ms.eq_any(&times))
+                .order(refresh_intents::id.asc())
+                .select((
+                    refresh_intents::link_id,
+                    refresh_intents::refresh_type,
+                    refresh_intents::id,
+                    refresh_intents::completed_at_ms.assume_not_null(),
+                )),
+        );
+        let newest: Vec<i64> = newest.into_iter().flatten().collect();
         let rows: Vec<$crate::store::rows::ResultRecord> = results::table
-            .filter(results::sequence.nullable().eq_any(newest))
+            .filter(results::sequence.eq_any(&newest))
             .select(results::all_columns)
             .load(&mut *$conn)
             $($aw)*?;
@@ -616,14 +660,6 @@ macro_rules! link_snapshots {
             .into_iter()
             .map(|r| (r.account_id.clone(), ResultRow::from(r)))
             .collect();
-        // Newest first: the first seen for a Link is its pending intent.
-        let pending_ids: Vec<(String, String)> = refresh_intents::table
-            .filter(refresh_intents::link_id.eq_any(&ids))
-            .filter(refresh_intents::status.eq(IntentStatus::Pending.as_str()))
-            .order(refresh_intents::created_at_ms.desc())
-            .select((refresh_intents::link_id, refresh_intents::id))
-            .load(&mut *$conn)
-            $($aw)*?;
         let mut pending: HashMap<String, IntentView> = HashMap::new();
         for (link_id, id) in pending_ids {
             if pending.contains_key(&link_id) {
@@ -633,36 +669,7 @@ macro_rules! link_snapshots {
                 pending.insert(link_id, view);
             }
         }
-        // The newest completion of each (Link, type) and the intents completed at those
-        // times, in one statement; which of them is whose is sorted out below.
-        let succeeded = || {
-            refresh_intents::table
-                .filter(refresh_intents::link_id.eq_any(&ids))
-                .filter(refresh_intents::status.eq(IntentStatus::Succeeded.as_str()))
-                .filter(refresh_intents::completed_at_ms.is_not_null())
-        };
-        let done = diesel::alias!(refresh_intents as done_intents);
-        let newest_times = done
-            .filter(done.field(refresh_intents::link_id).eq_any(&ids))
-            .filter(done.field(refresh_intents::status).eq(IntentStatus::Succeeded.as_str()))
-            .group_by((
-                done.field(refresh_intents::link_id),
-                done.field(refresh_intents::refresh_type),
-            ))
-            .select(diesel::dsl::max(done.field(refresh_intents::completed_at_ms)));
-        let at_newest: Vec<(String, String, String, Millis)> = succeeded()
-            .filter(refresh_intents::completed_at_ms.eq_any(newest_times))
-            .order(refresh_intents::id.asc())
-            .select((
-                refresh_intents::link_id,
-                refresh_intents::refresh_type,
-                refresh_intents::id,
-                refresh_intents::completed_at_ms.assume_not_null(),
-            ))
-            .load(&mut *$conn)
-            $($aw)*?;
-        // A time newest for one Link may be an older completion of another: keep the newest
-        // per (Link, type), the first id at a tie.
+        // The newest per (Link, type); the first id at a tie.
         let mut last_success: HashMap<(String, String), (String, Millis)> = HashMap::new();
         for (link_id, kind, id, at) in at_newest {
             let slot = last_success.entry((link_id, kind)).or_insert((id.clone(), at));
