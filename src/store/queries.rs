@@ -553,35 +553,24 @@ macro_rules! remember_key {
 }
 pub(super) use remember_key;
 
-/// The Links `$from` (`&LinksFrom`) covers, at most `$limit`, in id order.
-macro_rules! links_from {
+/// The ids of the Links `$from` (`&LinksFrom`) may cover, at most `$limit`, in id order:
+/// one Link's id is known without a read (whether it exists is read with the rest).
+macro_rules! link_ids_from {
     ($conn:expr, $from:expr, $limit:expr, [$($aw:tt)*]) => {{
-        let found: Vec<(String, Option<Millis>)> = match $from {
-            LinksFrom::One(id) => links::table
-                .filter(links::link_id.eq(id))
-                .select((links::link_id, links::rejected_at_ms))
-                .load(&mut *$conn)
-                $($aw)*?,
+        let ids: Vec<String> = match $from {
+            LinksFrom::One(id) => vec![id.clone()],
             LinksFrom::After(id) => links::table
                 .filter(links::link_id.gt(id))
                 .order(links::link_id.asc())
                 .limit($limit)
-                .select((links::link_id, links::rejected_at_ms))
+                .select(links::link_id)
                 .load(&mut *$conn)
                 $($aw)*?,
         };
-        StoreResult::Ok(
-            found
-                .into_iter()
-                .map(|(link_id, rejected_at_ms)| KnownLink {
-                    link_id,
-                    rejected_at_ms,
-                })
-                .collect::<Vec<KnownLink>>(),
-        )
+        StoreResult::Ok(ids)
     }};
 }
-pub(super) use links_from;
+pub(super) use link_ids_from;
 
 /// Loads several independent queries: one after another on SQLite (`[]`); on PostgreSQL
 /// (`[.await]`) pipelined on the one connection — sent together, answered in order, one
@@ -600,14 +589,14 @@ pub(super) use load_together;
 
 /// The Links `$from` covers (at most `$limit`), each as it stands: its accounts (by id) with
 /// their latest retained results, its pending intent and its last success of each type. A
-/// page of Links costs four rounds of queries, not a few queries per Link (on PostgreSQL
-/// each round is one round trip; see `load_together!`); a pending intent's view, rare,
-/// costs one more read.
+/// page of Links costs four rounds of queries, one Link (whose id needs no read) three — not
+/// a few queries per Link; on PostgreSQL each round is one round trip (`load_together!`). A
+/// pending intent's view, rare, costs one more read.
 macro_rules! link_snapshots {
     ($conn:expr, $from:expr, $limit:expr, [$($aw:tt)*]) => {{
         use std::collections::HashMap;
-        let known = queries::links_from!($conn, $from, $limit, [$($aw)*])?;
-        let ids: Vec<&str> = known.iter().map(|l| l.link_id.as_str()).collect();
+        let ids = queries::link_ids_from!($conn, $from, $limit, [$($aw)*])?;
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         let succeeded = || {
             refresh_intents::table
                 .filter(refresh_intents::link_id.eq_any(&ids))
@@ -615,6 +604,10 @@ macro_rules! link_snapshots {
                 .filter(refresh_intents::completed_at_ms.is_not_null())
         };
         queries::load_together!([$($aw)*], $conn;
+            known: Vec<(String, Option<Millis>)> = links::table
+                .filter(links::link_id.eq_any(&ids))
+                .order(links::link_id.asc())
+                .select((links::link_id, links::rejected_at_ms)),
             accounts: Vec<(String, String)> = accounts::table
                 .filter(accounts::link_id.eq_any(&ids))
                 .order((accounts::link_id.asc(), accounts::account_id.asc()))
@@ -684,6 +677,10 @@ macro_rules! link_snapshots {
         }
         let snapshots: Vec<LinkSnapshot> = known
             .into_iter()
+            .map(|(link_id, rejected_at_ms)| KnownLink {
+                link_id,
+                rejected_at_ms,
+            })
             .map(|link| {
                 let id = link.link_id.clone();
                 let pending = pending.remove(&id);
