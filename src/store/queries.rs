@@ -345,18 +345,25 @@ macro_rules! prune {
             $($aw)*?;
         if let Some(last) = below.last() {
             // The newest stamp pruned, for seeks by time (stamps never go back along the log).
-            let stamp: Millis = results::table
+            // Another pruner (a replica taking over the lead) may have removed the row since
+            // it was listed: then that one records its stamp.
+            let stamp: Option<Millis> = results::table
                 .find(last)
                 .select(results::committed_at_ms)
                 .get_result(&mut *$conn)
-                $($aw)*?;
+                $($aw)*
+                .optional()?;
             pruned.results = diesel::delete(results::table.filter(results::sequence.le(last)))
                 .execute(&mut *$conn)
                 $($aw)*?;
-            diesel::update(log_horizon::table.filter(log_horizon::pruned_through_ms.lt(stamp)))
+            if let Some(stamp) = stamp {
+                diesel::update(
+                    log_horizon::table.filter(log_horizon::pruned_through_ms.lt(stamp)),
+                )
                 .set(log_horizon::pruned_through_ms.eq(stamp))
                 .execute(&mut *$conn)
                 $($aw)*?;
+            }
         }
         let first_kept: Option<i64> = webhook_events::table
             .filter(webhook_events::received_at_ms.ge(cutoff_ms))
