@@ -7,9 +7,11 @@
 //! subscriber's own bounded queue and the subscriber is woken. A selection's one subscriber is
 //! indexed under each of its ids (sharing the id strings with the selection itself: one
 //! mailbox, not one per id), and an entry matched both by its Link and its account is queued
-//! once. Watchers of every result sit in a list of their own: no lookup at all. The writer never waits on a watcher: when a queue is full the
-//! subscriber is marked *lagged* and its queue dropped; the watcher then catches up from the
-//! database from its last cursor, so it is never silently skipped.
+//! once. Watchers of every result sit in a list of their own: no lookup at all.
+//!
+//! The writer never waits on a watcher: when a queue is full the subscriber is marked
+//! *lagged* and its queue dropped; the watcher then catches up from the database from its
+//! last cursor, so it is never silently skipped.
 //!
 //! `high_water` is the newest sequence handed out. It is stored after the entries are queued
 //! (release) and read before a watcher checks its queue (acquire): a watcher that finds its

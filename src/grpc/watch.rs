@@ -135,7 +135,8 @@ fn selection(selection: pb::Selection) -> Result<Target, AppError> {
     }
     let asked = link_ids.len() + account_ids.len();
     if asked > 2 * Selection::MAX_IDS {
-        // Refused before anything is copied or hashed.
+        // Far past the limit even if half were repeats: refused before each id is checked
+        // and hashed.
         return Err(too_many(asked));
     }
     for id in &link_ids {

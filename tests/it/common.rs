@@ -443,6 +443,21 @@ pub fn link_target(id: &str) -> Target {
 pub fn account_target(id: &str) -> Target {
     Target::AccountId(id.into())
 }
+/// A feed of these Links' and accounts' results.
+pub fn selection_target(links: &[&str], accounts: &[&str]) -> Target {
+    Target::Selection(pb::Selection {
+        link_ids: links.iter().map(|s| s.to_string()).collect(),
+        account_ids: accounts.iter().map(|s| s.to_string()).collect(),
+        all: false,
+    })
+}
+/// A feed of every result.
+pub fn all_target() -> Target {
+    Target::Selection(pb::Selection {
+        all: true,
+        ..Default::default()
+    })
+}
 
 /// A watch stream with timeouts on every read.
 pub struct Watch {

@@ -13,21 +13,6 @@ use crate::common::*;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-pub fn selection(links: &[&str], accounts: &[&str]) -> Target {
-    Target::Selection(pb::Selection {
-        link_ids: links.iter().map(|s| s.to_string()).collect(),
-        account_ids: accounts.iter().map(|s| s.to_string()).collect(),
-        all: false,
-    })
-}
-
-pub fn all() -> Target {
-    Target::Selection(pb::Selection {
-        all: true,
-        ..Default::default()
-    })
-}
-
 fn timestamp(ms: i64) -> prost_types::Timestamp {
     fintoc_refresh::grpc::convert::timestamp(ms)
 }
@@ -98,7 +83,7 @@ async fn a_selection_sends_each_result_of_its_links_and_accounts_once_in_order(b
     post(&server, "evt_3", "acc_a2").await; // 3: link_a
     post(&server, "evt_4", "acc_c1").await; // 4: the account acc_c1
     server.until_published().await;
-    let wanted = selection(&["link_a"], &["acc_a1", "acc_c1"]);
+    let wanted = selection_target(&["link_a"], &["acc_a1", "acc_c1"]);
 
     // Replay from the start, then live: each once, in sequence order.
     let mut feed = server.watch(wanted.clone(), Some(0)).await;
@@ -124,7 +109,7 @@ async fn a_selection_sends_each_result_of_its_links_and_accounts_once_in_order(b
     assert_eq!(events(&got), ["evt_6", "evt_7"]);
 
     // `all` gets everything, in order.
-    let mut every = server.watch(all(), Some(0)).await;
+    let mut every = server.watch(all_target(), Some(0)).await;
     let (got, cursor) = until_idle(&mut every, &server).await;
     assert_eq!(
         got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
@@ -142,7 +127,7 @@ async fn malformed_selections_and_seeks_are_refused_with_a_reason() {
     let now = server.clock.now_ms();
     let many: Vec<String> = (0..1_001).map(|i| format!("link_{i}")).collect();
     let cases = [
-        (selection(&[], &[]), None, None, "selection is empty"),
+        (selection_target(&[], &[]), None, None, "selection is empty"),
         (
             Target::Selection(pb::Selection {
                 link_ids: vec!["link_1".into()],
@@ -163,12 +148,12 @@ async fn malformed_selections_and_seeks_are_refused_with_a_reason() {
             "selection lists 1001 ids; at most 1000",
         ),
         (
-            selection(&["link_1", ""], &[]),
+            selection_target(&["link_1", ""], &[]),
             None,
             None,
             "selection.link_ids is empty",
         ),
-        (all(), Some(now), Some(0), "not both"),
+        (all_target(), Some(now), Some(0), "not both"),
         (
             intent_target("ri_1"),
             Some(now),
@@ -176,7 +161,7 @@ async fn malformed_selections_and_seeks_are_refused_with_a_reason() {
             "start_time is for feeds",
         ),
         (
-            all(),
+            all_target(),
             Some(now + 3_600_000),
             None,
             "ahead of the server's clock",
@@ -243,7 +228,7 @@ async fn a_seek_starts_at_the_first_result_stored_at_or_after_the_time(backend: 
         (t0 + 10_000, vec!["evt_2", "evt_3", "evt_4"]),
         (t0 + 15_000, vec!["evt_4"]),
     ] {
-        let mut feed = seek(&server, all(), at).await.unwrap();
+        let mut feed = seek(&server, all_target(), at).await.unwrap();
         let (got, cursor) = until_idle(&mut feed, &server).await;
         assert_eq!(events(&got), expected, "seek to t0{:+}ms", at - t0);
         assert_eq!(cursor, 4);
@@ -256,7 +241,9 @@ async fn a_seek_starts_at_the_first_result_stored_at_or_after_the_time(backend: 
     assert_eq!(events(&got), ["evt_3", "evt_4"]);
 
     // After everything stored: nothing replayed, and what comes next is delivered.
-    let mut feed = seek(&server, all(), server.clock.now_ms()).await.unwrap();
+    let mut feed = seek(&server, all_target(), server.clock.now_ms())
+        .await
+        .unwrap();
     post(&server, "evt_5", "acc_3").await;
     assert_eq!(feed.next_event().await.seq(), 5);
 }
@@ -277,7 +264,7 @@ async fn stored_times_never_go_back_so_a_seek_misses_nothing_after_it(backend: B
     // Stamped by the clock alone, evt_3 (t0+30s) would be the first at or after t0+30s and
     // the seek would start after evt_2, stored later than that.
     for at in [t0 + 30_000, t0 + 45_000, t0 + 60_000] {
-        let mut feed = seek(&server, all(), at).await.unwrap();
+        let mut feed = seek(&server, all_target(), at).await.unwrap();
         let (got, _) = until_idle(&mut feed, &server).await;
         assert_eq!(events(&got), ["evt_2", "evt_3"], "seek to t0+{}ms", at - t0);
     }
@@ -299,7 +286,10 @@ async fn a_seek_into_what_retention_removed_is_refused_and_one_after_it_is_serve
 
     // At or before the newest pruned result's time: the feed would have a hole.
     for at in [t0 - 1, t0] {
-        let err = seek(&server, all(), at).await.err().expect("refused");
+        let err = seek(&server, all_target(), at)
+            .await
+            .err()
+            .expect("refused");
         assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
         let info = err.get_details_error_info().expect("ErrorInfo");
         assert_eq!(info.reason, "CURSOR_EXPIRED");
@@ -307,7 +297,7 @@ async fn a_seek_into_what_retention_removed_is_refused_and_one_after_it_is_serve
         assert!(err.message().contains("re-sync"), "{}", err.message());
     }
     // Just after it: complete, from the oldest retained result.
-    let mut feed = seek(&server, all(), t0 + 1).await.unwrap();
+    let mut feed = seek(&server, all_target(), t0 + 1).await.unwrap();
     let (got, _) = until_idle(&mut feed, &server).await;
     assert_eq!(events(&got), ["evt_3"]);
 }

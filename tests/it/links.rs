@@ -322,10 +322,7 @@ async fn after_an_expired_cursor_list_then_watch_misses_nothing(backend: Backend
     server.clock.advance(Duration::from_secs(8 * 86_400));
     let kept = refreshed(&server, vec![ok()], RefreshStatus::Succeeded).await;
     fintoc_refresh::tasks::prune(&server.app).await.unwrap();
-    let all = pb::watch_refresh_request::Target::Selection(pb::Selection {
-        all: true,
-        ..Default::default()
-    });
+    let all = all_target();
 
     let expired = server
         .client()

@@ -166,12 +166,7 @@ async fn the_watch_command_rides_across_a_streams_end_of_life_quietly() {
 on_both_backends!(a_stream_aged_out_mid_burst_resumes_with_nothing_missed_or_repeated);
 async fn a_stream_aged_out_mid_burst_resumes_with_nothing_missed_or_repeated(backend: Backend) {
     let server = server(backend).await;
-    let all = fintoc_refresh::pb::watch_refresh_request::Target::Selection(
-        fintoc_refresh::pb::Selection {
-            all: true,
-            ..Default::default()
-        },
-    );
+    let all = all_target();
     let mut feed = server.watch(all.clone(), None).await;
     assert_eq!(feed.next().await, Seen::Heartbeat { seq: 0 });
     // A burst, partly read when the stream reaches its age: whatever it had not sent yet

@@ -10,17 +10,10 @@
 use std::time::Duration;
 
 use fintoc_refresh::clock::system_now_ms;
-use fintoc_refresh::pb::{self, watch_refresh_request::Target};
+use fintoc_refresh::pb;
 
 use super::{NO_FINTOC, Replica};
 use crate::common::*;
-
-fn all() -> Target {
-    Target::Selection(pb::Selection {
-        all: true,
-        ..Default::default()
-    })
-}
 
 /// Events (sequence, event id) a stream sends until it has seen `through`.
 async fn read_through(watch: &mut Watch, through: u64) -> Vec<(u64, String)> {
@@ -47,13 +40,10 @@ async fn selections_and_seeks_read_the_same_on_every_replica() {
         Replica::start(&db.url, NO_FINTOC, &[]),
     );
     let http = reqwest::Client::new();
-    let selected = Target::Selection(pb::Selection {
-        account_ids: vec!["acc_1".into(), "acc_3".into()],
-        ..Default::default()
-    });
+    let selected = selection_target(&[], &["acc_1", "acc_3"]);
     // Live streams on both replicas before anything is stored.
     let mut live_a = a.watch(selected.clone(), None).await;
-    let mut live_b = b.watch(all(), None).await;
+    let mut live_b = b.watch(all_target(), None).await;
     assert_eq!(live_a.next().await, Seen::Heartbeat { seq: 0 });
     assert_eq!(live_b.next().await, Seen::Heartbeat { seq: 0 });
 
@@ -91,7 +81,7 @@ async fn selections_and_seeks_read_the_same_on_every_replica() {
                 .client()
                 .await
                 .watch_refresh(pb::WatchRefreshRequest {
-                    target: Some(all()),
+                    target: Some(all_target()),
                     start_time: Some(fintoc_refresh::grpc::convert::timestamp(seek_ms)),
                     ..Default::default()
                 })
