@@ -6,6 +6,7 @@
 pub mod correlate;
 pub mod intent;
 pub mod log;
+pub mod movement;
 pub mod policy;
 pub mod status;
 
