@@ -74,6 +74,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod custody;
 pub mod domain;
 pub mod error;
 pub mod fintoc;
