@@ -1,5 +1,6 @@
-//! The Fintoc REST client: the calls RequestRefresh and reconciliation need, with Fintoc's
-//! conventions (raw secret key in `Authorization`, `Idempotency-Key` on every POST, the
+//! The Fintoc REST client: the calls RequestRefresh, reconciliation and the movements fetch
+//! (`client/movements.rs`) need, with Fintoc's conventions (raw secret key in
+//! `Authorization`, `Idempotency-Key` on every POST, the
 //! `{"error":{type,code,message,param,doc_url}}` envelope) and a retry policy.
 //!
 //! Retries: 429 (unless it is the refresh cooldown), 5xx, timeouts, connection failures and
@@ -34,6 +35,9 @@ use crate::metrics::{Metrics, UpstreamLabels};
 use crate::secret::Secret;
 
 mod decode;
+mod movements;
+
+pub use movements::{Listing, MAX_PASSES};
 
 use decode::{api_error, decode, decode_list, malformed, next_url};
 
@@ -100,6 +104,18 @@ impl IdempotencyKeys {
     fn spend(&mut self) {
         self.spent += 1;
     }
+}
+
+/// What one [`Client::call_with`] does beyond [`Client::call`]'s defaults.
+#[derive(Default)]
+struct CallOptions<'a> {
+    /// Requests sent so far, retries included (added to, never reset).
+    requests: u32,
+    /// Retry every 429, `rate_limit_exceeded` included: right where that code cannot be
+    /// the refresh cooldown (which is an answer, not congestion, and is not retried).
+    every_429_is_congestion: bool,
+    /// A secret that must not appear in an error's text (logged or returned).
+    redact: Option<&'a Secret>,
 }
 
 /// An account, from a Link or from `GET /v1/accounts` (only what we use).
@@ -313,12 +329,7 @@ impl Client {
             let Some(next) = next else {
                 return Ok(accounts);
             };
-            if next.origin() != self.base.origin() {
-                return Err(FintocError::Malformed(
-                    "the accounts list points its next page at another host".into(),
-                ));
-            }
-            url = next;
+            url = self.next_page(next, "accounts")?;
             query.clear();
         }
     }
@@ -360,6 +371,17 @@ impl Client {
         }
     }
 
+    /// A list's `rel="next"` URL, followed verbatim, if it is on Fintoc's host: the key and
+    /// the link token are never sent elsewhere.
+    fn next_page(&self, next: Url, list: &str) -> Result<Url, FintocError> {
+        if next.origin() != self.base.origin() {
+            return Err(FintocError::Malformed(format!(
+                "the {list} list points its next page at another host"
+            )));
+        }
+        Ok(next)
+    }
+
     fn url(&self, path: &str) -> Result<Url, FintocError> {
         self.base
             .join(path)
@@ -376,8 +398,42 @@ impl Client {
         method: Method,
         url: Url,
         query: &[(&str, String)],
+        keys: Option<&mut IdempotencyKeys>,
+        deadline: Instant,
+        parse: impl Fn(&[u8], &HeaderMap) -> Result<T, FintocError>,
+    ) -> Result<T, FintocError> {
+        let mut options = CallOptions::default();
+        self.call_with(
+            endpoint,
+            method,
+            url,
+            query,
+            keys,
+            deadline,
+            &mut options,
+            parse,
+        )
+        .await
+    }
+
+    /// [`Client::call`], with `options`: it counts the requests it sends into
+    /// `options.requests` and applies the rest (see [`CallOptions`]).
+    ///
+    /// The retry schedule is Fintoc's for 429 (fintoc-api.md §3.4) and serves 5xx,
+    /// timeouts and the rest alike: `self.backoff` (the unit: [`Config::fintoc_backoff`],
+    /// 1 s as Fintoc asks; tests shorten it) times 1, 2, 4, 8, 16, plus up to one unit of
+    /// jitter, at most [`MAX_ATTEMPTS`] − 1 = 5 retries, and no retry whose wait would pass
+    /// `deadline`.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_with<T>(
+        &self,
+        endpoint: &'static str,
+        method: Method,
+        url: Url,
+        query: &[(&str, String)],
         mut keys: Option<&mut IdempotencyKeys>,
         deadline: Instant,
+        options: &mut CallOptions<'_>,
         parse: impl Fn(&[u8], &HeaderMap) -> Result<T, FintocError>,
     ) -> Result<T, FintocError> {
         let mut attempt = 0;
@@ -385,11 +441,12 @@ impl Client {
             attempt += 1;
             let left = deadline.saturating_duration_since(Instant::now());
             let key = keys.as_deref().map(IdempotencyKeys::current);
-            let result = if left.is_zero() {
+            let mut result = if left.is_zero() {
                 Err(FintocError::Unreachable(
                     "no time left before the caller's deadline".into(),
                 ))
             } else {
+                options.requests += 1;
                 self.attempt(
                     &method,
                     url.clone(),
@@ -400,6 +457,10 @@ impl Client {
                 .await
                 .and_then(|(body, headers)| parse(&body, &headers))
             };
+            // Before anything logs or returns it.
+            if let (Err(e), Some(secret)) = (&mut result, options.redact) {
+                e.redact(secret.expose());
+            }
             if let (Err(e), Some(keys)) = (&result, keys.as_deref_mut())
                 && e.answered()
             {
@@ -417,7 +478,9 @@ impl Client {
                 Ok(ok) => return Ok(ok),
                 Err(e) => e,
             };
-            if !err.retryable() || attempt >= MAX_ATTEMPTS {
+            let retryable =
+                err.retryable() || (options.every_429_is_congestion && err.status() == Some(429));
+            if !retryable || attempt >= MAX_ATTEMPTS {
                 return Err(err);
             }
             let backoff = backoff(self.backoff, attempt);

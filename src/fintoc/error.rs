@@ -13,6 +13,8 @@ pub enum FintocError {
         error_type: String,
         code: String,
         message: String,
+        /// The envelope's `param`: the parameter the error is about, empty when absent.
+        param: String,
     },
     /// Fintoc could not be reached or did not answer in time (after retries).
     #[error("{0}")]
@@ -37,6 +39,81 @@ impl FintocError {
         match self {
             FintocError::Api { code, .. } => Some(code),
             _ => None,
+        }
+    }
+
+    /// The HTTP status Fintoc answered with, if it answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FintocError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether Fintoc refused the link token itself (the Link was deleted, the token
+    /// revoked, or it belongs to the other mode), so a kept token should be dropped:
+    /// - code `invalid_link_token` or `link_not_found`, under any 4xx but 429;
+    /// - 404 `missing_resource` whose `param` is `link_token` (without that `param` a 404
+    ///   `missing_resource` may be about the account or the movement in the path, and
+    ///   dropping a good token on a guess would be worse than one failed fetch);
+    /// - 401/403 of type `link_error` (a refusal of the Link, not of our API key, which is
+    ///   `authentication_error`), except `rejected_refresh_intent`: the bank refused the
+    ///   credentials, the token itself is still valid.
+    ///
+    /// Never a 5xx, a 429, or a transport failure: those say nothing about the token.
+    pub fn is_invalid_link_token(&self) -> bool {
+        let FintocError::Api {
+            status,
+            error_type,
+            code,
+            param,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        match (*status, code.as_str()) {
+            (429 | 500.., _) => false,
+            (400.., "invalid_link_token" | "link_not_found") => true,
+            (404, "missing_resource") => param == "link_token",
+            (401 | 403, code) => error_type == "link_error" && code != "rejected_refresh_intent",
+            _ => false,
+        }
+    }
+
+    /// Replaces every occurrence of `secret` in this error's text by `[redacted]`: Fintoc's
+    /// messages are free text that could quote a request's parameters.
+    pub(super) fn redact(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        let scrub = |text: &mut String| {
+            if text.contains(secret) {
+                *text = text.replace(secret, "[redacted]");
+            }
+        };
+        match self {
+            FintocError::Api {
+                error_type,
+                code,
+                message,
+                param,
+                ..
+            } => {
+                for text in [error_type, code, message, param] {
+                    scrub(text);
+                }
+            }
+            FintocError::Unreachable(text) | FintocError::Malformed(text) => scrub(text),
+            FintocError::TypeMismatch {
+                intent_id,
+                asked,
+                answered,
+            } => {
+                for text in [intent_id, asked, answered] {
+                    scrub(text);
+                }
+            }
         }
     }
 
@@ -138,7 +215,85 @@ mod tests {
             error_type: "invalid_request_error".into(),
             code: code.into(),
             message: "secret-bearing text".into(),
+            param: String::new(),
         }
+    }
+
+    #[test]
+    fn invalid_link_tokens_are_told_apart() {
+        let with = |status: u16, error_type: &str, code: &str, param: &str| FintocError::Api {
+            status,
+            error_type: error_type.into(),
+            code: code.into(),
+            message: String::new(),
+            param: param.into(),
+        };
+        let invalid = [
+            with(404, "invalid_request_error", "invalid_link_token", ""),
+            with(
+                400,
+                "invalid_request_error",
+                "invalid_link_token",
+                "link_token",
+            ),
+            with(404, "invalid_request_error", "link_not_found", ""),
+            with(
+                404,
+                "invalid_request_error",
+                "missing_resource",
+                "link_token",
+            ),
+            with(401, "link_error", "invalid_link", ""),
+            with(403, "link_error", "link_revoked", ""),
+        ];
+        for e in invalid {
+            assert!(e.is_invalid_link_token(), "{e:?}");
+        }
+        let not = [
+            // The account in the path, not the token.
+            with(404, "invalid_request_error", "missing_resource", ""),
+            with(404, "invalid_request_error", "missing_resource", "id"),
+            // Our API key, not the Link.
+            with(401, "authentication_error", "invalid_api_key", ""),
+            with(403, "invalid_request_error", "forbidden", ""),
+            // The bank refused the credentials: the token is fine.
+            with(403, "link_error", "rejected_refresh_intent", ""),
+            with(400, "link_error", "rejected_refresh_intent", ""),
+            with(429, "invalid_request_error", "invalid_link_token", ""),
+            with(500, "api_error", "invalid_link_token", ""),
+            with(
+                400,
+                "invalid_request_error",
+                "missing_parameter",
+                "link_token",
+            ),
+            FintocError::Unreachable("invalid_link_token".into()),
+            FintocError::Malformed("invalid_link_token".into()),
+        ];
+        for e in not {
+            assert!(!e.is_invalid_link_token(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn redacts_a_secret_from_every_text() {
+        let mut e = FintocError::Api {
+            status: 404,
+            error_type: "invalid_request_error".into(),
+            code: "invalid_link_token".into(),
+            message: "Invalid link token: link_SECRET (link_SECRET)".into(),
+            param: "link_token".into(),
+        };
+        e.redact("link_SECRET");
+        assert_eq!(
+            e.to_string(),
+            "Fintoc answered HTTP 404 invalid_link_token: Invalid link token: [redacted] ([redacted])"
+        );
+        let mut e = FintocError::Malformed("near link_SECRET".into());
+        e.redact("link_SECRET");
+        assert!(!format!("{e} {e:?}").contains("link_SECRET"));
+        e.redact("");
+        assert_eq!(e, FintocError::Malformed("near [redacted]".into()));
     }
 
     #[test]

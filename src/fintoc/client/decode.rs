@@ -22,6 +22,8 @@ struct ErrorBody {
     code: Option<String>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
 }
 
 pub(super) fn api_error(status: StatusCode, body: &[u8]) -> FintocError {
@@ -31,12 +33,14 @@ pub(super) fn api_error(status: StatusCode, body: &[u8]) -> FintocError {
             error_type: error.error_type.unwrap_or_default(),
             code: error.code.unwrap_or_default(),
             message: error.message.unwrap_or_default(),
+            param: error.param.unwrap_or_default(),
         },
         Err(_) => FintocError::Api {
             status: status.as_u16(),
             error_type: String::new(),
             code: String::new(),
             message: status.canonical_reason().unwrap_or("error").to_owned(),
+            param: String::new(),
         },
     }
 }
