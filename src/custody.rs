@@ -173,6 +173,11 @@ impl LinkTokenKeys {
         &self.keys[0].kid
     }
 
+    /// Whether a key with this id is among the keys (so what it sealed can be opened).
+    pub fn holds(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid == kid)
+    }
+
     /// Seals `token` for the Link `link_id` under the first key, with a fresh random nonce.
     pub fn seal(&self, link_id: &str, token: &Secret) -> Sealed {
         let key = &self.keys[0];

@@ -72,6 +72,13 @@ pub enum AppError {
         reason: &'static str,
         message: String,
     },
+    /// Movements (kept tokens, include_movements) were asked of a server without
+    /// LINK_TOKEN_KEYS.
+    #[error(
+        "movements are off on this server: its operator enables them by setting LINK_TOKEN_KEYS \
+         (\"<key id>:<base64 of 32 random bytes>\"; see the README, Movements) to {0}"
+    )]
+    MovementsDisabled(&'static str),
     /// The call lacks the credentials the server requires (a bearer token).
     #[error("{0}")]
     Unauthenticated(String),
@@ -97,9 +104,9 @@ impl AppError {
             | AppError::SeekExpired { .. }
             | AppError::CursorAhead { .. } => Code::OutOfRange,
             AppError::Cooldown { .. } => Code::ResourceExhausted,
-            AppError::CredentialsRejected(_) | AppError::NothingToRefresh { .. } => {
-                Code::FailedPrecondition
-            }
+            AppError::CredentialsRejected(_)
+            | AppError::NothingToRefresh { .. }
+            | AppError::MovementsDisabled(_) => Code::FailedPrecondition,
             AppError::Unauthenticated(_) => Code::Unauthenticated,
             AppError::Unavailable(_) | AppError::StreamMaxAge { .. } => Code::Unavailable,
             AppError::Exhausted(_) => Code::ResourceExhausted,
@@ -166,6 +173,11 @@ impl From<AppError> for Status {
             AppError::NothingToRefresh { reason, .. } => {
                 Status::with_error_details(code, err.to_string(), info(reason, &[]))
             }
+            AppError::MovementsDisabled(_) => Status::with_error_details(
+                code,
+                err.to_string(),
+                info("MOVEMENTS_DISABLED", &[]),
+            ),
             AppError::Internal { what, detail } => {
                 tracing::error!(error = %detail, "{what} failure");
                 Status::internal(format!(

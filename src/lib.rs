@@ -36,16 +36,19 @@
 //!    completes it ends its watchers' streams with `refresh_completed`.
 //! 4. [`tasks`] reconciles intents whose webhooks went missing through Fintoc's events
 //!    endpoint, times out what never arrives, and prunes past `--retention`.
+//! 5. With `LINK_TOKEN_KEYS`, a succeeded result of a Link whose token is kept (sealed,
+//!    [`custody`]) leaves a fetch job in its own commit; [`fetch`] lists the account's
+//!    movements at Fintoc once and the store logs what changed after the result.
 //!
 //! # Layers
 //!
 //! Each module uses only modules of lower layers (`tests/it/layers.rs` keeps it so):
-//! `clock`, `secret`, `metrics` → `tls` → `config` → `domain` → `error` → `fintoc` →
-//! `store`, `simulator` → `hub` → `app` → `refresh` → `http`, `grpc`, `tasks` → `server` →
-//! `cli`.
+//! `clock`, `secret`, `metrics` → `tls`, `custody` → `config` → `domain` → `error` →
+//! `fintoc` → `store`, `simulator` → `hub` → `app` → `refresh` → `http`, `grpc`, `tasks`,
+//! `fetch` → `server` → `cli`.
 //!
-//! - [`clock`], [`secret`], [`metrics`], [`tls`], [`config`]: injected time, redaction,
-//!   Prometheus metrics, certificates and keys, settings.
+//! - [`clock`], [`secret`], [`metrics`], [`tls`], [`custody`], [`config`]: injected time,
+//!   redaction, Prometheus metrics, certificates and keys, sealed link tokens, settings.
 //! - [`domain`]: pure rules and plain data: statuses and completion, correlation, cooldown
 //!   and hold, log entries and intents.
 //! - [`error`]: the one error type and its one mapping to gRPC statuses.
@@ -66,7 +69,8 @@
 //! - [`refresh`]: the RequestRefresh use case (replay, join, hold, cooldown, create at
 //!   Fintoc), in domain types, so an edge only translates.
 //! - [`http`], [`grpc`]: the two surfaces — the webhook intake and probes; RefreshService.
-//! - [`tasks`]: deadlines (reconcile, timeout) and retention.
+//! - [`tasks`]: deadlines (reconcile, timeout) and retention; [`fetch`]: the movements
+//!   fetcher every replica runs.
 //! - [`server`]: `serve(listeners, config, shutdown)`, the one entry `main` and tests share.
 //! - [`simulator`]: a Fintoc look-alike for laptops and tests; [`cli`]: the commands.
 
@@ -77,6 +81,7 @@ pub mod config;
 pub mod custody;
 pub mod domain;
 pub mod error;
+pub mod fetch;
 pub mod fintoc;
 pub mod grpc;
 pub mod http;

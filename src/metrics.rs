@@ -74,6 +74,21 @@ pub struct Metrics {
     pub commit_retries: Family<OutcomeLabels, Counter>,
     /// 1 while this process can commit (its last check took the log's lock and committed).
     pub can_commit: Gauge,
+    /// Movement fetches settled, by what Fintoc answered and what the store did with it.
+    pub movement_fetches: Family<FetchLabels, Counter>,
+    /// Requests one account's listing sent to Fintoc (pages, passes and retries).
+    pub movement_requests: Counter,
+    pub movement_listing_seconds: Histogram,
+    /// Kept tokens moved to the sealing key as they were used (key rotation).
+    pub link_tokens_resealed: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    /// listed, token_invalid, token_gone or failed.
+    pub outcome: &'static str,
+    /// written, retrying or lease_lost.
+    pub settled: &'static str,
 }
 
 impl Default for Metrics {
@@ -214,6 +229,31 @@ impl Metrics {
             "PostgreSQL: group commits run again, by reason (conflict, reconnect)",
             commit_retries.clone(),
         );
+        let movement_fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "movement_fetches",
+            "Movement fetches settled, by Fintoc's answer and what became of the owed results",
+            movement_fetches.clone(),
+        );
+        let movement_requests = Counter::default();
+        registry.register(
+            "movement_requests",
+            "Requests sent to Fintoc to list movements (pages, passes and retries)",
+            movement_requests.clone(),
+        );
+        // 10 ms .. ~80 s: a listing is a few pages, or a 429 schedule (~36 s).
+        let movement_listing_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "movement_listing_seconds",
+            "Time to list one account's movements at Fintoc",
+            movement_listing_seconds.clone(),
+        );
+        let link_tokens_resealed = Counter::default();
+        registry.register(
+            "link_tokens_resealed",
+            "Kept link tokens resealed under the first key of LINK_TOKEN_KEYS (rotation)",
+            link_tokens_resealed.clone(),
+        );
         let can_commit = Gauge::default();
         registry.register(
             "can_commit",
@@ -244,7 +284,17 @@ impl Metrics {
             pruned_rows,
             commit_retries,
             can_commit,
+            movement_fetches,
+            movement_requests,
+            movement_listing_seconds,
+            link_tokens_resealed,
         }
+    }
+
+    pub fn movement_fetch(&self, outcome: &'static str, settled: &'static str) {
+        self.movement_fetches
+            .get_or_create(&FetchLabels { outcome, settled })
+            .inc();
     }
 
     pub fn event(&self, event_type: &'static str, outcome: &'static str) {

@@ -45,6 +45,10 @@ pub fn spawn(app: Arc<App>, stop: CancellationToken) -> Background {
         DEADLINE_TICK,
         |app| async move { keep_deadlines(&app).await },
     ));
+    if app.config.link_token_keys.is_some() {
+        // Every replica fetches (one Link at a time each); leases keep them apart.
+        tasks.spawn(crate::fetch::run(app.clone(), stop.clone()));
+    }
     tasks.spawn(every(app, stop, RETENTION_TICK, |app| async move {
         prune(&app).await
     }));
@@ -174,6 +178,13 @@ pub async fn prune(app: &App) -> anyhow::Result<()> {
     let now = app.config.clock.now_ms();
     let cutoff = now - millis(app.config.retention);
     let key_cutoff = now - millis(KEY_TTL);
+    let dropped = app
+        .store
+        .drop_expired_tokens(now - millis(app.config.link_token_retention))
+        .await?;
+    if dropped > 0 {
+        tracing::info!(dropped, "kept link tokens dropped after --link-token-retention");
+    }
     loop {
         let pruned = app.store.prune(cutoff, key_cutoff, PRUNE_CHUNK).await?;
         app.metrics.pruned_rows.inc_by(pruned.total() as u64);

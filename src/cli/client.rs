@@ -75,7 +75,10 @@ async fn run_refresh(args: RefreshArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     // No cursor: an intent replays from its start, so results that beat us here still show.
-    let spec = WatchSpec::target(Target::RefreshIntentId(intent.id));
+    let spec = WatchSpec {
+        movements: args.movements,
+        ..WatchSpec::target(Target::RefreshIntentId(intent.id))
+    };
     follow(&mut client, &spec, None, &mut display).await
 }
 
@@ -133,6 +136,7 @@ fn refresh_request(args: &RefreshArgs) -> pb::RequestRefreshRequest {
         link_token: args.link_token.clone(),
         refresh_type: refresh_type.into(),
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
+        keep_link_token: args.movements,
     }
 }
 
@@ -144,6 +148,8 @@ struct WatchSpec {
     start_time: Option<prost_types::Timestamp>,
     /// `--status`, as the wire's enum numbers.
     statuses: Vec<i32>,
+    /// `--movements`.
+    movements: bool,
 }
 
 impl WatchSpec {
@@ -153,6 +159,7 @@ impl WatchSpec {
             target,
             start_time: None,
             statuses: Vec::new(),
+            movements: false,
         }
     }
 
@@ -166,6 +173,7 @@ impl WatchSpec {
             after_sequence: cursor,
             start_time: self.start_time.filter(|_| cursor.is_none()),
             statuses: self.statuses.clone(),
+            include_movements: self.movements,
         }
     }
 }
@@ -184,6 +192,7 @@ fn watch_spec(args: &WatchArgs, now_ms: crate::clock::Millis) -> Option<WatchSpe
             .since
             .map(|since| crate::grpc::convert::timestamp(since.at(now_ms))),
         statuses,
+        movements: args.movements,
     })
 }
 
@@ -464,6 +473,12 @@ fn update_board(board: &mut Board, msg: &pb::WatchRefreshResponse) {
             // The final intent is authoritative, timed-out accounts included.
             intent.accounts.iter().for_each(|a| board.apply(a));
             board.set_footer(Some(render::outcome_line(intent)));
+        }
+        Some(Event::Movements(changed)) => {
+            board.set_footer(Some(render::movements_summary(changed)));
+        }
+        Some(Event::MovementsUnavailable(u)) => {
+            board.set_footer(Some(render::unavailable_line(u)));
         }
         Some(Event::Heartbeat(_)) | None => board.set_footer(None),
     }

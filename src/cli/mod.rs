@@ -68,6 +68,10 @@ pub struct RefreshArgs {
     /// Idempotency key for the request (repeat it to get the same intent back).
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Keep the Link's token (sealed, on the server) and print each account's new movements
+    /// as they are fetched, before the refresh's outcome.
+    #[arg(long)]
+    pub movements: bool,
 }
 
 // By hand, so the link token (a bank credential) cannot leak through `{:?}`.
@@ -79,6 +83,7 @@ impl std::fmt::Debug for RefreshArgs {
             .field("connection", &self.connection)
             .field("json", &self.json)
             .field("idempotency_key", &self.idempotency_key)
+            .field("movements", &self.movements)
             .finish()
     }
 }
@@ -122,6 +127,10 @@ pub struct WatchArgs {
     /// Only results with this status; repeat it for several (default: every status).
     #[arg(long = "status", value_name = "STATUS", value_enum, ignore_case = true)]
     pub statuses: Vec<StatusFilter>,
+    /// Also print the movements fetched for the results (added, modified, removed), and
+    /// when they could not be fetched.
+    #[arg(long)]
+    pub movements: bool,
     #[command(flatten)]
     pub connection: connect::ConnectArgs,
     /// One JSON object per line instead of the human display.

@@ -195,6 +195,8 @@ pub fn message_line(msg: &pb::WatchRefreshResponse, color: bool) -> Option<Strin
     let body = match msg.event.as_ref()? {
         Event::AccountResult(r) => account_line(r, color),
         Event::RefreshCompleted(i) => outcome_line(i),
+        Event::Movements(m) => movements_lines(m),
+        Event::MovementsUnavailable(u) => unavailable_line(u),
         Event::Heartbeat(h) => {
             let at = rfc3339(h.server_time.as_ref()).unwrap_or_default();
             let line = format!("#{} heartbeat {at}", msg.sequence);
@@ -206,6 +208,73 @@ pub fn message_line(msg: &pb::WatchRefreshResponse, color: bool) -> Option<Strin
         }
     };
     Some(format!("#{} {body}", msg.sequence))
+}
+
+/// A movements message: a summary line, then one line per movement (date, amount, currency,
+/// description), removed ids last.
+fn movements_lines(m: &pb::MovementsChanged) -> String {
+    let mut out = movements_summary(m);
+    let line = |mark: char, mv: &pb::Movement| {
+        let date = mv.post_date.get(..10).unwrap_or(&mv.post_date);
+        let pending = if mv.pending { " (pending)" } else { "" };
+        format!(
+            "\n  {mark} {date} {:>14} {} {}{pending}",
+            amount(mv.amount),
+            mv.currency,
+            mv.description
+        )
+    };
+    for mv in &m.added {
+        out.push_str(&line('+', mv));
+    }
+    for mv in &m.modified {
+        out.push_str(&line('~', mv));
+    }
+    for id in &m.removed_ids {
+        out.push_str(&format!("\n  - {id} removed"));
+    }
+    out
+}
+
+/// `movements acc_1 (link_1): 3 added, 1 modified, complete`.
+pub fn movements_summary(m: &pb::MovementsChanged) -> String {
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (m.added.len(), "added"),
+        (m.modified.len(), "modified"),
+        (m.removed_ids.len(), "removed"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("no change".into());
+    }
+    let end = if m.complete { ", complete" } else { ", more follow" };
+    format!("movements {} ({}): {}{end}", m.account_id, m.link_id, parts.join(", "))
+}
+
+/// `movements unavailable acc_1 (link_1): FETCH_FAILED: …`.
+pub fn unavailable_line(u: &pb::MovementsUnavailable) -> String {
+    format!(
+        "movements unavailable {} ({}): {}: {}",
+        u.account_id, u.link_id, u.reason, u.message
+    )
+}
+
+/// Minor units with thousands separators, sign kept: `-1.250`, `110.000` (CLP has no
+/// decimals; other currencies are shown in their minor units too, as Fintoc sends them).
+fn amount(minor: i64) -> String {
+    let digits = minor.unsigned_abs().to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push('.');
+        }
+        grouped.push(c);
+    }
+    if minor < 0 { format!("-{grouped}") } else { grouped }
 }
 
 /// `1 new movement`, `15 new movements`.
@@ -251,6 +320,44 @@ enum EventJson<'a> {
         sequence: u64,
         server_time: Option<String>,
     },
+    Movements {
+        sequence: u64,
+        account_id: &'a str,
+        link_id: &'a str,
+        refresh_intent_id: &'a str,
+        event_id: &'a str,
+        added: Vec<serde_json::Value>,
+        modified: Vec<serde_json::Value>,
+        removed_ids: &'a [String],
+        complete: bool,
+    },
+    MovementsUnavailable {
+        sequence: u64,
+        account_id: &'a str,
+        link_id: &'a str,
+        event_id: &'a str,
+        reason: &'a str,
+        message: &'a str,
+    },
+}
+
+/// A movement in full, as the wire has it (`type`, not Rust's `r#type`).
+fn movement_json(m: &pb::Movement) -> serde_json::Value {
+    let account = |a: &Option<pb::TransferAccount>| {
+        a.as_ref().map(|a| {
+            serde_json::json!({
+                "holder_id": a.holder_id, "holder_name": a.holder_name, "number": a.number,
+                "institution_id": a.institution_id, "institution_name": a.institution_name,
+            })
+        })
+    };
+    serde_json::json!({
+        "id": m.id, "amount": m.amount, "currency": m.currency, "description": m.description,
+        "post_date": m.post_date, "transaction_date": m.transaction_date, "type": m.r#type,
+        "status": m.status, "pending": m.pending, "reference_id": m.reference_id,
+        "comment": m.comment, "sender_account": account(&m.sender_account),
+        "recipient_account": account(&m.recipient_account),
+    })
 }
 
 #[derive(Serialize)]
@@ -331,6 +438,25 @@ pub fn json_message(msg: &pb::WatchRefreshResponse) -> Option<String> {
         Event::Heartbeat(h) => EventJson::Heartbeat {
             sequence,
             server_time: rfc3339(h.server_time.as_ref()),
+        },
+        Event::Movements(m) => EventJson::Movements {
+            sequence,
+            account_id: &m.account_id,
+            link_id: &m.link_id,
+            refresh_intent_id: &m.refresh_intent_id,
+            event_id: &m.event_id,
+            added: m.added.iter().map(movement_json).collect(),
+            modified: m.modified.iter().map(movement_json).collect(),
+            removed_ids: &m.removed_ids,
+            complete: m.complete,
+        },
+        Event::MovementsUnavailable(u) => EventJson::MovementsUnavailable {
+            sequence,
+            account_id: &u.account_id,
+            link_id: &u.link_id,
+            event_id: &u.event_id,
+            reason: &u.reason,
+            message: &u.message,
         },
     };
     Some(to_line(&event))

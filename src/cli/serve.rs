@@ -65,6 +65,13 @@ pub async fn run(args: ServeArgs) -> ExitCode {
             }
         }
     }
+    if config.link_token_keys_demo {
+        tracing::warn!(
+            "movements are on with a demo key generated for this run (LINK_TOKEN_KEYS is not \
+             set): tokens it seals cannot be opened after a restart; set LINK_TOKEN_KEYS for \
+             real use"
+        );
+    }
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(e) => {

@@ -13,7 +13,10 @@ mod duration;
 
 pub use duration::{format_duration, parse_duration};
 
+use std::sync::Arc;
+
 use crate::clock::Clock;
+use crate::custody::LinkTokenKeys;
 use crate::secret::Secret;
 use crate::tls::{self, GrpcTls, Setting, TlsIdentity};
 
@@ -109,6 +112,10 @@ pub struct ServeArgs {
     /// ~4.5 days, and a pruned event id would be taken as new (pushed twice).
     #[arg(long, env = "RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
+    /// How long a kept Link token is kept after a caller last gave it (keep_link_token,
+    /// RegisterLink); then it is dropped and that Link's movements are no longer fetched.
+    #[arg(long, env = "LINK_TOKEN_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub link_token_retention: Duration,
     /// Largest webhook body accepted (bytes); larger ones get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
@@ -178,6 +185,12 @@ pub struct Config {
     pub refresh_timeout: Duration,
     pub rejected_hold: Duration,
     pub retention: Duration,
+    /// The keys that seal kept Link tokens (`LINK_TOKEN_KEYS`); `None`: movements are off.
+    pub link_token_keys: Option<Arc<LinkTokenKeys>>,
+    /// The keys were generated for this run (`serve --simulate` without LINK_TOKEN_KEYS):
+    /// tokens sealed with them cannot be opened after a restart.
+    pub link_token_keys_demo: bool,
+    pub link_token_retention: Duration,
     pub max_body_bytes: usize,
     /// The SQLite WAL file stays below this size (the store restarts the WAL well before).
     pub sqlite_wal_limit_bytes: u64,
@@ -216,6 +229,9 @@ impl Config {
         let mut config = args.into_config(|_| None).expect("the defaults are valid");
         config.database_url = database_url.into();
         config.fintoc_api_url = fintoc_api_url.into();
+        // No demo key either: movements are on only where a test gives keys.
+        config.link_token_keys = None;
+        config.link_token_keys_demo = false;
         config
     }
 
@@ -388,6 +404,21 @@ impl ServeArgs {
                     .into(),
             ));
         }
+        // Movements (CONTRACT.md §7): on with LINK_TOKEN_KEYS; `--simulate` shows them out of
+        // the box with a key generated for the run (serve warns that it is a demo key).
+        let (link_token_keys, link_token_keys_demo) = match env("LINK_TOKEN_KEYS") {
+            Some(raw) => (
+                Some(Arc::new(LinkTokenKeys::parse(&raw).map_err(ConfigError)?)),
+                false,
+            ),
+            None if self.simulate => (Some(Arc::new(LinkTokenKeys::demo().0)), true),
+            None => (None, false),
+        };
+        if self.link_token_retention.is_zero() {
+            return Err(ConfigError(
+                "--link-token-retention (LINK_TOKEN_RETENTION) must be longer than zero".into(),
+            ));
+        }
         let grpc_bearer_tokens = match env("GRPC_BEARER_TOKENS") {
             Some(raw) => bearer_tokens(&raw)?,
             None => Vec::new(),
@@ -435,6 +466,9 @@ impl ServeArgs {
             refresh_timeout: self.refresh_timeout,
             rejected_hold: self.rejected_hold,
             retention: self.retention,
+            link_token_keys,
+            link_token_keys_demo,
+            link_token_retention: self.link_token_retention,
             max_body_bytes: self.max_body_bytes,
             sqlite_wal_limit_bytes: self.sqlite_wal_limit_bytes,
             shutdown_grace: self.shutdown_grace,

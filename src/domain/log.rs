@@ -5,8 +5,86 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::movement::{MovementsEntry, Unavailable};
 use super::status::{ResultStatus, UnknownValue};
 use crate::clock::Millis;
+
+/// What a log entry is besides its place in the log: an account's result (the first kind),
+/// or what became of the movements behind one Fintoc event (CONTRACT.md §7).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// An account's refresh result (`status` is a [`ResultStatus`]).
+    #[default]
+    Result,
+    /// Movements added, modified or removed for the account (`status` is
+    /// [`Detail::MOVEMENTS`]).
+    Movements(Arc<MovementsEntry>),
+    /// The movements of the account's result could not be pushed (`status` is
+    /// [`Detail::UNAVAILABLE`]).
+    Unavailable(Arc<UnavailableEntry>),
+}
+
+/// A `movements_unavailable` entry's payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnavailableEntry {
+    pub reason: Unavailable,
+    /// For a person: what happened and what to do.
+    pub message: String,
+}
+
+impl Detail {
+    /// The stored `status` of a movements entry.
+    pub const MOVEMENTS: &'static str = "movements";
+    /// The stored `status` of a movements-unavailable entry.
+    pub const UNAVAILABLE: &'static str = "movements_unavailable";
+
+    /// The stored `status` of an entry of this kind; `None` for an account result (whose
+    /// status is its own).
+    pub fn status(&self) -> Option<&'static str> {
+        match self {
+            Detail::Result => None,
+            Detail::Movements(_) => Some(Detail::MOVEMENTS),
+            Detail::Unavailable(_) => Some(Detail::UNAVAILABLE),
+        }
+    }
+
+    /// The stored `detail` text: JSON of the payload, empty for an account result.
+    pub fn to_stored(&self) -> String {
+        match self {
+            Detail::Result => String::new(),
+            Detail::Movements(entry) => {
+                serde_json::to_string(&**entry).expect("an entry serializes")
+            }
+            Detail::Unavailable(u) => serde_json::json!({
+                "reason": u.reason.as_str(),
+                "message": u.message,
+            })
+            .to_string(),
+        }
+    }
+
+    /// Reads a stored entry's payload back from its `status` and `detail`.
+    pub fn from_stored(status: &str, detail: &str) -> Result<Detail, String> {
+        match status {
+            Detail::MOVEMENTS => serde_json::from_str::<MovementsEntry>(detail)
+                .map(|e| Detail::Movements(Arc::new(e)))
+                .map_err(|e| format!("a stored movements entry does not read back: {e}")),
+            Detail::UNAVAILABLE => {
+                let v: serde_json::Value = serde_json::from_str(detail)
+                    .map_err(|e| format!("a stored unavailable entry does not read back: {e}"))?;
+                let reason = v["reason"]
+                    .as_str()
+                    .and_then(Unavailable::parse)
+                    .ok_or("a stored unavailable entry has no known reason")?;
+                Ok(Detail::Unavailable(Arc::new(UnavailableEntry {
+                    reason,
+                    message: v["message"].as_str().unwrap_or_default().to_owned(),
+                })))
+            }
+            _ => Ok(Detail::Result),
+        }
+    }
+}
 
 /// One entry of the result log: an account's result, with the global sequence that orders
 /// it. Shared by reference (`Arc`) with every watcher it concerns.
@@ -29,11 +107,31 @@ pub struct ResultRow {
     pub committed_at_ms: Millis,
     /// True on the result that gave its intent a final status.
     pub completes_intent: bool,
+    /// What kind of entry this is (an account result unless it says otherwise).
+    pub detail: Detail,
+    /// On a result: its movements will be fetched (a fetch job was written with it), so a
+    /// `movements` entry ending `complete`, or a `movements_unavailable`, follows.
+    pub fetches_movements: bool,
 }
 
 impl ResultRow {
     pub fn status(&self) -> Result<ResultStatus, UnknownValue> {
         ResultStatus::parse(&self.status)
+    }
+
+    /// Whether this is an account result (not a movements entry).
+    pub fn is_result(&self) -> bool {
+        self.detail == Detail::Result
+    }
+
+    /// Whether this entry ends what its event's movements owed: the last `movements` entry
+    /// (`complete`) or a `movements_unavailable`.
+    pub fn concludes_movements(&self) -> bool {
+        match &self.detail {
+            Detail::Result => false,
+            Detail::Movements(entry) => entry.complete,
+            Detail::Unavailable(_) => true,
+        }
     }
 
     /// A succeeded result of `account_id` with nothing else set: the one builder tests use.
@@ -51,6 +149,8 @@ impl ResultRow {
             occurred_at_ms: 0,
             committed_at_ms: 0,
             completes_intent: false,
+            detail: Detail::Result,
+            fetches_movements: false,
         }
     }
 

@@ -11,5 +11,6 @@ pub mod policy;
 pub mod status;
 
 pub use intent::{AccountState, IntentView, NewIntent};
-pub use log::{ResultRow, Selection, Target};
+pub use log::{Detail, ResultRow, Selection, Target, UnavailableEntry};
+pub use movement::{Movement, MovementsEntry, TransferAccount, Unavailable};
 pub use status::{IntentStatus, RefreshType, ResultStatus};

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use crate::clock::{Millis, parse_rfc3339_ms};
-use crate::domain::{RefreshType, ResultStatus};
+use crate::domain::{Movement, RefreshType, ResultStatus};
 
 /// One account's refresh result, as carried by an `account.refresh_intent.*` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +24,31 @@ pub struct AccountEvent {
     pub refresh_type: Option<RefreshType>,
 }
 
+/// What an `account.refresh_intent.movements_modified` or `…movements_removed` event says
+/// about one account's movements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovementsEvent {
+    pub event_id: String,
+    pub account_id: String,
+    pub change: MovementsChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MovementsChange {
+    /// `movements_modified`: the movements as they now are (`data.movements_changed`).
+    Modified(Vec<Movement>),
+    /// `movements_removed`: the ids removed from the statement.
+    Removed(Vec<String>),
+}
+
 /// What a signed webhook body turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
     /// An account refresh result: stored, correlated and pushed.
     Result(AccountEvent),
+    /// Changed or removed movements of an account: stored, and pushed where its movements
+    /// are kept.
+    Movements(MovementsEvent),
     /// A well-formed event of a type we do not push (stored and acknowledged).
     Other {
         event_id: String,
@@ -46,6 +66,7 @@ impl Decoded {
     pub fn event_id(&self) -> Option<&str> {
         match self {
             Decoded::Result(e) => Some(&e.event_id),
+            Decoded::Movements(e) => Some(&e.event_id),
             Decoded::Other { event_id, .. } => Some(event_id),
             Decoded::Unparseable { event_id, .. } => event_id.as_deref(),
         }
@@ -59,6 +80,10 @@ impl Decoded {
                 ResultStatus::Rejected => REJECTED,
                 ResultStatus::TimedOut => "timed_out",
             }),
+            Decoded::Movements(e) => Some(match e.change {
+                MovementsChange::Modified(_) => MOVEMENTS_MODIFIED,
+                MovementsChange::Removed(_) => MOVEMENTS_REMOVED,
+            }),
             Decoded::Other { event_type, .. } => Some(event_type),
             Decoded::Unparseable { event_type, .. } => event_type.as_deref(),
         }
@@ -68,6 +93,12 @@ impl Decoded {
 pub const SUCCEEDED: &str = "account.refresh_intent.succeeded";
 pub const FAILED: &str = "account.refresh_intent.failed";
 pub const REJECTED: &str = "account.refresh_intent.rejected";
+pub const MOVEMENTS_MODIFIED: &str = "account.refresh_intent.movements_modified";
+/// Fintoc does not document this event's payload (fintoc-api.md, open question 7). Read
+/// only when it has the shape of its documented sibling, `movements_modified`:
+/// `{"account_id": …, "movements_removed": [movement objects or ids]}`; anything else is
+/// kept raw and acknowledged, never guessed at.
+pub const MOVEMENTS_REMOVED: &str = "account.refresh_intent.movements_removed";
 
 /// Event types we know by name; anything else is reported as "other" in metrics so a
 /// hostile sender cannot mint unbounded label values.
@@ -75,8 +106,8 @@ const KNOWN_TYPES: &[&str] = &[
     SUCCEEDED,
     FAILED,
     REJECTED,
-    "account.refresh_intent.movements_removed",
-    "account.refresh_intent.movements_modified",
+    MOVEMENTS_REMOVED,
+    MOVEMENTS_MODIFIED,
     "link.refresh_intent.succeeded",
     "link.refresh_intent.failed",
     "link.credentials_changed",
@@ -153,6 +184,24 @@ pub fn decode(body: &[u8]) -> Decoded {
         SUCCEEDED => ResultStatus::Succeeded,
         FAILED => ResultStatus::Failed,
         REJECTED => ResultStatus::Rejected,
+        MOVEMENTS_MODIFIED | MOVEMENTS_REMOVED => {
+            let data = env.data.map(|raw| raw.get()).unwrap_or("null");
+            return match movements(&kind, data) {
+                Some((account_id, change)) => Decoded::Movements(MovementsEvent {
+                    event_id: id,
+                    account_id,
+                    change,
+                }),
+                None if kind == MOVEMENTS_REMOVED => Decoded::Other {
+                    event_id: id,
+                    event_type: kind,
+                },
+                None => Decoded::Unparseable {
+                    event_id,
+                    event_type,
+                },
+            };
+        }
         _ => {
             return Decoded::Other {
                 event_id: id,
@@ -190,6 +239,36 @@ pub fn decode(body: &[u8]) -> Decoded {
             .as_deref()
             .and_then(|k| RefreshType::parse(k).ok()),
     })
+}
+
+/// A movements event's account and change, when its `data` has the expected shape.
+fn movements(kind: &str, data: &str) -> Option<(String, MovementsChange)> {
+    if !is_object(data.as_bytes()) {
+        return None;
+    }
+    let data: serde_json::Value = serde_json::from_str(data).ok()?;
+    let account_id = data.get("account_id")?.as_str().filter(|a| !a.is_empty())?;
+    let change = if kind == MOVEMENTS_MODIFIED {
+        let list = data.get("movements_changed")?.as_array()?;
+        MovementsChange::Modified(
+            list.iter()
+                .map(Movement::from_fintoc)
+                .collect::<Option<Vec<_>>>()?,
+        )
+    } else {
+        let list = data.get("movements_removed")?.as_array()?;
+        MovementsChange::Removed(
+            list.iter()
+                .map(|m| {
+                    m.as_str()
+                        .or_else(|| m.get("id")?.as_str())
+                        .filter(|id| !id.is_empty())
+                        .map(str::to_owned)
+                })
+                .collect::<Option<Vec<_>>>()?,
+        )
+    };
+    Some((account_id.to_owned(), change))
 }
 
 #[cfg(test)]
@@ -264,6 +343,40 @@ mod tests {
         for (name, body, check) in table {
             let got = decode(body.as_bytes());
             assert!(check(&got), "{name}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn movements_events_are_read_only_in_the_shapes_we_understand() {
+        // fintoc-api.md §5.3, verbatim.
+        let modified = r#"{"id":"evt_L0zlW5YvC6oZDweQ","type":"account.refresh_intent.movements_modified","mode":"live",
+  "created_at":"2025-10-14T19:42:42.486Z","data":{"account_id":"acc_3gmPYoV3TrKbEp7q",
+  "movements_changed":[{"id":"mov_6EdV8pvHZz3YR50g","type":"transfer","amount":110000,
+  "status":"confirmed","currency":"CLP","post_date":"2025-09-29T00:00:00Z",
+  "description":"...","pending":false}]},"object":"event"}"#;
+        let Decoded::Movements(e) = decode(modified.as_bytes()) else {
+            panic!("not read");
+        };
+        assert_eq!(e.account_id, "acc_3gmPYoV3TrKbEp7q");
+        let MovementsChange::Modified(list) = &e.change else {
+            panic!("{e:?}");
+        };
+        assert_eq!((list[0].id.as_str(), list[0].amount), ("mov_6EdV8pvHZz3YR50g", 110000));
+
+        let removed = |data: &str| {
+            decode(format!(r#"{{"id":"evt_r","type":"{MOVEMENTS_REMOVED}","data":{data}}}"#).as_bytes())
+        };
+        assert!(matches!(
+            removed(r#"{"account_id":"acc_1","movements_removed":[{"id":"mov_1"},"mov_2"]}"#),
+            Decoded::Movements(MovementsEvent { change: MovementsChange::Removed(ids), .. }) if ids == ["mov_1", "mov_2"]
+        ));
+        // Another shape: kept raw, acknowledged, never guessed at.
+        for data in [r#"{"account_id":"acc_1","movement_ids":["mov_1"]}"#, r#"{"movements_removed":["mov_1"]}"#, "[1]"] {
+            assert_eq!(
+                removed(data),
+                Decoded::Other { event_id: "evt_r".into(), event_type: MOVEMENTS_REMOVED.into() },
+                "{data}"
+            );
         }
     }
 

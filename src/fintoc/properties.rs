@@ -245,6 +245,9 @@ fn assert_consistent(decoded: &Decoded) {
             assert!(!e.account_id.is_empty(), "{decoded:?}");
             assert_ne!(e.status, ResultStatus::TimedOut, "{decoded:?}");
         }
+        Decoded::Movements(e) => {
+            assert!(!e.account_id.is_empty(), "{decoded:?}");
+        }
         Decoded::Other { event_type, .. } => {
             assert!(![SUCCEEDED, FAILED, REJECTED].contains(&event_type.as_str()));
         }

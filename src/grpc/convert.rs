@@ -2,8 +2,12 @@
 //! types are closed sets on both sides: every match is exhaustive.
 
 use crate::clock::Millis;
-use crate::domain::{IntentStatus, IntentView, RefreshType, ResultRow, ResultStatus};
+use crate::domain::{
+    Detail, IntentStatus, IntentView, Movement, RefreshType, ResultRow, ResultStatus,
+    TransferAccount,
+};
 use crate::pb;
+use crate::pb::watch_refresh_response::Event;
 
 pub fn timestamp(ms: Millis) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -72,6 +76,56 @@ pub fn account_result(row: &ResultRow) -> pb::AccountResult {
         public_error: row.public_error.clone(),
         event_id: row.event_id.clone(),
         occurred_at: Some(timestamp(row.occurred_at_ms)),
+    }
+}
+
+/// A movement as the wire has it.
+pub fn movement(m: &Movement) -> pb::Movement {
+    let account = |a: &TransferAccount| pb::TransferAccount {
+        holder_id: a.holder_id.clone(),
+        holder_name: a.holder_name.clone(),
+        number: a.number.clone(),
+        institution_id: a.institution_id.clone(),
+        institution_name: a.institution_name.clone(),
+    };
+    pb::Movement {
+        id: m.id.clone(),
+        amount: m.amount,
+        currency: m.currency.clone(),
+        description: m.description.clone(),
+        post_date: m.post_date.clone(),
+        transaction_date: m.transaction_date.clone(),
+        r#type: m.kind.clone(),
+        status: m.status.clone(),
+        pending: m.pending,
+        reference_id: m.reference_id.clone(),
+        comment: m.comment.clone(),
+        sender_account: m.sender_account.as_ref().map(account),
+        recipient_account: m.recipient_account.as_ref().map(account),
+    }
+}
+
+/// The wire event of a log entry: an account result, or what became of movements.
+pub fn entry_event(row: &ResultRow) -> Event {
+    match &row.detail {
+        Detail::Result => Event::AccountResult(account_result(row)),
+        Detail::Movements(entry) => Event::Movements(pb::MovementsChanged {
+            account_id: row.account_id.clone(),
+            link_id: row.link_id.clone(),
+            refresh_intent_id: row.refresh_intent_id.clone(),
+            event_id: row.event_id.clone(),
+            added: entry.added.iter().map(movement).collect(),
+            modified: entry.modified.iter().map(movement).collect(),
+            removed_ids: entry.removed_ids.clone(),
+            complete: entry.complete,
+        }),
+        Detail::Unavailable(u) => Event::MovementsUnavailable(pb::MovementsUnavailable {
+            account_id: row.account_id.clone(),
+            link_id: row.link_id.clone(),
+            event_id: row.event_id.clone(),
+            reason: u.reason.as_str().to_owned(),
+            message: u.message.clone(),
+        }),
     }
 }
 

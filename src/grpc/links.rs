@@ -6,6 +6,7 @@ use super::{check_id, convert};
 use crate::app::App;
 use crate::error::AppError;
 use crate::pb;
+use crate::refresh::custody;
 use crate::refresh::links::{self, DEFAULT_PAGE, Eligibility, LinkView, MAX_PAGE};
 
 pub async fn get_link(
@@ -44,6 +45,77 @@ pub async fn list_links(
     })
 }
 
+/// RegisterLink: keep a Link's token without refreshing it.
+pub async fn register_link(
+    app: &App,
+    request: pb::RegisterLinkRequest,
+    deadline: std::time::Instant,
+) -> Result<pb::RegisterLinkResponse, AppError> {
+    let token = super::refresh::checked_token(request.link_token)?;
+    let view = custody::register(app, token, deadline).await?;
+    Ok(pb::RegisterLinkResponse {
+        link: Some(link_state(view)),
+    })
+}
+
+/// ForgetLink: drop a Link's token and stored movements.
+pub async fn forget_link(
+    app: &App,
+    request: pb::ForgetLinkRequest,
+) -> Result<pb::ForgetLinkResponse, AppError> {
+    check_id("link_id", &request.link_id)?;
+    custody::forget(app, request.link_id).await?;
+    Ok(pb::ForgetLinkResponse {})
+}
+
+/// ListMovements: an account's stored movements, a page at a time. The page token is the
+/// hex of the last movement's (post_date, id).
+pub async fn list_movements(
+    app: &App,
+    request: pb::ListMovementsRequest,
+) -> Result<pb::ListMovementsResponse, AppError> {
+    check_id("account_id", &request.account_id)?;
+    let page_size = match request.page_size {
+        0 => DEFAULT_PAGE,
+        n if n <= MAX_PAGE => n,
+        n => {
+            return Err(AppError::InvalidArgument(format!(
+                "page_size is {n}; it must be 1 to {MAX_PAGE} (0 means {DEFAULT_PAGE})"
+            )));
+        }
+    };
+    let after = if request.page_token.is_empty() {
+        None
+    } else {
+        Some(movements_token(&request.page_token)?)
+    };
+    let page = custody::list_movements(app, request.account_id, after, page_size).await?;
+    let next = match (page.more, page.movements.last()) {
+        (true, Some(last)) => hex::encode(format!("{}\0{}", last.post_date, last.id)),
+        _ => String::new(),
+    };
+    Ok(pb::ListMovementsResponse {
+        movements: page.movements.iter().map(convert::movement).collect(),
+        next_page_token: next,
+        as_of_sequence: page.as_of_sequence.max(0) as u64,
+    })
+}
+
+fn movements_token(token: &str) -> Result<(String, String), AppError> {
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            let (date, id) = text.split_once('\0')?;
+            (!id.is_empty()).then(|| (date.to_owned(), id.to_owned()))
+        })
+        .ok_or_else(|| {
+            AppError::InvalidArgument(
+                "page_token is not one this service gave out; start again with an empty one".into(),
+            )
+        })
+}
+
 /// The Link id a page token continues after (`""` for the first page).
 fn after_token(token: &str) -> Result<String, AppError> {
     if token.is_empty() {
@@ -60,9 +132,10 @@ fn after_token(token: &str) -> Result<String, AppError> {
         })
 }
 
-fn link_state(view: LinkView) -> pb::LinkState {
+pub fn link_state(view: LinkView) -> pb::LinkState {
     let snapshot = view.snapshot;
     pb::LinkState {
+        link_token_kept: snapshot.token_kept,
         link_id: snapshot.link.link_id,
         accounts: snapshot
             .accounts

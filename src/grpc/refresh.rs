@@ -62,23 +62,32 @@ pub async fn request(
     request: pb::RequestRefreshRequest,
     deadline: Instant,
 ) -> Result<pb::RequestRefreshResponse, AppError> {
+    if request.keep_link_token && app.config.link_token_keys.is_none() {
+        return Err(AppError::MovementsDisabled("keep Link tokens (keep_link_token)"));
+    }
     let ask = validate(request)?;
     let outcome = refresh::run(app, ask, deadline).await?;
     Ok(answer(outcome))
 }
 
+/// A link token as the wire gave it, checked (never echoed).
+pub fn checked_token(link_token: String) -> Result<Secret, AppError> {
+    if link_token.trim().is_empty() {
+        return Err(AppError::InvalidArgument("link_token is empty".into()));
+    }
+    if link_token.len() > MAX_TOKEN_LEN {
+        return Err(AppError::InvalidArgument(format!(
+            "link_token is {} bytes; a Fintoc link token is far shorter (at most {MAX_TOKEN_LEN} are accepted)",
+            link_token.len()
+        )));
+    }
+    Ok(Secret::new(link_token))
+}
+
 /// The wire request as an [`Ask`], or INVALID_ARGUMENT saying what is wrong (the token
 /// itself is never echoed).
 fn validate(request: pb::RequestRefreshRequest) -> Result<Ask, AppError> {
-    if request.link_token.trim().is_empty() {
-        return Err(AppError::InvalidArgument("link_token is empty".into()));
-    }
-    if request.link_token.len() > MAX_TOKEN_LEN {
-        return Err(AppError::InvalidArgument(format!(
-            "link_token is {} bytes; a Fintoc link token is far shorter (at most {MAX_TOKEN_LEN} are accepted)",
-            request.link_token.len()
-        )));
-    }
+    let token = checked_token(request.link_token)?;
     let refresh_type = convert::refresh_type_from_pb(request.refresh_type).ok_or_else(|| {
         AppError::InvalidArgument(format!(
             "refresh_type {} is not a RefreshType (use REFRESH_TYPE_ONLY_LAST or REFRESH_TYPE_HISTORICAL)",
@@ -92,10 +101,11 @@ fn validate(request: pb::RequestRefreshRequest) -> Result<Ask, AppError> {
         )));
     }
     Ok(Ask::new(
-        Secret::new(request.link_token),
+        token,
         refresh_type,
         Some(request.idempotency_key).filter(|k| !k.is_empty()),
-    ))
+    )
+    .keeping_token(request.keep_link_token))
 }
 
 fn answer(outcome: Outcome) -> pb::RequestRefreshResponse {
@@ -127,6 +137,7 @@ mod tests {
                 link_token: link_token.to_owned(),
                 refresh_type,
                 idempotency_key: key.to_owned(),
+                keep_link_token: false,
             })
             .err()
             .map(|e| e.to_string())

@@ -96,4 +96,29 @@ impl RefreshService for Service {
         let result = links::list_links(&self.app, request.into_inner()).await;
         self.finish("ListLinks", result)
     }
+
+    async fn register_link(
+        &self,
+        request: Request<pb::RegisterLinkRequest>,
+    ) -> Result<Response<pb::RegisterLinkResponse>, Status> {
+        let deadline = refresh::deadline_of(&request, self.app.config.request_timeout);
+        let result = links::register_link(&self.app, request.into_inner(), deadline).await;
+        self.finish("RegisterLink", result)
+    }
+
+    async fn forget_link(
+        &self,
+        request: Request<pb::ForgetLinkRequest>,
+    ) -> Result<Response<pb::ForgetLinkResponse>, Status> {
+        let result = links::forget_link(&self.app, request.into_inner()).await;
+        self.finish("ForgetLink", result)
+    }
+
+    async fn list_movements(
+        &self,
+        request: Request<pb::ListMovementsRequest>,
+    ) -> Result<Response<pb::ListMovementsResponse>, Status> {
+        let result = links::list_movements(&self.app, request.into_inner()).await;
+        self.finish("ListMovements", result)
+    }
 }

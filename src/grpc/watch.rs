@@ -58,6 +58,12 @@ pub async fn open(
         Some(PbTarget::Selection(selection)) => self::selection(selection)?,
     };
     let statuses = statuses(&request.statuses)?;
+    let movements = request.include_movements;
+    if movements && app.config.link_token_keys.is_none() {
+        return Err(AppError::MovementsDisabled(
+            "stream movements (include_movements)",
+        ));
+    }
     let start_ms = start_time(&app, &target, &request)?;
     if let Some(after) = request.after_sequence {
         check_cursor(&app, after).await?;
@@ -104,6 +110,7 @@ pub async fn open(
         opened_at,
         ends_at,
         statuses,
+        movements,
     };
     Ok(Box::pin(run(app, subscription, start)))
 }
@@ -225,8 +232,12 @@ fn statuses(asked: &[i32]) -> Result<Vec<ResultStatus>, AppError> {
     Ok(wanted)
 }
 
-/// Whether `row` is sent on a stream limited to `statuses` (empty: every result).
-fn wanted(statuses: &[ResultStatus], row: &ResultRow) -> bool {
+/// Whether `row` is sent on a stream limited to `statuses` (empty: every result) that asked
+/// for movements or not: `statuses` limits account results only.
+fn wanted(statuses: &[ResultStatus], movements: bool, row: &ResultRow) -> bool {
+    if !row.is_result() {
+        return movements;
+    }
     statuses.is_empty() || row.status().is_ok_and(|s| statuses.contains(&s))
 }
 
@@ -287,10 +298,7 @@ fn aged(cursor: i64) -> Status {
 }
 
 fn result_message(row: &ResultRow) -> pb::WatchRefreshResponse {
-    message(
-        row.sequence,
-        Event::AccountResult(convert::account_result(row)),
-    )
+    message(row.sequence, convert::entry_event(row))
 }
 
 /// The stream cannot read the store mid-way (a pool timeout, a failing disk): it ends
@@ -315,16 +323,17 @@ enum Settled {
 }
 
 /// The stream's last message after delivering `row`, if `row` completed the intent it
-/// follows.
+/// follows (with `movements`: or concluded the last movements its results owed).
 async fn completed_by(
     app: &App,
     target: &Target,
     row: &ResultRow,
+    movements: bool,
 ) -> Result<Option<pb::WatchRefreshResponse>, Status> {
-    if !row.completes_intent {
+    if !(row.completes_intent || (movements && row.concludes_movements())) {
         return Ok(None);
     }
-    Ok(match completion(app, target, row.sequence, false).await? {
+    Ok(match completion(app, target, row.sequence, false, movements).await? {
         Settled::Ended(summary) => Some(summary),
         Settled::Open | Settled::Unread(_) => None,
     })
@@ -341,11 +350,17 @@ async fn completed_by(
 /// stream has been delivered, and the stream ends with its summary (`regardless`) even when
 /// the completing result is not in its range (retention pruned it, or an old database
 /// completed it elsewhere).
+///
+/// With `movements`, the intent is complete for this stream once every fetch its results
+/// owed is settled too, and "the completing sequence" is the newest of its movements entries
+/// when that is later: they are all delivered before refresh_completed, whose sequence is
+/// then a cursor past them.
 async fn completion(
     app: &App,
     target: &Target,
     cursor: i64,
     regardless: bool,
+    movements: bool,
 ) -> Result<Settled, Status> {
     let Target::Intent(id) = target else {
         return Ok(Settled::Open);
@@ -358,7 +373,20 @@ async fn completion(
     let Some(intent) = intent.filter(|i| i.status.is_final()) else {
         return Ok(Settled::Open);
     };
-    let completed = intent.completed_sequence.unwrap_or_default();
+    let mut completed = intent.completed_sequence.unwrap_or_default();
+    if movements {
+        let settled = app
+            .store
+            .movements_settled(id.clone())
+            .await
+            .map_err(|e| read_failed(cursor, &e))?;
+        match settled {
+            // A fetch is still owed: its entries come live, and the one that concludes the
+            // last looks again.
+            None => return Ok(Settled::Open),
+            Some(newest) => completed = completed.max(newest),
+        }
+    }
     if completed > cursor && !regardless {
         return Ok(Settled::Unread(completed));
     }
@@ -381,6 +409,8 @@ struct Start {
     ends_at: i64,
     /// Only results with these statuses are sent (empty: all).
     statuses: Vec<ResultStatus>,
+    /// Movements entries are sent too (include_movements).
+    movements: bool,
 }
 
 fn run(
@@ -395,6 +425,7 @@ fn run(
         opened_at: mut last_sent,
         ends_at,
         statuses,
+        movements,
     } = start;
     let interval = crate::clock::millis(app.config.heartbeat_interval);
     async_stream::try_stream! {
@@ -435,17 +466,17 @@ fn run(
                     // A result filtered out still moves the cursor (and may complete the
                     // intent): heartbeats then carry the stream past it.
                     cursor = row.sequence;
-                    if wanted(&statuses, &row) {
+                    if wanted(&statuses, movements, &row) {
                         last_sent = clock.now_ms();
                         yield result_message(&row);
                     }
-                    if let Some(done) = completed_by(&app, &target, &row).await? {
+                    if let Some(done) = completed_by(&app, &target, &row, movements).await? {
                         yield done;
                         return;
                     }
                 }
                 if done {
-                    match completion(&app, &target, cursor, false).await? {
+                    match completion(&app, &target, cursor, false, movements).await? {
                         Settled::Ended(summary) => {
                             yield summary;
                             return;
@@ -465,11 +496,11 @@ fn run(
                         continue;
                     }
                     cursor = row.sequence;
-                    if wanted(&statuses, &row) {
+                    if wanted(&statuses, movements, &row) {
                         last_sent = clock.now_ms();
                         yield result_message(&row);
                     }
-                    if let Some(done) = completed_by(&app, &target, &row).await? {
+                    if let Some(done) = completed_by(&app, &target, &row, movements).await? {
                         yield done;
                         return;
                     }
@@ -491,7 +522,7 @@ fn run(
                         // Everything up to the completing result meant for this stream has
                         // been delivered: whatever is missing is not in its range.
                         if let Settled::Ended(summary) =
-                            completion(&app, &target, cursor, true).await?
+                            completion(&app, &target, cursor, true, movements).await?
                         {
                             yield summary;
                             return;

@@ -23,6 +23,7 @@
 //! [`Store::link_turn`]: crate::store::Store::link_turn
 
 mod create;
+pub mod custody;
 mod keys;
 pub mod links;
 pub mod local;
@@ -44,6 +45,8 @@ pub struct Ask {
     refresh_type: RefreshType,
     /// The caller's idempotency key, if it gave one.
     key: Option<String>,
+    /// Seal and keep the token (keep_link_token).
+    keep: bool,
 }
 
 impl Ask {
@@ -54,7 +57,14 @@ impl Ask {
             token,
             refresh_type,
             key,
+            keep: false,
         }
+    }
+
+    /// The same ask, keeping the token (keep_link_token) when `keep`.
+    pub fn keeping_token(mut self, keep: bool) -> Ask {
+        self.keep = keep;
+        self
     }
 }
 
@@ -89,10 +99,14 @@ async fn flow(app: &App, ask: Ask, deadline: Instant) -> Result<Outcome, AppErro
         return Ok(outcome);
     }
     let known = app.store.link_by_token(ask.token_sha256.clone()).await?;
-    if let Some(link) = known
-        && let Some(outcome) = local::answer(app, &ask, &link).await?
-    {
-        return Ok(outcome);
+    if let Some(link) = known {
+        // The token is this Link's (its digest matched): kept whatever the answer is.
+        if ask.keep {
+            custody::keep(app, &link.link_id, &ask.token).await?;
+        }
+        if let Some(outcome) = local::answer(app, &ask, &link).await? {
+            return Ok(outcome);
+        }
     }
 
     let link = create::resolve(app, &ask, deadline).await?;
@@ -103,6 +117,9 @@ async fn flow(app: &App, ask: Ask, deadline: Instant) -> Result<Outcome, AppErro
             link.accounts.clone(),
         )
         .await?;
+    if ask.keep {
+        custody::keep(app, &link.id, &ask.token).await?;
+    }
     // First time this token is seen: the Link may still be known by its id.
     let known = app.store.link_by_id(link.id.clone()).await?;
     if let Some(known) = known

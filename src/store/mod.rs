@@ -25,6 +25,7 @@ pub mod copy;
 mod decide;
 mod error;
 mod postgres;
+mod movement_queries;
 mod queries;
 mod rows;
 mod seam;
@@ -49,9 +50,11 @@ pub use error::{StoreError, StoreResult};
 pub use postgres::{is_postgres_url, redacted};
 use seam::Backend;
 pub use seam::{
-    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkSnapshot,
-    LinkState, LinksFrom, LogBounds, LogPage, Pruned, Publish,
+    Counts, DueIntent, FetchClaim, FetchDone, FetchJob, FetchOutcome, IdempotencyRecord,
+    IngestOutcome, KeyRecord, KnownLink, LinkSnapshot, LinkState, LinksFrom, LogBounds, LogPage,
+    MovementsPage, Pruned, Publish, SealedToken,
 };
+pub use decide::movements::{MAX_ATTEMPTS as FETCH_ATTEMPTS, WINDOW_DAYS as MOVEMENTS_WINDOW_DAYS};
 
 /// Whether `url` can be used, checked without connecting: a PostgreSQL URL must be readable,
 /// its `ssl*` settings a combination libpq accepts and their files usable; anything else is
@@ -351,6 +354,88 @@ impl Store {
 
     pub async fn counts(&self) -> StoreResult<Counts> {
         self.backend.counts().await
+    }
+
+    /// Keeps the Link's sealed token, given (again) at `given_at_ms`: retention counts from
+    /// the last time a caller gave it.
+    pub async fn keep_token(
+        &self,
+        link_id: String,
+        sealed: SealedToken,
+        given_at_ms: Millis,
+    ) -> StoreResult<()> {
+        self.backend.keep_token(link_id, sealed, given_at_ms).await
+    }
+
+    /// Replaces a token sealed under an older key (`from_key`) with `sealed`, unless it
+    /// changed meanwhile.
+    pub async fn reseal_token(
+        &self,
+        link_id: String,
+        from_key: String,
+        sealed: SealedToken,
+    ) -> StoreResult<()> {
+        self.backend.reseal_token(link_id, from_key, sealed).await
+    }
+
+    /// Drops the Link's token, its stored movements and the fetches it owes (each logged as
+    /// TOKEN_NOT_KEPT, so a stream waiting for them ends); `false` for an unknown Link.
+    pub async fn forget_link(&self, link_id: String) -> StoreResult<bool> {
+        self.backend.forget_link(link_id).await
+    }
+
+    /// The keys kept tokens are sealed under, with how many each seals (start-up checks
+    /// LINK_TOKEN_KEYS can open them all).
+    pub async fn token_keys(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.backend.token_keys().await
+    }
+
+    /// Drops the tokens sealed under `key_id` (a demo key of an earlier run); how many.
+    pub async fn drop_tokens_of_key(&self, key_id: String) -> StoreResult<usize> {
+        self.backend.drop_tokens_of_key(key_id).await
+    }
+
+    /// Drops every token last given before `given_before_ms` (`--link-token-retention`).
+    pub async fn drop_expired_tokens(&self, given_before_ms: Millis) -> StoreResult<usize> {
+        self.backend.drop_expired_tokens(given_before_ms).await
+    }
+
+    /// Leases one Link's due fetches to `owner` (one Link at a time: a Link whose fetches
+    /// another process holds is skipped until its lease ends).
+    pub async fn claim_fetches(
+        &self,
+        owner: String,
+        lease_ms: Millis,
+    ) -> StoreResult<Option<FetchClaim>> {
+        self.backend.claim_fetches(owner, lease_ms).await
+    }
+
+    /// Settles one account's leased fetches with their outcome, in one commit with the log
+    /// entries it leads to.
+    pub async fn finish_fetches(
+        &self,
+        owner: String,
+        jobs: Vec<FetchJob>,
+        outcome: FetchOutcome,
+    ) -> StoreResult<FetchDone> {
+        self.backend.finish_fetches(owner, jobs, outcome).await
+    }
+
+    /// A page of an account's stored movements, newest post_date first; `None` for an
+    /// unknown account.
+    pub async fn list_movements(
+        &self,
+        account_id: String,
+        after: Option<(String, String)>,
+        limit: i64,
+    ) -> StoreResult<Option<MovementsPage>> {
+        self.backend.list_movements(account_id, after, limit).await
+    }
+
+    /// `Some(newest movements sequence)` once every fetch owed for the intent's results is
+    /// settled.
+    pub async fn movements_settled(&self, intent_id: String) -> StoreResult<Option<i64>> {
+        self.backend.movements_settled(intent_id).await
     }
 
     /// Whether the database answers a trivial query (readiness).

@@ -69,8 +69,16 @@ macro_rules! results_after {
                     .filter(intent_accounts::refresh_intent_id.eq(id))
                     .filter(intent_accounts::result_sequence.is_not_null())
                     .select(intent_accounts::result_sequence.assume_not_null());
+                // Its movements entries too (they carry its id): found by its accounts.
+                let accounts = intent_accounts::table
+                    .filter(intent_accounts::refresh_intent_id.eq(id))
+                    .select(intent_accounts::account_id);
                 query
-                    .filter(results::sequence.eq_any(answers))
+                    .filter(
+                        results::sequence.eq_any(answers).or(results::account_id
+                            .eq_any(accounts)
+                            .and(results::detail.ne(""))),
+                    )
                     .filter(results::refresh_intent_id.eq(id))
                     .load($conn)
                     $($aw)*?
@@ -282,6 +290,7 @@ macro_rules! claim_unsolicited {
             let first: Option<(i64, String, Millis)> = results::table
                 .filter(results::account_id.eq(account))
                 .filter(results::refresh_intent_id.eq(""))
+                .filter(results::detail.eq(""))
                 .filter(results::occurred_at_ms.ge(since))
                 .order(results::sequence.asc())
                 .select((results::sequence, results::status, results::occurred_at_ms))
@@ -629,13 +638,18 @@ macro_rules! link_snapshots {
             newest_done: Vec<Option<Millis>> = succeeded()
                 .group_by((refresh_intents::link_id, refresh_intents::refresh_type))
                 .select(diesel::dsl::max(refresh_intents::completed_at_ms)),
+            kept: Vec<String> = link_tokens::table
+                .filter(link_tokens::link_id.eq_any(&ids))
+                .select(link_tokens::link_id),
         );
         let account_ids: Vec<&str> = accounts.iter().map(|(_, a)| a.as_str()).collect();
         let times: Vec<Millis> = newest_done.into_iter().flatten().collect();
         queries::load_together!([$($aw)*], $conn;
-            // Each account's newest retained sequence, through the (account, sequence) index.
+            // Each account's newest retained result (not a movements entry), through the
+            // (account, sequence) index.
             newest: Vec<Option<i64>> = results::table
                 .filter(results::account_id.eq_any(&account_ids))
+                .filter(results::detail.eq(""))
                 .group_by(results::account_id)
                 .select(diesel::dsl::max(results::sequence)),
             // The intents completed at those times (a time newest for one Link may be an
@@ -695,6 +709,7 @@ macro_rules! link_snapshots {
                     last_success.get(&(id.clone(), kind.as_str().to_owned())).cloned()
                 };
                 LinkSnapshot {
+                    token_kept: kept.contains(&id),
                     accounts: by_link.remove(&id).unwrap_or_default(),
                     only_last: LinkState {
                         pending: pending.clone(),

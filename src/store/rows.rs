@@ -6,7 +6,7 @@
 use diesel::Queryable;
 
 use crate::clock::Millis;
-use crate::domain::ResultRow;
+use crate::domain::{Detail, ResultRow};
 
 /// One entry of the result log as stored; [`ResultRow`] is what leaves the store.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable)]
@@ -22,11 +22,22 @@ pub struct ResultRecord {
     pub occurred_at_ms: Millis,
     pub committed_at_ms: Millis,
     pub completes_intent: bool,
+    pub detail: String,
+    pub fetches_movements: bool,
 }
 
 impl From<ResultRecord> for ResultRow {
     fn from(r: ResultRecord) -> ResultRow {
+        // A payload that does not read back (it was written by this code, so only a damaged
+        // database does that) is logged and the entry kept without it, rather than stopping
+        // every stream that reads past it.
+        let detail = Detail::from_stored(&r.status, &r.detail).unwrap_or_else(|why| {
+            tracing::error!(sequence = r.sequence, %why, "a log entry's payload is damaged");
+            Detail::Result
+        });
         ResultRow {
+            detail,
+            fetches_movements: r.fetches_movements,
             sequence: r.sequence,
             account_id: r.account_id,
             link_id: r.link_id,

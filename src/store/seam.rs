@@ -110,6 +110,8 @@ pub struct LinkSnapshot {
     /// Its pending intent and last success of each refresh type (only-last, historical).
     pub only_last: LinkState,
     pub historical: LinkState,
+    /// Whether its token is kept (sealed) here.
+    pub token_kept: bool,
 }
 
 /// A RequestRefresh answer to remember under the caller's idempotency key.
@@ -153,6 +155,82 @@ pub struct DueIntent {
     pub id: String,
     pub created_at_ms: Millis,
     pub reconciled_at_ms: Option<Millis>,
+}
+
+/// A Link token as kept: sealed under the key `key_id` of LINK_TOKEN_KEYS (`custody.rs`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedToken {
+    pub key_id: String,
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedToken({})", self.key_id)
+    }
+}
+
+/// A fetch owed for one result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchJob {
+    pub result_sequence: i64,
+    pub account_id: String,
+    pub link_id: String,
+    pub event_id: String,
+    pub new_movements: i64,
+    /// When Fintoc produced the result: the listing window reaches back from here.
+    pub occurred_at_ms: Millis,
+    /// Attempts made before this one.
+    pub attempts: i32,
+}
+
+/// One Link's due fetches, leased to this process (`owner`) for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchClaim {
+    pub owner: String,
+    pub link_id: String,
+    /// `None` when the token is no longer kept (forgotten, expired, refused by Fintoc).
+    pub token: Option<SealedToken>,
+    /// Oldest first.
+    pub jobs: Vec<FetchJob>,
+}
+
+/// How one account's fetch went (for the jobs of that account in a claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// Fintoc listed these movements since `since` (a date).
+    Listed {
+        movements: Vec<crate::domain::Movement>,
+        since: String,
+    },
+    /// Fintoc refused the Link's token: it is dropped.
+    TokenInvalid,
+    /// The token is not kept (any more).
+    TokenGone,
+    /// Fintoc kept failing; why, for a person.
+    Failed(String),
+}
+
+/// What [`Backend::finish_fetches`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchDone {
+    /// Logged what it found (or that it failed); the jobs are gone.
+    Written,
+    /// The jobs wait for another attempt.
+    Retrying,
+    /// Another process holds the jobs now (this one's lease ran out): nothing written.
+    LeaseLost,
+}
+
+/// A page of an account's stored movements, and the log position it reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovementsPage {
+    /// Newest post_date first.
+    pub movements: Vec<crate::domain::Movement>,
+    /// Whether more follow.
+    pub more: bool,
+    pub as_of_sequence: i64,
 }
 
 /// A link token's turn held across replicas (PostgreSQL's lease); given back when dropped.
@@ -233,6 +311,53 @@ pub trait Backend: Send + Sync {
     fn leads(&self) -> bool;
     async fn leadership_lost(&self);
     async fn settle_abandoned_creates(&self) -> StoreResult<usize>;
+    /// Keeps `link_id`'s sealed token, given (again) at `given_at_ms`.
+    async fn keep_token(
+        &self,
+        link_id: String,
+        sealed: SealedToken,
+        given_at_ms: Millis,
+    ) -> StoreResult<()>;
+    /// Replaces the token sealed under `from_key` by `sealed` (key rotation); nothing if it
+    /// changed meanwhile.
+    async fn reseal_token(
+        &self,
+        link_id: String,
+        from_key: String,
+        sealed: SealedToken,
+    ) -> StoreResult<()>;
+    /// Drops the Link's token, its accounts' stored movements and its owed fetches (each
+    /// then logged TOKEN_NOT_KEPT); `false` when the Link is unknown.
+    async fn forget_link(&self, link_id: String) -> StoreResult<bool>;
+    /// The keys kept tokens are sealed under, with how many each seals.
+    async fn token_keys(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// Drops the tokens sealed under `key_id`; how many.
+    async fn drop_tokens_of_key(&self, key_id: String) -> StoreResult<usize>;
+    /// Drops tokens last given before `given_before_ms`; how many.
+    async fn drop_expired_tokens(&self, given_before_ms: Millis) -> StoreResult<usize>;
+    /// Leases the due fetches of one Link (one whose fetches nobody holds) to `owner` for
+    /// `lease_ms`.
+    async fn claim_fetches(&self, owner: String, lease_ms: Millis)
+    -> StoreResult<Option<FetchClaim>>;
+    /// Settles `jobs` (one account's, leased to `owner`) with what their fetch found, as
+    /// `decide::movements` rules, in one commit.
+    async fn finish_fetches(
+        &self,
+        owner: String,
+        jobs: Vec<FetchJob>,
+        outcome: FetchOutcome,
+    ) -> StoreResult<FetchDone>;
+    /// A page of the account's stored movements after `after` ((post_date, id) of the last
+    /// one of the previous page); `None` for an unknown account.
+    async fn list_movements(
+        &self,
+        account_id: String,
+        after: Option<(String, String)>,
+        limit: i64,
+    ) -> StoreResult<Option<MovementsPage>>;
+    /// Whether every fetch owed for the intent's results is settled: then the newest
+    /// sequence of its movements entries (0 if none); `None` while one is owed.
+    async fn movements_settled(&self, intent_id: String) -> StoreResult<Option<i64>>;
     async fn ping(&self) -> bool;
     fn can_commit(&self) -> bool;
     fn is_healthy(&self) -> bool;

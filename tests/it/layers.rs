@@ -11,7 +11,7 @@ use std::path::Path;
 /// Lowest first; a module may use only modules of strictly lower layers.
 const LAYERS: &[&[&str]] = &[
     &["clock", "secret", "metrics"],
-    &["tls"],
+    &["tls", "custody"],
     &["config"],
     &["domain"],
     &["error"],
@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["hub"],
     &["app"],
     &["refresh"],
-    &["http", "grpc", "tasks"],
+    &["http", "grpc", "tasks", "fetch"],
     &["server"],
     &["cli"],
 ];

@@ -19,6 +19,8 @@
 //!   should an event claim a time ahead of our clock.
 //! - **The log's time** ([`log_time`], [`seek`]): how results are stamped, and where a feed
 //!   seeking to a time starts (`seek.rs`).
+//! - **Movements** (`movements.rs`): what follows a result (a fetch, or "unavailable"), what
+//!   changed against what is stored, a fetch's verdict, and how changes become entries.
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +31,7 @@ use crate::domain::{IntentStatus, IntentView, ResultStatus};
 use crate::fintoc::event::AccountEvent;
 use crate::store::StoreResult;
 
+pub mod movements;
 mod seek;
 #[cfg(test)]
 mod tests;
@@ -79,6 +82,10 @@ pub struct Context {
     pub creating: HashSet<String>,
     /// Pending intents that wait for at least one of the results' accounts, by id.
     pub pending: HashMap<String, Progress>,
+    /// Whether movements are fetched at all (`LINK_TOKEN_KEYS` is set).
+    pub movements: bool,
+    /// Links (of the results' accounts) whose token is kept.
+    pub kept: HashSet<String>,
 }
 
 /// What to do with one account result.
@@ -102,6 +109,8 @@ pub struct Entry {
     pub completes: Option<Completion>,
     /// A rejected result starts its Link's hold (counted from its arrival).
     pub rejects_link: bool,
+    /// What follows it for its movements (`movements::follow`).
+    pub follow: movements::Follow,
 }
 
 /// An intent reaching its final status.
@@ -128,13 +137,15 @@ impl Completion {
 }
 
 impl Context {
-    /// An empty context for decisions written at `now_ms`.
+    /// An empty context for decisions written at `now_ms`, movements off.
     pub fn new(now_ms: Millis) -> Context {
         Context {
             now_ms,
             link_of: HashMap::new(),
             creating: HashSet::new(),
             pending: HashMap::new(),
+            movements: false,
+            kept: HashSet::new(),
         }
     }
 
@@ -168,6 +179,12 @@ impl Context {
         };
         let link_id = link_id.unwrap_or_default();
         Plan::Log(Entry {
+            follow: movements::follow(
+                event.status,
+                event.new_movements,
+                self.movements,
+                self.kept.contains(&link_id),
+            ),
             rejects_link: event.status == ResultStatus::Rejected && !link_id.is_empty(),
             link_id,
             intent_id,

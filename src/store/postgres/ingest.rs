@@ -20,8 +20,9 @@ use super::statements::{
     is_held,
 };
 use crate::clock::Millis;
-use crate::domain::{ResultRow, ResultStatus};
+use crate::domain::{Detail, ResultRow, ResultStatus};
 use crate::fintoc::event::{AccountEvent, Decoded, decode};
+use crate::store::decide::movements::Follow;
 use crate::store::decide::{Context, Plan, Progress};
 use crate::store::{IngestOutcome, StoreError, StoreResult};
 
@@ -36,12 +37,13 @@ pub(super) async fn ingest(
     events: &[(Bytes, Decoded)],
     received_at_ms: &[Millis],
     now_ms: Millis,
+    movements: bool,
 ) -> StoreResult<Vec<IngestOutcome>> {
     let batch = Batch::new(events, received_at_ms);
     let shared: &AsyncPgConnection = conn;
     let (inserted, ctx) = try_join(
         batch.insert(shared),
-        load_context(shared, &batch.accounts, now_ms),
+        load_context(shared, &batch.accounts, now_ms, movements),
     )
     .await?;
     batch.apply(conn, log, inserted, ctx).await
@@ -61,6 +63,7 @@ pub(super) async fn begin_and_ingest(
     events: &[(Bytes, Decoded)],
     received_at_ms: &[Millis],
     now_ms: Millis,
+    movements: bool,
 ) -> StoreResult<(Vec<IngestOutcome>, Appender)> {
     let batch = Batch::new(events, received_at_ms);
     let shared: &AsyncPgConnection = conn;
@@ -76,7 +79,7 @@ pub(super) async fn begin_and_ingest(
                 .await?)
         },
         batch.insert(shared),
-        load_context(shared, &batch.accounts, now_ms),
+        load_context(shared, &batch.accounts, now_ms, movements),
     )
     .await?;
     let mut log = Appender::after(newest, published);
@@ -175,7 +178,7 @@ impl<'a> Batch<'a> {
                 }
                 match decoded {
                     Decoded::Result(_) => IngestOutcome::Held,
-                    Decoded::Other { .. } => IngestOutcome::Ignored,
+                    Decoded::Movements(_) | Decoded::Other { .. } => IngestOutcome::Ignored,
                     Decoded::Unparseable { .. } => IngestOutcome::Unparseable,
                 }
             })
@@ -192,6 +195,7 @@ impl<'a> Batch<'a> {
             .iter()
             .map(|(i, e)| (*e, received_at_ms[*i]))
             .collect();
+        let (movements_on, now_ms) = (ctx.movements, ctx.now_ms);
         let mut writes = plan(ctx, log, &items);
         for ((i, _), sequence) in results.iter().zip(&writes.logged) {
             match sequence {
@@ -200,13 +204,22 @@ impl<'a> Batch<'a> {
             }
         }
         writes.run(conn, log).await?;
+        // Movements events are rare: each is applied on its own, after the results.
+        for (i, (_, decoded)) in events.iter().enumerate() {
+            if let (Decoded::Movements(event), IngestOutcome::Ignored) = (decoded, &outcomes[i])
+                && movements_on
+                && let Some(sequence) = super::movements::apply_event(conn, log, event, now_ms).await?
+            {
+                outcomes[i] = IngestOutcome::Logged(sequence);
+            }
+        }
         Ok(outcomes)
     }
 }
 
 fn disposition(decoded: &Decoded) -> &'static str {
     match decoded {
-        Decoded::Result(_) => RESULT,
+        Decoded::Result(_) | Decoded::Movements(_) => RESULT,
         Decoded::Other { .. } => "ignored",
         Decoded::Unparseable { .. } => "unparseable",
     }
@@ -218,6 +231,7 @@ pub(super) async fn process_held(
     conn: &mut AsyncPgConnection,
     log: &mut Appender,
     now_ms: Millis,
+    movements: bool,
 ) -> StoreResult<usize> {
     let held: Vec<(i64, Vec<u8>, Millis)> = webhook_events::table
         .filter(is_held())
@@ -241,7 +255,7 @@ pub(super) async fn process_held(
     }
     let items: Vec<(&AccountEvent, Millis)> = decoded.iter().map(|(_, e, at)| (e, *at)).collect();
     let accounts: Vec<&str> = items.iter().map(|(e, _)| e.account_id.as_str()).collect();
-    let ctx = load_context(conn, &accounts, now_ms).await?;
+    let ctx = load_context(conn, &accounts, now_ms, movements).await?;
     let writes = plan(ctx, log, &items);
     let settled: Vec<i64> = decoded
         .iter()
@@ -272,6 +286,8 @@ struct Writes {
     rejected: HashMap<String, Millis>,
     /// Keys of events to keep until their intent is known.
     held: Vec<String>,
+    /// Results whose movements are owed a fetch.
+    fetches: Vec<ResultRow>,
 }
 
 /// Decides every result in arrival order against `ctx`, handing out sequences from `log`.
@@ -290,6 +306,7 @@ fn plan(mut ctx: Context, log: &mut Appender, items: &[(&AccountEvent, Millis)])
                 .rejected
                 .insert(entry.link_id.clone(), *received_at_ms);
         }
+        let follow = entry.follow;
         let row = log.append(ResultRow {
             sequence: 0,
             account_id: event.account_id.clone(),
@@ -302,7 +319,30 @@ fn plan(mut ctx: Context, log: &mut Appender, items: &[(&AccountEvent, Millis)])
             occurred_at_ms: entry.occurred_at_ms,
             committed_at_ms: ctx.now_ms,
             completes_intent: entry.completes.is_some(),
+            detail: Detail::Result,
+            fetches_movements: follow == Follow::Fetch,
         });
+        match follow {
+            Follow::Nothing => {}
+            Follow::Fetch => writes.fetches.push(row.clone()),
+            Follow::Unavailable(unavailable) => {
+                log.append(ResultRow {
+                    sequence: 0,
+                    account_id: row.account_id.clone(),
+                    link_id: row.link_id.clone(),
+                    refresh_intent_id: row.refresh_intent_id.clone(),
+                    status: Detail::UNAVAILABLE.to_owned(),
+                    new_movements: 0,
+                    public_error: String::new(),
+                    event_id: row.event_id.clone(),
+                    occurred_at_ms: ctx.now_ms,
+                    committed_at_ms: ctx.now_ms,
+                    completes_intent: false,
+                    detail: Detail::Unavailable(std::sync::Arc::new(unavailable)),
+                    fetches_movements: false,
+                });
+            }
+        }
         if !entry.intent_id.is_empty() {
             writes.answered.push((
                 entry.intent_id.clone(),
@@ -361,6 +401,9 @@ impl Writes {
         )
         .await?;
         log.wrote_something(append.is_some());
+        for row in &self.fetches {
+            super::movements::insert_fetch_job(conn, row).await?;
+        }
         Ok(())
     }
 }
@@ -383,8 +426,10 @@ async fn load_context(
     conn: &AsyncPgConnection,
     accounts: &[&str],
     now_ms: Millis,
+    movements: bool,
 ) -> StoreResult<Context> {
     let mut ctx = Context::new(now_ms);
+    ctx.movements = movements;
     if accounts.is_empty() {
         return Ok(ctx);
     }
@@ -397,13 +442,16 @@ async fn load_context(
         _life: PhantomData,
     };
     let (links, waiting) = try_join(
-        links.load::<(String, String, bool)>(&mut &*conn),
+        links.load::<(String, String, bool, bool)>(&mut &*conn),
         waiting.load::<(String, Millis, String, Option<String>, Option<Millis>)>(&mut &*conn),
     )
     .await?;
-    for (account, link, creating) in links {
+    for (account, link, creating, kept) in links {
         if creating {
             ctx.creating.insert(link.clone());
+        }
+        if kept && movements {
+            ctx.kept.insert(link.clone());
         }
         ctx.link_of.insert(account, link);
     }

@@ -105,6 +105,8 @@ pub(super) async fn complete_timed_out(
             occurred_at_ms: now_ms,
             committed_at_ms: now_ms,
             completes_intent: result.completes.is_some(),
+            detail: crate::domain::Detail::Result,
+            fetches_movements: false,
         });
         log.flush(conn).await?;
         answered(conn, intent_id, &result.account_id, row.sequence).await?;

@@ -59,6 +59,8 @@ impl Rows {
             occurred_at_ms: rows.iter().map(|r| r.occurred_at_ms).collect(),
             committed_at_ms: rows.iter().map(|r| r.committed_at_ms).collect(),
             completes: rows.iter().map(|r| r.completes_intent).collect(),
+            details: rows.iter().map(|r| r.detail.to_stored()).collect(),
+            fetches: rows.iter().map(|r| r.fetches_movements).collect(),
             _life: PhantomData,
         }
     }

@@ -29,6 +29,7 @@ mod intents;
 mod lead;
 mod links;
 mod log;
+mod movements;
 mod pooler;
 mod retention;
 #[rustfmt::skip]
@@ -57,8 +58,9 @@ pub use session::Bounds;
 
 use super::seam::{Backend, SharedTurn};
 use super::{
-    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkSnapshot,
-    LinkState, LinksFrom, LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
+    Counts, DueIntent, FetchClaim, FetchDone, FetchJob, FetchOutcome, IdempotencyRecord,
+    IngestOutcome, KeyRecord, KnownLink, LinkSnapshot, LinkState, LinksFrom, LogBounds, LogPage,
+    MovementsPage, Pruned, Publish, SealedToken, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
@@ -155,6 +157,7 @@ impl PgStore {
             budget: config.request_timeout,
             published: published.clone(),
             broken: broken.clone(),
+            movements: config.link_token_keys.is_some(),
             stop: stop.clone(),
         });
         vital("writer", task, closing.clone(), broken.clone());
@@ -404,6 +407,88 @@ impl Backend for PgStore {
 
     async fn counts(&self) -> StoreResult<Counts> {
         self.db.read(async |c| log::counts(c).await).await
+    }
+
+    async fn keep_token(
+        &self,
+        link_id: String,
+        sealed: SealedToken,
+        given_at_ms: Millis,
+    ) -> StoreResult<()> {
+        self.db
+            .write(async |c| movements::keep_token(c, &link_id, &sealed, given_at_ms).await)
+            .await
+    }
+
+    async fn reseal_token(
+        &self,
+        link_id: String,
+        from_key: String,
+        sealed: SealedToken,
+    ) -> StoreResult<()> {
+        self.db
+            .write(async |c| movements::reseal_token(c, &link_id, &from_key, &sealed).await)
+            .await
+    }
+
+    async fn forget_link(&self, link_id: String) -> StoreResult<bool> {
+        self.writer.forget(link_id).await
+    }
+
+    async fn token_keys(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.db
+            .read(async |c| movements::token_keys(c).await)
+            .await
+    }
+
+    async fn drop_tokens_of_key(&self, key_id: String) -> StoreResult<usize> {
+        self.db
+            .write(async |c| movements::drop_tokens_of_key(c, &key_id).await)
+            .await
+    }
+
+    async fn drop_expired_tokens(&self, given_before_ms: Millis) -> StoreResult<usize> {
+        self.db
+            .write(async |c| movements::drop_expired_tokens(c, given_before_ms).await)
+            .await
+    }
+
+    async fn claim_fetches(
+        &self,
+        owner: String,
+        lease_ms: Millis,
+    ) -> StoreResult<Option<FetchClaim>> {
+        let now = self.clock.now_ms();
+        self.db
+            .write(async |c| movements::claim(c, &owner, now, lease_ms).await)
+            .await
+    }
+
+    async fn finish_fetches(
+        &self,
+        owner: String,
+        jobs: Vec<FetchJob>,
+        outcome: FetchOutcome,
+    ) -> StoreResult<FetchDone> {
+        self.writer.fetched(owner, jobs, outcome).await
+    }
+
+    async fn list_movements(
+        &self,
+        account_id: String,
+        after: Option<(String, String)>,
+        limit: i64,
+    ) -> StoreResult<Option<MovementsPage>> {
+        let upto = self.published.through();
+        self.db
+            .read(async |c| movements::list(c, &account_id, &after, limit, upto).await)
+            .await
+    }
+
+    async fn movements_settled(&self, intent_id: String) -> StoreResult<Option<i64>> {
+        self.db
+            .read(async |c| movements::settled(c, &intent_id).await)
+            .await
     }
 
     /// Whether the database answers a trivial query in time, and the last check found that

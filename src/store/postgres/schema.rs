@@ -16,6 +16,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    fetch_jobs (result_sequence) {
+        result_sequence -> Int8,
+        account_id -> Text,
+        link_id -> Text,
+        event_id -> Text,
+        new_movements -> Int8,
+        occurred_at_ms -> Int8,
+        attempts -> Int4,
+        due_at_ms -> Int8,
+        lease_owner -> Text,
+        lease_until_ms -> Int8,
+    }
+}
+
+diesel::table! {
     fintoc_key_series (idempotency_key) {
         idempotency_key -> Text,
         spent -> Int8,
@@ -47,6 +62,16 @@ diesel::table! {
         singleton -> Bool,
         holder -> Text,
         expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    link_tokens (link_id) {
+        link_id -> Text,
+        key_id -> Text,
+        nonce -> Bytea,
+        ciphertext -> Bytea,
+        given_at_ms -> Int8,
     }
 }
 
@@ -83,6 +108,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    movements (account_id, movement_id) {
+        account_id -> Text,
+        movement_id -> Text,
+        link_id -> Text,
+        post_date -> Text,
+        body -> Text,
+    }
+}
+
+diesel::table! {
     refresh_intents (id) {
         id -> Text,
         link_id -> Text,
@@ -109,6 +144,8 @@ diesel::table! {
         occurred_at_ms -> Int8,
         committed_at_ms -> Int8,
         completes_intent -> Bool,
+        detail -> Text,
+        fetches_movements -> Bool,
     }
 }
 
@@ -128,14 +165,17 @@ diesel::joinable!(intent_accounts -> refresh_intents (refresh_intent_id));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     creates_in_flight,
+    fetch_jobs,
     fintoc_key_series,
     idempotency_keys,
     intent_accounts,
     leader_lease,
+    link_tokens,
     link_turns,
     links,
     log_counter,
     log_horizon,
+    movements,
     refresh_intents,
     results,
     webhook_events,

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::{accounts, intent_accounts, links, refresh_intents, results};
+use super::schema::{accounts, intent_accounts, link_tokens, links, refresh_intents, results};
 use crate::clock::Millis;
 use crate::domain::{IntentStatus, IntentView, RefreshType, ResultRow};
 use crate::store::queries;

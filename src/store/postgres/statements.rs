@@ -101,7 +101,7 @@ statement! {
 statement! {
     /// Each account's Link, and whether a create call for it is in flight (a live mark, by
     /// the database's clock, which every replica shares): (account, Link, creating).
-    AccountLinks -> (Text, Text, Bool) {
+    AccountLinks -> (Text, Text, Bool, Bool) {
         accounts: Vec<&'a str> => Array<Text>,
     }
     sql: [
@@ -109,7 +109,8 @@ statement! {
              SELECT 1 FROM creates_in_flight c \
              WHERE c.link_id = a.link_id \
              AND c.expires_at_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
-         ) FROM accounts a WHERE a.account_id = ANY(",
+         ), EXISTS (SELECT 1 FROM link_tokens t WHERE t.link_id = a.link_id) \
+         FROM accounts a WHERE a.account_id = ANY(",
         ")",
     ]
 }
@@ -128,13 +129,16 @@ statement! {
         occurred_at_ms: Vec<Millis> => Array<BigInt>,
         committed_at_ms: Vec<Millis> => Array<BigInt>,
         completes: Vec<bool> => Array<Bool>,
+        details: Vec<String> => Array<Text>,
+        fetches: Vec<bool> => Array<Bool>,
     }
     sql: [
         "INSERT INTO results (sequence, account_id, link_id, refresh_intent_id, status, \
          new_movements, public_error, event_id, occurred_at_ms, committed_at_ms, \
-         completes_intent) SELECT * FROM unnest(",
+         completes_intent, detail, fetches_movements) SELECT * FROM unnest(",
         "::int8[], ", "::text[], ", "::text[], ", "::text[], ", "::text[], ", "::int8[], ",
-        "::text[], ", "::text[], ", "::int8[], ", "::int8[], ", "::bool[])",
+        "::text[], ", "::text[], ", "::int8[], ", "::int8[], ", "::bool[], ", "::text[], ",
+        "::bool[])",
     ]
 }
 

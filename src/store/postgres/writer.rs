@@ -34,12 +34,14 @@ use tokio_util::sync::CancellationToken;
 use super::log::{Appender, LOCK_COUNTER, Rewind};
 use super::session::{Bounds, conflict_pause};
 use super::tail::Published;
-use super::{connect, ingest, intents, links};
+use super::{connect, ingest, intents, links, movements};
 use crate::clock::{Clock, Millis};
 use crate::domain::{IntentView, NewIntent};
 use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
-use crate::store::{IngestOutcome, KeyRecord, StoreError, StoreResult};
+use crate::store::{
+    FetchDone, FetchJob, FetchOutcome, IngestOutcome, KeyRecord, StoreError, StoreResult,
+};
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 512;
@@ -76,6 +78,15 @@ enum Job {
     Probe { reply: Reply<()> },
     /// Moves the counter to at least this sequence (the log was found rewound).
     Raise { to: i64, reply: Reply<()> },
+    /// Forgets a Link's token and movements; its owed fetches end TOKEN_NOT_KEPT.
+    Forget { link_id: String, reply: Reply<bool> },
+    /// Settles one account's leased fetches with what they found.
+    Fetched {
+        owner: String,
+        jobs: Vec<FetchJob>,
+        outcome: FetchOutcome,
+        reply: Reply<FetchDone>,
+    },
 }
 
 /// A job and by when its caller needs the answer.
@@ -90,6 +101,8 @@ enum Done {
     Registered(IntentView),
     TimedOut(Option<IntentView>),
     Settled(usize),
+    Forgot(bool),
+    Fetched(FetchDone),
     Nothing,
 }
 
@@ -118,6 +131,8 @@ pub(super) struct Setup {
     pub published: Arc<Published>,
     /// Cancelled when the log is found rewound: this replica must stop serving streams.
     pub broken: CancellationToken,
+    /// Whether movements are fetched (`LINK_TOKEN_KEYS` is set).
+    pub movements: bool,
     pub stop: CancellationToken,
 }
 
@@ -183,6 +198,25 @@ impl Writer {
     /// whatever is queued) and commits nothing.
     pub(super) async fn probe(&self) -> StoreResult<()> {
         self.submit(|reply| Job::Probe { reply }).await
+    }
+
+    pub(super) async fn forget(&self, link_id: String) -> StoreResult<bool> {
+        self.submit(|reply| Job::Forget { link_id, reply }).await
+    }
+
+    pub(super) async fn fetched(
+        &self,
+        owner: String,
+        jobs: Vec<FetchJob>,
+        outcome: FetchOutcome,
+    ) -> StoreResult<FetchDone> {
+        self.submit(|reply| Job::Fetched {
+            owner,
+            jobs,
+            outcome,
+            reply,
+        })
+        .await
     }
 
     /// Moves the log's counter to at least `to`, so no sequence up to it is handed out again.
@@ -349,9 +383,9 @@ async fn transact(
             .all(|q| matches!(q.job, Job::Ingest { .. } | Job::Probe { .. }))
         {
             // The intake's hot path: nothing but webhooks.
-            ingest_alone(live, &begin, floor, jobs, now_ms).await?
+            ingest_alone(live, &begin, floor, jobs, now_ms, setup.movements).await?
         } else {
-            mixed(live, &begin, floor, jobs, now_ms).await?
+            mixed(live, &begin, floor, jobs, now_ms, setup.movements).await?
         };
         if let Some(rewind) = rewound {
             rewind.report(&setup.broken);
@@ -379,10 +413,19 @@ async fn ingest_alone(
     floor: i64,
     jobs: &[Queued],
     now_ms: Millis,
+    movements: bool,
 ) -> StoreResult<(Vec<Done>, Option<Rewind>)> {
     let batch = Gathered::of(jobs);
-    let (outcomes, log) =
-        ingest::begin_and_ingest(conn, begin, floor, &batch.events, &batch.arrived, now_ms).await?;
+    let (outcomes, log) = ingest::begin_and_ingest(
+        conn,
+        begin,
+        floor,
+        &batch.events,
+        &batch.arrived,
+        now_ms,
+        movements,
+    )
+    .await?;
     let done = batch.split(outcomes);
     let rewound = log.rewound();
     conn.batch_execute(&log.finish_and_commit()).await?;
@@ -397,6 +440,7 @@ async fn mixed(
     floor: i64,
     jobs: &[Queued],
     now_ms: Millis,
+    movements: bool,
 ) -> StoreResult<(Vec<Done>, Option<Rewind>)> {
     conn.batch_execute(&format!("{begin}; {LOCK_COUNTER}"))
         .await?;
@@ -413,7 +457,15 @@ async fn mixed(
                 .map_or(jobs.len(), |n| i + n);
             let batch = Gathered::of(&jobs[i..run_end]);
             let outcomes =
-                ingest::ingest(conn, &mut log, &batch.events, &batch.arrived, now_ms).await?;
+                ingest::ingest(
+                    conn,
+                    &mut log,
+                    &batch.events,
+                    &batch.arrived,
+                    now_ms,
+                    movements,
+                )
+                .await?;
             done.extend(batch.split(outcomes));
             i = run_end;
             continue;
@@ -422,7 +474,7 @@ async fn mixed(
             Job::Ingest { .. } => unreachable!("handled above"),
             Job::Register { new, key, mark, .. } => {
                 intents::register(conn, new, mark.as_deref(), now_ms).await?;
-                ingest::process_held(conn, &mut log, now_ms).await?;
+                ingest::process_held(conn, &mut log, now_ms, movements).await?;
                 if let Some(key) = key {
                     let mut key = key.clone();
                     key.refresh_intent_id = new.id.clone();
@@ -435,8 +487,19 @@ async fn mixed(
             }
             Job::Settle { mark, .. } => {
                 links::clear_creates(conn, mark.as_ref()).await?;
-                Done::Settled(ingest::process_held(conn, &mut log, now_ms).await?)
+                Done::Settled(ingest::process_held(conn, &mut log, now_ms, movements).await?)
             }
+            Job::Forget { link_id, .. } => {
+                Done::Forgot(movements::forget_link(conn, &mut log, link_id, now_ms).await?)
+            }
+            Job::Fetched {
+                owner,
+                jobs,
+                outcome,
+                ..
+            } => Done::Fetched(
+                movements::finish(conn, &mut log, owner, jobs, outcome.clone(), now_ms).await?,
+            ),
             Job::Probe { .. } => Done::Nothing,
             Job::Raise { to, .. } => {
                 log.raise_to(*to);
@@ -518,6 +581,14 @@ fn answer(batch: Vec<Queued>, outcomes: Vec<StoreResult<Done>>) {
             }),
             Job::Settle { reply, .. } => send(reply, outcome, |d| match d {
                 Done::Settled(v) => Some(v),
+                _ => None,
+            }),
+            Job::Forget { reply, .. } => send(reply, outcome, |d| match d {
+                Done::Forgot(v) => Some(v),
+                _ => None,
+            }),
+            Job::Fetched { reply, .. } => send(reply, outcome, |d| match d {
+                Done::Fetched(v) => Some(v),
                 _ => None,
             }),
             Job::Probe { reply } | Job::Raise { reply, .. } => send(reply, outcome, |d| match d {

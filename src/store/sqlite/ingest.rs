@@ -3,16 +3,20 @@
 //! that intent is known, or logged as unsolicited), as `store::decide` rules. Runs inside a writer job, so the raw
 //! event, the log entry and the intent's progress commit together or not at all.
 
+use std::sync::Arc;
+
 use diesel::prelude::*;
 
 use super::Tx;
 use super::intents::{answered, finish, progress, rejected_now};
 use super::log::append;
+use super::movements::{Owner, append_entry, insert_fetch_job, token_kept};
 use super::models::{NewResult, NewWebhookEvent};
 use super::schema::{accounts, intent_accounts, refresh_intents, webhook_events};
 use crate::clock::Millis;
-use crate::domain::ResultRow;
+use crate::domain::{Detail, ResultRow};
 use crate::fintoc::event::{AccountEvent, Decoded, decode};
+use crate::store::decide::movements::Follow;
 use crate::store::decide::{Context, Plan};
 use crate::store::{IngestOutcome, StoreResult};
 
@@ -37,7 +41,7 @@ pub(super) fn ingest_event(
         }
     };
     let disposition = match decoded {
-        Decoded::Result(_) => RESULT,
+        Decoded::Result(_) | Decoded::Movements(_) => RESULT,
         Decoded::Other { .. } => "ignored",
         Decoded::Unparseable { .. } => "unparseable",
     };
@@ -62,6 +66,10 @@ pub(super) fn ingest_event(
                 IngestOutcome::Held
             }
         },
+        Decoded::Movements(event) => match super::movements::apply_event(tx, event)? {
+            Some(sequence) => IngestOutcome::Logged(sequence),
+            None => IngestOutcome::Ignored,
+        },
         Decoded::Other { .. } => IngestOutcome::Ignored,
         Decoded::Unparseable { .. } => IngestOutcome::Unparseable,
     })
@@ -81,6 +89,7 @@ fn apply_result(
     if entry.rejects_link {
         rejected_now(tx, &entry.link_id, received_at_ms)?;
     }
+    let fetches = entry.follow == Follow::Fetch;
     let row = append(
         tx,
         &NewResult {
@@ -94,8 +103,24 @@ fn apply_result(
             occurred_at_ms: entry.occurred_at_ms,
             committed_at_ms: ctx.now_ms,
             completes_intent: entry.completes.is_some(),
+            detail: Detail::Result,
+            stored_detail: String::new(),
+            fetches_movements: fetches,
         },
     )?;
+    match entry.follow {
+        Follow::Nothing => {}
+        Follow::Fetch => insert_fetch_job(tx, &row)?,
+        Follow::Unavailable(unavailable) => {
+            let owner = Owner {
+                account_id: &event.account_id,
+                link_id: &entry.link_id,
+                intent_id: &entry.intent_id,
+                event_id: &event.event_id,
+            };
+            append_entry(tx, &owner, Detail::Unavailable(Arc::new(unavailable)))?;
+        }
+    }
     if !entry.intent_id.is_empty() {
         answered(tx, &entry.intent_id, &event.account_id, row.sequence)?;
     }
@@ -128,7 +153,11 @@ fn load_context(tx: &mut Tx<'_>, account_id: &str) -> StoreResult<Context> {
         let progress = progress(tx.conn, &intent_id, created_at_ms)?;
         ctx.pending.insert(intent_id, progress);
     }
+    ctx.movements = tx.movements();
     if let Some(link_id) = link_id {
+        if ctx.movements && token_kept(tx.conn, &link_id)? {
+            ctx.kept.insert(link_id.clone());
+        }
         let marks = tx.in_flight().lock().expect("in-flight lock");
         if marks.contains_key(&link_id) {
             ctx.creating.insert(link_id.clone());

@@ -140,6 +140,9 @@ pub(super) fn complete_timed_out(
                 occurred_at_ms: now,
                 committed_at_ms: now,
                 completes_intent: result.completes.is_some(),
+                detail: crate::domain::Detail::Result,
+                stored_detail: String::new(),
+                fetches_movements: false,
             },
         )?;
         answered(tx, intent_id, &result.account_id, row.sequence)?;

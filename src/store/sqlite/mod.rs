@@ -29,6 +29,7 @@ mod links;
 mod lock;
 mod log;
 mod models;
+mod movements;
 mod progress;
 mod retention;
 #[rustfmt::skip]
@@ -53,8 +54,9 @@ use tracing::Instrument;
 
 use super::seam::{Backend, SharedTurn};
 use super::{
-    Counts, DueIntent, IdempotencyRecord, IngestOutcome, KeyRecord, KnownLink, LinkSnapshot,
-    LinkState, LinksFrom, LogBounds, LogPage, Pruned, Publish, StoreError, StoreResult,
+    Counts, DueIntent, FetchClaim, FetchDone, FetchJob, FetchOutcome, IdempotencyRecord,
+    IngestOutcome, KeyRecord, KnownLink, LinkSnapshot, LinkState, LinksFrom, LogBounds, LogPage,
+    MovementsPage, Pruned, Publish, SealedToken, StoreError, StoreResult,
 };
 use crate::clock::{Clock, Millis};
 use crate::config::Config;
@@ -160,6 +162,7 @@ impl SqliteStore {
             publish,
             None,
             config.sqlite_wal_limit_bytes,
+            config.link_token_keys.is_some(),
         )
         .await
     }
@@ -173,11 +176,13 @@ impl SqliteStore {
         publish: Publish,
         sync: Option<SyncFn>,
         wal_limit: u64,
+        movements: bool,
     ) -> StoreResult<SqliteStore> {
         let url = url.to_owned();
-        let store =
-            blocking(move || Self::open_blocking(&url, clock, metrics, publish, sync, wal_limit))
-                .await?;
+        let store = blocking(move || {
+            Self::open_blocking(&url, clock, metrics, publish, sync, wal_limit, movements)
+        })
+        .await?;
         let bounds = store.log_bounds().await?;
         store.durable.fetch_max(bounds.newest, Ordering::AcqRel);
         // No create call survives a restart, so events held for one can be settled now.
@@ -192,6 +197,7 @@ impl SqliteStore {
         publish: Publish,
         sync: Option<SyncFn>,
         wal_limit: u64,
+        movements: bool,
     ) -> StoreResult<SqliteStore> {
         // First: a second process must not even run migrations on a file that is in use.
         let file_lock = lock::lock_exclusive(url).map_err(|e| StoreError::Locked(e.to_string()))?;
@@ -244,6 +250,7 @@ impl SqliteStore {
             clock,
             metrics,
             progress.clone(),
+            movements,
         )?;
         Ok(SqliteStore {
             writer,
@@ -490,6 +497,79 @@ impl Backend for SqliteStore {
 
     fn break_for_test(&self) {
         self.writer.break_for_test();
+    }
+
+    async fn keep_token(
+        &self,
+        link_id: String,
+        sealed: SealedToken,
+        given_at_ms: Millis,
+    ) -> StoreResult<()> {
+        self.write(move |tx| movements::keep_token(tx, &link_id, &sealed, given_at_ms))
+            .await
+    }
+
+    async fn reseal_token(
+        &self,
+        link_id: String,
+        from_key: String,
+        sealed: SealedToken,
+    ) -> StoreResult<()> {
+        self.write(move |tx| movements::reseal_token(tx, &link_id, &from_key, &sealed))
+            .await
+    }
+
+    async fn forget_link(&self, link_id: String) -> StoreResult<bool> {
+        self.write(move |tx| movements::forget_link(tx, &link_id))
+            .await
+    }
+
+    async fn token_keys(&self) -> StoreResult<Vec<(String, i64)>> {
+        self.read(movements::token_keys).await
+    }
+
+    async fn drop_tokens_of_key(&self, key_id: String) -> StoreResult<usize> {
+        self.write(move |tx| movements::drop_tokens_of_key(tx, &key_id))
+            .await
+    }
+
+    async fn drop_expired_tokens(&self, given_before_ms: Millis) -> StoreResult<usize> {
+        self.write(move |tx| movements::drop_expired_tokens(tx, given_before_ms))
+            .await
+    }
+
+    async fn claim_fetches(
+        &self,
+        owner: String,
+        lease_ms: Millis,
+    ) -> StoreResult<Option<FetchClaim>> {
+        self.write(move |tx| movements::claim(tx, &owner, lease_ms))
+            .await
+    }
+
+    async fn finish_fetches(
+        &self,
+        owner: String,
+        jobs: Vec<FetchJob>,
+        outcome: FetchOutcome,
+    ) -> StoreResult<FetchDone> {
+        self.write(move |tx| movements::finish(tx, &owner, &jobs, outcome))
+            .await
+    }
+
+    async fn list_movements(
+        &self,
+        account_id: String,
+        after: Option<(String, String)>,
+        limit: i64,
+    ) -> StoreResult<Option<MovementsPage>> {
+        let upto = self.durable();
+        self.read(move |c| movements::list(c, &account_id, &after, limit, upto))
+            .await
+    }
+
+    async fn movements_settled(&self, intent_id: String) -> StoreResult<Option<i64>> {
+        self.read(move |c| movements::settled(c, &intent_id)).await
     }
 
     async fn ping(&self) -> bool {

@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use super::schema::webhook_events;
 use crate::clock::Millis;
-use crate::domain::ResultRow;
+use crate::domain::{Detail, ResultRow};
 
 /// A result about to be appended (the sequence is assigned by SQLite).
 #[derive(Debug, Clone)]
@@ -19,6 +19,11 @@ pub struct NewResult<'a> {
     pub occurred_at_ms: Millis,
     pub committed_at_ms: Millis,
     pub completes_intent: bool,
+    /// What kind of entry (an account result unless it says otherwise)…
+    pub detail: Detail,
+    /// …and its stored text (`Detail::to_stored`), bound by the insert.
+    pub stored_detail: String,
+    pub fetches_movements: bool,
 }
 
 impl NewResult<'_> {
@@ -36,6 +41,8 @@ impl NewResult<'_> {
             occurred_at_ms: self.occurred_at_ms,
             committed_at_ms: self.committed_at_ms,
             completes_intent: self.completes_intent,
+            detail: self.detail.clone(),
+            fetches_movements: self.fetches_movements,
         }
     }
 }

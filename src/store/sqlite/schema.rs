@@ -8,6 +8,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    fetch_jobs (result_sequence) {
+        result_sequence -> BigInt,
+        account_id -> Text,
+        link_id -> Text,
+        event_id -> Text,
+        new_movements -> BigInt,
+        occurred_at_ms -> BigInt,
+        attempts -> Integer,
+        due_at_ms -> BigInt,
+        lease_owner -> Text,
+        lease_until_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     fintoc_key_series (idempotency_key) {
         idempotency_key -> Text,
         spent -> BigInt,
@@ -35,6 +50,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    link_tokens (link_id) {
+        link_id -> Text,
+        key_id -> Text,
+        nonce -> Binary,
+        ciphertext -> Binary,
+        given_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     links (link_id) {
         link_id -> Text,
         token_sha256 -> Text,
@@ -47,6 +72,16 @@ diesel::table! {
     log_horizon (singleton) {
         singleton -> Integer,
         pruned_through_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    movements (account_id, movement_id) {
+        account_id -> Text,
+        movement_id -> Text,
+        link_id -> Text,
+        post_date -> Text,
+        body -> Text,
     }
 }
 
@@ -77,6 +112,8 @@ diesel::table! {
         occurred_at_ms -> BigInt,
         committed_at_ms -> BigInt,
         completes_intent -> Bool,
+        detail -> Text,
+        fetches_movements -> Bool,
     }
 }
 
@@ -95,11 +132,14 @@ diesel::joinable!(intent_accounts -> refresh_intents (refresh_intent_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    fetch_jobs,
     fintoc_key_series,
     idempotency_keys,
     intent_accounts,
+    link_tokens,
     links,
     log_horizon,
+    movements,
     refresh_intents,
     results,
     webhook_events,

@@ -59,7 +59,8 @@ impl QueryFragment<Sqlite> for InsertResult<'_> {
         let r = self.0;
         out.push_sql(
             "INSERT INTO results (account_id, link_id, refresh_intent_id, status, new_movements, \
-             public_error, event_id, occurred_at_ms, committed_at_ms, completes_intent) VALUES (",
+             public_error, event_id, occurred_at_ms, committed_at_ms, completes_intent, detail, \
+             fetches_movements) VALUES (",
         );
         out.push_bind_param::<Text, _>(&r.account_id)?;
         out.push_sql(", ");
@@ -80,6 +81,10 @@ impl QueryFragment<Sqlite> for InsertResult<'_> {
         out.push_bind_param::<BigInt, _>(&r.committed_at_ms)?;
         out.push_sql(", ");
         out.push_bind_param::<Bool, _>(&r.completes_intent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&r.stored_detail)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&r.fetches_movements)?;
         out.push_sql(")");
         Ok(())
     }
@@ -164,6 +169,9 @@ mod tests {
             occurred_at_ms: 7,
             committed_at_ms: 8,
             completes_intent: true,
+            detail: crate::domain::Detail::Result,
+            stored_detail: String::new(),
+            fetches_movements: true,
         };
         let seq = insert_result(&mut conn, &new).unwrap();
         assert_eq!(insert_result(&mut conn, &new).unwrap(), seq + 1);
@@ -187,6 +195,8 @@ mod tests {
                 occurred_at_ms: 7,
                 committed_at_ms: 8,
                 completes_intent: true,
+                detail: crate::domain::Detail::Result,
+                fetches_movements: true,
             }
         );
     }

@@ -19,6 +19,7 @@ pub(crate) async fn open() -> (tempfile::TempDir, SqliteStore) {
         Arc::new(|_: &[Arc<ResultRow>]| {}),
         None,
         TEST_WAL_LIMIT,
+        false,
     )
     .await
     .unwrap();
@@ -86,6 +87,7 @@ async fn reads_answer_only_once_what_they_saw_is_durable() {
         Arc::new(|_: &[Arc<ResultRow>]| {}),
         Some(sync),
         TEST_WAL_LIMIT,
+        false,
     )
     .await
     .unwrap();

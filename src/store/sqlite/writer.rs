@@ -87,6 +87,8 @@ enum Msg {
 pub(super) struct Tx<'a> {
     pub(super) conn: &'a mut SqliteConnection,
     now_ms: Millis,
+    /// Whether movements are fetched (`LINK_TOKEN_KEYS` is set).
+    movements: bool,
     in_flight: &'a InFlight,
     appended: &'a mut Vec<Arc<ResultRow>>,
 }
@@ -96,6 +98,11 @@ impl Tx<'_> {
     /// queued, so what a job sees is ordered with the commits).
     pub(super) fn in_flight(&self) -> &InFlight {
         self.in_flight
+    }
+
+    /// Whether movements are fetched and pushed (`LINK_TOKEN_KEYS` is set).
+    pub(super) fn movements(&self) -> bool {
+        self.movements
     }
 
     /// The clock's reading when this group commit began (never earlier than the log's
@@ -116,12 +123,13 @@ impl Tx<'_> {
         f: impl FnOnce(&mut Tx<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
         let mark = self.appended.len();
-        let (now_ms, in_flight) = (self.now_ms, self.in_flight);
+        let (now_ms, in_flight, movements) = (self.now_ms, self.in_flight, self.movements);
         let appended = &mut *self.appended;
         let result = self.conn.transaction(|conn| {
             let mut inner = Tx {
                 conn,
                 now_ms,
+                movements,
                 in_flight,
                 appended,
             };
@@ -154,6 +162,7 @@ impl Writer {
         clock: Clock,
         metrics: Arc<Metrics>,
         progress: Arc<Progress>,
+        movements: bool,
     ) -> StoreResult<Writer> {
         let sync = match sync {
             Some(sync) => Some(sync),
@@ -188,7 +197,7 @@ impl Writer {
             .spawn(move || {
                 let watchdog = Watchdog::new("db-writer", progress.clone());
                 let ends = Ends { to_syncer, syncer };
-                if run(conn, rx, ends, bound, in_flight, clock, &progress) {
+                if run(conn, rx, ends, bound, in_flight, clock, &progress, movements) {
                     watchdog.disarm();
                 }
             })
@@ -327,6 +336,7 @@ struct Ends {
 
 /// The writer thread's loop. True when it stopped as asked (closed, or every handle gone);
 /// false when it had to stop (the sync thread is gone).
+#[allow(clippy::too_many_arguments)] // the thread's whole state, handed over once
 fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Msg>,
@@ -335,6 +345,7 @@ fn run(
     in_flight: InFlight,
     mut clock: LogClock,
     progress: &Progress,
+    movements: bool,
 ) -> bool {
     let mut asked = true;
     let mut batch: Vec<Msg> = Vec::with_capacity(MAX_BATCH);
@@ -376,6 +387,7 @@ fn run(
             let mut tx = Tx {
                 conn,
                 now_ms,
+                movements,
                 in_flight: &in_flight,
                 appended: &mut group.appended,
             };
@@ -497,6 +509,7 @@ mod tests {
             Clock::System,
             Arc::new(Metrics::new()),
             Arc::new(Progress::new()),
+            false,
         )
         .unwrap();
         let job = tokio::spawn({

@@ -1,0 +1,85 @@
+-- Movements (CONTRACT.md §7): sealed Link tokens, the movements fetched for each account,
+-- the fetch jobs results leave behind, and two kinds of log entries besides account results.
+
+-- The log also carries `movements` and `movements_unavailable` entries (their `status`),
+-- each with its payload as JSON in `detail` (empty for account results). A result whose
+-- movements will be fetched says so (`fetches_movements`), so an intent stream knows what
+-- to wait for before its refresh_completed. SQLite cannot alter a CHECK: the table is
+-- rebuilt, keeping its rows and the sequence high-water mark (as in 2026-12-01-000001).
+CREATE TABLE results_new (
+    sequence INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    account_id TEXT NOT NULL,
+    link_id TEXT NOT NULL,
+    refresh_intent_id TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status = 'succeeded' OR status = 'failed' OR status = 'rejected'
+               OR status = 'timed_out' OR status = 'movements'
+               OR status = 'movements_unavailable'),
+    new_movements BIGINT NOT NULL,
+    public_error TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    occurred_at_ms BIGINT NOT NULL,
+    committed_at_ms BIGINT NOT NULL,
+    -- True on the result that gave its intent a final status.
+    completes_intent BOOLEAN NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '',
+    fetches_movements BOOLEAN NOT NULL DEFAULT 0
+);
+INSERT INTO results_new (sequence, account_id, link_id, refresh_intent_id, status,
+                         new_movements, public_error, event_id, occurred_at_ms,
+                         committed_at_ms, completes_intent)
+    SELECT sequence, account_id, link_id, refresh_intent_id, status, new_movements,
+           public_error, event_id, occurred_at_ms, committed_at_ms, completes_intent
+    FROM results;
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'results_new', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'results_new');
+UPDATE sqlite_sequence
+    SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'results'), 0))
+    WHERE name = 'results_new';
+DROP TABLE results;
+ALTER TABLE results_new RENAME TO results;
+CREATE INDEX results_account ON results (account_id, sequence);
+CREATE INDEX results_committed ON results (committed_at_ms, sequence);
+
+-- A Link's token, kept only when the caller asked, sealed with AES-256-GCM under the key
+-- `key_id` of LINK_TOKEN_KEYS, the Link id and key id bound in (src/custody.rs). Dropped
+-- after --link-token-retention from `given_at_ms` (when a caller last gave it).
+CREATE TABLE link_tokens (
+    link_id TEXT PRIMARY KEY NOT NULL,
+    key_id TEXT NOT NULL,
+    nonce BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    given_at_ms BIGINT NOT NULL
+);
+CREATE INDEX link_tokens_given ON link_tokens (given_at_ms);
+
+-- Every movement fetched or pushed, as last pushed (JSON of the normalized movement): what
+-- a fetch is compared against (new id → added, changed content → modified) and what
+-- ListMovements pages, newest post_date first.
+CREATE TABLE movements (
+    account_id TEXT NOT NULL,
+    movement_id TEXT NOT NULL,
+    link_id TEXT NOT NULL,
+    post_date TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (account_id, movement_id)
+);
+CREATE INDEX movements_newest ON movements (account_id, post_date, movement_id);
+CREATE INDEX movements_link ON movements (link_id);
+
+-- A fetch owed for a result: written in the result's transaction, claimed by one replica
+-- at a time (the lease), deleted in the transaction that logs what it found. Its intent is
+-- the result's (read through `result_sequence`: a result may be claimed by an intent later).
+CREATE TABLE fetch_jobs (
+    result_sequence BIGINT PRIMARY KEY NOT NULL,
+    account_id TEXT NOT NULL,
+    link_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    new_movements BIGINT NOT NULL,
+    occurred_at_ms BIGINT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at_ms BIGINT NOT NULL,
+    lease_owner TEXT NOT NULL DEFAULT '',
+    lease_until_ms BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX fetch_jobs_due ON fetch_jobs (due_at_ms);
