@@ -15,11 +15,17 @@
 //! drifts off the documented API fails here rather than in production. Time for those rules
 //! comes from the injected clock.
 //!
-//! Layout: `state/` the model and its rules, `api/` the HTTP endpoints, `deliver.rs`
-//! webhook delivery.
+//! Movements are listed as Fintoc lists them (since / until / confirmed_only, newest first,
+//! offset pages); besides refresh results the simulator produces the movement events Fintoc
+//! sends: pending movements confirmed (`movements_modified`), movements removed
+//! (`movements_removed`), and recurring refreshes no intent asked for (`succeeded`).
+//!
+//! Layout: `state/` the model and its rules, `api/` the HTTP endpoints (and publishing
+//! events), `deliver.rs` webhook delivery, `schedule.rs` recurring refreshes.
 
 mod api;
 mod deliver;
+mod schedule;
 mod state;
 
 use std::net::SocketAddr;
@@ -64,6 +70,9 @@ pub struct SimConfig {
     /// `serve --simulate` with an HTTPS intake: it delivers to its own process over loopback,
     /// and the operator's certificate names the public host, not 127.0.0.1.
     pub insecure_webhook_tls: bool,
+    /// Run Fintoc's recurring refresh of every Link this often (of `clock`'s time), each
+    /// adding 1–3 movements per account; None (the default) runs none.
+    pub scheduled_every: Option<Duration>,
     pub clock: Clock,
 }
 
@@ -81,6 +90,7 @@ impl SimConfig {
             deliver_before_response: false,
             cooldown_status: 400,
             insecure_webhook_tls: false,
+            scheduled_every: None,
             clock: Clock::System,
         }
     }
@@ -120,6 +130,8 @@ pub struct Simulator {
     addr: SocketAddr,
     state: Arc<Mutex<state::State>>,
     deliveries: Arc<Mutex<Vec<Delivery>>>,
+    /// To publish the events the test handles produce, as the API publishes its own.
+    shared: api::Shared,
 }
 
 impl Simulator {
@@ -133,8 +145,14 @@ impl Simulator {
         let base_url = format!("http://{addr}");
         let state = Arc::new(Mutex::new(state::State::new(&config.api_key, &base_url)));
         let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let scheduled = config
+            .scheduled_every
+            .map(|every| (every, config.clock.clone()));
         let shared = api::Shared::new(config, state.clone(), deliveries.clone(), shutdown.clone());
-        let router = api::router(shared);
+        if let Some((every, clock)) = scheduled {
+            schedule::spawn(shared.clone(), clock, every, shutdown.clone());
+        }
+        let router = api::router(shared.clone());
         tokio::spawn(async move {
             // No Nagle: an answer must not wait for the peer's delayed ACK.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -151,6 +169,7 @@ impl Simulator {
             addr,
             state,
             deliveries,
+            shared,
         })
     }
 
@@ -241,6 +260,66 @@ impl Simulator {
             .reconnect(link_id);
     }
 
+    /// Confirms the account's pending movements and publishes one
+    /// `account.refresh_intent.movements_modified` event about them (listed by `/v2/events`,
+    /// delivered like every event); returns how many were confirmed (0: no event).
+    pub fn confirm_pending(&self, account_id: &str) -> usize {
+        let now = self.shared.now_ms();
+        let event = self.model().confirm_pending(account_id, now);
+        self.publish(event, "movements_changed")
+    }
+
+    /// Removes these movements of the account (unknown ids ignored) and publishes one
+    /// `account.refresh_intent.movements_removed` event, whose data — undocumented by
+    /// Fintoc, modelled on `movements_modified` — is
+    /// `{"account_id": …, "movements_removed": [the whole movements as they were]}`.
+    /// Returns how many were removed (0: no event).
+    pub fn remove_movements(&self, account_id: &str, ids: &[String]) -> usize {
+        let now = self.shared.now_ms();
+        let event = self.model().remove_movements(account_id, ids, now);
+        self.publish(event, "movements_removed")
+    }
+
+    /// Fintoc's recurring refresh of the Link: each account gets `new_movements` confirmed
+    /// movements and an `account.refresh_intent.succeeded` event (`type: "only_last"`) no
+    /// refresh intent asked for. Returns the events' ids (none for an unknown, revoked or
+    /// inactive Link).
+    pub fn scheduled_refresh(&self, link_id: &str, new_movements: u32) -> Vec<String> {
+        let now = self.shared.now_ms();
+        let events = self.model().scheduled_refresh(link_id, new_movements, now);
+        let ids = events.iter().map(|e| e.id.clone()).collect();
+        self.shared.publish_later(events);
+        ids
+    }
+
+    /// From now on every request with the Link's token (refresh intents, the Link, its
+    /// accounts and movements) gets Fintoc's invalid-token error, as for a deleted Link.
+    pub fn revoke_token(&self, link_id: &str) {
+        self.model().revoke(link_id);
+    }
+
+    /// The next request for `page` (1 when absent) of the account's movements first gets
+    /// one new confirmed movement, posted no earlier than any other: offset pages shift by
+    /// one, as at Fintoc when a movement lands mid-read. One-shot.
+    pub fn shift_on_page(&self, account_id: &str, page: u32) {
+        self.model().shift_on_page(account_id, page);
+    }
+
+    /// How many times the account's movements were listed (`GET …/movements`, any page).
+    pub fn movements_requests(&self, account_id: &str) -> usize {
+        self.requests("GET", &format!("/v1/accounts/{account_id}/movements"))
+    }
+
+    /// The account's movements as the listing orders them (newest first), pending,
+    /// reversed and duplicated ones included: what a client should end up with.
+    pub fn movements(&self, account_id: &str) -> Vec<serde_json::Value> {
+        let all = state::MovementQuery {
+            confirmed_only: false,
+            ..Default::default()
+        };
+        self.model().list_movements(account_id, &all)
+    }
+
     /// Every webhook delivery attempt so far.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.deliveries.lock().expect("deliveries").clone()
@@ -249,6 +328,22 @@ impl Simulator {
     /// Ids of the events produced so far, oldest first.
     pub fn event_ids(&self) -> Vec<String> {
         self.state.lock().expect("simulator state").event_ids()
+    }
+
+    fn model(&self) -> std::sync::MutexGuard<'_, state::State> {
+        self.state.lock().expect("simulator state")
+    }
+
+    /// Publishes a movement-change event, if there is one; returns how many movements its
+    /// `list` field names.
+    fn publish(&self, event: Option<state::Event>, list: &str) -> usize {
+        let Some(event) = event else { return 0 };
+        let count = serde_json::from_str::<serde_json::Value>(&event.body)
+            .ok()
+            .and_then(|body| body["data"][list].as_array().map(Vec::len))
+            .unwrap_or(0);
+        self.shared.publish_later(vec![event]);
+        count
     }
 }
 

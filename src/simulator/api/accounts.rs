@@ -1,5 +1,5 @@
-//! `/v1/accounts` and `/v1/accounts/{id}/movements`: a Link's accounts, one account, and its
-//! movements, each only with the Link's token.
+//! `/v1/accounts`: a Link's accounts and one account, each only with the Link's token
+//! (`movements.rs` lists an account's movements).
 
 // Handlers return a ready `Response` as their error (see `api/mod.rs`).
 #![allow(clippy::result_large_err)]
@@ -44,7 +44,11 @@ pub(super) async fn list_accounts(State(s): State<Shared>, Query(q): Params) -> 
 }
 
 /// The account, if `link_token` is its Link's token.
-fn owned_account(model: &Model, q: &HashMap<String, String>, id: &str) -> Result<Value, Response> {
+pub(super) fn owned_account(
+    model: &Model,
+    q: &HashMap<String, String>,
+    id: &str,
+) -> Result<Value, Response> {
     let token = required(q, "link_token")?;
     let link = model.link_by_token(token).ok_or_else(no_link)?;
     let index = link
@@ -71,39 +75,4 @@ pub(super) async fn get_account(
         Ok(account) => ok(200, account),
         Err(e) => e,
     }
-}
-
-pub(super) async fn list_movements(
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let items: Vec<Value> = {
-        let model = s.model();
-        if let Err(e) = owned_account(&model, &q, &id) {
-            return e;
-        }
-        let day = |key: &str| q.get(key).map(|v| v.chars().take(10).collect::<String>());
-        let (since, until) = (day("since"), day("until"));
-        let mut items: Vec<Value> = model
-            .movements
-            .get(&id)
-            .into_iter()
-            .flatten()
-            .filter(|m| {
-                let posted = m["post_date"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .get(..10)
-                    .unwrap_or_default()
-                    .to_owned();
-                since.as_ref().is_none_or(|s| posted >= *s)
-                    && until.as_ref().is_none_or(|u| posted < *u)
-            })
-            .cloned()
-            .collect();
-        items.reverse();
-        items
-    };
-    page(&s, &format!("/v1/accounts/{id}/movements"), &q, items)
 }

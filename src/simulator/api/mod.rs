@@ -23,13 +23,16 @@ mod accounts;
 mod events;
 mod links;
 mod middleware;
+mod movements;
+mod publish;
 mod refresh_intents;
 mod webhook_endpoints;
 
-use accounts::{get_account, list_accounts, list_movements};
+use accounts::{get_account, list_accounts};
 use events::{get_event, list_events};
 use links::get_link;
 use middleware::{faults, guard, idempotency};
+use movements::list_movements;
 use refresh_intents::{create_intent, get_intent, list_intents};
 use webhook_endpoints::{
     create_endpoint, delete_endpoint, get_endpoint, list_endpoints, update_endpoint,
@@ -44,6 +47,9 @@ pub struct Shared {
     config: Arc<SimConfig>,
     state: Arc<Mutex<Model>>,
     deliverer: Arc<Deliverer>,
+    /// The runtime the simulator started on, to deliver events produced by calls from
+    /// outside it (tests' blocking threads).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -69,10 +75,11 @@ impl Shared {
             config: Arc::new(config),
             state,
             deliverer: Arc::new(deliverer),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
-    fn model(&self) -> std::sync::MutexGuard<'_, Model> {
+    pub(super) fn model(&self) -> std::sync::MutexGuard<'_, Model> {
         self.state.lock().expect("simulator state")
     }
 }

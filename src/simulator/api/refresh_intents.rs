@@ -1,5 +1,5 @@
 //! `/v1/refresh_intents`: creating an intent (the parameters Fintoc takes, the refusals it
-//! answers), running its refresh and delivering its events, listing and getting intents.
+//! answers), running its refresh and publishing its events, listing and getting intents.
 
 use std::collections::HashMap;
 
@@ -120,59 +120,10 @@ async fn run_refresh(s: Shared, intent: Intent) {
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
-    let (events, targets) = {
-        let mut model = s.model();
-        let events = model.run_intent(&intent.id, s.config.clock.now_ms(), s.config.reorder);
-        let mut targets: Vec<(String, String, Vec<String>)> = s
-            .config
-            .webhooks
-            .iter()
-            .map(|(url, secret)| (url.clone(), secret.clone(), vec!["*".into()]))
-            .collect();
-        targets.extend(
-            model
-                .endpoints
-                .iter()
-                .filter(|e| !e.disabled)
-                .map(|e| (e.url.clone(), e.secret.clone(), e.enabled_events.clone())),
-        );
-        (events, targets)
-    };
-    // Every (event, target) pair, in the order the events were produced (reversed by
-    // `reorder`, which also stored them that way).
-    let mut round = Vec::new();
-    for event in events.into_iter().filter(|e| e.deliver) {
-        for (url, secret, wanted) in &targets {
-            if wanted.iter().any(|w| w == "*" || *w == event.event_type) {
-                round.push((event.clone(), url.clone(), secret.clone()));
-            }
-        }
-    }
-    let rounds = if s.config.duplicate { 2 } else { 1 };
-    for _ in 0..rounds {
-        if s.config.reorder {
-            // One after another, so the receiver sees exactly this order.
-            for (event, url, secret) in &round {
-                s.deliverer
-                    .deliver(&event.id, url, secret, &event.body)
-                    .await;
-            }
-        } else {
-            let all = round.iter().map(|(event, url, secret)| {
-                let (d, id, url, secret, body) = (
-                    s.deliverer.clone(),
-                    event.id.clone(),
-                    url.clone(),
-                    secret.clone(),
-                    event.body.clone(),
-                );
-                tokio::spawn(async move { d.deliver(&id, &url, &secret, &body).await })
-            });
-            for delivery in all.collect::<Vec<_>>() {
-                let _ = delivery.await;
-            }
-        }
-    }
+    let events = s
+        .model()
+        .run_intent(&intent.id, s.config.clock.now_ms(), s.config.reorder);
+    s.publish(events).await;
 }
 
 pub(super) async fn list_intents(State(s): State<Shared>, Query(q): Params) -> Response {
@@ -206,6 +157,9 @@ pub(super) async fn get_intent(
         Err(e) => return e,
     };
     let model = s.model();
+    if model.link_by_token(token).is_none() {
+        return no_link();
+    }
     match model
         .intents
         .iter()

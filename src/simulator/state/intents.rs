@@ -4,7 +4,6 @@
 use serde_json::{Value, json};
 
 use super::UNCONFIRMED_REJECTION_WAIT_MS;
-use super::links::movement;
 use super::{Event, Intent, Link, Outcome, Rejection, State, new_id};
 use crate::clock::{Millis, format_rfc3339_ms};
 use crate::domain::RefreshType;
@@ -114,14 +113,25 @@ impl State {
         let (mut all_ok, mut rejected) = (true, None);
         let mut new_movements = Vec::new();
         for account in &link.accounts {
-            let (kind, status, movements, public_error) = match &account.outcome {
+            let (kind, status, movements, pending, public_error) = match &account.outcome {
                 Outcome::Succeed { new_movements } => {
-                    ("succeeded", "succeeded", *new_movements, Value::Null)
+                    ("succeeded", "succeeded", *new_movements, 0, Value::Null)
                 }
-                Outcome::Fail { public_error } => ("failed", "failed", 0, json!(public_error)),
+                Outcome::SucceedWithPending {
+                    new_movements,
+                    pending,
+                } => (
+                    "succeeded",
+                    "succeeded",
+                    *new_movements,
+                    (*pending).min(*new_movements),
+                    Value::Null,
+                ),
+                Outcome::Fail { public_error } => ("failed", "failed", 0, 0, json!(public_error)),
                 Outcome::Reject | Outcome::RejectUnconfirmed => (
                     "rejected",
                     "rejected",
+                    0,
                     0,
                     json!("The institution indicated that the credentials are invalid"),
                 ),
@@ -129,7 +139,7 @@ impl State {
                     all_ok = false;
                     continue;
                 }
-                Outcome::Dropped => ("succeeded", "succeeded", 1, Value::Null),
+                Outcome::Dropped => ("succeeded", "succeeded", 1, 0, Value::Null),
             };
             all_ok &= status == "succeeded";
             // A confirmed rejection outweighs an unconfirmed one.
@@ -141,32 +151,24 @@ impl State {
                 (_, kept) => kept,
             };
             if movements > 0 {
-                new_movements.push((account.id.clone(), movements));
+                new_movements.push((account.id.clone(), movements, pending));
             }
-            let id = new_id("evt");
-            let body = json!({
-                "id": id,
-                "type": format!("account.refresh_intent.{kind}"),
-                "mode": mode,
-                "created_at": format_rfc3339_ms(now_ms),
-                "data": {
-                    "object": "refresh_intent",
-                    "refreshed_object": "account",
-                    "refreshed_object_id": account.id,
-                    "status": status,
-                    "public_error": public_error,
-                    "created_at": format_rfc3339_ms(intent.created_at_ms),
-                    "type": intent.refresh_type.as_str(),
-                    "new_movements": movements,
-                },
-                "object": "event",
-            });
-            events.push(Event {
-                id,
-                event_type: format!("account.refresh_intent.{kind}"),
-                body: body.to_string(),
-                deliver: account.outcome != Outcome::Dropped,
-            });
+            let data = result_data(
+                &account.id,
+                status,
+                public_error,
+                intent.created_at_ms,
+                intent.refresh_type.as_str(),
+                movements,
+            );
+            let mut event = Event::new(
+                mode,
+                &format!("account.refresh_intent.{kind}"),
+                data,
+                now_ms,
+            );
+            event.deliver = account.outcome != Outcome::Dropped;
+            events.push(event);
         }
         link.in_progress = None;
         if rejected.is_some() {
@@ -184,10 +186,8 @@ impl State {
         if let Some(i) = self.intents.iter_mut().find(|i| i.id == intent_id) {
             i.status = status;
         }
-        for (account, count) in new_movements {
-            let list = self.movements.entry(account).or_default();
-            let start = list.len();
-            list.extend((start..start + count as usize).map(|n| movement(n, 0, now_ms)));
+        for (account, count, pending) in new_movements {
+            self.add_movements(&account, count, pending, now_ms);
         }
         if reorder {
             events.reverse();
@@ -195,4 +195,26 @@ impl State {
         self.events.extend(events.iter().cloned());
         events
     }
+}
+
+/// The `data` of an account's refresh result event (`account.refresh_intent.*`), as Fintoc
+/// documents it: no `id`, so it cannot be joined to the intent that asked for it.
+pub(super) fn result_data(
+    account_id: &str,
+    status: &str,
+    public_error: Value,
+    created_at_ms: Millis,
+    refresh_type: &str,
+    new_movements: u32,
+) -> Value {
+    json!({
+        "object": "refresh_intent",
+        "refreshed_object": "account",
+        "refreshed_object_id": account_id,
+        "status": status,
+        "public_error": public_error,
+        "created_at": format_rfc3339_ms(created_at_ms),
+        "type": refresh_type,
+        "new_movements": new_movements,
+    })
 }

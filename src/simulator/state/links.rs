@@ -1,14 +1,15 @@
 //! Links and their accounts: adding a Link (its accounts and their movements), finding it by
-//! token or id, and reconnecting a rejected one.
+//! token or id, reconnecting a rejected one and revoking a token.
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
-
 use super::Account;
+use super::movements::movement;
 use super::{Link, State, new_id};
-use crate::clock::{Millis, format_rfc3339_ms};
 use crate::simulator::{LinkSpec, SimLinkInfo};
+
+/// When the seeded movements and the Links were created (2023-11-14).
+const SEEDED_AT_MS: i64 = 1_700_000_000_000;
 
 impl State {
     pub fn add_link(&mut self, spec: LinkSpec) -> SimLinkInfo {
@@ -33,7 +34,7 @@ impl State {
         for account in &accounts {
             // 45 older movements: more than one default page (30), so pagination shows.
             let seeded = (0..45)
-                .map(|n| movement(n, 86_400_000 * (60 - n as i64 / 2), 1_700_000_000_000))
+                .map(|n| movement(n, SEEDED_AT_MS - 86_400_000 * (60 - n as i64 / 2), false))
                 .collect();
             self.movements.insert(account.id.clone(), seeded);
         }
@@ -50,15 +51,17 @@ impl State {
             rejection: None,
             active: true,
             accounts_inline: true,
+            revoked: false,
             in_progress: None,
             last_success: HashMap::new(),
-            created_at_ms: 1_700_000_000_000,
+            created_at_ms: SEEDED_AT_MS,
         });
         info
     }
 
+    /// The Link whose token this is, unless that token was revoked.
     pub fn link_by_token(&self, token: &str) -> Option<&Link> {
-        self.links.iter().find(|l| l.token == token)
+        self.links.iter().find(|l| l.token == token && !l.revoked)
     }
 
     pub fn link_mut(&mut self, link_id: &str) -> Option<&mut Link> {
@@ -70,30 +73,12 @@ impl State {
             link.rejection = None;
         }
     }
-}
 
-/// A deterministic movement `n`, posted `age_ms` before `now_ms`.
-pub(super) fn movement(n: usize, age_ms: Millis, now_ms: Millis) -> Value {
-    let posted = format_rfc3339_ms(now_ms - age_ms);
-    let amount = if n.is_multiple_of(3) {
-        -((n as i64 + 1) * 1_250)
-    } else {
-        (n as i64 + 1) * 3_100
-    };
-    json!({
-        "id": new_id("mov"),
-        "object": "movement",
-        "amount": amount,
-        "currency": "CLP",
-        "description": if amount < 0 { "Pago con tarjeta" } else { "Transferencia recibida" },
-        "post_date": format!("{}T00:00:00Z", &posted[..10]),
-        "transaction_date": posted,
-        "type": if n.is_multiple_of(2) { "transfer" } else { "other" },
-        "pending": false,
-        "status": "confirmed",
-        "reference_id": format!("{:08}", 40_000 + n),
-        "comment": null,
-        "sender_account": null,
-        "recipient_account": null,
-    })
+    /// From now on the Link's token is refused everywhere, as Fintoc refuses the token of a
+    /// deleted Link.
+    pub fn revoke(&mut self, link_id: &str) {
+        if let Some(link) = self.link_mut(link_id) {
+            link.revoked = true;
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! The simulator's model of Fintoc: Links, accounts, refresh intents, events, movements,
 //! webhook endpoints, idempotency records, injected faults and a request log. Pure data and
 //! rules; the HTTP layer and the clock live elsewhere. Here: the types and the model's
-//! fields; its operations by resource in `links.rs`, `intents.rs` and `requests.rs`.
+//! fields; its operations by resource in `links.rs`, `intents.rs`, `movements.rs` (the
+//! listing), `changes.rs` (what happens to movements after a refresh) and `requests.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -14,17 +15,25 @@ use serde_json::{Value, json};
 use crate::clock::{Millis, format_rfc3339_ms};
 use crate::domain::RefreshType;
 
+mod changes;
 mod intents;
 mod links;
+mod movements;
 mod requests;
 #[cfg(test)]
 mod tests;
+
+pub use movements::MovementQuery;
 
 /// What refreshing one account produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// `account.refresh_intent.succeeded` with this many new movements.
     Succeed { new_movements: u32 },
+    /// `account.refresh_intent.succeeded` with this many new movements (`new_movements`
+    /// counts them all), of which the newest `pending` are still `pending` (as a bank shows a
+    /// transfer in process); `Simulator::confirm_pending` confirms them later.
+    SucceedWithPending { new_movements: u32, pending: u32 },
     /// `account.refresh_intent.failed`.
     Fail { public_error: String },
     /// `account.refresh_intent.rejected`, and Fintoc confirms the credentials are invalid:
@@ -97,6 +106,9 @@ pub struct Link {
     pub active: bool,
     /// Whether `GET /v1/links/{token}` lists the accounts, or answers `accounts: null`.
     pub accounts_inline: bool,
+    /// The token no longer works (the Link was deleted at Fintoc): every request with it
+    /// gets the invalid-token error.
+    pub revoked: bool,
     pub in_progress: Option<String>,
     /// When the last succeeded refresh of each type completed.
     pub last_success: HashMap<&'static str, Millis>,
@@ -139,6 +151,27 @@ pub struct Event {
     pub deliver: bool,
 }
 
+impl Event {
+    /// A Fintoc event of `event_type` about `data`, created at `now_ms`, to be delivered.
+    pub fn new(mode: &str, event_type: &str, data: Value, now_ms: Millis) -> Event {
+        let id = new_id("evt");
+        let body = json!({
+            "id": id,
+            "type": event_type,
+            "mode": mode,
+            "created_at": format_rfc3339_ms(now_ms),
+            "data": data,
+            "object": "event",
+        });
+        Event {
+            id,
+            event_type: event_type.to_owned(),
+            body: body.to_string(),
+            deliver: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub id: String,
@@ -172,7 +205,10 @@ pub struct State {
     pub links: Vec<Link>,
     pub intents: Vec<Intent>,
     pub events: Vec<Event>,
+    /// Each account's movements, oldest created first (the listing orders them).
     pub movements: HashMap<String, Vec<Value>>,
+    /// (account id, page): the next request for that page first gets a new movement.
+    pub shifts: Vec<(String, u32)>,
     pub endpoints: Vec<Endpoint>,
     /// Idempotency-Key → its first answer.
     idempotency: HashMap<String, StoredAnswer>,
@@ -205,6 +241,7 @@ impl State {
             intents: Vec::new(),
             events: Vec::new(),
             movements: HashMap::new(),
+            shifts: Vec::new(),
             endpoints: Vec::new(),
             idempotency: HashMap::new(),
             faults: VecDeque::new(),
