@@ -251,3 +251,129 @@ async fn the_official_sdk_works_against_the_simulator() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"verified\": 2"));
     shutdown.cancel();
 }
+
+/// What the SDK yielded listing one account's movements: ids and statuses, in order.
+fn sdk_movements(
+    python: &Path,
+    sim: &Simulator,
+    token: &str,
+    account: &str,
+    since: &str,
+    per_page: usize,
+    confirmed_only: &str,
+) -> (Vec<String>, Vec<String>) {
+    let out = Command::new(python)
+        .arg(script("against_simulator.py"))
+        .args(["movements", &sim.url(), API_KEY, token, account, since])
+        .args([&per_page.to_string(), confirmed_only])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "SDK failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let strings = |key: &str| -> Vec<String> {
+        seen[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    (strings("ids"), strings("statuses"))
+}
+
+/// The SDK follows our `Link` headers to the same listing the simulator's model holds: same
+/// ids in the same order, none missed or repeated, across several pages (more than the
+/// largest page of 300, and small pages), pending movements only with confirmed_only=False.
+#[tokio::test]
+async fn sdk_pages_movements_like_a_direct_listing() {
+    let Some(python) = sdk_python() else { return };
+    let mut config = SimConfig::new(API_KEY);
+    config.delivery_delay = Duration::ZERO;
+    config.deliver_before_response = true;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let sim = Simulator::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        config,
+        shutdown,
+    )
+    .unwrap();
+    let link = sim.add_link(LinkSpec::new(vec![Outcome::SucceedWithPending {
+        new_movements: 320,
+        pending: 5,
+    }]));
+    let created = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/refresh_intents?link_token={}",
+            sim.url(),
+            link.token
+        ))
+        .header("Authorization", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let account = link.account_ids[0].clone();
+
+    // Everything the model holds, newest first; `since` cuts into the seeded movements.
+    let all = sim.movements(&account);
+    let day = |m: &serde_json::Value| m["post_date"].as_str().unwrap()[..10].to_owned();
+    let since = day(&all[340]);
+    let expected = |confirmed_only: bool| -> Vec<String> {
+        all.iter()
+            .filter(|m| day(m) >= since && (!confirmed_only || m["status"] == "confirmed"))
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let sdk = |per_page: usize, confirmed_only: &'static str| {
+        let (python, sim, token, account, since) = (
+            python.clone(),
+            sim.clone(),
+            link.token.clone(),
+            account.clone(),
+            since.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            sdk_movements(
+                &python,
+                &sim,
+                &token,
+                &account,
+                &since,
+                per_page,
+                confirmed_only,
+            )
+        })
+    };
+
+    let with_pending = expected(false);
+    assert!(with_pending.len() > 300, "{}", with_pending.len());
+    let before = sim.movements_requests(&account);
+    let (ids, statuses) = sdk(300, "false").await.unwrap();
+    assert_eq!(ids, with_pending);
+    assert_eq!(statuses.iter().filter(|s| *s == "pending").count(), 5);
+    assert_eq!(
+        sim.movements_requests(&account) - before,
+        2,
+        "two pages of 300"
+    );
+
+    let confirmed = expected(true);
+    assert_eq!(confirmed.len(), with_pending.len() - 5);
+    let before = sim.movements_requests(&account);
+    let (ids, statuses) = sdk(25, "default").await.unwrap();
+    assert_eq!(ids, confirmed, "confirmed_only defaults to true");
+    assert!(statuses.iter().all(|s| s == "confirmed"));
+    assert_eq!(
+        sim.movements_requests(&account) - before,
+        confirmed.len().div_ceil(25)
+    );
+
+    let (ids, _) = sdk(25, "true").await.unwrap();
+    assert_eq!(ids, confirmed);
+}

@@ -4,6 +4,10 @@ Usage:
   against_simulator.py api SIM_URL API_KEY LINK_TOKEN
       creates a refresh intent, gets the Link, lists an account's movements across pages;
       prints one JSON line with what it saw.
+  against_simulator.py movements SIM_URL API_KEY LINK_TOKEN ACCOUNT_ID SINCE PER_PAGE CONFIRMED_ONLY
+      lists one account's movements with account.movements.list(since=..., per_page=...,
+      confirmed_only=...) (CONFIRMED_ONLY "default" leaves it out); prints one JSON line with
+      their ids and statuses in the order the SDK yielded them.
   against_simulator.py verify SECRET DELIVERIES_JSON
       verifies every captured webhook delivery ([{"header":..., "body":...}]) with
       WebhookSignature.verify_header; prints how many passed.
@@ -39,6 +43,21 @@ def api(sim_url: str, api_key: str, link_token: str) -> None:
     }))
 
 
+def movements(sim_url: str, api_key: str, link_token: str, account_id: str, since: str,
+              per_page: str, confirmed_only: str) -> None:
+    fintoc.core.API_BASE_URL = sim_url
+    link = Fintoc(api_key).links.get(link_token)
+    account = next(a for a in link.accounts.list() if a.id == account_id)
+    params = {"since": since, "per_page": int(per_page)}
+    if confirmed_only != "default":
+        params["confirmed_only"] = confirmed_only == "true"
+    listed = list(account.movements.list(**params))
+    print(json.dumps({
+        "ids": [m.id for m in listed],
+        "statuses": [m.status for m in listed],
+    }))
+
+
 def verify(secret: str, deliveries_file: str) -> None:
     with open(deliveries_file, encoding="utf-8") as f:
         deliveries = json.load(f)
@@ -50,6 +69,8 @@ def verify(secret: str, deliveries_file: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "api":
         api(*sys.argv[2:5])
+    elif sys.argv[1] == "movements":
+        movements(*sys.argv[2:9])
     elif sys.argv[1] == "verify":
         verify(*sys.argv[2:4])
     else:
