@@ -12,12 +12,23 @@ use super::api::Shared;
 use crate::clock::Clock;
 
 pub(super) fn spawn(shared: Shared, clock: Clock, every: Duration, shutdown: CancellationToken) {
+    let every_ms = crate::clock::millis(every).max(1);
+    // Counted from the start, read before the task runs: a test that moves a manual clock
+    // right after starting the simulator still gets its round.
+    let mut next = clock.now_ms().saturating_add(every_ms);
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 // The injected clock's time: a test advancing a manual clock triggers rounds.
-                _ = clock.sleep(every) => {}
+                _ = clock.sleep_until(next) => {}
+            }
+            // One round per wake-up: after a jump past several periods, the next round is a
+            // whole period away rather than a burst of the missed ones.
+            let now = clock.now_ms();
+            next = next.saturating_add(every_ms);
+            if next <= now {
+                next = now.saturating_add(every_ms);
             }
             let events = {
                 let mut model = shared.model();

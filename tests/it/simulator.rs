@@ -1,8 +1,10 @@
 //! The Fintoc simulator on its own, through its HTTP API: idempotency replays the first
 //! answer (injected faults and refusals included) and forgets keys after 24 hours, faults
 //! can target one endpoint, `/v2/events` takes only the documented cursors, the create call
-//! only its documented parameters, and the "wait an hour" credentials refusal. What the
-//! simulator does here is what the service's tests rely on Fintoc doing.
+//! only its documented parameters, the "wait an hour" credentials refusal, and movements:
+//! their listing and pages, revoked tokens, throttles and page shifts on that path, the
+//! movement events and recurring refreshes. What the simulator does here is what the
+//! service's tests rely on Fintoc doing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -490,4 +492,308 @@ async fn unconfirmed_rejected_credentials_refuse_refreshes_for_an_hour() {
             .contains("reconnect the account"),
         "{refused:?}"
     );
+}
+
+// ---------------------------------------------------------------- movements
+
+/// The URL of the `rel` link in a `Link` header.
+fn rel(link: &Option<String>, rel: &str) -> Option<String> {
+    link.as_deref()?.split(", ").find_map(|part| {
+        let (url, r) = part.split_once(">; rel=")?;
+        (r.trim_matches('"') == rel).then(|| url.trim_start_matches('<').to_owned())
+    })
+}
+
+fn days(answer: &Answer) -> Vec<String> {
+    answer
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["post_date"].as_str().unwrap()[..10].to_owned())
+        .collect()
+}
+
+/// since (inclusive) / until (exclusive) on the post date, newest first; every page link
+/// carries the whole query, defaults spelled out, so following `next` verbatim (as Fintoc's
+/// SDKs do) stays on the same listing; per_page is 30 by default and at most 300; malformed
+/// dates and undocumented parameters are refused with Fintoc's envelope.
+#[tokio::test]
+async fn movements_filter_on_the_post_date_and_page_with_the_whole_query() {
+    let s = Sim::start().await;
+    let link = s.sim.add_link(LinkSpec::new(vec![ok(0)]));
+    let path = format!("/v1/accounts/{}/movements", link.account_ids[0]);
+    let all = s.get(&format!("{path}?link_token={}", link.token)).await;
+    assert_eq!(
+        all.json().as_array().unwrap().len(),
+        30,
+        "30 a page by default"
+    );
+    let every_day = days(
+        &s.get(&format!("{path}?link_token={}&per_page=1000", link.token))
+            .await,
+    );
+    assert_eq!(every_day.len(), 45);
+    let (since, until) = (every_day[30].clone(), every_day[4].clone());
+
+    let query = format!(
+        "{path}?link_token={}&since={since}&until={until}&per_page=10&confirmed_only=false",
+        link.token
+    );
+    let first = s.get(&query).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let next = rel(&first.link, "next").expect("a second page");
+    for part in [
+        format!("link_token={}", link.token),
+        format!("since={since}"),
+        format!("until={until}"),
+        "per_page=10".into(),
+        "confirmed_only=false".into(),
+        "page=2".into(),
+    ] {
+        assert!(next.contains(&part), "{part} missing in {next}");
+    }
+    let mut seen = days(&first);
+    let mut url = Some(next);
+    while let Some(next) = url {
+        let page = s
+            .send(s.http.get(&next).header("Authorization", API_KEY))
+            .await;
+        seen.extend(days(&page));
+        url = rel(&page.link, "next");
+    }
+    let expected: Vec<String> = every_day
+        .iter()
+        .filter(|d| **d >= since && **d < until)
+        .cloned()
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(!seen.contains(&until), "until is exclusive");
+
+    let capped = s
+        .get(&format!("{path}?link_token={}&per_page=1000", link.token))
+        .await;
+    assert!(rel(&capped.link, "first").unwrap().contains("per_page=300"));
+    assert!(
+        rel(&capped.link, "first")
+            .unwrap()
+            .contains("confirmed_only=true")
+    );
+    let bad = s
+        .get(&format!(
+            "{path}?link_token={}&since=15/01/2027",
+            link.token
+        ))
+        .await;
+    assert_eq!(
+        (bad.status, bad.code()),
+        (400, "invalid_date".into()),
+        "{bad:?}"
+    );
+    let odd = s
+        .get(&format!("{path}?link_token={}&limit=5", link.token))
+        .await;
+    assert_eq!(odd.code(), "unrecognized_parameter", "{odd:?}");
+}
+
+/// A revoked token is Fintoc's invalid-token error on every endpoint that takes it.
+#[tokio::test]
+async fn a_revoked_token_is_an_invalid_link_token_everywhere() {
+    let s = Sim::start().await;
+    let link = s.sim.add_link(LinkSpec::new(vec![ok(1)]));
+    let movements = format!(
+        "/v1/accounts/{}/movements?link_token={}",
+        link.account_ids[0], link.token
+    );
+    assert_eq!(s.get(&movements).await.status, 200);
+    s.sim.revoke_token(&link.link_id);
+    for answer in [
+        s.get(&movements).await,
+        s.get(&format!("/v1/links/{}", link.token)).await,
+        s.get(&format!("/v1/accounts?link_token={}", link.token))
+            .await,
+        s.create(&link.token, None).await,
+    ] {
+        assert_eq!(answer.status, 404, "{answer:?}");
+        assert_eq!(answer.json()["error"]["type"], "invalid_request_error");
+        assert_eq!(answer.code(), "invalid_link_token");
+    }
+}
+
+/// A 429 injected on one account's movements answers Fintoc's JSON envelope; the retry
+/// works; both calls are counted.
+#[tokio::test]
+async fn a_throttle_on_the_movements_path_answers_fintoc_s_envelope() {
+    let s = Sim::start().await;
+    let link = s.sim.add_link(LinkSpec::new(vec![ok(1), ok(1)]));
+    let (a, b) = (&link.account_ids[0], &link.account_ids[1]);
+    s.sim.inject_on(
+        "GET",
+        &format!("/v1/accounts/{a}/movements"),
+        Fault::Status(429),
+        1,
+    );
+    let other = s
+        .get(&format!(
+            "/v1/accounts/{b}/movements?link_token={}",
+            link.token
+        ))
+        .await;
+    assert_eq!(other.status, 200, "another account is untouched");
+    let path = format!("/v1/accounts/{a}/movements?link_token={}", link.token);
+    let throttled = s.get(&path).await;
+    assert_eq!(throttled.status, 429);
+    assert!(
+        throttled.json()["error"]["code"].is_string(),
+        "{throttled:?}"
+    );
+    assert_eq!(s.get(&path).await.status, 200);
+    assert_eq!(s.sim.movements_requests(a), 2);
+}
+
+/// A shift armed for page 2 lands just before it is read: page 2 starts with the movement
+/// page 1 ended with, as when a movement arrives mid-read at Fintoc. Once.
+#[tokio::test]
+async fn a_page_shift_repeats_the_previous_page_s_last_movement() {
+    let s = Sim::start().await;
+    let link = s.sim.add_link(LinkSpec::new(vec![ok(0)]));
+    let account = &link.account_ids[0];
+    let page = |n: u32| {
+        format!(
+            "/v1/accounts/{account}/movements?link_token={}&per_page=10&page={n}",
+            link.token
+        )
+    };
+    let first = ids(&s.get(&page(1)).await);
+    s.sim.shift_on_page(account, 2);
+    let second = ids(&s.get(&page(2)).await);
+    assert_eq!(second[0], first[9]);
+    let again = ids(&s.get(&page(2)).await);
+    assert_eq!(again, second, "one-shot");
+    assert_eq!(s.sim.movements(account).len(), 46);
+}
+
+/// Records every webhook delivered to it: (Fintoc-Signature, body).
+async fn capture() -> (String, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                let signature = headers["fintoc-signature"].to_str().unwrap().to_owned();
+                store.lock().unwrap().push((signature, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+/// Confirmed pending movements, removed movements and a recurring refresh each reach the
+/// webhook signed, like refresh results, and are listed by `/v2/events`.
+#[tokio::test]
+async fn movement_changes_and_scheduled_refreshes_are_delivered_and_listed() {
+    let (hook, seen) = capture().await;
+    let s = Sim::with(|c| c.webhooks = vec![(hook, SECRET.into())]).await;
+    let link = s
+        .sim
+        .add_link(LinkSpec::new(vec![Outcome::SucceedWithPending {
+            new_movements: 3,
+            pending: 2,
+        }]));
+    let account = link.account_ids[0].clone();
+    let created = s.create(&link.token, None).await;
+    s.settle(&link, created.json()["id"].as_str().unwrap())
+        .await;
+    assert_eq!(s.sim.confirm_pending(&account), 2);
+    assert_eq!(s.sim.confirm_pending(&account), 0, "nothing left, no event");
+    let gone = s.sim.movements(&account)[5]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        s.sim
+            .remove_movements(&account, std::slice::from_ref(&gone)),
+        1
+    );
+    let scheduled = s.sim.scheduled_refresh(&link.link_id, 2);
+    assert_eq!(scheduled.len(), 1);
+
+    eventually("four webhooks delivered", || async {
+        seen.lock().unwrap().len() >= 4
+    })
+    .await;
+    let delivered = seen.lock().unwrap().clone();
+    let mut by_type = std::collections::HashMap::new();
+    for (header, body) in &delivered {
+        let t: i64 = header[2..header.find(',').unwrap()].parse().unwrap();
+        assert_eq!(
+            *header,
+            fintoc_refresh::fintoc::signature::header(SECRET, t, body.as_bytes())
+        );
+        let event: Value = serde_json::from_str(body).unwrap();
+        by_type.insert(event["type"].as_str().unwrap().to_owned(), event);
+    }
+    let modified = &by_type["account.refresh_intent.movements_modified"];
+    assert_eq!(modified["data"]["account_id"], account.as_str());
+    let changed = modified["data"]["movements_changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 2);
+    assert!(
+        changed
+            .iter()
+            .all(|m| m["status"] == "confirmed" && m["pending"] == false)
+    );
+    let removed = &by_type["account.refresh_intent.movements_removed"];
+    assert_eq!(removed["data"]["movements_removed"][0]["id"], gone.as_str());
+    let listing = s
+        .get(&format!(
+            "/v1/accounts/{account}/movements?link_token={}&per_page=300",
+            link.token
+        ))
+        .await;
+    assert!(!ids(&listing).contains(&gone));
+    assert_eq!(ids(&listing).len(), 45 + 3 - 1 + 2);
+
+    let listed = ids(&s.get("/v2/events").await);
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed[0], scheduled[0], "newest first");
+    let recurring = s.get(&format!("/v2/events/{}", scheduled[0])).await.json();
+    assert_eq!(recurring["type"], "account.refresh_intent.succeeded");
+    assert_eq!(recurring["data"]["type"], "only_last");
+    assert_eq!(recurring["data"]["new_movements"], 2);
+    assert_eq!(s.intents(&link).await, 1, "no refresh intent behind it");
+}
+
+/// `scheduled_every` refreshes every Link on the simulator's clock, 1–3 movements per
+/// account each time, and stops with the simulator.
+#[tokio::test]
+async fn scheduled_every_refreshes_links_until_the_simulator_stops() {
+    let s = Sim::with(|c| c.scheduled_every = Some(Duration::from_secs(600))).await;
+    let link = s.sim.add_link(LinkSpec::new(vec![ok(0), ok(0)]));
+    let inactive = s.sim.add_link(LinkSpec::new(vec![ok(0)]));
+    s.sim.set_active(&inactive.link_id, false);
+    s.clock.advance(Duration::from_secs(599));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(s.sim.event_ids().is_empty(), "not before its time");
+    s.clock.advance(Duration::from_secs(1));
+    eventually("a recurring refresh", || async {
+        s.sim.event_ids().len() == 2
+    })
+    .await;
+    for account in &link.account_ids {
+        let added = s.sim.movements(account).len() - 45;
+        assert!((1..=3).contains(&added), "{added}");
+    }
+    assert_eq!(s.sim.movements(&inactive.account_ids[0]).len(), 45);
+
+    s.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.clock.advance(Duration::from_secs(600));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.sim.event_ids().len(), 2, "stopped");
 }
