@@ -1,5 +1,5 @@
 //! Cross-checks against Fintoc's official Python SDK (`tests/sdk/*.py`): it must accept the
-//! signatures we produce, and work against our simulator. They use FINTOC_SDK_PYTHON, else
+//! signatures we produce, and work against our simulator (its movement pages included). They use FINTOC_SDK_PYTHON, else
 //! `.venv/bin/python`, which they create and install the SDK into the first time (pinned in
 //! `tests/sdk/requirements.txt`). Without the SDK (no Python, no package index) they fail,
 //! saying how to install it: a cross-check that did not run must not look like one that
