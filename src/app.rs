@@ -86,7 +86,11 @@ async fn check_token_keys(config: &Config, store: &Store) -> anyhow::Result<()> 
         }
         if config.link_token_keys_demo {
             store.drop_tokens_of_key(kid.clone()).await?;
-            tracing::warn!(kid, count, "link tokens kept by an earlier run's demo key were dropped");
+            tracing::warn!(
+                kid,
+                count,
+                "link tokens kept by an earlier run's demo key were dropped"
+            );
             continue;
         }
         let what = if config.link_token_keys.is_some() {

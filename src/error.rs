@@ -173,11 +173,9 @@ impl From<AppError> for Status {
             AppError::NothingToRefresh { reason, .. } => {
                 Status::with_error_details(code, err.to_string(), info(reason, &[]))
             }
-            AppError::MovementsDisabled(_) => Status::with_error_details(
-                code,
-                err.to_string(),
-                info("MOVEMENTS_DISABLED", &[]),
-            ),
+            AppError::MovementsDisabled(_) => {
+                Status::with_error_details(code, err.to_string(), info("MOVEMENTS_DISABLED", &[]))
+            }
             AppError::Internal { what, detail } => {
                 tracing::error!(error = %detail, "{what} failure");
                 Status::internal(format!(

@@ -138,7 +138,9 @@ async fn list(app: &App, token: &crate::secret::Secret, jobs: &[FetchJob]) -> Fe
         .observe(started.elapsed().as_secs_f64());
     match listed {
         Ok(listing) => {
-            app.metrics.movement_requests.inc_by(u64::from(listing.requests));
+            app.metrics
+                .movement_requests
+                .inc_by(u64::from(listing.requests));
             FetchOutcome::Listed {
                 movements: listing.movements,
                 since: since.to_string(),
@@ -160,7 +162,10 @@ fn window_start(oldest_ms: Millis) -> time::Date {
 fn by_account(jobs: Vec<FetchJob>) -> Vec<Vec<FetchJob>> {
     let mut groups: Vec<Vec<FetchJob>> = Vec::new();
     for job in jobs {
-        match groups.iter_mut().find(|g| g[0].account_id == job.account_id) {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].account_id == job.account_id)
+        {
             Some(group) => group.push(job),
             None => groups.push(vec![job]),
         }
@@ -219,13 +224,18 @@ mod tests {
         assert_eq!(window_start(at).to_string(), "2024-09-03");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn listings_are_paced() {
-        let mut pace = Pace::new(10);
+        // Real time, 50 ms apart: the test proves the gap, not a timing goal.
+        let mut pace = Pace::new(20);
         let start = tokio::time::Instant::now();
         for _ in 0..5 {
             pace.wait().await;
         }
-        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        assert!(
+            start.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

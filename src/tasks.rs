@@ -183,7 +183,10 @@ pub async fn prune(app: &App) -> anyhow::Result<()> {
         .drop_expired_tokens(now - millis(app.config.link_token_retention))
         .await?;
     if dropped > 0 {
-        tracing::info!(dropped, "kept link tokens dropped after --link-token-retention");
+        tracing::info!(
+            dropped,
+            "kept link tokens dropped after --link-token-retention"
+        );
     }
     loop {
         let pruned = app.store.prune(cutoff, key_cutoff, PRUNE_CHUNK).await?;

@@ -84,6 +84,7 @@ pub async fn run(mode: &Mode) -> Value {
                     link_token: token,
                     refresh_type: RefreshType::OnlyLast.into(),
                     idempotency_key: String::new(),
+                    keep_link_token: false,
                 })
                 .await;
             (started.elapsed(), result)

@@ -251,8 +251,17 @@ pub fn movements_summary(m: &pb::MovementsChanged) -> String {
     if parts.is_empty() {
         parts.push("no change".into());
     }
-    let end = if m.complete { ", complete" } else { ", more follow" };
-    format!("movements {} ({}): {}{end}", m.account_id, m.link_id, parts.join(", "))
+    let end = if m.complete {
+        ", complete"
+    } else {
+        ", more follow"
+    };
+    format!(
+        "movements {} ({}): {}{end}",
+        m.account_id,
+        m.link_id,
+        parts.join(", ")
+    )
 }
 
 /// `movements unavailable acc_1 (link_1): FETCH_FAILED: …`.
@@ -274,7 +283,11 @@ fn amount(minor: i64) -> String {
         }
         grouped.push(c);
     }
-    if minor < 0 { format!("-{grouped}") } else { grouped }
+    if minor < 0 {
+        format!("-{grouped}")
+    } else {
+        grouped
+    }
 }
 
 /// `1 new movement`, `15 new movements`.

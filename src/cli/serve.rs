@@ -127,6 +127,9 @@ async fn start_simulator(
     let mut config = SimConfig::new(key.clone());
     config.webhooks = vec![(target, secret.clone())];
     config.insecure_webhook_tls = https;
+    // Fintoc also refreshes Links on its own schedule: a minute here, so a registered demo
+    // Link shows its movements arriving without anyone asking.
+    config.scheduled_every = Some(std::time::Duration::from_secs(60));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let sim = Simulator::start(listener, config, shutdown)?;
     Ok((sim, Secret::new(key), Secret::new(secret)))

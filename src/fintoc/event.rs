@@ -361,20 +361,33 @@ mod tests {
         let MovementsChange::Modified(list) = &e.change else {
             panic!("{e:?}");
         };
-        assert_eq!((list[0].id.as_str(), list[0].amount), ("mov_6EdV8pvHZz3YR50g", 110000));
+        assert_eq!(
+            (list[0].id.as_str(), list[0].amount),
+            ("mov_6EdV8pvHZz3YR50g", 110000)
+        );
 
         let removed = |data: &str| {
-            decode(format!(r#"{{"id":"evt_r","type":"{MOVEMENTS_REMOVED}","data":{data}}}"#).as_bytes())
+            decode(
+                format!(r#"{{"id":"evt_r","type":"{MOVEMENTS_REMOVED}","data":{data}}}"#)
+                    .as_bytes(),
+            )
         };
         assert!(matches!(
             removed(r#"{"account_id":"acc_1","movements_removed":[{"id":"mov_1"},"mov_2"]}"#),
             Decoded::Movements(MovementsEvent { change: MovementsChange::Removed(ids), .. }) if ids == ["mov_1", "mov_2"]
         ));
         // Another shape: kept raw, acknowledged, never guessed at.
-        for data in [r#"{"account_id":"acc_1","movement_ids":["mov_1"]}"#, r#"{"movements_removed":["mov_1"]}"#, "[1]"] {
+        for data in [
+            r#"{"account_id":"acc_1","movement_ids":["mov_1"]}"#,
+            r#"{"movements_removed":["mov_1"]}"#,
+            "[1]",
+        ] {
             assert_eq!(
                 removed(data),
-                Decoded::Other { event_id: "evt_r".into(), event_type: MOVEMENTS_REMOVED.into() },
+                Decoded::Other {
+                    event_id: "evt_r".into(),
+                    event_type: MOVEMENTS_REMOVED.into()
+                },
                 "{data}"
             );
         }

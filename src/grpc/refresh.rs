@@ -63,7 +63,9 @@ pub async fn request(
     deadline: Instant,
 ) -> Result<pb::RequestRefreshResponse, AppError> {
     if request.keep_link_token && app.config.link_token_keys.is_none() {
-        return Err(AppError::MovementsDisabled("keep Link tokens (keep_link_token)"));
+        return Err(AppError::MovementsDisabled(
+            "keep Link tokens (keep_link_token)",
+        ));
     }
     let ask = validate(request)?;
     let outcome = refresh::run(app, ask, deadline).await?;

@@ -333,10 +333,12 @@ async fn completed_by(
     if !(row.completes_intent || (movements && row.concludes_movements())) {
         return Ok(None);
     }
-    Ok(match completion(app, target, row.sequence, false, movements).await? {
-        Settled::Ended(summary) => Some(summary),
-        Settled::Open | Settled::Unread(_) => None,
-    })
+    Ok(
+        match completion(app, target, row.sequence, false, movements).await? {
+            Settled::Ended(summary) => Some(summary),
+            Settled::Open | Settled::Unread(_) => None,
+        },
+    )
 }
 
 /// Whether the intent this stream follows has completed, `cursor` being the last sequence

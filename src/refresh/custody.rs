@@ -8,10 +8,10 @@ use std::time::Instant;
 use super::links::{self, LinkView};
 use super::{Ask, create};
 use crate::app::App;
+use crate::custody::Sealed;
 use crate::domain::RefreshType;
 use crate::error::AppError;
 use crate::secret::Secret;
-use crate::custody::Sealed;
 use crate::store::{MovementsPage, SealedToken};
 
 /// The store's form of a sealed token.
@@ -56,7 +56,11 @@ pub async fn register(app: &App, token: Secret, deadline: Instant) -> Result<Lin
     let ask = Ask::new(token, RefreshType::OnlyLast, None);
     let link = create::resolve(app, &ask, deadline).await?;
     app.store
-        .upsert_link(link.id.clone(), ask.token_sha256.clone(), link.accounts.clone())
+        .upsert_link(
+            link.id.clone(),
+            ask.token_sha256.clone(),
+            link.accounts.clone(),
+        )
         .await?;
     keep(app, &link.id, &ask.token).await?;
     Ok(links::get_link(app, link.id).await?.0)

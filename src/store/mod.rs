@@ -24,8 +24,8 @@
 pub mod copy;
 mod decide;
 mod error;
-mod postgres;
 mod movement_queries;
+mod postgres;
 mod queries;
 mod rows;
 mod seam;
@@ -46,6 +46,7 @@ use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
 
 pub use decide::Seek;
+pub use decide::movements::{MAX_ATTEMPTS as FETCH_ATTEMPTS, WINDOW_DAYS as MOVEMENTS_WINDOW_DAYS};
 pub use error::{StoreError, StoreResult};
 pub use postgres::{is_postgres_url, redacted};
 use seam::Backend;
@@ -54,7 +55,6 @@ pub use seam::{
     IngestOutcome, KeyRecord, KnownLink, LinkSnapshot, LinkState, LinksFrom, LogBounds, LogPage,
     MovementsPage, Pruned, Publish, SealedToken,
 };
-pub use decide::movements::{MAX_ATTEMPTS as FETCH_ATTEMPTS, WINDOW_DAYS as MOVEMENTS_WINDOW_DAYS};
 
 /// Whether `url` can be used, checked without connecting: a PostgreSQL URL must be readable,
 /// its `ssl*` settings a combination libpq accepts and their files usable; anything else is

@@ -337,8 +337,11 @@ pub trait Backend: Send + Sync {
     async fn drop_expired_tokens(&self, given_before_ms: Millis) -> StoreResult<usize>;
     /// Leases the due fetches of one Link (one whose fetches nobody holds) to `owner` for
     /// `lease_ms`.
-    async fn claim_fetches(&self, owner: String, lease_ms: Millis)
-    -> StoreResult<Option<FetchClaim>>;
+    async fn claim_fetches(
+        &self,
+        owner: String,
+        lease_ms: Millis,
+    ) -> StoreResult<Option<FetchClaim>>;
     /// Settles `jobs` (one account's, leased to `owner`) with what their fetch found, as
     /// `decide::movements` rules, in one commit.
     async fn finish_fetches(

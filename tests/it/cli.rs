@@ -269,6 +269,7 @@ async fn link_shows_a_links_state_as_a_table_and_as_json() {
             link_token: link.token.clone(),
             refresh_type: RefreshType::OnlyLast.into(),
             idempotency_key: String::new(),
+            keep_link_token: false,
         })
         .await
         .unwrap()

@@ -481,14 +481,31 @@ pub enum Seen {
     Heartbeat {
         seq: u64,
     },
+    /// A `movements` message: ids added, modified and removed.
+    Movements {
+        seq: u64,
+        account: String,
+        event: String,
+        added: Vec<String>,
+        modified: Vec<String>,
+        removed: Vec<String>,
+        complete: bool,
+    },
+    Unavailable {
+        seq: u64,
+        account: String,
+        reason: String,
+    },
 }
 
 impl Seen {
     pub fn seq(&self) -> u64 {
         match self {
-            Seen::Result { seq, .. } | Seen::Completed { seq, .. } | Seen::Heartbeat { seq } => {
-                *seq
-            }
+            Seen::Result { seq, .. }
+            | Seen::Completed { seq, .. }
+            | Seen::Heartbeat { seq }
+            | Seen::Movements { seq, .. }
+            | Seen::Unavailable { seq, .. } => *seq,
         }
     }
 }
@@ -567,6 +584,20 @@ fn seen(msg: pb::WatchRefreshResponse) -> Seen {
             status: i.status(),
         },
         Event::Heartbeat(_) => Seen::Heartbeat { seq: msg.sequence },
+        Event::Movements(m) => Seen::Movements {
+            seq: msg.sequence,
+            account: m.account_id,
+            event: m.event_id,
+            added: m.added.into_iter().map(|m| m.id).collect(),
+            modified: m.modified.into_iter().map(|m| m.id).collect(),
+            removed: m.removed_ids,
+            complete: m.complete,
+        },
+        Event::MovementsUnavailable(u) => Seen::Unavailable {
+            seq: msg.sequence,
+            account: u.account_id,
+            reason: u.reason,
+        },
     }
 }
 

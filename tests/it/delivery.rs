@@ -57,6 +57,7 @@ async fn refresh_and_follow(server: &TestServer, link: &SimLinkInfo) -> Followed
             link_token: link.token.clone(),
             refresh_type: RefreshType::OnlyLast.into(),
             idempotency_key: String::new(),
+            keep_link_token: false,
         })
         .await
         .unwrap()
@@ -77,7 +78,7 @@ async fn refresh_and_follow(server: &TestServer, link: &SimLinkInfo) -> Followed
                 results.push((seq, account, event, status));
             }
             Seen::Completed { seq, status } => break (seq, status),
-            Seen::Heartbeat { .. } => unreachable!(),
+            other => unreachable!("no movements asked for: {other:?}"),
         }
     };
     assert_eq!(watch.end().await.code(), tonic::Code::Ok, "then the end");

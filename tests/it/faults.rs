@@ -41,6 +41,7 @@ async fn refresh(
         link_token: token.into(),
         refresh_type: 0,
         idempotency_key: String::new(),
+        keep_link_token: false,
     });
     if let Some(t) = timeout {
         request.set_timeout(t);

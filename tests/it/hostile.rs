@@ -136,6 +136,7 @@ async fn oversized_and_overlong_requests_get_clear_statuses() {
             link_token: huge.clone(),
             refresh_type: 0,
             idempotency_key: String::new(),
+            keep_link_token: false,
         })
         .await
         .unwrap_err();
@@ -152,6 +153,7 @@ async fn oversized_and_overlong_requests_get_clear_statuses() {
             link_token: long_token.clone(),
             refresh_type: 0,
             idempotency_key: String::new(),
+            keep_link_token: false,
         })
         .await
         .unwrap_err();
@@ -185,6 +187,7 @@ async fn oversized_and_overlong_requests_get_clear_statuses() {
             link_token: "link_x_token_y".into(),
             refresh_type: 0,
             idempotency_key: "k".repeat(300),
+            keep_link_token: false,
         })
         .await
         .unwrap_err();

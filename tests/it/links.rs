@@ -49,6 +49,7 @@ async fn request(
             link_token: token.into(),
             refresh_type: kind.into(),
             idempotency_key: String::new(),
+            keep_link_token: false,
         })
         .await?;
     Ok(answer.into_inner().refresh_intent.unwrap())

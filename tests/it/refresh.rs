@@ -496,6 +496,7 @@ async fn events_held_during_a_create_that_fails_are_logged_not_lost(backend: Bac
             link_token: link.token.clone(),
             refresh_type: 0,
             idempotency_key: String::new(),
+            keep_link_token: false,
         });
         call.set_timeout(Duration::from_millis(1500));
         let mut client = server.client().await;

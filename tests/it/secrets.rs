@@ -51,6 +51,7 @@ async fn refresh(
             link_token: token.into(),
             refresh_type: 0,
             idempotency_key: String::new(),
+            keep_link_token: false,
         })
         .await
         .map(|r| r.into_inner().refresh_intent.unwrap())

@@ -370,6 +370,7 @@ async fn simulated_webhooks_reach_an_https_intake() {
             link_token: link.token.clone(),
             refresh_type: 0,
             idempotency_key: String::new(),
+            keep_link_token: false,
         })
         .await
         .unwrap()

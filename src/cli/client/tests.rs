@@ -61,6 +61,27 @@ impl RefreshService for Scripted {
     ) -> Result<Response<pb::ListLinksResponse>, Status> {
         Err(Status::unimplemented("not scripted"))
     }
+
+    async fn register_link(
+        &self,
+        _: Request<pb::RegisterLinkRequest>,
+    ) -> Result<Response<pb::RegisterLinkResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn forget_link(
+        &self,
+        _: Request<pb::ForgetLinkRequest>,
+    ) -> Result<Response<pb::ForgetLinkResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn list_movements(
+        &self,
+        _: Request<pb::ListMovementsRequest>,
+    ) -> Result<Response<pb::ListMovementsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
 }
 
 /// Runs `follow` against the scripts on a port-0 server, in plain mode; returns the exit
@@ -279,10 +300,12 @@ fn arguments_become_requests() {
         connection: ConnectArgs::plain("x"),
         json: false,
         idempotency_key: Some("k1".into()),
+        movements: true,
     };
     let request = refresh_request(&args);
     assert_eq!(request.refresh_type, i32::from(RefreshType::Historical));
     assert_eq!(request.idempotency_key, "k1");
+    assert!(request.keep_link_token, "--movements keeps the token");
 }
 
 /// `fintoc-refresh watch <args>` as clap parses it.
@@ -435,6 +458,7 @@ async fn since_goes_only_until_a_message_gives_a_cursor() {
         target: selection(&["link_1", "link_2"], &[], false),
         start_time: Some(since),
         statuses: vec![i32::from(S::Failed)],
+        movements: true,
     };
     let (code, requests, out, _) = follow_spec(spec.clone(), scripts).await;
     assert_eq!(code, ExitCode::from(2));

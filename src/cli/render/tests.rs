@@ -254,6 +254,7 @@ fn link_state() -> pb::LinkState {
     pending.id = "ri_2".into();
     pending.refresh_type = pb::RefreshType::Historical.into();
     pb::LinkState {
+        link_token_kept: false,
         link_id: "link_1".into(),
         accounts: vec![
             pb::AccountState {

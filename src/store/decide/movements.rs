@@ -358,7 +358,12 @@ mod tests {
 
     #[test]
     fn failures_retry_then_conclude_each_job_and_a_refused_token_is_dropped() {
-        let retry = settle_fetch(&[job(1, 1, 0)], FetchOutcome::Failed("500".into()), &HashMap::new(), 10);
+        let retry = settle_fetch(
+            &[job(1, 1, 0)],
+            FetchOutcome::Failed("500".into()),
+            &HashMap::new(),
+            10,
+        );
         assert_eq!(retry.retry_at_ms, Some(10 + retry_after_ms(1)));
         assert!(retry.entries.is_empty());
         let last = settle_fetch(
@@ -369,10 +374,19 @@ mod tests {
         );
         assert_eq!(last.retry_at_ms, None);
         assert_eq!(last.entries.len(), 2);
-        assert!(last.entries.iter().all(|(_, d)| matches!(d, Detail::Unavailable(u) if u.reason == Unavailable::FetchFailed)));
-        let refused = settle_fetch(&[job(1, 1, 0)], FetchOutcome::TokenInvalid, &HashMap::new(), 0);
+        assert!(last.entries.iter().all(
+            |(_, d)| matches!(d, Detail::Unavailable(u) if u.reason == Unavailable::FetchFailed)
+        ));
+        let refused = settle_fetch(
+            &[job(1, 1, 0)],
+            FetchOutcome::TokenInvalid,
+            &HashMap::new(),
+            0,
+        );
         assert!(refused.drop_token);
-        assert!(matches!(&refused.entries[0].1, Detail::Unavailable(u) if u.reason == Unavailable::LinkTokenInvalid));
+        assert!(
+            matches!(&refused.entries[0].1, Detail::Unavailable(u) if u.reason == Unavailable::LinkTokenInvalid)
+        );
     }
 
     fn mov(id: &str, amount: i64) -> Movement {
@@ -389,7 +403,10 @@ mod tests {
         assert_eq!(follow(Succeeded, 3, true, true), Follow::Fetch);
         assert!(matches!(
             follow(Succeeded, 3, true, false),
-            Follow::Unavailable(UnavailableEntry { reason: Unavailable::TokenNotKept, .. })
+            Follow::Unavailable(UnavailableEntry {
+                reason: Unavailable::TokenNotKept,
+                ..
+            })
         ));
         assert_eq!(follow(Succeeded, 0, true, true), Follow::Nothing);
         assert_eq!(follow(Failed, 3, true, true), Follow::Nothing);
@@ -405,7 +422,11 @@ mod tests {
             &stored,
             vec![mov("a", 1), mov("b", 3), mov("c", 4), mov("c", 5)],
         );
-        assert_eq!(changes.added, vec![mov("c", 5)], "seen twice: the last one counts");
+        assert_eq!(
+            changes.added,
+            vec![mov("c", 5)],
+            "seen twice: the last one counts"
+        );
         assert_eq!(changes.modified, vec![mov("b", 3)]);
     }
 
@@ -437,7 +458,10 @@ mod tests {
         let two = || vec![mov("a", 1), mov("b", 2)];
         assert!(matches!(
             judge_fetch(&stored, two(), 2, 1, "2026-11-01"),
-            FetchVerdict::Write { shortfall: None, .. }
+            FetchVerdict::Write {
+                shortfall: None,
+                ..
+            }
         ));
         assert!(matches!(
             judge_fetch(&stored, two(), 3, 1, "2026-11-01"),
@@ -449,7 +473,10 @@ mod tests {
                 shortfall: Some(why),
             } => {
                 assert_eq!(changes.added.len(), 2);
-                assert!(why.contains("reported 3") && why.contains("shows 2"), "{why}");
+                assert!(
+                    why.contains("reported 3") && why.contains("shows 2"),
+                    "{why}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -208,7 +208,8 @@ impl<'a> Batch<'a> {
         for (i, (_, decoded)) in events.iter().enumerate() {
             if let (Decoded::Movements(event), IngestOutcome::Ignored) = (decoded, &outcomes[i])
                 && movements_on
-                && let Some(sequence) = super::movements::apply_event(conn, log, event, now_ms).await?
+                && let Some(sequence) =
+                    super::movements::apply_event(conn, log, event, now_ms).await?
             {
                 outcomes[i] = IngestOutcome::Logged(sequence);
             }

@@ -436,9 +436,7 @@ impl Backend for PgStore {
     }
 
     async fn token_keys(&self) -> StoreResult<Vec<(String, i64)>> {
-        self.db
-            .read(async |c| movements::token_keys(c).await)
-            .await
+        self.db.read(async |c| movements::token_keys(c).await).await
     }
 
     async fn drop_tokens_of_key(&self, key_id: String) -> StoreResult<usize> {

@@ -49,7 +49,10 @@ fn append_entry(
     })
 }
 
-pub(super) async fn insert_fetch_job(conn: &mut AsyncPgConnection, row: &ResultRow) -> StoreResult<()> {
+pub(super) async fn insert_fetch_job(
+    conn: &mut AsyncPgConnection,
+    row: &ResultRow,
+) -> StoreResult<()> {
     let now = row.committed_at_ms;
     movement_queries::insert_fetch_job!(conn, row, now, [.await])
 }
@@ -135,7 +138,10 @@ pub(super) async fn forget_link(
 fn by_account(jobs: Vec<FetchJob>) -> Vec<Vec<FetchJob>> {
     let mut groups: Vec<Vec<FetchJob>> = Vec::new();
     for job in jobs {
-        match groups.iter_mut().find(|g| g[0].account_id == job.account_id) {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].account_id == job.account_id)
+        {
             Some(group) => group.push(job),
             None => groups.push(vec![job]),
         }

@@ -456,16 +456,15 @@ async fn mixed(
                 .position(|q| !matches!(q.job, Job::Ingest { .. }))
                 .map_or(jobs.len(), |n| i + n);
             let batch = Gathered::of(&jobs[i..run_end]);
-            let outcomes =
-                ingest::ingest(
-                    conn,
-                    &mut log,
-                    &batch.events,
-                    &batch.arrived,
-                    now_ms,
-                    movements,
-                )
-                .await?;
+            let outcomes = ingest::ingest(
+                conn,
+                &mut log,
+                &batch.events,
+                &batch.arrived,
+                now_ms,
+                movements,
+            )
+            .await?;
             done.extend(batch.split(outcomes));
             i = run_end;
             continue;

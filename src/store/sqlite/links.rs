@@ -8,8 +8,8 @@ use diesel::sqlite::SqliteConnection;
 use super::Tx;
 use super::intents::get_intent;
 use super::schema::{
-    accounts, fintoc_key_series, idempotency_keys, intent_accounts, link_tokens, links, refresh_intents,
-    results,
+    accounts, fintoc_key_series, idempotency_keys, intent_accounts, link_tokens, links,
+    refresh_intents, results,
 };
 use crate::clock::Millis;
 use crate::domain::{IntentStatus, IntentView, RefreshType, ResultRow};

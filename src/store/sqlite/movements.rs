@@ -8,7 +8,9 @@ use diesel::sqlite::SqliteConnection;
 use super::Tx;
 use super::log::append;
 use super::models::NewResult;
-use super::schema::{accounts, fetch_jobs, intent_accounts, link_tokens, links, movements, results};
+use super::schema::{
+    accounts, fetch_jobs, intent_accounts, link_tokens, links, movements, results,
+};
 use crate::clock::Millis;
 use crate::domain::{Detail, ResultRow};
 use crate::fintoc::event::MovementsEvent;
@@ -106,7 +108,12 @@ pub(super) fn forget_link(tx: &mut Tx<'_>, link_id: &str) -> StoreResult<bool> {
     movement_queries::forget_link_data!(tx.conn, link_id, [])?;
     let jobs = movement_queries::jobs_of_link!(tx.conn, link_id, [])?;
     for account_jobs in by_account(jobs) {
-        let write = decide::settle_fetch(&account_jobs, FetchOutcome::TokenGone, &Default::default(), tx.now_ms());
+        let write = decide::settle_fetch(
+            &account_jobs,
+            FetchOutcome::TokenGone,
+            &Default::default(),
+            tx.now_ms(),
+        );
         apply(tx, &account_jobs, write)?;
     }
     Ok(true)
@@ -116,7 +123,10 @@ pub(super) fn forget_link(tx: &mut Tx<'_>, link_id: &str) -> StoreResult<bool> {
 pub(super) fn by_account(jobs: Vec<FetchJob>) -> Vec<Vec<FetchJob>> {
     let mut groups: Vec<Vec<FetchJob>> = Vec::new();
     for job in jobs {
-        match groups.iter_mut().find(|g| g[0].account_id == job.account_id) {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].account_id == job.account_id)
+        {
             Some(group) => group.push(job),
             None => groups.push(vec![job]),
         }
@@ -124,7 +134,11 @@ pub(super) fn by_account(jobs: Vec<FetchJob>) -> Vec<Vec<FetchJob>> {
     groups
 }
 
-pub(super) fn claim(tx: &mut Tx<'_>, owner: &str, lease_ms: Millis) -> StoreResult<Option<FetchClaim>> {
+pub(super) fn claim(
+    tx: &mut Tx<'_>,
+    owner: &str,
+    lease_ms: Millis,
+) -> StoreResult<Option<FetchClaim>> {
     let now = tx.now_ms();
     movement_queries::claim_fetches!(tx.conn, owner, now, lease_ms, [])
 }
@@ -168,12 +182,23 @@ fn apply(tx: &mut Tx<'_>, jobs: &[FetchJob], write: FetchWrite) -> StoreResult<(
     if write.drop_token {
         diesel::delete(link_tokens::table.find(&first.link_id)).execute(tx.conn)?;
     }
-    movement_queries::write_movements!(tx.conn, &first.account_id, &first.link_id, &write.upserts, &[], [])?;
+    movement_queries::write_movements!(
+        tx.conn,
+        &first.account_id,
+        &first.link_id,
+        &write.upserts,
+        &[],
+        []
+    )?;
     let sequences: Vec<i64> = jobs.iter().map(|j| j.result_sequence).collect();
     movement_queries::delete_jobs!(tx.conn, &sequences, [])?;
     let mut intents = Vec::with_capacity(jobs.len());
     for job in jobs {
-        intents.push(movement_queries::intent_of_result!(tx.conn, job.result_sequence, [])?);
+        intents.push(movement_queries::intent_of_result!(
+            tx.conn,
+            job.result_sequence,
+            []
+        )?);
     }
     for (i, detail) in write.entries {
         let job = &jobs[i];
@@ -208,12 +233,21 @@ pub(super) fn apply_event(tx: &mut Tx<'_>, event: &MovementsEvent) -> StoreResul
     }
     let named: Vec<&str> = match &event.change {
         crate::fintoc::event::MovementsChange::Modified(list) => decide::ids_of(list),
-        crate::fintoc::event::MovementsChange::Removed(ids) => ids.iter().map(String::as_str).collect(),
+        crate::fintoc::event::MovementsChange::Removed(ids) => {
+            ids.iter().map(String::as_str).collect()
+        }
     };
     let stored = movement_queries::stored_movements!(tx.conn, &event.account_id, &named, [])?;
     let changes = decide::on_event(&stored, &event.change);
     let upserts: Vec<_> = changes.upserts().cloned().collect();
-    movement_queries::write_movements!(tx.conn, &event.account_id, &link_id, &upserts, &changes.removed_ids, [])?;
+    movement_queries::write_movements!(
+        tx.conn,
+        &event.account_id,
+        &link_id,
+        &upserts,
+        &changes.removed_ids,
+        []
+    )?;
     let owner = Owner {
         account_id: &event.account_id,
         link_id: &link_id,
@@ -222,7 +256,8 @@ pub(super) fn apply_event(tx: &mut Tx<'_>, event: &MovementsEvent) -> StoreResul
     };
     let mut last = None;
     for entry in changes.entries(false) {
-        last = Some(append_entry(tx, &owner, Detail::Movements(std::sync::Arc::new(entry)))?.sequence);
+        last =
+            Some(append_entry(tx, &owner, Detail::Movements(std::sync::Arc::new(entry)))?.sequence);
     }
     Ok(last)
 }

@@ -197,7 +197,9 @@ impl Writer {
             .spawn(move || {
                 let watchdog = Watchdog::new("db-writer", progress.clone());
                 let ends = Ends { to_syncer, syncer };
-                if run(conn, rx, ends, bound, in_flight, clock, &progress, movements) {
+                if run(
+                    conn, rx, ends, bound, in_flight, clock, &progress, movements,
+                ) {
                     watchdog.disarm();
                 }
             })

@@ -112,6 +112,7 @@ pub async fn request_refresh(
             link_token: token.into(),
             refresh_type: pb::RefreshType::OnlyLast.into(),
             idempotency_key: key.into(),
+            keep_link_token: false,
         })
         .await
         .map(|r| r.into_inner())

@@ -56,6 +56,7 @@ pub async fn request_typed(
             link_token: token.into(),
             refresh_type: kind.into(),
             idempotency_key: key.into(),
+            keep_link_token: false,
         })
         .await
         .map(|r| r.into_inner())
