@@ -19,6 +19,7 @@ mod hostile;
 mod intake;
 mod layers;
 mod links;
+mod movements;
 mod pg;
 mod pg_tls;
 #[path = "../support/pgbouncer.rs"]
