@@ -44,8 +44,8 @@
 //!
 //! Each module uses only modules of lower layers (`tests/it/layers.rs` keeps it so):
 //! `clock`, `secret`, `metrics` → `tls`, `custody` → `config` → `domain` → `error` →
-//! `fintoc` → `store`, `simulator` → `hub` → `app` → `refresh` → `http`, `grpc`, `tasks`,
-//! `fetch` → `server` → `cli`.
+//! `fintoc` → `store`, `simulator` → `hub` → `app` → `refresh` → `fetch` → `http`, `grpc`,
+//! `tasks` → `server` → `cli`.
 //!
 //! - [`clock`], [`secret`], [`metrics`], [`tls`], [`custody`], [`config`]: injected time,
 //!   redaction, Prometheus metrics, certificates and keys, sealed link tokens, settings.

@@ -20,7 +20,8 @@ const LAYERS: &[&[&str]] = &[
     &["hub"],
     &["app"],
     &["refresh"],
-    &["http", "grpc", "tasks", "fetch"],
+    &["fetch"],
+    &["http", "grpc", "tasks"],
     &["server"],
     &["cli"],
 ];

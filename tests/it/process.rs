@@ -329,6 +329,9 @@ fn an_exposed_grpc_port_without_authentication_logs_one_warning() {
     let first = stdout.next().unwrap().unwrap();
     assert!(first.starts_with("listening grpc=0.0.0.0:"), "{first}");
     let mut stderr = BufReader::new(running.take_stderr()).lines();
+    // `--simulate` also warns that its movements run on a demo key; that one comes first.
+    let demo = stderr.next().unwrap().unwrap();
+    assert!(demo.contains("WARN") && demo.contains("demo key"), "{demo}");
     let warning = stderr.next().unwrap().unwrap();
     assert!(
         warning.contains("WARN") && warning.contains("accepts calls from anyone"),

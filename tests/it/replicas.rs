@@ -20,6 +20,7 @@ use crate::common::*;
 use crate::private_pg::PrivatePostgres;
 
 mod feeds;
+mod movements;
 mod support;
 
 pub use support::{

@@ -1,6 +1,7 @@
 //! Secrets stay secret: the real binary runs a full flow (refreshes that succeed, are
-//! rejected and held, cool down, fail upstream; webhooks signed right and wrong) with
-//! distinctive secret values and logging at `trace`, and none of those values appears in a
+//! rejected and held, cool down, fail upstream; link tokens kept, sealed, and used to fetch
+//! movements; webhooks signed right and wrong) with distinctive secret values (the sealing
+//! key of LINK_TOKEN_KEYS among them) and logging at `trace`, and none of those values appears in a
 //! log line, an error message, the metrics, `--help`, a bad-config message, or the database:
 //! on each backend, the SQLite files byte for byte, or every value of every PostgreSQL table.
 //! Positive controls make sure each place was really looked at.
@@ -23,9 +24,11 @@ const HOOK: &str = "whsec_HOOKSECRETb7Zp20Tn";
 const OTHER_HOOK: &str = "whsec_ROTATEDOUTk4Wd55Qa";
 const TOKEN_SECRET: &str = "TOKENSECRETzq81Xv";
 const REJECTED_SECRET: &str = "TOKENSECRETrj06Hy";
+/// A LINK_TOKEN_KEYS key (32 bytes, base64): it seals the kept token.
+const SEALING_KEY: &str = "TElOS0tFWVNFQ1JFVHNlYWxzVE9LRU5TeHgxMjM0NTY=";
 
-fn secrets() -> [&'static str; 5] {
-    [KEY, HOOK, OTHER_HOOK, TOKEN_SECRET, REJECTED_SECRET]
+fn secrets() -> [&'static str; 6] {
+    [KEY, HOOK, OTHER_HOOK, TOKEN_SECRET, REJECTED_SECRET, SEALING_KEY]
 }
 
 fn assert_clean(place: &str, text: &str) {
@@ -42,6 +45,8 @@ fn assert_clean(place: &str, text: &str) {
     }
 }
 
+/// RequestRefresh, keeping the token (sealed): its movements are fetched with it, and the
+/// database holds it, sealed.
 async fn refresh(
     client: &mut RefreshServiceClient<tonic::transport::Channel>,
     token: &str,
@@ -51,7 +56,7 @@ async fn refresh(
             link_token: token.into(),
             refresh_type: 0,
             idempotency_key: String::new(),
-            keep_link_token: false,
+            keep_link_token: true,
         })
         .await
         .map(|r| r.into_inner().refresh_intent.unwrap())
@@ -65,6 +70,8 @@ async fn until_completed(
         .watch_refresh(pb::WatchRefreshRequest {
             target: Some(intent_target(intent)),
             after_sequence: None,
+            // Completed only once its movements were fetched (with the kept token).
+            include_movements: true,
             ..Default::default()
         })
         .await
@@ -161,6 +168,7 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
         .args(["--fintoc-api-url", &sim_url, "--log-format", "json"])
         .env("FINTOC_SECRET_KEY", KEY)
         .env("FINTOC_WEBHOOK_SECRET", format!("{OTHER_HOOK},{HOOK}"))
+        .env("LINK_TOKEN_KEYS", format!("sealkey:{SEALING_KEY}"))
         .env("RUST_LOG", "trace")
         .stderr_file(std::fs::File::create(&log_path).unwrap())
         .start();
@@ -207,6 +215,14 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     errors.push_str(&format!("{unknown:?}\n"));
+    let unknown = client
+        .register_link(pb::RegisterLinkRequest {
+            link_token: format!("link_nope_token_{TOKEN_SECRET}y"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    errors.push_str(&format!("{unknown:?}\n"));
 
     // Webhooks: one signed with a secret we do not have, one with the rotated-out one.
     let http_client = reqwest::Client::new();
@@ -225,7 +241,8 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
     }
     let metrics = metrics_text(&http_client, &http).await;
     assert!(
-        metrics.contains("fintoc_refresh_webhook_events_total"),
+        metrics.contains("fintoc_refresh_webhook_events_total")
+            && metrics.contains("fintoc_refresh_movement_fetches_total{outcome=\"listed\""),
         "{metrics}"
     );
     assert_clean("the metrics", &metrics);
@@ -258,6 +275,11 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
         stored.contains(&token_hash) && stored.contains(&intent.id),
         "{place} were really read"
     );
+    // The kept token is there, sealed (its key's id beside it), and its movements too.
+    assert!(
+        stored.contains("sealkey") && stored.contains("mov_"),
+        "{place}: the sealed token and the movements"
+    );
     // A webhook body is kept as it came, as bytes: the search must see inside them.
     assert!(stored.contains("evt_secret_1"), "{place}: the raw bodies");
     assert_clean(place, &stored);
@@ -280,5 +302,23 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
         );
         assert!(!text.is_empty());
         assert_clean(&format!("`{}`", args.join(" ")), &text);
+    }
+    // A malformed LINK_TOKEN_KEYS is refused in one line that names it, never quoting it.
+    for keys in [
+        format!("sealkey:{SEALING_KEY}x"),
+        format!("{SEALING_KEY}"),
+        format!("sealkey:{SEALING_KEY},sealkey:{SEALING_KEY}"),
+    ] {
+        let out = binary::command()
+            .args(["serve", "--database-url", ":memory:"])
+            .env("FINTOC_SECRET_KEY", KEY)
+            .env("FINTOC_WEBHOOK_SECRET", HOOK)
+            .env("LINK_TOKEN_KEYS", keys)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success());
+        assert!(text.contains("LINK_TOKEN_KEYS") && text.lines().count() == 1, "{text}");
+        assert_clean("a LINK_TOKEN_KEYS error", &text);
     }
 }

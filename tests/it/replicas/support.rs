@@ -27,7 +27,21 @@ impl Replica {
     /// Starts `serve` on `database_url` (Fintoc at `fintoc_url`) and waits for its
     /// listening line, which comes once the database is open.
     pub fn start(database_url: &str, fintoc_url: &str, extra: &[&str]) -> Replica {
-        let process = Serve::new()
+        Self::start_with(database_url, fintoc_url, extra, &[])
+    }
+
+    /// [`Replica::start`] with more environment (LINK_TOKEN_KEYS, …).
+    pub fn start_with(
+        database_url: &str,
+        fintoc_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Replica {
+        let mut serve = Serve::new();
+        for (key, value) in env {
+            serve = serve.env(key, value);
+        }
+        let process = serve
             .args(["--database-url", database_url])
             .args(["--fintoc-api-url", fintoc_url])
             .args(["--heartbeat-interval", "200ms", "--shutdown-grace", "5s"])
