@@ -4,7 +4,7 @@
 //! high-water mark.
 //!
 //! The two halves meet here and nowhere else:
-//! - the SQLite side (`sqlite/export.rs`) reads one consistent snapshot (one read
+//! - the SQLite side (`sqlite/export/`) reads one consistent snapshot (one read
 //!   transaction, read-only, without the one-process lock, so a server may keep running on
 //!   the file) and streams it table by table in bounded batches;
 //! - the PostgreSQL side (`postgres/import.rs`) migrates the target, refuses one that holds
@@ -203,9 +203,10 @@ mod tests {
         };
         assert_eq!(
             copied.to_string(),
-            "copied 7 results (sequences 4..8, next 10), 1 links, 2 accounts, \
-             3 refresh_intents, 4 intent_accounts, 5 idempotency_keys, 6 fintoc_key_series, \
-             8 webhook_events into postgres://app:***@db/refresh"
+            "copied 9 results (sequences 4..8, next 10), 1 links, 2 link_tokens, \
+             3 accounts, 4 movements, 5 refresh_intents, 6 intent_accounts, \
+             7 idempotency_keys, 8 fintoc_key_series, 10 fetch_jobs, 11 webhook_events \
+             into postgres://app:***@db/refresh"
         );
         let emptied = Copied {
             sequences: None,
@@ -214,7 +215,7 @@ mod tests {
         assert!(
             emptied
                 .to_string()
-                .starts_with("copied 7 results (next sequence 10), "),
+                .starts_with("copied 9 results (next sequence 10), "),
             "{emptied}"
         );
     }

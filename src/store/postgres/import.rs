@@ -1,10 +1,10 @@
-//! Filling an empty PostgreSQL database from a `copy-store` snapshot (`store/copy.rs`).
+//! Filling an empty PostgreSQL database from a `copy-store` snapshot (`store/copy/`).
 //!
 //! The target is migrated as a server would migrate it, then everything happens in one
 //! transaction: the log's counter is locked (every writer, and a second `copy-store`, waits
 //! there), the target is checked to hold no data, every batch goes in with one multi-row
-//! insert keeping its sequences and ids, and the counter is set to the source's high-water
-//! mark. A failure anywhere rolls all of it back: the target stays empty and the copy can
+//! insert keeping its sequences and ids (only fetch jobs' leases are cleared: they were the
+//! SQLite process's), and the counter is set to the source's high-water mark. A failure anywhere rolls all of it back: the target stays empty and the copy can
 //! simply be run again. For a very large store that one transaction runs long; a one-off
 //! move can afford that.
 
@@ -14,14 +14,14 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::sync::mpsc;
 
 use super::schema::{
-    accounts, fintoc_key_series, idempotency_keys, intent_accounts, links, log_counter,
-    refresh_intents, results, webhook_events,
+    accounts, fetch_jobs, fintoc_key_series, idempotency_keys, intent_accounts, link_tokens, links,
+    log_counter, movements, refresh_intents, results, webhook_events,
 };
-use crate::domain::ResultRow;
 use crate::store::copy::batch::{
-    AccountRow, Batch, EventRow, Failed, IntentAccountRow, IntentRecord, KeyRow, KeySeriesRow,
-    LinkRow, Read, Rows, Snapshot, Table,
+    AccountRow, Batch, EventRow, Failed, FetchJobRow, IntentAccountRow, IntentRecord, KeyRow,
+    KeySeriesRow, LinkRow, LinkTokenRow, MovementRow, Read, Rows, Snapshot, Table,
 };
+use crate::store::rows::ResultRecord;
 
 impl From<diesel::result::Error> for Failed {
     fn from(e: diesel::result::Error) -> Self {
@@ -46,6 +46,9 @@ const HOLDING_DATA: &str = "SELECT name FROM (VALUES \
      ('accounts', EXISTS (SELECT 1 FROM accounts)), \
      ('idempotency_keys', EXISTS (SELECT 1 FROM idempotency_keys)), \
      ('fintoc_key_series', EXISTS (SELECT 1 FROM fintoc_key_series)), \
+     ('link_tokens', EXISTS (SELECT 1 FROM link_tokens)), \
+     ('movements', EXISTS (SELECT 1 FROM movements)), \
+     ('fetch_jobs', EXISTS (SELECT 1 FROM fetch_jobs)), \
      ('log_counter', (SELECT newest FROM log_counter) > 0) \
      ) AS tables (name, holds) WHERE holds";
 
@@ -152,19 +155,25 @@ async fn copy_batches(
 async fn insert(conn: &mut AsyncPgConnection, batch: Batch) -> Result<usize, Failed> {
     Ok(match batch {
         Batch::Links(rows) => insert_links(conn, &rows).await?,
+        Batch::LinkTokens(rows) => insert_link_tokens(conn, &rows).await?,
         Batch::Accounts(rows) => insert_accounts(conn, &rows).await?,
+        Batch::Movements(rows) => insert_movements(conn, &rows).await?,
         Batch::RefreshIntents(rows) => insert_intents(conn, &rows).await?,
         Batch::IntentAccounts(rows) => insert_intent_accounts(conn, &rows).await?,
         Batch::IdempotencyKeys(rows) => insert_keys(conn, &rows).await?,
         Batch::FintocKeySeries(rows) => insert_key_series(conn, &rows).await?,
         Batch::Results(rows) => insert_results(conn, &rows).await?,
+        Batch::FetchJobs(rows) => insert_fetch_jobs(conn, &rows).await?,
         Batch::WebhookEvents(rows) => insert_events(conn, &rows).await?,
         Batch::Done(_) => 0,
     })
 }
 
-async fn insert_results(conn: &mut AsyncPgConnection, rows: &[ResultRow]) -> QueryResult<usize> {
+async fn insert_results(conn: &mut AsyncPgConnection, rows: &[ResultRecord]) -> QueryResult<usize> {
     use results as t;
+    // Every column (`RESULT_COLUMNS` of them, which bounds the batch): a movements entry
+    // without its `detail` would read back as no entry at all, and a result without
+    // `fetches_movements` would let its intent complete before its movements are pushed.
     let values: Vec<_> = rows
         .iter()
         .map(|r| {
@@ -180,6 +189,10 @@ async fn insert_results(conn: &mut AsyncPgConnection, rows: &[ResultRow]) -> Que
                 t::occurred_at_ms.eq(r.occurred_at_ms),
                 t::committed_at_ms.eq(r.committed_at_ms),
                 t::completes_intent.eq(r.completes_intent),
+                (
+                    t::detail.eq(&r.detail),
+                    t::fetches_movements.eq(r.fetches_movements),
+                ),
             )
         })
         .collect();
@@ -199,6 +212,53 @@ async fn insert_links(conn: &mut AsyncPgConnection, rows: &[LinkRow]) -> QueryRe
                 t::token_sha256.eq(&r.token_sha256),
                 t::rejected_at_ms.eq(r.rejected_at_ms),
                 t::resolved_at_ms.eq(r.resolved_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+/// Byte for byte: the sealed token opens under the same key wherever it is stored.
+async fn insert_link_tokens(
+    conn: &mut AsyncPgConnection,
+    rows: &[LinkTokenRow],
+) -> QueryResult<usize> {
+    use link_tokens as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::link_id.eq(&r.link_id),
+                t::key_id.eq(&r.key_id),
+                t::nonce.eq(&r.nonce),
+                t::ciphertext.eq(&r.ciphertext),
+                t::given_at_ms.eq(r.given_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+async fn insert_movements(
+    conn: &mut AsyncPgConnection,
+    rows: &[MovementRow],
+) -> QueryResult<usize> {
+    use movements as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::account_id.eq(&r.account_id),
+                t::movement_id.eq(&r.movement_id),
+                t::link_id.eq(&r.link_id),
+                t::post_date.eq(&r.post_date),
+                t::body.eq(&r.body),
             )
         })
         .collect();
@@ -298,6 +358,37 @@ async fn insert_key_series(
                 t::idempotency_key.eq(&r.idempotency_key),
                 t::spent.eq(r.spent),
                 t::updated_at_ms.eq(r.updated_at_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(t::table)
+        .values(values)
+        .execute(conn)
+        .await
+}
+
+/// Each job as owed, but unleased: its lease was a SQLite process's, which no replica on
+/// PostgreSQL could tell has gone; left in place, it would hold the job back until it ran
+/// out. Cleared, any replica may claim it when it is due.
+async fn insert_fetch_jobs(
+    conn: &mut AsyncPgConnection,
+    rows: &[FetchJobRow],
+) -> QueryResult<usize> {
+    use fetch_jobs as t;
+    let values: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                t::result_sequence.eq(r.result_sequence),
+                t::account_id.eq(&r.account_id),
+                t::link_id.eq(&r.link_id),
+                t::event_id.eq(&r.event_id),
+                t::new_movements.eq(r.new_movements),
+                t::occurred_at_ms.eq(r.occurred_at_ms),
+                t::attempts.eq(r.attempts),
+                t::due_at_ms.eq(r.due_at_ms),
+                t::lease_owner.eq(""),
+                t::lease_until_ms.eq(0),
             )
         })
         .collect();

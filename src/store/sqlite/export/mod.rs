@@ -1,4 +1,4 @@
-//! Reading a SQLite store for `copy-store` (`store/copy.rs`): one consistent snapshot,
+//! Reading a SQLite store for `copy-store` (`store/copy/`): one consistent snapshot,
 //! streamed table by table in bounded batches.
 //!
 //! - **Beside a running server.** The file is opened read-only (`mode=ro`, and
@@ -24,13 +24,13 @@ use diesel::sqlite::{Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::schema::{
-    accounts, fintoc_key_series, idempotency_keys, intent_accounts, links, refresh_intents,
-    results, webhook_events,
+    accounts, fetch_jobs, fintoc_key_series, idempotency_keys, intent_accounts, link_tokens, links,
+    movements, refresh_intents, results, webhook_events,
 };
-use crate::domain::ResultRow;
 use crate::store::copy::batch::{
-    AccountRow, BATCH_EVENT_BYTES, BATCH_EVENTS, Batch, EventRow, IntentAccountRow, IntentRecord,
-    KeyRow, KeySeriesRow, LinkRow, READ_AHEAD, Read, Rows, Snapshot, Table,
+    AccountRow, BATCH_EVENT_BYTES, BATCH_EVENTS, Batch, EventRow, FetchJobRow, IntentAccountRow,
+    IntentRecord, KeyRow, KeySeriesRow, LinkRow, LinkTokenRow, MovementRow, READ_AHEAD, Read, Rows,
+    Snapshot, Table,
 };
 use crate::store::rows::ResultRecord;
 
@@ -192,8 +192,16 @@ fn summary(conn: &mut SqliteConnection) -> Result<Snapshot, Stop> {
     let mut count = |table: Table, n: i64| rows.set(table, u64::try_from(n).unwrap_or(0));
     count(Table::Links, links::table.select(count_star()).first(conn)?);
     count(
+        Table::LinkTokens,
+        link_tokens::table.select(count_star()).first(conn)?,
+    );
+    count(
         Table::Accounts,
         accounts::table.select(count_star()).first(conn)?,
+    );
+    count(
+        Table::Movements,
+        movements::table.select(count_star()).first(conn)?,
     );
     count(
         Table::RefreshIntents,
@@ -214,6 +222,10 @@ fn summary(conn: &mut SqliteConnection) -> Result<Snapshot, Stop> {
     count(
         Table::Results,
         results::table.select(count_star()).first(conn)?,
+    );
+    count(
+        Table::FetchJobs,
+        fetch_jobs::table.select(count_star()).first(conn)?,
     );
     count(
         Table::WebhookEvents,
@@ -247,12 +259,26 @@ fn stream(conn: &mut SqliteConnection, rows: usize, out: &mpsc::Sender<Read>) ->
                 |r: &LinkRow| r.link_id.clone(),
                 |a| links_after(conn, a, n),
             )?,
+            Table::LinkTokens => pages(
+                out,
+                table,
+                Batch::LinkTokens,
+                |r: &LinkTokenRow| r.link_id.clone(),
+                |a| link_tokens_after(conn, a, n),
+            )?,
             Table::Accounts => pages(
                 out,
                 table,
                 Batch::Accounts,
                 |r: &AccountRow| r.account_id.clone(),
                 |a| accounts_after(conn, a, n),
+            )?,
+            Table::Movements => pages(
+                out,
+                table,
+                Batch::Movements,
+                |r: &MovementRow| (r.account_id.clone(), r.movement_id.clone()),
+                |a| movements_after(conn, a, n),
             )?,
             Table::RefreshIntents => pages(
                 out,
@@ -286,8 +312,15 @@ fn stream(conn: &mut SqliteConnection, rows: usize, out: &mpsc::Sender<Read>) ->
                 out,
                 table,
                 Batch::Results,
-                |r: &ResultRow| r.sequence,
+                |r: &ResultRecord| r.sequence,
                 |a| results_after(conn, a.copied(), n),
+            )?,
+            Table::FetchJobs => pages(
+                out,
+                table,
+                Batch::FetchJobs,
+                |r: &FetchJobRow| r.result_sequence,
+                |a| fetch_jobs_after(conn, a.copied(), n),
             )?,
             Table::WebhookEvents => pages(
                 out,
@@ -326,6 +359,29 @@ fn links_after(
     q.load(conn)
 }
 
+fn link_tokens_after(
+    conn: &mut SqliteConnection,
+    after: Option<&String>,
+    n: i64,
+) -> QueryResult<Vec<LinkTokenRow>> {
+    use link_tokens as t;
+    let mut q = t::table
+        .select((
+            t::link_id,
+            t::key_id,
+            t::nonce,
+            t::ciphertext,
+            t::given_at_ms,
+        ))
+        .order(t::link_id)
+        .limit(n)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(t::link_id.gt(after));
+    }
+    q.load(conn)
+}
+
 fn accounts_after(
     conn: &mut SqliteConnection,
     after: Option<&String>,
@@ -339,6 +395,35 @@ fn accounts_after(
         .into_boxed();
     if let Some(after) = after {
         q = q.filter(t::account_id.gt(after));
+    }
+    q.load(conn)
+}
+
+fn movements_after(
+    conn: &mut SqliteConnection,
+    after: Option<&(String, String)>,
+    n: i64,
+) -> QueryResult<Vec<MovementRow>> {
+    use movements as t;
+    let mut q = t::table
+        .select((
+            t::account_id,
+            t::movement_id,
+            t::link_id,
+            t::post_date,
+            t::body,
+        ))
+        .order((t::account_id, t::movement_id))
+        .limit(n)
+        .into_boxed();
+    // After (account, movement) in key order, seeking the primary key's index as
+    // `intent_accounts_after` does.
+    if let Some((account, movement)) = after {
+        q = q.filter(
+            t::account_id
+                .ge(account)
+                .and(t::account_id.gt(account).or(t::movement_id.gt(movement))),
+        );
     }
     q.load(conn)
 }
@@ -440,14 +525,38 @@ fn results_after(
     conn: &mut SqliteConnection,
     after: Option<i64>,
     n: i64,
-) -> QueryResult<Vec<ResultRow>> {
-    let records: Vec<ResultRecord> = results::table
+) -> QueryResult<Vec<ResultRecord>> {
+    results::table
         .select(results::all_columns)
         .filter(results::sequence.gt(after.unwrap_or(i64::MIN)))
         .order(results::sequence)
         .limit(n)
-        .load(conn)?;
-    Ok(records.into_iter().map(ResultRow::from).collect())
+        .load(conn)
+}
+
+fn fetch_jobs_after(
+    conn: &mut SqliteConnection,
+    after: Option<i64>,
+    n: i64,
+) -> QueryResult<Vec<FetchJobRow>> {
+    use fetch_jobs as t;
+    t::table
+        .select((
+            t::result_sequence,
+            t::account_id,
+            t::link_id,
+            t::event_id,
+            t::new_movements,
+            t::occurred_at_ms,
+            t::attempts,
+            t::due_at_ms,
+            t::lease_owner,
+            t::lease_until_ms,
+        ))
+        .filter(t::result_sequence.gt(after.unwrap_or(i64::MIN)))
+        .order(t::result_sequence)
+        .limit(n)
+        .load(conn)
 }
 
 /// Sends a table page by page: `load` gets the key of the last row sent (none at first) and

@@ -123,3 +123,92 @@ async fn raw_event_batches_are_cut_by_their_bodies_bytes() {
     assert_eq!(sizes, vec![1, 1, 1]);
     store.close().await;
 }
+
+/// The movements tables are read whole, page by page in their keys' order (the composite
+/// key of `movements` included, across a page boundary inside one account), sealed tokens
+/// byte for byte and fetch jobs with their leases as SQLite holds them (the writer clears
+/// those).
+#[tokio::test]
+async fn the_movements_tables_are_paged_in_key_order_and_read_as_stored() {
+    let (dir, store) = crate::store::sqlite::tests::open().await;
+    let url = dir.path().join("t.db").to_string_lossy().into_owned();
+    write(
+        &url,
+        "INSERT INTO link_tokens VALUES ('link_b', 'k2', X'00ff', X'ff00fe', 2), \
+                                        ('link_a', 'k1', X'01', X'', 1), \
+                                        ('link_c', 'k1', X'02', X'80', 3); \
+         INSERT INTO movements VALUES ('acc_2', 'm_1', 'link_a', '2026-01-01', '{}'), \
+                                      ('acc_1', 'm_3', 'link_a', '2026-01-03', '{\"a\":1}'), \
+                                      ('acc_1', 'm_1', 'link_a', '2026-01-02', '{}'), \
+                                      ('acc_1', 'm_2', 'link_a', '2026-01-01', '{}'); \
+         INSERT INTO fetch_jobs VALUES (7, 'acc_1', 'link_a', 'evt_7', 1, 5, 2, 9, 'me', 99), \
+                                       (3, 'acc_2', 'link_a', 'evt_3', 0, 4, 0, 8, '', 0), \
+                                       (5, 'acc_1', 'link_a', 'evt_5', 2, 6, 1, 7, '', 0);",
+    );
+    let mut export = open(&url, 2).await.unwrap();
+    let rows = export.snapshot.rows;
+    assert_eq!(
+        [Table::LinkTokens, Table::Movements, Table::FetchJobs].map(|t| rows.get(t)),
+        [3, 4, 3]
+    );
+    let (mut tokens, mut movements, mut jobs, mut pages) = (vec![], vec![], vec![], 0);
+    while let Some(read) = export.batches.recv().await {
+        match read.unwrap() {
+            Batch::LinkTokens(rows) => {
+                pages += 1;
+                tokens.extend(rows);
+            }
+            Batch::Movements(rows) => {
+                pages += 1;
+                movements.extend(rows.into_iter().map(|r| (r.account_id, r.movement_id)));
+            }
+            Batch::FetchJobs(rows) => {
+                pages += 1;
+                jobs.extend(rows.into_iter().map(|r| {
+                    (
+                        r.result_sequence,
+                        r.attempts,
+                        r.lease_owner,
+                        r.lease_until_ms,
+                    )
+                }));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(pages, 2 + 2 + 2, "two rows a page");
+    let token = |link: &str, key: &str, nonce: &[u8], sealed: &[u8], at| LinkTokenRow {
+        link_id: link.into(),
+        key_id: key.into(),
+        nonce: nonce.to_vec(),
+        ciphertext: sealed.to_vec(),
+        given_at_ms: at,
+    };
+    assert_eq!(
+        tokens,
+        vec![
+            token("link_a", "k1", &[0x01], &[], 1),
+            token("link_b", "k2", &[0x00, 0xff], &[0xff, 0x00, 0xfe], 2),
+            token("link_c", "k1", &[0x02], &[0x80], 3),
+        ]
+    );
+    let pair = |a: &str, m: &str| (a.to_owned(), m.to_owned());
+    assert_eq!(
+        movements,
+        vec![
+            pair("acc_1", "m_1"),
+            pair("acc_1", "m_2"),
+            pair("acc_1", "m_3"),
+            pair("acc_2", "m_1")
+        ]
+    );
+    assert_eq!(
+        jobs,
+        vec![
+            (3, 0, String::new(), 0),
+            (5, 1, String::new(), 0),
+            (7, 2, "me".to_owned(), 99)
+        ]
+    );
+    store.close().await;
+}
