@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use crate::common::*;
 use fintoc_refresh::clock::Clock;
-use fintoc_refresh::domain::Target;
+use fintoc_refresh::custody::Sealed;
+use fintoc_refresh::domain::{Detail, MovementsEntry, Target, Unavailable, UnavailableEntry};
 use fintoc_refresh::pb;
 use fintoc_refresh::simulator::{Fault, LinkSpec, Outcome, SimConfig, Simulator};
 use fintoc_refresh::store::LogBounds;
@@ -36,20 +37,23 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
     assert_eq!(
         ran.stdout,
         format!(
-            "copied 4 results (sequences 4..7, next 8), 1 links, 3 accounts, \
-             2 refresh_intents, 3 intent_accounts, 1 idempotency_keys, 0 fintoc_key_series, \
-             4 webhook_events into {}\n",
+            "copied 4 results (sequences 4..7, next 8), 1 links, 0 link_tokens, 3 accounts, \
+             0 movements, 2 refresh_intents, 3 intent_accounts, 1 idempotency_keys, \
+             0 fintoc_key_series, 0 fetch_jobs, 4 webhook_events into {}\n",
             redacted(&pg)
         )
     );
     for line in [
         "copying links: 1/1",
+        "copying link_tokens: 0/0",
         "copying accounts: 3/3",
+        "copying movements: 0/0",
         "copying refresh_intents: 2/2",
         "copying intent_accounts: 3/3",
         "copying idempotency_keys: 1/1",
         "copying fintoc_key_series: 0/0",
         "copying results: 4/4",
+        "copying fetch_jobs: 0/0",
         "copying webhook_events: 4/4",
     ] {
         assert!(
@@ -112,6 +116,168 @@ async fn copy_store_moves_a_pruned_sqlite_store_to_postgres_keeping_every_sequen
     );
     assert_eq!(twice.stdout, "");
     assert_eq!(moved.counts().await, before.counts);
+    moved.stop().await.unwrap();
+}
+
+/// Movements move too: sealed Link tokens byte for byte (they are sealed to their Link and
+/// key ids, not to the database), every movement as last pushed, every fetch still owed
+/// (unleased: its lease was the SQLite process's), and the log's movements entries with
+/// their payloads and the results that await their movements, so a watcher replays the
+/// same entries from PostgreSQL. Without them the first fetch after the move would push
+/// every movement again as added, owed fetches would never run, and movements entries
+/// would read back as empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_store_carries_sealed_tokens_movements_fetch_jobs_and_movements_entries() {
+    let clock = Clock::manual(START_MS);
+    let sqlite = TestServer::with(keyed_options(&clock, None)).await;
+    post_ok(&sqlite, "evt_1", "acc_mv").await;
+    let now = sqlite.clock.now_ms();
+    let seed = MovementsSeed::new(now);
+    let movements = Detail::Movements(Arc::new(MovementsEntry {
+        removed_ids: vec!["mov_gone".into()],
+        complete: true,
+        ..MovementsEntry::default()
+    }));
+    let unavailable = Detail::Unavailable(Arc::new(UnavailableEntry {
+        reason: Unavailable::TokenNotKept,
+        message: "the Link's token is not kept here".into(),
+    }));
+    let (moved_text, unavailable_text) = (movements.to_stored(), unavailable.to_stored());
+    sqlite
+        .run_sql(&format!(
+            "UPDATE results SET fetches_movements = 1 WHERE sequence = 1; {} {} {}",
+            entry_sql("acc_mv", "evt_1", Detail::MOVEMENTS, &moved_text, now),
+            entry_sql(
+                "acc_mv",
+                "evt_1",
+                Detail::UNAVAILABLE,
+                &unavailable_text,
+                now
+            ),
+            seed.sql()
+        ))
+        .await;
+    // Read back by a server started afresh on the file: the running one serves its log up
+    // to what it appended itself, and these entries were written behind its back.
+    let (_dir, file) = sqlite.stop_keep_db().await;
+    let sqlite = TestServer::with(Options {
+        db: Some(file.clone()),
+        ..keyed_options(&clock, None)
+    })
+    .await;
+    let target = Target::Account("acc_mv".into());
+    let replay = sqlite
+        .app
+        .store
+        .results_after(target.clone(), 0, 1000)
+        .await
+        .unwrap()
+        .rows;
+    // Sequence 2 the server wrote itself: evt_1 brought new movements of a Link whose token
+    // it does not keep.
+    let Detail::Unavailable(told) = &replay[1].detail else {
+        panic!("the server's own movements_unavailable entry: {replay:?}")
+    };
+    assert_eq!(told.reason, Unavailable::TokenNotKept);
+    let told_text = replay[1].detail.to_stored();
+    let read: Vec<_> = replay
+        .iter()
+        .map(|r| (r.sequence, r.detail.clone(), r.fetches_movements))
+        .collect();
+    assert_eq!(
+        read,
+        vec![
+            (1, Detail::Result, true),
+            (2, replay[1].detail.clone(), false),
+            (3, movements, false),
+            (4, unavailable, false)
+        ],
+        "the SQLite store reads the seeded log"
+    );
+    sqlite.stop().await.unwrap();
+
+    let pg = Arc::new(PgDb::create().await);
+    let ran = copy_store(&file, &pg.url).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(
+        ran.stdout,
+        format!(
+            "copied 4 results (sequences 1..4, next 5), 0 links, 2 link_tokens, 0 accounts, \
+             3 movements, 0 refresh_intents, 0 intent_accounts, 0 idempotency_keys, \
+             0 fintoc_key_series, 2 fetch_jobs, 1 webhook_events into {}\n",
+            redacted(&pg)
+        )
+    );
+    for line in [
+        "copying link_tokens: 2/2",
+        "copying movements: 3/3",
+        "copying results: 4/4",
+        "copying fetch_jobs: 2/2",
+    ] {
+        assert!(
+            ran.stderr.lines().any(|l| l == line),
+            "{line}: {}",
+            ran.stderr
+        );
+    }
+    let counted = pg_tables(&pg).await;
+    for (table, n) in [
+        ("link_tokens", 2),
+        ("movements", 3),
+        ("results", 4),
+        ("fetch_jobs", 2),
+    ] {
+        assert!(counted.contains(&(table.into(), n)), "{table}: {counted:?}");
+    }
+    let (tokens, moved_rows, jobs, log) = pg_movements_rows(&pg).await;
+    assert_eq!(tokens, seed.tokens, "sealed tokens, byte for byte");
+    let keys = link_token_keys();
+    for ((link, key_id, nonce, ciphertext, _), (_, token)) in tokens.into_iter().zip(&seed.plain) {
+        let sealed = Sealed {
+            key_id,
+            nonce,
+            ciphertext,
+        };
+        let opened = keys.open(&link, &sealed).unwrap();
+        assert_eq!(
+            opened.token.expose(),
+            token,
+            "{link}'s token opens as sealed"
+        );
+    }
+    assert_eq!(moved_rows, seed.movements);
+    assert_eq!(jobs, seed.jobs_unleased(), "every job owed, none leased");
+    assert_eq!(
+        log,
+        vec![
+            (1, "succeeded".to_owned(), String::new(), true),
+            (2, Detail::UNAVAILABLE.to_owned(), told_text, false),
+            (3, Detail::MOVEMENTS.to_owned(), moved_text, false),
+            (4, Detail::UNAVAILABLE.to_owned(), unavailable_text, false),
+        ],
+        "payloads as stored, and which result awaits its movements"
+    );
+
+    // A second copy names the new tables among what the target holds.
+    let twice = copy_store(&file, &pg.url).await;
+    assert_eq!(twice.code, Some(1), "{}", twice.stderr);
+    assert!(
+        twice
+            .stderr
+            .contains("(webhook_events, results, link_tokens, movements, fetch_jobs, log_counter)"),
+        "{}",
+        twice.stderr
+    );
+
+    let moved = TestServer::with(keyed_options(&clock, Some(pg))).await;
+    let now = moved
+        .app
+        .store
+        .results_after(target, 0, 1000)
+        .await
+        .unwrap()
+        .rows;
+    assert_eq!(now, replay, "the same entries replay from PostgreSQL");
     moved.stop().await.unwrap();
 }
 

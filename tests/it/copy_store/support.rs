@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use crate::common::*;
 use fintoc_refresh::clock::{Clock, ManualClock};
+use fintoc_refresh::custody::LinkTokenKeys;
 use fintoc_refresh::domain::Target;
 use fintoc_refresh::pb;
+use fintoc_refresh::secret::Secret;
 use fintoc_refresh::simulator::{LinkSpec, Outcome, SimConfig, Simulator};
 use fintoc_refresh::store::LogBounds;
 use tonic::Code;
@@ -242,14 +244,17 @@ pub async fn sqlite_history(clock: &(Clock, Arc<ManualClock>)) -> (TestServer, B
 }
 
 /// The tables `copy-store` fills, in the order it fills them.
-const COPIED: [&str; 8] = [
+const COPIED: [&str; 11] = [
     "links",
+    "link_tokens",
     "accounts",
+    "movements",
     "refresh_intents",
     "intent_accounts",
     "idempotency_keys",
     "fintoc_key_series",
     "results",
+    "fetch_jobs",
     "webhook_events",
 ];
 
@@ -296,4 +301,248 @@ pub fn empty_tables() -> Vec<(String, i64)> {
         .chain(&["log_counter"])
         .map(|t| (t.to_string(), 0))
         .collect()
+}
+
+/// A sealed Link token as both databases store it.
+pub type TokenRow = (String, String, Vec<u8>, Vec<u8>, i64);
+/// A movement: account, movement id, Link, post date, body.
+pub type MovementRow = (String, String, String, String, String);
+/// A fetch job: result sequence, account, Link, event, new movements, occurred at, attempts,
+/// due at, lease owner, lease until.
+pub type JobRow = (i64, String, String, String, i64, i64, i32, i64, String, i64);
+
+/// The keys the movements tests' servers hold (LINK_TOKEN_KEYS): `k1` seals, `k2` opens
+/// what an earlier key sealed.
+const KEYS: &str = "k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=,\
+                    k2:ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
+
+pub fn link_token_keys() -> LinkTokenKeys {
+    LinkTokenKeys::parse(KEYS).unwrap()
+}
+
+/// [`options`] for a server holding [`link_token_keys`], as a store with sealed tokens needs.
+pub fn keyed_options(clock: &(Clock, Arc<ManualClock>), pg: Option<Arc<PgDb>>) -> Options {
+    Options {
+        tune: Some(Box::new(|c| {
+            c.fintoc_backoff = Duration::from_millis(10);
+            c.link_token_keys = Some(Arc::new(link_token_keys()));
+        })),
+        ..options(clock, pg)
+    }
+}
+
+/// What the movements feature leaves in a store besides the log, written behind a server's
+/// back (it would need Fintoc, a kept token and a fetch to write them itself): tokens
+/// really sealed (one under each key), movements, and fetch jobs, one leased by a SQLite
+/// process. Jobs fall due only a year on, so no server claims them while a test looks.
+pub struct MovementsSeed {
+    /// Each Link and the token sealed for it.
+    pub plain: Vec<(String, String)>,
+    pub tokens: Vec<TokenRow>,
+    pub movements: Vec<MovementRow>,
+    pub jobs: Vec<JobRow>,
+}
+
+impl MovementsSeed {
+    pub fn new(now: i64) -> MovementsSeed {
+        let year = 365 * DAY.as_millis() as i64;
+        let by_k2 = LinkTokenKeys::parse(KEYS.split(',').nth(1).unwrap()).unwrap();
+        let plain = vec![
+            ("link_a".to_owned(), "link_a_token_sec".to_owned()),
+            ("link_b".to_owned(), "link_b_token_sec".to_owned()),
+        ];
+        let tokens = plain
+            .iter()
+            .zip([(link_token_keys(), now - 5), (by_k2, now)])
+            .map(|((link, token), (keys, given))| {
+                let sealed = keys.seal(link, &Secret::new(token.clone()));
+                (
+                    link.clone(),
+                    sealed.key_id,
+                    sealed.nonce,
+                    sealed.ciphertext,
+                    given,
+                )
+            })
+            .collect();
+        MovementsSeed {
+            plain,
+            tokens,
+            movements: vec![
+                movement(
+                    "acc_mv",
+                    "mov_1",
+                    "link_a",
+                    "2026-11-30",
+                    r#"{"amount":-1500,"description":"Café 'ñandú'"}"#,
+                ),
+                movement(
+                    "acc_mv",
+                    "mov_2",
+                    "link_a",
+                    "2026-12-01",
+                    r#"{"amount":2500}"#,
+                ),
+                movement(
+                    "acc_other",
+                    "mov_1",
+                    "link_b",
+                    "2026-12-01",
+                    r#"{"amount":1}"#,
+                ),
+            ],
+            jobs: vec![
+                (
+                    1,
+                    "acc_mv".into(),
+                    "link_a".into(),
+                    "evt_1".into(),
+                    2,
+                    now - 10,
+                    3,
+                    now + year,
+                    "replica-sqlite-7".into(),
+                    now + 30_000,
+                ),
+                (
+                    9,
+                    "acc_other".into(),
+                    "link_b".into(),
+                    "evt_9".into(),
+                    0,
+                    now - 20,
+                    0,
+                    now + year,
+                    String::new(),
+                    0,
+                ),
+            ],
+        }
+    }
+
+    /// The seed as SQLite statements (blobs as hex literals).
+    pub fn sql(&self) -> String {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let text = |t: &str| t.replace('\'', "''");
+        let mut sql = String::new();
+        for (link, key, nonce, sealed, given) in &self.tokens {
+            sql += &format!(
+                "INSERT INTO link_tokens (link_id, key_id, nonce, ciphertext, given_at_ms) \
+                 VALUES ('{link}', '{key}', X'{}', X'{}', {given});",
+                hex(nonce),
+                hex(sealed)
+            );
+        }
+        for (account, id, link, date, body) in &self.movements {
+            sql += &format!(
+                "INSERT INTO movements (account_id, movement_id, link_id, post_date, body) \
+                 VALUES ('{account}', '{id}', '{link}', '{date}', '{}');",
+                text(body)
+            );
+        }
+        for (seq, account, link, event, new, at, attempts, due, owner, until) in &self.jobs {
+            sql += &format!(
+                "INSERT INTO fetch_jobs (result_sequence, account_id, link_id, event_id, \
+                 new_movements, occurred_at_ms, attempts, due_at_ms, lease_owner, \
+                 lease_until_ms) VALUES ({seq}, '{account}', '{link}', '{event}', {new}, {at}, \
+                 {attempts}, {due}, '{owner}', {until});"
+            );
+        }
+        sql
+    }
+
+    /// The jobs as they must arrive: the same, but unleased.
+    pub fn jobs_unleased(&self) -> Vec<JobRow> {
+        self.jobs
+            .iter()
+            .cloned()
+            .map(|mut job| {
+                (job.8, job.9) = (String::new(), 0);
+                job
+            })
+            .collect()
+    }
+}
+
+fn movement(account: &str, id: &str, link: &str, date: &str, body: &str) -> MovementRow {
+    (
+        account.into(),
+        id.into(),
+        link.into(),
+        date.into(),
+        body.into(),
+    )
+}
+
+/// A log entry written behind the server's back: `status` with `detail` for `account`.
+pub fn entry_sql(account: &str, event: &str, status: &str, detail: &str, at: i64) -> String {
+    format!(
+        "INSERT INTO results (account_id, link_id, refresh_intent_id, status, new_movements, \
+         public_error, event_id, occurred_at_ms, committed_at_ms, detail) \
+         VALUES ('{account}', 'link_a', '', '{status}', 0, '', '{event}', {at}, {at}, '{}');",
+        detail.replace('\'', "''")
+    )
+}
+
+/// The rows of the movements tables in PostgreSQL, each in its key's order, and the log's
+/// entries as stored (sequence, status, detail, fetches_movements).
+#[allow(clippy::type_complexity)]
+pub async fn pg_movements_rows(
+    pg: &PgDb,
+) -> (
+    Vec<TokenRow>,
+    Vec<MovementRow>,
+    Vec<JobRow>,
+    Vec<(i64, String, String, bool)>,
+) {
+    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = async |sql: &str| client.query(sql, &[]).await.unwrap();
+    let tokens = rows(
+        "SELECT link_id, key_id, nonce, ciphertext, given_at_ms FROM link_tokens \
+         ORDER BY link_id",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .collect();
+    let movements = rows(
+        "SELECT account_id, movement_id, link_id, post_date, body FROM movements \
+         ORDER BY account_id, movement_id",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+    .collect();
+    let jobs = rows(
+        "SELECT result_sequence, account_id, link_id, event_id, new_movements, \
+         occurred_at_ms, attempts, due_at_ms, lease_owner, lease_until_ms FROM fetch_jobs \
+         ORDER BY result_sequence",
+    )
+    .await
+    .iter()
+    .map(|r| {
+        (
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            r.get(4),
+            r.get(5),
+            r.get(6),
+            r.get(7),
+            r.get(8),
+            r.get(9),
+        )
+    })
+    .collect();
+    let log =
+        rows("SELECT sequence, status, detail, fetches_movements FROM results ORDER BY sequence")
+            .await
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+    (tokens, movements, jobs, log)
 }
