@@ -1,5 +1,6 @@
 //! `copy-store` end to end: a SQLite store built by the real server (webhooks, a refresh
-//! through the simulator with an idempotency key, an intent still pending, retention), copied
+//! through the simulator with an idempotency key, an intent still pending, retention; the
+//! movements tables and entries it cannot write without Fintoc written behind its back), copied
 //! by the real binary into a fresh PostgreSQL database, then served from there by the real
 //! server and compared with what the SQLite server answered. Where the move must be invisible
 //! to Fintoc (the Idempotency-Keys it has answered), one simulator outlives both servers.

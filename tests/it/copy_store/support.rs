@@ -1,5 +1,6 @@
 //! The copy-store tests' helpers: running `copy-store`, servers on a manual clock with the
-//! simulator, the SQLite history every test moves and what it answered before the move, and
+//! simulator, the SQLite history every test moves and what it answered before the move, the
+//! movements rows (sealed tokens, movements, fetch jobs) written behind a server's back, and
 //! the tables PostgreSQL holds.
 
 use std::path::Path;
