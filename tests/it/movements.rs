@@ -32,7 +32,10 @@ async fn a_kept_links_refresh_streams_its_movements_before_it_completes(backend:
     pushed.sort();
     let mut expected = new_at_fintoc.clone();
     expected.sort();
-    assert_eq!(pushed, expected, "exactly the refresh's new movements: {seen:?}");
+    assert_eq!(
+        pushed, expected,
+        "exactly the refresh's new movements: {seen:?}"
+    );
     let last_movements = seen
         .iter()
         .rposition(|s| matches!(s, Seen::Movements { .. }))
@@ -44,7 +47,10 @@ async fn a_kept_links_refresh_streams_its_movements_before_it_completes(backend:
         panic!("{seen:?}")
     };
     assert_eq!(*status, pb::RefreshStatus::Succeeded);
-    assert!(*seq >= seen[last_movements].seq(), "the cursor passes the movements");
+    assert!(
+        *seq >= seen[last_movements].seq(),
+        "the cursor passes the movements"
+    );
     assert!(
         unavailable(&seen).is_empty(),
         "the account without new movements owes none"
@@ -63,9 +69,7 @@ async fn a_kept_links_refresh_streams_its_movements_before_it_completes(backend:
 // The next refresh pushes only what is new since; Fintoc redelivering every event (twice
 // each) pushes nothing twice: the result is deduplicated, so is its fetch.
 on_both_backends!(a_second_refresh_pushes_only_the_new_movements_and_redeliveries_nothing);
-async fn a_second_refresh_pushes_only_the_new_movements_and_redeliveries_nothing(
-    backend: Backend,
-) {
+async fn a_second_refresh_pushes_only_the_new_movements_and_redeliveries_nothing(backend: Backend) {
     let mut config = sim_config();
     config.duplicate = true;
     let server = server_with(backend, config, KEY_ONE).await;
@@ -89,7 +93,9 @@ async fn a_second_refresh_pushes_only_the_new_movements_and_redeliveries_nothing
     .await;
     // Redeliveries arrive after their first copies; give them time to (not) show.
     assert!(
-        feed.try_next(Duration::from_millis(500)).await.is_none_or(|m| matches!(m, Ok(Seen::Heartbeat { .. }))),
+        feed.try_next(Duration::from_millis(500))
+            .await
+            .is_none_or(|m| matches!(m, Ok(Seen::Heartbeat { .. }))),
         "nothing more"
     );
     let pushed = added(&seen);
@@ -116,7 +122,11 @@ async fn without_keys_movements_are_refused_saying_how_to_enable_them(backend: B
     let mut client = server.client().await;
     let check = |status: tonic::Status| {
         assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-        assert!(status.message().contains("LINK_TOKEN_KEYS"), "{}", status.message());
+        assert!(
+            status.message().contains("LINK_TOKEN_KEYS"),
+            "{}",
+            status.message()
+        );
         let details = tonic_types::StatusExt::get_error_details(&status);
         assert_eq!(details.error_info().unwrap().reason, "MOVEMENTS_DISABLED");
         assert!(!status.message().contains(&link.token));
@@ -153,7 +163,11 @@ async fn a_link_whose_token_is_not_kept_says_so_before_it_completes(backend: Bac
     let mut client = server.client().await;
     let intent = refresh(&mut client, &link.token, false).await.unwrap();
     let seen = intent_to_end(&server, &intent.id).await;
-    assert_eq!(unavailable(&seen), vec!["TOKEN_NOT_KEPT".to_owned()], "{seen:?}");
+    assert_eq!(
+        unavailable(&seen),
+        vec!["TOKEN_NOT_KEPT".to_owned()],
+        "{seen:?}"
+    );
     assert!(matches!(seen.last(), Some(Seen::Completed { .. })));
     assert!(!token_kept(&server, &link.link_id).await);
     assert_eq!(sim(&server).movements_requests(&link.account_ids[0]), 0);
@@ -229,10 +243,19 @@ async fn a_confirmed_pending_movement_arrives_as_modified_once(backend: Backend)
         .await
         .unwrap()
         .into_inner();
-    let stored = listed.movements.iter().find(|m| m.id == modified[0]).unwrap();
-    assert!(!stored.pending && stored.status == "confirmed", "{stored:?}");
+    let stored = listed
+        .movements
+        .iter()
+        .find(|m| m.id == modified[0])
+        .unwrap();
     assert!(
-        feed.try_next(Duration::from_millis(500)).await.is_none_or(|m| matches!(m, Ok(Seen::Heartbeat { .. }))),
+        !stored.pending && stored.status == "confirmed",
+        "{stored:?}"
+    );
+    assert!(
+        feed.try_next(Duration::from_millis(500))
+            .await
+            .is_none_or(|m| matches!(m, Ok(Seen::Heartbeat { .. }))),
         "the redelivered event pushes nothing"
     );
 }
@@ -250,7 +273,8 @@ async fn removed_movements_are_pushed_as_removed_ids(backend: Backend) {
     let mut feed = watch_movements(&server, account_target(&account), None).await;
     assert_eq!(sim(&server).remove_movements(&account, &pushed[..1]), 1);
     let seen = gather(&mut feed, |s| {
-        s.iter().any(|m| matches!(m, Seen::Movements { removed, .. } if !removed.is_empty()))
+        s.iter()
+            .any(|m| matches!(m, Seen::Movements { removed, .. } if !removed.is_empty()))
     })
     .await;
     let Some(Seen::Movements { removed, .. }) = seen.last() else {
@@ -302,7 +326,11 @@ async fn throttled_listings_are_retried_and_pushed_once(backend: Backend) {
     let intent = refresh(&mut client, &link.token, true).await.unwrap();
     let seen = intent_to_end(&server, &intent.id).await;
     assert_eq!(added(&seen).len(), 2, "{seen:?}");
-    assert_eq!(sim(&server).movements_requests(&account), 3, "two 429s, then the page");
+    assert_eq!(
+        sim(&server).movements_requests(&account),
+        3,
+        "two 429s, then the page"
+    );
 }
 
 // Fintoc failing every time: the fetch is retried (later, on the clock), and after its last
@@ -333,7 +361,11 @@ async fn a_fetch_that_keeps_failing_ends_fetch_failed(backend: Backend) {
         }
     };
     assert!(matches!(completed, Seen::Completed { .. }));
-    assert_eq!(unavailable(&seen), vec!["FETCH_FAILED".to_owned()], "{seen:?}");
+    assert_eq!(
+        unavailable(&seen),
+        vec!["FETCH_FAILED".to_owned()],
+        "{seen:?}"
+    );
     assert!(added(&seen).is_empty());
 }
 
@@ -385,10 +417,22 @@ async fn rotated_keys_reseal_tokens_as_they_are_used(backend: Backend) {
     // Posts a result with 2 new movements (the event helper's) after Fintoc made them.
     let refreshed = |server: &TestServer, n: usize| {
         fintoc.scheduled_refresh(&link.link_id, 2);
-        event(&format!("evt_rot{n}"), &account, "succeeded", server.clock.now_ms())
+        event(
+            &format!("evt_rot{n}"),
+            &account,
+            "succeeded",
+            server.clock.now_ms(),
+        )
     };
 
-    let server = TestServer::with(start(Options { backend, ..Options::default() }, KEY_ONE.into())).await;
+    let server = TestServer::with(start(
+        Options {
+            backend,
+            ..Options::default()
+        },
+        KEY_ONE.into(),
+    ))
+    .await;
     server
         .client()
         .await
@@ -397,7 +441,10 @@ async fn rotated_keys_reseal_tokens_as_they_are_used(backend: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!(server.app.store.token_keys().await.unwrap(), vec![("k1".to_owned(), 1)]);
+    assert_eq!(
+        server.app.store.token_keys().await.unwrap(),
+        vec![("k1".to_owned(), 1)]
+    );
     let kept = server.stop_keep_store().await;
 
     let server = TestServer::with(start(kept.options(), format!("{KEY_TWO},{KEY_ONE}"))).await;
@@ -420,14 +467,12 @@ async fn rotated_keys_reseal_tokens_as_they_are_used(backend: Backend) {
     let kept = server.stop_keep_store().await;
 
     // k1 alone cannot open a token sealed under k2: refused at start.
-    let refused = std::panic::AssertUnwindSafe(TestServer::with(start(kept.options(), KEY_ONE.into())));
+    let refused =
+        std::panic::AssertUnwindSafe(TestServer::with(start(kept.options(), KEY_ONE.into())));
     let refused = futures_util::FutureExt::catch_unwind(refused).await;
     let why = match refused {
         Ok(_) => panic!("a server that cannot open its kept tokens started"),
-        Err(panic) => panic
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default(),
+        Err(panic) => panic.downcast_ref::<String>().cloned().unwrap_or_default(),
     };
     assert!(
         why.contains("LINK_TOKEN_KEYS has no key") && why.contains("k2"),
@@ -473,7 +518,11 @@ async fn a_fetch_that_outlives_its_lease_is_redone_and_pushed_once(backend: Back
         sample(&server.app.metrics.render(0), lost) == 1
     })
     .await;
-    let on_feed = gather(&mut feed, |s| s.iter().any(|m| matches!(m, Seen::Movements { complete: true, .. }))).await;
+    let on_feed = gather(&mut feed, |s| {
+        s.iter()
+            .any(|m| matches!(m, Seen::Movements { complete: true, .. }))
+    })
+    .await;
     assert_eq!(added(&on_feed).len(), 2);
     match feed.try_next(Duration::from_millis(300)).await {
         None | Some(Ok(Seen::Heartbeat { .. })) => {}

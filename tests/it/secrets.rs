@@ -28,7 +28,14 @@ const REJECTED_SECRET: &str = "TOKENSECRETrj06Hy";
 const SEALING_KEY: &str = "TElOS0tFWVNFQ1JFVHNlYWxzVE9LRU5TeHgxMjM0NTY=";
 
 fn secrets() -> [&'static str; 6] {
-    [KEY, HOOK, OTHER_HOOK, TOKEN_SECRET, REJECTED_SECRET, SEALING_KEY]
+    [
+        KEY,
+        HOOK,
+        OTHER_HOOK,
+        TOKEN_SECRET,
+        REJECTED_SECRET,
+        SEALING_KEY,
+    ]
 }
 
 fn assert_clean(place: &str, text: &str) {
@@ -306,7 +313,7 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
     // A malformed LINK_TOKEN_KEYS is refused in one line that names it, never quoting it.
     for keys in [
         format!("sealkey:{SEALING_KEY}x"),
-        format!("{SEALING_KEY}"),
+        SEALING_KEY.to_owned(),
         format!("sealkey:{SEALING_KEY},sealkey:{SEALING_KEY}"),
     ] {
         let out = binary::command()
@@ -318,7 +325,10 @@ async fn secrets_appear_in_no_log_error_metric_or_database(backend: Backend) {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success());
-        assert!(text.contains("LINK_TOKEN_KEYS") && text.lines().count() == 1, "{text}");
+        assert!(
+            text.contains("LINK_TOKEN_KEYS") && text.lines().count() == 1,
+            "{text}"
+        );
         assert_clean("a LINK_TOKEN_KEYS error", &text);
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::common::*;
 use fintoc_refresh::config::Config;
 use fintoc_refresh::custody::LinkTokenKeys;
-use fintoc_refresh::pb::{self, refresh_service_client::RefreshServiceClient, watch_refresh_request::Target};
+use fintoc_refresh::pb::{
+    self, refresh_service_client::RefreshServiceClient, watch_refresh_request::Target,
+};
 use fintoc_refresh::simulator::{Outcome, SimConfig, Simulator};
 use tonic::transport::Channel;
 
