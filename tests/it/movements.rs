@@ -530,3 +530,31 @@ async fn a_fetch_that_outlives_its_lease_is_redone_and_pushed_once(backend: Back
     }
     assert_eq!(sim(&server).movements_requests(&account), 2);
 }
+
+// A kept token is dropped --link-token-retention after a caller last gave it (retention's
+// run drops it); the Link's next result then says TOKEN_NOT_KEPT. Giving it again (here:
+// RegisterLink a day before the end) restarts the count.
+on_both_backends!(a_token_not_given_again_within_its_retention_is_dropped);
+async fn a_token_not_given_again_within_its_retention_is_dropped(backend: Backend) {
+    let server = server(backend).await;
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(0)]));
+    let mut client = server.client().await;
+    let register = pb::RegisterLinkRequest {
+        link_token: link.token.clone(),
+    };
+    client.register_link(register.clone()).await.unwrap();
+    let day = Duration::from_secs(86_400);
+    server.clock.advance(29 * day);
+    client.register_link(register).await.unwrap();
+    server.clock.advance(29 * day);
+    fintoc_refresh::tasks::prune(&server.app).await.unwrap();
+    assert!(token_kept(&server, &link.link_id).await, "given again 29 days ago");
+    server.clock.advance(2 * day);
+    fintoc_refresh::tasks::prune(&server.app).await.unwrap();
+    assert!(!token_kept(&server, &link.link_id).await, "30 days after it was last given");
+
+    let mut feed = watch_movements(&server, link_target(&link.link_id), None).await;
+    sim(&server).scheduled_refresh(&link.link_id, 1);
+    let seen = gather(&mut feed, |s| !unavailable(s).is_empty()).await;
+    assert_eq!(unavailable(&seen), vec!["TOKEN_NOT_KEPT".to_owned()]);
+}
