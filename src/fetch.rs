@@ -101,7 +101,7 @@ async fn run_claim(app: &App, claim: FetchClaim, pace: &mut Pace) -> anyhow::Res
             }
         },
     };
-    for account_jobs in by_account(jobs) {
+    for account_jobs in crate::store::jobs_by_account(jobs) {
         let outcome = match &token {
             None => FetchOutcome::TokenGone,
             Some(token) => {
@@ -156,21 +156,6 @@ fn window_start(oldest_ms: Millis) -> time::Date {
     let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(oldest_ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     (at - time::Duration::days(MOVEMENTS_WINDOW_DAYS)).date()
-}
-
-/// Jobs grouped by account, keeping their order.
-fn by_account(jobs: Vec<FetchJob>) -> Vec<Vec<FetchJob>> {
-    let mut groups: Vec<Vec<FetchJob>> = Vec::new();
-    for job in jobs {
-        match groups
-            .iter_mut()
-            .find(|g| g[0].account_id == job.account_id)
-        {
-            Some(group) => group.push(job),
-            None => groups.push(vec![job]),
-        }
-    }
-    groups
 }
 
 fn outcome_label(outcome: &FetchOutcome) -> &'static str {

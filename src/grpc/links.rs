@@ -25,15 +25,7 @@ pub async fn list_links(
     app: &App,
     request: pb::ListLinksRequest,
 ) -> Result<pb::ListLinksResponse, AppError> {
-    let page_size = match request.page_size {
-        0 => DEFAULT_PAGE,
-        n if n <= MAX_PAGE => n,
-        n => {
-            return Err(AppError::InvalidArgument(format!(
-                "page_size is {n}; it must be 1 to {MAX_PAGE} (0 means {DEFAULT_PAGE})"
-            )));
-        }
-    };
+    let page_size = page_size(request.page_size)?;
     let after = after_token(&request.page_token)?;
     let (views, next, as_of) = links::list_links(app, after, page_size).await?;
     Ok(pb::ListLinksResponse {
@@ -75,15 +67,7 @@ pub async fn list_movements(
     request: pb::ListMovementsRequest,
 ) -> Result<pb::ListMovementsResponse, AppError> {
     check_id("account_id", &request.account_id)?;
-    let page_size = match request.page_size {
-        0 => DEFAULT_PAGE,
-        n if n <= MAX_PAGE => n,
-        n => {
-            return Err(AppError::InvalidArgument(format!(
-                "page_size is {n}; it must be 1 to {MAX_PAGE} (0 means {DEFAULT_PAGE})"
-            )));
-        }
-    };
+    let page_size = page_size(request.page_size)?;
     let after = if request.page_token.is_empty() {
         None
     } else {
@@ -114,6 +98,17 @@ fn movements_token(token: &str) -> Result<(String, String), AppError> {
                 "page_token is not one this service gave out; start again with an empty one".into(),
             )
         })
+}
+
+/// A page size as asked: 1 to MAX_PAGE, 0 meaning the default.
+fn page_size(asked: u32) -> Result<u32, AppError> {
+    match asked {
+        0 => Ok(DEFAULT_PAGE),
+        n if n <= MAX_PAGE => Ok(n),
+        n => Err(AppError::InvalidArgument(format!(
+            "page_size is {n}; it must be 1 to {MAX_PAGE} (0 means {DEFAULT_PAGE})"
+        ))),
+    }
 }
 
 /// The Link id a page token continues after (`""` for the first page).

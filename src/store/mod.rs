@@ -46,7 +46,10 @@ use crate::fintoc::event::Decoded;
 use crate::metrics::Metrics;
 
 pub use decide::Seek;
-pub use decide::movements::{MAX_ATTEMPTS as FETCH_ATTEMPTS, WINDOW_DAYS as MOVEMENTS_WINDOW_DAYS};
+pub use decide::movements::{
+    MAX_ATTEMPTS as FETCH_ATTEMPTS, WINDOW_DAYS as MOVEMENTS_WINDOW_DAYS,
+    by_account as jobs_by_account,
+};
 pub use error::{StoreError, StoreResult};
 pub use postgres::{is_postgres_url, redacted};
 use seam::Backend;

@@ -6,6 +6,22 @@
 //! Sealed tokens (`link_tokens`), stored movements (`movements`) and owed fetches
 //! (`fetch_jobs`) are described in the migration `2026-12-04-000001_movements`.
 
+/// A fetch job's columns, in `decide::movements::JobRow`'s order.
+macro_rules! job_columns {
+    () => {
+        (
+            fetch_jobs::result_sequence,
+            fetch_jobs::account_id,
+            fetch_jobs::link_id,
+            fetch_jobs::event_id,
+            fetch_jobs::new_movements,
+            fetch_jobs::occurred_at_ms,
+            fetch_jobs::attempts,
+        )
+    };
+}
+pub(super) use job_columns;
+
 /// Whether the Link's token is kept.
 macro_rules! token_kept {
     ($conn:expr, $link_id:expr, [$($aw:tt)*]) => {{
@@ -209,21 +225,13 @@ macro_rules! claim_fetches {
         match link {
             None => StoreResult::Ok(None),
             Some(link_id) => {
-                let rows: Vec<(i64, String, String, String, i64, Millis, i32)> = fetch_jobs::table
+                let rows: Vec<$crate::store::decide::movements::JobRow> = fetch_jobs::table
                     .filter(fetch_jobs::link_id.eq(&link_id))
                     .filter(fetch_jobs::due_at_ms.le(now_ms))
                     .filter(fetch_jobs::lease_until_ms.le(now_ms))
                     .order(fetch_jobs::result_sequence.asc())
                     .limit(200)
-                    .select((
-                        fetch_jobs::result_sequence,
-                        fetch_jobs::account_id,
-                        fetch_jobs::link_id,
-                        fetch_jobs::event_id,
-                        fetch_jobs::new_movements,
-                        fetch_jobs::occurred_at_ms,
-                        fetch_jobs::attempts,
-                    ))
+                    .select(movement_queries::job_columns!())
                     .load(&mut *$conn)
                     $($aw)*?;
                 let sequences: Vec<i64> = rows.iter().map(|r| r.0).collect();
@@ -237,17 +245,7 @@ macro_rules! claim_fetches {
                 let token = movement_queries::sealed_token!($conn, &link_id, [$($aw)*])?;
                 let jobs = rows
                     .into_iter()
-                    .map(|(result_sequence, account_id, link_id, event_id, new_movements, occurred_at_ms, attempts)| {
-                        $crate::store::FetchJob {
-                            result_sequence,
-                            account_id,
-                            link_id,
-                            event_id,
-                            new_movements,
-                            occurred_at_ms,
-                            attempts,
-                        }
-                    })
+                    .map($crate::store::decide::movements::job_of)
                     .collect();
                 StoreResult::Ok(Some($crate::store::FetchClaim {
                     owner: owner.to_owned(),
@@ -307,33 +305,15 @@ pub(super) use delete_jobs;
 /// The jobs a Link still owes, as `FetchJob`s (ForgetLink concludes each).
 macro_rules! jobs_of_link {
     ($conn:expr, $link_id:expr, [$($aw:tt)*]) => {{
-        let rows: Vec<(i64, String, String, String, i64, Millis, i32)> = fetch_jobs::table
+        let rows: Vec<$crate::store::decide::movements::JobRow> = fetch_jobs::table
             .filter(fetch_jobs::link_id.eq($link_id))
             .order(fetch_jobs::result_sequence.asc())
-            .select((
-                fetch_jobs::result_sequence,
-                fetch_jobs::account_id,
-                fetch_jobs::link_id,
-                fetch_jobs::event_id,
-                fetch_jobs::new_movements,
-                fetch_jobs::occurred_at_ms,
-                fetch_jobs::attempts,
-            ))
+            .select(movement_queries::job_columns!())
             .load(&mut *$conn)
             $($aw)*?;
         StoreResult::Ok(
             rows.into_iter()
-                .map(|(result_sequence, account_id, link_id, event_id, new_movements, occurred_at_ms, attempts)| {
-                    $crate::store::FetchJob {
-                        result_sequence,
-                        account_id,
-                        link_id,
-                        event_id,
-                        new_movements,
-                        occurred_at_ms,
-                        attempts,
-                    }
-                })
+                .map($crate::store::decide::movements::job_of)
                 .collect::<Vec<$crate::store::FetchJob>>(),
         )
     }};

@@ -311,6 +311,40 @@ pub fn on_event(stored: &HashMap<String, Movement>, change: &MovementsChange) ->
     }
 }
 
+/// Owed fetches grouped by account, each group in the order given: one listing serves an
+/// account's group.
+pub fn by_account(jobs: Vec<FetchJob>) -> Vec<Vec<FetchJob>> {
+    let mut groups: Vec<Vec<FetchJob>> = Vec::new();
+    for job in jobs {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].account_id == job.account_id)
+        {
+            Some(group) => group.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    groups
+}
+
+/// A fetch job as its row reads (result_sequence, account_id, link_id, event_id,
+/// new_movements, occurred_at_ms, attempts): the one mapping both backends' reads use.
+pub type JobRow = (i64, String, String, String, i64, Millis, i32);
+
+pub fn job_of(row: JobRow) -> FetchJob {
+    let (result_sequence, account_id, link_id, event_id, new_movements, occurred_at_ms, attempts) =
+        row;
+    FetchJob {
+        result_sequence,
+        account_id,
+        link_id,
+        event_id,
+        new_movements,
+        occurred_at_ms,
+        attempts,
+    }
+}
+
 /// The ids an event or a listing names, to load what is stored of them.
 pub fn ids_of(movements: &[Movement]) -> Vec<&str> {
     movements.iter().map(|m| m.id.as_str()).collect()

@@ -122,7 +122,7 @@ pub(super) async fn forget_link(
     }
     movement_queries::forget_link_data!(conn, link_id, [.await])?;
     let jobs = movement_queries::jobs_of_link!(conn, link_id, [.await])?;
-    for account_jobs in by_account(jobs) {
+    for account_jobs in decide::by_account(jobs) {
         let write = decide::settle_fetch(
             &account_jobs,
             FetchOutcome::TokenGone,
@@ -132,21 +132,6 @@ pub(super) async fn forget_link(
         apply(conn, log, &account_jobs, write, now_ms).await?;
     }
     Ok(true)
-}
-
-/// Jobs grouped by account, keeping their order.
-fn by_account(jobs: Vec<FetchJob>) -> Vec<Vec<FetchJob>> {
-    let mut groups: Vec<Vec<FetchJob>> = Vec::new();
-    for job in jobs {
-        match groups
-            .iter_mut()
-            .find(|g| g[0].account_id == job.account_id)
-        {
-            Some(group) => group.push(job),
-            None => groups.push(vec![job]),
-        }
-    }
-    groups
 }
 
 /// Settles one account's leased jobs with their outcome (`decide::settle_fetch`), in the

@@ -107,7 +107,7 @@ pub(super) fn forget_link(tx: &mut Tx<'_>, link_id: &str) -> StoreResult<bool> {
     }
     movement_queries::forget_link_data!(tx.conn, link_id, [])?;
     let jobs = movement_queries::jobs_of_link!(tx.conn, link_id, [])?;
-    for account_jobs in by_account(jobs) {
+    for account_jobs in decide::by_account(jobs) {
         let write = decide::settle_fetch(
             &account_jobs,
             FetchOutcome::TokenGone,
@@ -117,21 +117,6 @@ pub(super) fn forget_link(tx: &mut Tx<'_>, link_id: &str) -> StoreResult<bool> {
         apply(tx, &account_jobs, write)?;
     }
     Ok(true)
-}
-
-/// Jobs grouped by account, keeping their order.
-pub(super) fn by_account(jobs: Vec<FetchJob>) -> Vec<Vec<FetchJob>> {
-    let mut groups: Vec<Vec<FetchJob>> = Vec::new();
-    for job in jobs {
-        match groups
-            .iter_mut()
-            .find(|g| g[0].account_id == job.account_id)
-        {
-            Some(group) => group.push(job),
-            None => groups.push(vec![job]),
-        }
-    }
-    groups
 }
 
 pub(super) fn claim(
