@@ -548,10 +548,16 @@ async fn a_token_not_given_again_within_its_retention_is_dropped(backend: Backen
     client.register_link(register).await.unwrap();
     server.clock.advance(29 * day);
     fintoc_refresh::tasks::prune(&server.app).await.unwrap();
-    assert!(token_kept(&server, &link.link_id).await, "given again 29 days ago");
+    assert!(
+        token_kept(&server, &link.link_id).await,
+        "given again 29 days ago"
+    );
     server.clock.advance(2 * day);
     fintoc_refresh::tasks::prune(&server.app).await.unwrap();
-    assert!(!token_kept(&server, &link.link_id).await, "30 days after it was last given");
+    assert!(
+        !token_kept(&server, &link.link_id).await,
+        "30 days after it was last given"
+    );
 
     let mut feed = watch_movements(&server, link_target(&link.link_id), None).await;
     sim(&server).scheduled_refresh(&link.link_id, 1);
