@@ -358,3 +358,81 @@ async fn link_shows_a_links_state_as_a_table_and_as_json() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// `refresh --movements` keeps the token and prints each new movement (date, amount,
+/// currency, description) before the outcome; `--json` prints the full objects.
+#[tokio::test]
+async fn refresh_with_movements_prints_them_before_the_outcome() {
+    let mut sim = SimConfig::new(API_KEY);
+    sim.delivery_delay = Duration::ZERO;
+    let keys = std::sync::Arc::new(
+        fintoc_refresh::custody::LinkTokenKeys::parse(
+            "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        )
+        .unwrap(),
+    );
+    let server = TestServer::with(Options {
+        simulator: Some(sim),
+        tune: Some(Box::new(move |c| c.link_token_keys = Some(keys))),
+        ..Options::default()
+    })
+    .await;
+    let fintoc = server.sim.as_ref().unwrap();
+    let link = fintoc.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 2 }]));
+    let run = |json: bool| {
+        let mut command = crate::binary::command();
+        command
+            .args(["refresh", "--movements", "--server"])
+            .arg(format!("http://{}", server.grpc))
+            .env("LINK_TOKEN", &link.token)
+            .env_remove(connect::TOKEN_ENV);
+        if json {
+            command.arg("--json");
+        }
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let out = run(false).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout} {:?}", out.stderr);
+    let listed = fintoc.movements(&link.account_ids[0]);
+    for movement in &listed[..2] {
+        let date = &movement["post_date"].as_str().unwrap()[..10];
+        let description = movement["description"].as_str().unwrap();
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(date) && l.contains("CLP") && l.contains(description)),
+            "{movement} in:\n{stdout}"
+        );
+    }
+    let summary = stdout.find("2 added, complete").expect(&stdout);
+    let outcome = stdout.find("SUCCEEDED: ").expect(&stdout);
+    assert!(
+        summary < outcome,
+        "the movements come before the outcome:\n{stdout}"
+    );
+
+    // Again, as JSON (5 minutes on: Fintoc's spacing between successful refreshes).
+    server.clock.advance(Duration::from_secs(6 * 60));
+    let out = run(true).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout} {:?}", out.stderr);
+    let movements: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == "movements")
+        .collect();
+    let added: Vec<&Value> = movements
+        .iter()
+        .flat_map(|m| m["added"].as_array().unwrap())
+        .collect();
+    assert_eq!(added.len(), 2, "only the new ones: {stdout}");
+    assert!(
+        added
+            .iter()
+            .all(|m| m["id"].as_str().unwrap().starts_with("mov_")
+                && m["amount"].is_i64()
+                && m.get("type").is_some()
+                && m.get("recipient_account").is_some())
+    );
+}

@@ -564,3 +564,32 @@ async fn a_token_not_given_again_within_its_retention_is_dropped(backend: Backen
     let seen = gather(&mut feed, |s| !unavailable(s).is_empty()).await;
     assert_eq!(unavailable(&seen), vec!["TOKEN_NOT_KEPT".to_owned()]);
 }
+
+// A listing that shifts while it is read (a movement lands before page 2 is asked for, so
+// page 2 repeats page 1's last one): the fetcher reads the list again and misses nothing,
+// repeats nothing.
+on_both_backends!(a_listing_that_shifts_while_read_misses_and_repeats_nothing);
+async fn a_listing_that_shifts_while_read_misses_and_repeats_nothing(backend: Backend) {
+    let server = server(backend).await;
+    // 350 new movements: two pages of Fintoc's largest (300).
+    let link = sim(&server).add_link(LinkSpec::new(vec![ok(350)]));
+    let account = link.account_ids[0].clone();
+    sim(&server).shift_on_page(&account, 2);
+    let mut client = server.client().await;
+    let intent = refresh(&mut client, &link.token, true).await.unwrap();
+    let seen = intent_to_end(&server, &intent.id).await;
+    let pushed = added(&seen);
+    let mut unique = pushed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), pushed.len(), "nothing repeated");
+    let mut at_fintoc = listed_at_fintoc(&server, &account);
+    at_fintoc.truncate(351); // the 350 and the one that landed mid-read (newest first)
+    at_fintoc.sort();
+    assert_eq!(unique, at_fintoc, "nothing missed");
+    assert_eq!(
+        sim(&server).movements_requests(&account),
+        4,
+        "two pages, then both again"
+    );
+}
