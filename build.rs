@@ -23,9 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("error_details_descriptor.bin"),
         prost::Message::encode_to_vec(&details),
     )?;
+    // The messages and the client are the client library's (`client/`): one set of wire
+    // types for the server, the CLI and every Rust consumer. Only the server side is made here.
     tonic_prost_build::configure()
         .build_server(true)
-        .build_client(true)
+        .build_client(false)
+        .extern_path(".fintoc.refresh.v1", "::fintoc_refresh_client::pb")
         // Small per-call buffers: see src/grpc/codec.rs.
         .codec_path("crate::grpc::codec::LeanCodec")
         .compile_fds(fds)?;

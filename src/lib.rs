@@ -101,6 +101,8 @@ pub use server::{Listeners, serve};
 /// Generated from `proto/fintoc/refresh/v1/refresh.proto` by build.rs.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
+    // The wire types and the client stub, from the client library; the server stub, here.
+    pub use fintoc_refresh_client::pb::*;
     tonic::include_proto!("fintoc.refresh.v1");
 
     /// The encoded descriptors, for server reflection.

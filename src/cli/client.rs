@@ -13,10 +13,11 @@ use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tonic::{Code, Status, Streaming};
-use tonic_types::StatusExt;
+use fintoc_refresh_client::{Client, WatchEvent};
+use futures_util::StreamExt;
+use tonic::Status;
 
-use super::connect::{self, Client, ConnectArgs, Credentials};
+use super::connect::{self, ConnectArgs, Connection, Credentials};
 use super::render::{self, Board};
 use super::{LinkArgs, RefreshArgs, WatchArgs};
 use crate::pb::watch_refresh_request::Target;
@@ -56,8 +57,11 @@ async fn run_refresh(args: RefreshArgs) -> ExitCode {
     if args.link_token.trim().is_empty() {
         return fail("error: --link-token is empty");
     }
-    let mut client = match connect(&args.connection).await {
-        Ok(client) => client,
+    let Connection {
+        stub: mut client,
+        library,
+    } = match connect(&args.connection).await {
+        Ok(connection) => connection,
         Err(code) => return code,
     };
     let response = match client.request_refresh(refresh_request(&args)).await {
@@ -79,19 +83,19 @@ async fn run_refresh(args: RefreshArgs) -> ExitCode {
         movements: args.movements,
         ..WatchSpec::target(Target::RefreshIntentId(intent.id))
     };
-    follow(&mut client, &spec, None, &mut display).await
+    follow(&library, &spec, None, &mut display).await
 }
 
 async fn run_watch(args: WatchArgs) -> ExitCode {
     let Some(spec) = watch_spec(&args, crate::clock::system_now_ms()) else {
         return fail("error: give one of --link-id, --account-id, --all or --refresh-intent-id");
     };
-    let mut client = match connect(&args.connection).await {
-        Ok(client) => client,
+    let library = match connect(&args.connection).await {
+        Ok(connection) => connection.library,
         Err(code) => return code,
     };
     let mut display = Display::stdout(args.json, true);
-    follow(&mut client, &spec, args.after, &mut display).await
+    follow(&library, &spec, args.after, &mut display).await
 }
 
 async fn run_link(args: LinkArgs) -> ExitCode {
@@ -99,7 +103,7 @@ async fn run_link(args: LinkArgs) -> ExitCode {
         return fail("error: the Link id is empty");
     }
     let mut client = match connect(&args.connection).await {
-        Ok(client) => client,
+        Ok(connection) => connection.stub,
         Err(code) => return code,
     };
     let request = pb::GetLinkRequest {
@@ -162,20 +166,6 @@ impl WatchSpec {
             movements: false,
         }
     }
-
-    /// The request for a connection resuming after `cursor` (`None`: no message yet). The
-    /// start time goes only while there is no cursor: the server refuses it together with
-    /// `after_sequence`, and once any message (a heartbeat too) gave a cursor, that cursor
-    /// is the exact place to resume from.
-    fn request(&self, cursor: Option<u64>) -> pb::WatchRefreshRequest {
-        pb::WatchRefreshRequest {
-            target: Some(self.target.clone()),
-            after_sequence: cursor,
-            start_time: self.start_time.filter(|_| cursor.is_none()),
-            statuses: self.statuses.clone(),
-            include_movements: self.movements,
-        }
-    }
 }
 
 /// The stream `watch` asks for, with `--since` resolved against `now_ms`. clap's group
@@ -234,7 +224,7 @@ fn distinct(ids: &[String]) -> Vec<String> {
 }
 
 /// Connects with the TLS settings of `args` and the token of `FINTOC_REFRESH_TOKEN`.
-async fn connect(args: &ConnectArgs) -> Result<Client, ExitCode> {
+async fn connect(args: &ConnectArgs) -> Result<Connection, ExitCode> {
     let credentials = Credentials::from_env().map_err(|line| fail(&format!("error: {line}")))?;
     connect::connect(args, credentials)
         .await
@@ -246,79 +236,59 @@ fn fail(line: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// How one stream ended without an error status.
-enum Drained {
-    /// `refresh_completed` arrived with this final status.
-    Completed(i32),
-    /// The server closed the stream with OK before any completion.
-    Ended,
-    /// stdout went away (a closed pipe): nobody is reading any more.
-    OutputClosed,
-}
-
-/// Streams the target until its intent completes (or forever for a feed), reconnecting on
-/// UNAVAILABLE with `after_sequence` = the last sequence seen, so nothing is missed or repeated
-/// (see [`WatchSpec::request`] for when the start time goes instead).
+/// Streams the target until its intent completes (or forever for a feed), through the client
+/// library's [`Watcher`](fintoc_refresh_client::Watcher): it resumes after the last sequence
+/// seen, so nothing is missed or repeated (the start time goes only until a message gives a
+/// cursor: the server refuses both together), re-syncs an expired cursor, and gives up after [`RECONNECT_ATTEMPTS`]
+/// failures in a row; each reconnection is noted on stderr.
 async fn follow<O: Write, E: Write>(
-    client: &mut Client,
+    client: &Client,
     spec: &WatchSpec,
-    mut cursor: Option<u64>,
+    cursor: Option<u64>,
     display: &mut Display<O, E>,
 ) -> ExitCode {
-    let is_intent = matches!(spec.target, Target::RefreshIntentId(_));
-    let mut failures = 0;
-    loop {
-        let drained = match client.watch_refresh(spec.request(cursor)).await {
-            Ok(stream) => drain(stream.into_inner(), &mut cursor, &mut failures, display).await,
-            Err(status) => Err(status),
-        };
-        let status = match drained {
-            Ok(Drained::Completed(status)) => return outcome_code(status),
-            Ok(Drained::OutputClosed) => return ExitCode::from(2),
-            Ok(Drained::Ended) if is_intent => {
-                return fail("error: the stream ended before the refresh completed");
+    let mut watcher = client
+        .watch(spec.target.clone().into())
+        .after(cursor)
+        .statuses(spec.statuses.iter().copied())
+        .include_movements(spec.movements)
+        .max_attempts(Some(RECONNECT_ATTEMPTS));
+    if let Some(at) = spec.start_time {
+        watcher = watcher.start_time(at);
+    }
+    while let Some(event) = watcher.next().await {
+        let shown = match event {
+            Ok(WatchEvent::Message(msg)) => {
+                if display.message(&msg).is_err() {
+                    return ExitCode::from(2);
+                }
+                if let Some(Event::RefreshCompleted(intent)) = &msg.event {
+                    return outcome_code(intent.status);
+                }
+                Ok(())
             }
-            // A feed is open-ended: a clean end is the server letting go, so resume.
-            Ok(Drained::Ended) => Status::unavailable("the server ended the feed"),
-            Err(status) => status,
+            Ok(WatchEvent::Reconnecting {
+                status,
+                delay,
+                attempt,
+            }) => display.note(&reconnect_note(&status, delay, attempt, watcher.cursor())),
+            Ok(WatchEvent::Resynced {
+                links,
+                as_of_sequence,
+            }) => display.note(&format!(
+                "the cursor had expired: re-synced {} Link(s) as of #{as_of_sequence}; \
+                 results before it are not shown",
+                links.len()
+            )),
+            Err(error) => {
+                return fail(&render::error_line("watch failed", &error.into_status()));
+            }
         };
-        if ended_by_age(&status) {
-            // The server let go on purpose (--max-stream-age) after a heartbeat: resume at
-            // once, and quietly — nothing went wrong.
-            continue;
-        }
-        if status.code() != Code::Unavailable || failures >= RECONNECT_ATTEMPTS {
-            return fail(&render::error_line("watch failed", &status));
-        }
-        failures += 1;
-        let delay = backoff(failures);
-        let note = reconnect_note(&status, delay, failures, cursor);
-        if display.note(&note).is_err() {
+        if shown.is_err() {
             return ExitCode::from(2);
         }
-        tokio::time::sleep(delay).await;
     }
-}
-
-/// Shows every message of one stream and advances the cursor; any message proves the server
-/// is back, so the failure count restarts.
-async fn drain<O: Write, E: Write>(
-    mut stream: Streaming<pb::WatchRefreshResponse>,
-    cursor: &mut Option<u64>,
-    failures: &mut u32,
-    display: &mut Display<O, E>,
-) -> Result<Drained, Status> {
-    while let Some(msg) = stream.message().await? {
-        *failures = 0;
-        *cursor = Some(cursor.map_or(msg.sequence, |c| c.max(msg.sequence)));
-        if display.message(&msg).is_err() {
-            return Ok(Drained::OutputClosed);
-        }
-        if let Some(Event::RefreshCompleted(intent)) = &msg.event {
-            return Ok(Drained::Completed(intent.status));
-        }
-    }
-    Ok(Drained::Ended)
+    fail("error: the stream ended before the refresh completed")
 }
 
 fn outcome_code(status: i32) -> ExitCode {
@@ -327,21 +297,6 @@ fn outcome_code(status: i32) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
-}
-
-/// 0.5s, 1s, 2s, then 4s: short, because a restarting server is usually back within seconds.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500 << attempt.clamp(1, 4).saturating_sub(1))
-}
-
-/// Whether the server ended the stream because it reached `--max-stream-age` (ErrorInfo
-/// reason `STREAM_MAX_AGE`), not because anything failed.
-fn ended_by_age(status: &Status) -> bool {
-    status.code() == Code::Unavailable
-        && status.get_details_error_info().is_some_and(|info| {
-            info.domain == crate::error::DOMAIN
-                && info.reason == crate::error::reason::STREAM_MAX_AGE
-        })
 }
 
 fn reconnect_note(status: &Status, delay: Duration, attempt: u32, cursor: Option<u64>) -> String {

@@ -69,23 +69,23 @@ impl ConnectArgs {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call when a token is set. No `Debug`: the
-/// value is the credential.
+/// Adds `authorization: Bearer <token>` to every call when a token is set (and hands the
+/// token to the client library's watcher). No `Debug`: the value is the credential.
 #[derive(Clone, Default)]
-pub struct Credentials(Option<MetadataValue<Ascii>>);
+pub struct Credentials(Option<MetadataValue<Ascii>>, Option<String>);
 
 impl Credentials {
     /// From the token's text (`None` or blank: send none). Refused if it cannot be a header.
     pub fn bearer(token: Option<&str>) -> Result<Credentials, String> {
         let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
-            return Ok(Credentials(None));
+            return Ok(Credentials(None, None));
         };
         let mut value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
             format!("{TOKEN_ENV} holds a character that cannot be sent in a gRPC header")
         })?;
         // Sensitive: HTTP/2 header compression must never index it.
         value.set_sensitive(true);
-        Ok(Credentials(Some(value)))
+        Ok(Credentials(Some(value), Some(token.to_owned())))
     }
 
     /// From `FINTOC_REFRESH_TOKEN`.
@@ -106,6 +106,13 @@ impl Interceptor for Credentials {
 }
 
 pub type Client = RefreshServiceClient<InterceptedService<Channel, Credentials>>;
+
+/// One connection, two ways in: the raw stub for the one-off calls (their errors shown with
+/// every detail), and the client library over the same channel for following streams.
+pub struct Connection {
+    pub stub: Client,
+    pub library: fintoc_refresh_client::Client,
+}
 
 /// `host:port` is what people type; tonic needs a scheme.
 pub fn server_url(server: &str) -> String {
@@ -153,13 +160,20 @@ pub fn endpoint(args: &ConnectArgs) -> Result<Endpoint, String> {
     Ok(endpoint.connect_timeout(CONNECT_TIMEOUT))
 }
 
-/// Connects (handshakes included) and returns the client; the error is one line.
-pub async fn connect(args: &ConnectArgs, credentials: Credentials) -> Result<Client, String> {
+/// Connects (handshakes included, so a server that is down is said at once); the error is
+/// one line.
+pub async fn connect(args: &ConnectArgs, credentials: Credentials) -> Result<Connection, String> {
     let channel = endpoint(args)?
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {}: {}", args.server, causes(&e)))?;
-    Ok(RefreshServiceClient::with_interceptor(channel, credentials))
+    let library =
+        fintoc_refresh_client::Client::from_channel(channel.clone(), credentials.1.as_deref())
+            .map_err(|e| e.to_string())?;
+    Ok(Connection {
+        stub: RefreshServiceClient::with_interceptor(channel, credentials),
+        library,
+    })
 }
 
 /// tonic's transport error says only "transport error"; the cause chain says why. Layers
@@ -203,5 +217,6 @@ mod tests {
         );
         assert!(Credentials::bearer(Some("tok\nen")).is_err());
         assert!(Credentials::bearer(Some("  ")).unwrap().0.is_none());
+        assert!(Credentials::bearer(Some("  ")).unwrap().1.is_none());
     }
 }

@@ -18,6 +18,7 @@ mod filters;
 mod hostile;
 mod intake;
 mod layers;
+mod library;
 mod links;
 mod movements;
 mod pg;

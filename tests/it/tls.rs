@@ -194,7 +194,8 @@ async fn a_tls_server_refuses_plaintext_and_untrusting_clients_and_serves_the_re
     args.ca_cert = Some(pki.path("ca.pem"));
     let mut client = connect::connect(&args, Credentials::default())
         .await
-        .unwrap();
+        .unwrap()
+        .stub;
     assert_eq!(get_unknown(&mut client).await.code(), Code::NotFound);
     server.stop().await.unwrap();
 }
@@ -222,7 +223,8 @@ async fn mutual_tls_admits_only_client_certificates_from_its_ca() {
     args.client_key = Some(pki.path("client.key"));
     let mut client = connect::connect(&args, Credentials::default())
         .await
-        .unwrap();
+        .unwrap()
+        .stub;
     assert_eq!(get_unknown(&mut client).await.code(), Code::NotFound);
     server.stop().await.unwrap();
 }
@@ -239,7 +241,7 @@ async fn bearer_tokens_guard_refresh_service_and_rotate() {
         let args = args.clone();
         async move {
             let credentials = Credentials::bearer(token).unwrap();
-            connect::connect(&args, credentials).await.unwrap()
+            connect::connect(&args, credentials).await.unwrap().stub
         }
     };
     let wrong = "tok_wrong_5d0c7a3b9e12f468";
@@ -434,8 +436,14 @@ async fn the_human_client_follows_an_intent_on_a_secured_server() {
         let out = run(token, client_cert).await.unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(refused(&stderr, needle), "{stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        // A refused certificate can first show as a connection the server dropped (it
+        // closes it after the handshake): the watcher notes those and retries; the last
+        // line is the refusal, which it does not retry.
+        let last = stderr.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ") && refused(last, needle),
+            "{stderr}"
+        );
         assert!(!stderr.contains(TOKEN_NEW), "{stderr}");
     }
     server.stop().await.unwrap();

@@ -74,6 +74,12 @@ impl Serve {
         self
     }
 
+    /// `--http-addr` instead of 127.0.0.1:0.
+    pub fn http_addr(mut self, addr: &str) -> Serve {
+        self.http_addr = addr.to_owned();
+        self
+    }
+
     /// `--database-url <database>` (a SQLite path or a PostgreSQL URL).
     pub fn database(mut self, database: impl AsRef<OsStr>) -> Serve {
         self.command.arg("--database-url").arg(database);
