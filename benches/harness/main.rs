@@ -21,6 +21,10 @@
 //! - feeds: push latency to selection and `all` streams against single-target streams,
 //!   memory per idle selection/`all` stream; link state (`--only links`): GetLink against
 //!   GetRefresh, ListLinks of 10,000 Links (SQLite and PostgreSQL);
+//! - movements (`--only movements`): a burst of 1,000 accounts' scheduled refreshes on a
+//!   server with `LINK_TOKEN_KEYS`, movements pushed/s end to end against the same burst's
+//!   results on a server without movements, Fintoc calls per event, and the latency a
+//!   result's movements add over the simulator's own listing time;
 //! - before/after: the SQLite intake and push latency of another build (`BENCH_BASELINE_BIN`)
 //!   and this one, alternated (`--only baseline`; skipped, and said so, without it).
 //!
@@ -34,6 +38,7 @@ mod feeds;
 mod intake;
 mod latency;
 mod load;
+mod movements;
 #[path = "../../tests/support/pgbouncer.rs"]
 mod pgbouncer;
 mod pooler;
@@ -59,7 +64,7 @@ pub struct Mode {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler|feeds|links|baseline`
+    // `--only intake|writer|latency|streams|stalled|refresh|wal|postgres|pooler|feeds|links|movements|baseline`
     // runs one section.
     let only = args
         .iter()
@@ -141,6 +146,11 @@ fn main() {
         } else {
             skipped()
         };
+        let movements = if wanted("movements") {
+            movements::run(&mode).await
+        } else {
+            skipped()
+        };
         let baseline = if wanted("baseline") {
             baseline::run(&mode).await
         } else {
@@ -160,6 +170,7 @@ fn main() {
             "postgres_behind_pgbouncer": pooler,
             "feeds": feeds,
             "link_state": links,
+            "movements": movements,
             "before_after": baseline,
         });
         println!("BENCH_JSON {summary}");
