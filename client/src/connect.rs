@@ -28,8 +28,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// this client's certificate and key (PEM).
 #[derive(Clone, Default)]
 pub struct Tls {
+    /// PEM CA certificate(s) to trust; `None`: the system's roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain of this client, for a server that requires mutual TLS.
     pub client_cert_pem: Option<Vec<u8>>,
+    /// PEM private key of `client_cert_pem`.
     pub client_key_pem: Option<Vec<u8>>,
     /// The name to check the server's certificate against, when it is not the address's.
     pub domain: Option<String>,

@@ -12,14 +12,19 @@ pub enum Error {
     /// The Link was refreshed successfully too recently (`REFRESH_COOLDOWN`): retry after
     /// `retry_after`; `refresh_intent_id` is that last success (empty if unknown here).
     Cooldown {
+        /// When a refresh may be asked for again.
         retry_after: Option<Duration>,
+        /// The last successful refresh.
         refresh_intent_id: String,
+        /// The service's words.
         message: String,
     },
     /// The bank rejected the Link's credentials (`CREDENTIALS_REJECTED`): reconnect it; the
     /// hold ends after `retry_after`, when known.
     CredentialsRejected {
+        /// When the hold ends, if known.
         retry_after: Option<Duration>,
+        /// The service's words.
         message: String,
     },
     /// Movements were asked of a server without `LINK_TOKEN_KEYS` (`MOVEMENTS_DISABLED`).
@@ -27,17 +32,25 @@ pub enum Error {
     /// The cursor is older than what the server retains (`CURSOR_EXPIRED`); a [`crate::Watcher`]
     /// re-syncs on its own instead of returning this.
     CursorExpired {
+        /// The oldest sequence still retained.
         oldest_sequence: u64,
+        /// The service's words.
         message: String,
     },
+    /// The intent, Link or account is not known to the service.
     NotFound(String),
+    /// The request itself is wrong (the message says how).
     InvalidArgument(String),
     /// Another `FAILED_PRECONDITION` (the Link is inactive, has no accounts …), with its reason.
     FailedPrecondition {
+        /// The ErrorInfo reason (`LINK_INACTIVE`, `LINK_WITHOUT_ACCOUNTS`, …).
         reason: String,
+        /// The service's words.
         message: String,
     },
+    /// No bearer token, or a wrong one.
     Unauthenticated(String),
+    /// The caller may not do this.
     PermissionDenied(String),
     /// The service could not be reached or answered `UNAVAILABLE`.
     Unavailable(String),

@@ -108,14 +108,19 @@ pub enum WatchEvent {
     /// The cursor had expired: the target's Links as they stand (each account's latest
     /// result), current to `as_of_sequence`, from which the watch goes on.
     Resynced {
+        /// The target's Links, each with its accounts' latest retained results.
         links: Vec<pb::LinkState>,
+        /// The state includes everything up to here; the watch goes on after it.
         as_of_sequence: u64,
     },
     /// The stream failed with `status`; the watcher resumes after `delay` (failure number
     /// `attempt` in a row).
     Reconnecting {
+        /// How the stream failed.
         status: Status,
+        /// How long the watcher waits before it resumes.
         delay: Duration,
+        /// Failures in a row, this one included.
         attempt: u32,
     },
 }
