@@ -70,8 +70,9 @@ class Client:
 
     Args:
         target: where the service is: ``"host:port"``, a gRPC target such as
-            ``"dns:///refresh.internal:50051"`` (every address the name resolves to is used,
-            round robin), or a list of ``"host:port"`` of several replicas. With a list, calls
+            ``"dns:///refresh.internal:50051"`` or ``"ipv4:10.0.0.5:50051,10.0.0.6:50051"``
+            (every address is used, gRPC's round_robin), or a list of ``"host:port"`` of
+            several replicas. With a list, calls
             go to one address at a time; a call that finds it UNAVAILABLE moves on to the
             next (see the methods), and a :class:`~fintoc_refresh_client.Watch` moves to the
             next on every reconnect, so a dead replica is left at once.
