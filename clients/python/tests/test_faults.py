@@ -1,9 +1,11 @@
 """Watch against faults: each test counts every result delivered exactly once, in order."""
 
+import re
 import signal
 import sqlite3
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -197,12 +199,32 @@ def test_cursor_expired_while_away_resyncs_then_misses_nothing(servers, tmp_path
     assert [type(e) for e in c2.events] == [frc.Resync, frc.AccountResult, frc.AccountResult]
 
 
+def stream_holder(replicas):
+    """The live replica serving the one open watch stream, by its metrics."""
+
+    def open_streams(replica):
+        with urllib.request.urlopen(f"http://{replica.http}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        match = re.search(r"^fintoc_refresh_watch_streams (\d+)", text, re.M)
+        assert match, "no fintoc_refresh_watch_streams in /metrics"
+        return int(match.group(1))
+
+    holders = []
+
+    def found():
+        holders[:] = [r for r in replicas if r.running and open_streams(r) > 0]
+        return len(holders) == 1
+
+    wait_for("exactly one replica holding the stream", found, timeout=10)
+    return holders[0]
+
+
 @pytest.mark.parametrize("addressing", ["list", "ipv4-target"])
 def test_replica_killed(servers, postgres_db, addressing):
-    """Three replicas on one PostgreSQL database. With a list of addresses the watch follows
-    the client's rotation, so the replica it is on is known and SIGKILLed (twice); with one
-    gRPC target naming all three (round_robin inside the channel) each replica is killed in
-    turn. Results keep being posted to a live replica; nothing is missed or repeated."""
+    """Three replicas on one PostgreSQL database, the client given all three (a list: the
+    client's own rotation; or one `ipv4:` target: gRPC's round_robin). Twice, the replica the
+    stream is on (its /metrics shows the open stream) is SIGKILLed while results keep being
+    posted to a live replica; nothing is missed or repeated."""
     replicas = [
         servers.serve(database_url=postgres_db, args=["--heartbeat-interval", "500ms"])
         for _ in range(3)
@@ -217,18 +239,17 @@ def test_replica_killed(servers, postgres_db, addressing):
         poster = Poster(live_http, planned, interval=0.05)
         poster.start()
         killed = []
-        for round_, threshold in enumerate((15, 30)):
+        for threshold in (15, 30):
             collector.wait_results(threshold)
+            victim = stream_holder(replicas)
             if addressing == "list":
-                victim = next(r for r in replicas if r.grpc == client.current_target)
-            else:
-                victim = replicas[round_]
+                assert victim.grpc == client.current_target
             victim.kill()
             killed.append(victim.grpc)
         poster.join(90)
         assert poster.posted == [e for e, _ in planned], poster.error
         collector.wait_results(len(planned), timeout=45)
         collector.finish()
-        assert collector.watch.reconnects >= (2 if addressing == "list" else 1)
+        assert collector.watch.reconnects >= 2
         assert len(killed) == 2 and sum(r.running for r in replicas) == 1
     assert_exactly_once_in_order(collector, [e for e, _ in planned])
