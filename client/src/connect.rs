@@ -14,7 +14,9 @@ use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+#[cfg(feature = "tls")]
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::error::Error;
@@ -284,6 +286,12 @@ fn endpoint(address: &str, tls: Option<&Tls>) -> Result<Endpoint, Error> {
         }
         return Ok(endpoint);
     }
+    with_tls(endpoint, address, tls)
+}
+
+/// TLS for an `https://` endpoint.
+#[cfg(feature = "tls")]
+fn with_tls(endpoint: Endpoint, address: &str, tls: Option<&Tls>) -> Result<Endpoint, Error> {
     let tls = tls.cloned().unwrap_or_default();
     let mut config = ClientTlsConfig::new();
     config = match &tls.ca_pem {
@@ -305,4 +313,12 @@ fn endpoint(address: &str, tls: Option<&Tls>) -> Result<Endpoint, Error> {
     endpoint
         .tls_config(config)
         .map_err(|e| Error::Config(format!("cannot set up TLS for {address}: {e}")))
+}
+
+/// Built without the `tls` feature: an `https://` address cannot be reached.
+#[cfg(not(feature = "tls"))]
+fn with_tls(_: Endpoint, address: &str, _: Option<&Tls>) -> Result<Endpoint, Error> {
+    Err(Error::Config(format!(
+        "{address} needs TLS, and this build of fintoc-refresh-client has no `tls` feature"
+    )))
 }

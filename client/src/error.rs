@@ -171,6 +171,14 @@ impl From<Status> for Error {
 
 /// Whether a TLS handshake failed (a certificate refused or required): retrying cannot fix
 /// the settings.
+#[cfg(not(feature = "tls"))]
+fn tls_refused(_: &Status) -> bool {
+    false
+}
+
+/// Whether a TLS handshake failed (a certificate refused or required): retrying cannot fix
+/// the settings.
+#[cfg(feature = "tls")]
 fn tls_refused(status: &Status) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(error) = cause {
