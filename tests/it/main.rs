@@ -12,6 +12,7 @@ mod client;
 mod copy_store;
 mod create_marks;
 mod delivery;
+mod deploy;
 mod faults;
 mod feeds;
 mod filters;
