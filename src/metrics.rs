@@ -55,6 +55,9 @@ pub struct Metrics {
     pub wal_bytes: Gauge,
     pub wal_frames: Gauge,
     pub wal_checkpointed_frames: Gauge,
+    /// SQLite only: `--sqlite-wal-limit-bytes` (0 without a WAL file), so an alert can compare
+    /// `wal_bytes` with the limit the operator chose instead of a copy of it in the rules.
+    pub wal_limit_bytes: Gauge,
     /// SQLite only: WAL restarts the writer tried (restarted, busy, failed), and its pause.
     pub wal_restarts: Family<OutcomeLabels, Counter>,
     pub wal_restart_seconds: Histogram,
@@ -155,6 +158,12 @@ impl Metrics {
             "wal_checkpointed_frames",
             "SQLite: of the WAL's frames, those the last checkpoint found copied into the database",
             wal_checkpointed_frames.clone(),
+        );
+        let wal_limit_bytes = Gauge::default();
+        registry.register(
+            "wal_limit_bytes",
+            "SQLite: the WAL's configured limit (--sqlite-wal-limit-bytes); 0 without a WAL file",
+            wal_limit_bytes.clone(),
         );
         let wal_restarts = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -271,6 +280,7 @@ impl Metrics {
             wal_bytes,
             wal_frames,
             wal_checkpointed_frames,
+            wal_limit_bytes,
             wal_restarts,
             wal_restart_seconds,
             watch_streams,

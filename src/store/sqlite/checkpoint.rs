@@ -146,6 +146,9 @@ impl Checkpointer {
         limit: u64,
         metrics: Arc<Metrics>,
     ) -> WalBound {
+        if path.is_some() {
+            metrics.wal_limit_bytes.set(limit as i64);
+        }
         WalBound {
             path,
             soft: limit / 4,
