@@ -5,6 +5,7 @@
 // First: its macros are in scope only in the modules declared after it.
 #[macro_use]
 mod common;
+mod alerting;
 #[path = "../support/binary.rs"]
 mod binary;
 mod cli;
