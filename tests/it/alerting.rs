@@ -297,6 +297,7 @@ async fn a_real_prometheus_evaluates_the_rules_against_the_real_server() {
         .database(dir.path().join("alerting.db"))
         // Never called: nothing here asks Fintoc for anything.
         .args(["--fintoc-api-url", "http://127.0.0.1:9"])
+        .args(["--sqlite-wal-limit-bytes", "2097152"])
         .env("FINTOC_SECRET_KEY", API_KEY)
         .env("FINTOC_WEBHOOK_SECRET", SECRET)
         .env("RUST_LOG", "warn")
@@ -319,6 +320,12 @@ async fn a_real_prometheus_evaluates_the_rules_against_the_real_server() {
     for name in metric_names(&rules).union(&metric_names(&dashboard_text)) {
         assert!(declared(&every, name), "{name} is not exported:\n{every}");
     }
+    // FintocRefreshWalNearLimit compares the WAL with the limit the server was given.
+    assert_eq!(
+        sample(&served, "fintoc_refresh_wal_limit_bytes"),
+        2_097_152,
+        "{served}"
+    );
 
     std::fs::write(dir.path().join("alerts.yml"), rules_without_hold(&rules)).unwrap();
     // Scraped and evaluated every second: the test waits seconds, not minutes.
