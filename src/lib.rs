@@ -43,12 +43,13 @@
 //! # Layers
 //!
 //! Each module uses only modules of lower layers (`tests/it/layers.rs` keeps it so):
-//! `clock`, `secret`, `metrics` → `tls`, `custody` → `config` → `domain` → `error` →
-//! `fintoc` → `store`, `simulator` → `hub` → `app` → `refresh` → `fetch` → `http`, `grpc`,
-//! `tasks` → `server` → `cli`.
+//! `clock`, `secret`, `metrics`, `telemetry` → `tls`, `custody` → `config` → `domain` →
+//! `error` → `fintoc` → `store`, `simulator` → `hub` → `app` → `refresh` → `fetch` → `http`,
+//! `grpc`, `tasks` → `server` → `cli`.
 //!
-//! - [`clock`], [`secret`], [`metrics`], [`tls`], [`custody`], [`config`]: injected time,
-//!   redaction, Prometheus metrics, certificates and keys, sealed link tokens, settings.
+//! - [`clock`], [`secret`], [`metrics`], [`telemetry`], [`tls`], [`custody`], [`config`]:
+//!   injected time, redaction, Prometheus metrics, OpenTelemetry traces, certificates and
+//!   keys, sealed link tokens, settings.
 //! - [`domain`]: pure rules and plain data: statuses and completion, correlation, cooldown
 //!   and hold, log entries and intents.
 //! - [`error`]: the one error type and its one mapping to gRPC statuses.
@@ -93,6 +94,7 @@ pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::Config;

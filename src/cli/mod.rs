@@ -175,18 +175,92 @@ pub struct LinkArgs {
 /// Logs go to stderr (stdout carries only the contract's lines), as text or JSON; the level
 /// comes from RUST_LOG (default info).
 pub fn init_tracing(format: &str) {
+    init_tracing_with(format, None);
+}
+
+/// [`init_tracing`], and with `telemetry` the OpenTelemetry layer beside the log: it takes
+/// the spans of `crate::telemetry` whatever RUST_LOG says (RUST_LOG=warn must not switch
+/// traces off) and, as span events, WARN and ERROR lines only; JSON log lines then carry
+/// `trace_id` and `span_id` when written inside a traced span.
+pub fn init_tracing_with(format: &str, telemetry: Option<&crate::telemetry::Telemetry>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal, not for a log file or a collector.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let Some(telemetry) = telemetry else {
+        // Without traces, exactly the subscriber the service always had.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr);
+        let _ = if format == "json" {
+            builder.json().flatten_event(true).try_init()
+        } else {
+            builder.try_init()
+        };
+        return;
     };
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let log = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let log = if format == "json" {
+        let json = tracing_subscriber::fmt::format().json().flatten_event(true);
+        log.fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(WithTraceIds(json))
+            .with_filter(filter)
+            .boxed()
+    } else {
+        log.with_filter(filter).boxed()
+    };
+    let spans = Targets::new()
+        .with_default(LevelFilter::WARN)
+        .with_target(crate::telemetry::TARGET, LevelFilter::TRACE);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(telemetry.tracer())
+        .with_filter(spans);
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(otel)
+        .try_init();
+}
+
+/// The JSON event format with the current span's `trace_id` and `span_id` first, so a log
+/// line can be found from its trace and the other way round.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some((trace_id, span_id)) = crate::telemetry::current_ids() else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(
+            ctx,
+            tracing_subscriber::fmt::format::Writer::new(&mut line),
+            event,
+        )?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT.

@@ -6,19 +6,40 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{init_tracing, shutdown_on_signal};
+use super::{init_tracing_with, shutdown_on_signal};
 use crate::app::App;
 use crate::config::ServeArgs;
 use crate::secret::Secret;
 use crate::server::{self, Listeners};
 use crate::simulator::{SimConfig, Simulator};
+use crate::telemetry::Telemetry;
+
+/// How long a graceful exit waits for the last spans to reach the collector.
+const TRACE_FLUSH: Duration = Duration::from_secs(5);
 
 pub async fn run(args: ServeArgs) -> ExitCode {
-    init_tracing(&args.log_format);
+    // Inside the runtime: the trace exporter's batch task runs on it (see `telemetry`).
+    let telemetry = match Telemetry::from_env() {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing_with(&args.log_format, telemetry.as_ref());
+    let code = serve(args).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown(TRACE_FLUSH).await;
+    }
+    code
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
     let (grpc_addr, http_addr, simulate) = (args.grpc_addr, args.http_addr, args.simulate);
     let mut config = match args.into_config(|name| std::env::var(name).ok()) {
         Ok(config) => config,

@@ -18,7 +18,9 @@
 //! type) is an error, not something to guess around.
 //!
 //! Secrets: the link token travels in URLs (Fintoc's API puts it there), so no error from
-//! this module carries a URL, and no request is logged with one.
+//! this module carries a URL, and no request is logged with one. With traces on, each
+//! attempt is a `fintoc.call` span (endpoint label, status, attempt, outcome; no URL, no
+//! header value) and sends its `traceparent`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
+use tracing::Instrument;
 
 pub use super::error::FintocError;
 use crate::clock::Millis;
@@ -33,6 +36,7 @@ use crate::config::Config;
 use crate::domain::RefreshType;
 use crate::metrics::{Metrics, UpstreamLabels};
 use crate::secret::Secret;
+use crate::telemetry;
 
 mod decode;
 mod movements;
@@ -439,6 +443,8 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // One span per attempt: its status and outcome, never the URL (a link token).
+            let span = telemetry::fintoc_span(endpoint, attempt);
             let left = deadline.saturating_duration_since(Instant::now());
             let key = keys.as_deref().map(IdempotencyKeys::current);
             let mut result = if left.is_zero() {
@@ -454,6 +460,7 @@ impl Client {
                     key.as_deref(),
                     left.min(ATTEMPT_TIMEOUT),
                 )
+                .instrument(span.clone())
                 .await
                 .and_then(|(body, headers)| parse(&body, &headers))
             };
@@ -470,6 +477,13 @@ impl Client {
                 Ok(_) => "ok",
                 Err(e) => e.metric_outcome(),
             };
+            span.record("outcome", outcome);
+            if let Err(e) = &result
+                && let Some(status) = e.status()
+            {
+                span.record("http.response.status_code", status);
+            }
+            drop(span);
             self.metrics
                 .upstream
                 .get_or_create(&UpstreamLabels { endpoint, outcome })
@@ -515,8 +529,15 @@ impl Client {
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
+        if telemetry::enabled() {
+            // The attempt's span as the parent of whatever Fintoc traces of it.
+            let mut traceparent = HeaderMap::new();
+            telemetry::inject(&mut traceparent);
+            request = request.headers(traceparent);
+        }
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
+        telemetry::record("http.response.status_code", status.as_u16());
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {

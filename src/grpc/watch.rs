@@ -16,6 +16,9 @@
 //! cursor — and ends UNAVAILABLE with ErrorInfo `STREAM_MAX_AGE`, so clients reconnect, and
 //! after a deploy or a scale-up spread over the replicas instead of staying where they
 //! first landed.
+//!
+//! With traces on, each result sent is a `push` span linked to the webhook that brought it
+//! (when this process took that webhook: see `telemetry`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ use crate::hub::{Next, Subscription};
 use crate::pb::watch_refresh_request::Target as PbTarget;
 use crate::pb::{self, watch_refresh_response::Event};
 use crate::store::{Seek, StoreError};
+use crate::telemetry;
 
 /// Rows read from the database per catch-up query.
 const PAGE: i64 = 256;
@@ -470,7 +474,10 @@ fn run(
                     cursor = row.sequence;
                     if wanted(&statuses, movements, &row) {
                         last_sent = clock.now_ms();
+                        // Until the message is taken: read from the log, linked to its webhook.
+                        let push = telemetry::push_span(row.sequence, &row.event_id, true);
                         yield result_message(&row);
+                        drop(push);
                     }
                     if let Some(done) = completed_by(&app, &target, &row, movements).await? {
                         yield done;
@@ -500,7 +507,10 @@ fn run(
                     cursor = row.sequence;
                     if wanted(&statuses, movements, &row) {
                         last_sent = clock.now_ms();
+                        // Until the message is taken: live from the hub, linked to its webhook.
+                        let push = telemetry::push_span(row.sequence, &row.event_id, false);
                         yield result_message(&row);
+                        drop(push);
                     }
                     if let Some(done) = completed_by(&app, &target, &row, movements).await? {
                         yield done;

@@ -5,6 +5,9 @@
 //! commit holding it is durable. Duplicates, unknown types and signed-but-unparseable bodies
 //! are acknowledged too (Fintoc would otherwise retry for days) but never pushed twice or at
 //! all. A storage failure is a 500, so Fintoc retries.
+//!
+//! With traces on, each delivery is a `webhook` span: event id and type (once verified),
+//! outcome and the wait for durability; never the body.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,11 +18,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::fintoc::event::{decode, type_label};
 use crate::fintoc::signature;
 use crate::store::IngestOutcome;
+use crate::telemetry;
 
 pub const SIGNATURE_HEADER: &str = "fintoc-signature";
 
@@ -27,6 +32,20 @@ pub async fn receive(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    // The writer's job inherits this span (`store/sqlite/writer.rs`), so the group commit
+    // links back to it.
+    let span = telemetry::webhook_span();
+    intake(app, headers, body, &span)
+        .instrument(span.clone())
+        .await
+}
+
+async fn intake(
+    app: Arc<App>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    span: &telemetry::Span,
 ) -> (StatusCode, Json<serde_json::Value>) {
     let started = Instant::now();
     let body = match body {
@@ -39,6 +58,7 @@ pub async fn receive(
                 "bad_request"
             };
             app.metrics.event("unverified", outcome);
+            span.record("outcome", outcome);
             let limit = app.config.max_body_bytes;
             let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!("body larger than {limit} bytes")
@@ -57,6 +77,7 @@ pub async fn receive(
         now_ms.div_euclid(1000),
     ) {
         app.metrics.event("unverified", "rejected_signature");
+        span.record("outcome", "rejected_signature");
         tracing::warn!(
             reason = e.label(),
             bytes = body.len(),
@@ -69,7 +90,14 @@ pub async fn receive(
     }
     let decoded = decode(&body);
     let label = type_label(decoded.event_type());
+    // Only once the signature holds: an unverified body names nothing on a span.
+    let event_id = (!span.is_none())
+        .then(|| decoded.event_id().map(str::to_owned))
+        .flatten();
+    telemetry::webhook_event(span, event_id.as_deref(), label);
+    let waiting = Instant::now();
     let result = app.store.ingest_webhook(body, decoded, now_ms).await;
+    let durable_wait = waiting.elapsed();
     app.metrics
         .intake_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -77,6 +105,7 @@ pub async fn receive(
         Ok(outcome) => outcome,
         Err(e) => {
             app.metrics.event(label, "error");
+            telemetry::webhook_done(span, None, "error", durable_wait);
             // 503 when waiting helps (the database out of reach, read-only, conflicting past
             // the request's time), 500 otherwise; Fintoc retries either.
             let status = if e.is_unavailable() {
@@ -97,6 +126,7 @@ pub async fn receive(
         IngestOutcome::Duplicate => ("duplicate", None),
     };
     app.metrics.event(label, name);
+    telemetry::webhook_done(span, event_id.as_deref(), name, durable_wait);
     let mut reply = json!({ "outcome": name });
     if let Some(seq) = sequence {
         reply["sequence"] = seq.into();

@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// Lowest first; a module may use only modules of strictly lower layers.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "secret", "metrics"],
+    &["clock", "secret", "metrics", "telemetry"],
     &["tls", "custody"],
     &["config"],
     &["domain"],

@@ -22,6 +22,8 @@
 //!
 //! Under the counter's lock the writer also checks the log was not rewound (a failover that
 //! lost commits, a restored backup): see `log::Rewind`.
+//!
+//! With traces on, each batch is a `commit` span linked to the span of every job in it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +32,7 @@ use bytes::Bytes;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::log::{Appender, LOCK_COUNTER, Rewind};
 use super::session::{Bounds, conflict_pause};
@@ -42,6 +45,7 @@ use crate::metrics::Metrics;
 use crate::store::{
     FetchDone, FetchJob, FetchOutcome, IngestOutcome, KeyRecord, StoreError, StoreResult,
 };
+use crate::telemetry;
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 512;
@@ -93,6 +97,9 @@ enum Job {
 struct Queued {
     job: Job,
     deadline: Instant,
+    /// Where it was submitted from (a webhook's span, an RPC's): the group commit's span
+    /// links to it.
+    span: tracing::Span,
 }
 
 /// What a job produced, held until its transaction commits.
@@ -150,6 +157,7 @@ impl Writer {
         let queued = Queued {
             job: job(reply),
             deadline: Instant::now() + self.budget,
+            span: tracing::Span::current(),
         };
         self.tx
             .send(Msg::Job(Box::new(queued)))
@@ -264,7 +272,10 @@ async fn run(setup: Setup, mut rx: mpsc::Receiver<Msg>) {
         }
         let started = Instant::now();
         let jobs = batch.len();
-        commit_batch(&setup, &mut conn, batch).await;
+        let span = telemetry::commit_span(jobs, batch.iter().map(|q| &q.span));
+        commit_batch(&setup, &mut conn, batch)
+            .instrument(span)
+            .await;
         setup.metrics.commit_batch_size.observe(jobs as f64);
         setup
             .metrics

@@ -13,6 +13,9 @@
 //! ([`Writer::submit_repeatable`], the webhook intake's) share one savepoint per run of
 //! consecutive ones, which saves two parsed statements per event on the hot path; if any of
 //! them fails, the run is rolled back and each is re-run under its own savepoint.
+//!
+//! With traces on, each group is a `commit` span, linked to the span every job in it was
+//! submitted from (the webhooks' and RPCs'), lasting until the group is durable and answered.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -31,6 +34,7 @@ use crate::domain::ResultRow;
 use crate::metrics::Metrics;
 use crate::store::decide;
 use crate::store::{Publish, StoreError, StoreResult};
+use crate::telemetry;
 
 /// Jobs committed together at most. Large enough to amortize the fsync at any rate we can
 /// receive; small enough that one transaction stays short for readers' WAL checkpoints.
@@ -48,6 +52,8 @@ trait Repeatable: Send {
     fn run(&mut self, tx: &mut Tx<'_>) -> bool;
     /// Answers the caller with the job's result, given the commit's outcome.
     fn finish(self: Box<Self>, commit: StoreResult<()>);
+    /// Where it was submitted from, for the group commit's span.
+    fn span(&self) -> &tracing::Span;
 }
 
 struct RepeatableJob<T, F> {
@@ -75,10 +81,15 @@ where
         let result = self.result.unwrap_or(Err(StoreError::WriterGone));
         let _ = self.reply.send(commit.and(result));
     }
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
 }
 
 enum Msg {
-    Job(Job),
+    /// A one-off job and the span it was submitted from.
+    Job(Job, tracing::Span),
     Repeatable(Box<dyn Repeatable>),
     Close(oneshot::Sender<()>),
 }
@@ -215,7 +226,7 @@ impl Writer {
     pub(super) fn break_for_test(&self) {
         let job: Job =
             Box::new(|_tx| Box::new(|_commit| panic!("storage broken on purpose by a test hook")));
-        let _ = self.tx.try_send(Msg::Job(job));
+        let _ = self.tx.try_send(Msg::Job(job, tracing::Span::none()));
     }
 
     pub(super) async fn submit<T, F>(&self, f: F) -> StoreResult<T>
@@ -225,6 +236,7 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
+        let from = span.clone();
         let job: Job = Box::new(move |tx| {
             let result = span.in_scope(|| tx.savepoint(f));
             Box::new(move |commit: StoreResult<()>| {
@@ -232,7 +244,7 @@ impl Writer {
             })
         });
         self.tx
-            .send(Msg::Job(job))
+            .send(Msg::Job(job, from))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
@@ -277,6 +289,8 @@ struct Committed {
     finishers: Vec<Finisher>,
     repeatables: Vec<Box<dyn Repeatable>>,
     started: Instant,
+    /// The group's `commit` span: it ends once the group is durable, published and answered.
+    span: tracing::Span,
 }
 
 impl Group for Committed {
@@ -301,6 +315,7 @@ impl Group for Committed {
                 Ok(())
             }
             Err(e) => {
+                self.span.record("error", true);
                 tracing::error!(error = %e, jobs, "group commit failed");
                 Err(e.to_string())
             }
@@ -383,6 +398,14 @@ fn run(
             finishers: Vec::new(),
             repeatables: Vec::with_capacity(batch.len()),
             started: Instant::now(),
+            span: telemetry::commit_span(
+                batch.len(),
+                batch.iter().filter_map(|msg| match msg {
+                    Msg::Job(_, span) => Some(span),
+                    Msg::Repeatable(job) => Some(job.span()),
+                    Msg::Close(_) => None,
+                }),
+            ),
         };
         let now_ms = clock.now_ms();
         group.commit = conn.immediate_transaction(|conn| {
@@ -396,7 +419,7 @@ fn run(
             let mut items = batch.drain(..).peekable();
             while let Some(item) = items.next() {
                 match item {
-                    Msg::Job(job) => group.finishers.push(job(&mut tx)),
+                    Msg::Job(job, _) => group.finishers.push(job(&mut tx)),
                     Msg::Repeatable(first) => {
                         let start = group.repeatables.len();
                         group.repeatables.push(first);
