@@ -182,16 +182,23 @@ pub fn webhook_span() -> Span {
     )
 }
 
-/// The verified event's id and type, on its webhook span.
+/// The verified event's id and type, on its webhook span. The span is remembered under the
+/// event id now, before the commit: the result may reach a watcher before this handler
+/// hears back from the store. The first delivery of an event keeps it (a redelivery is a
+/// duplicate, whose result was logged by the first).
 pub fn webhook_event(span: &Span, event_id: Option<&str>, event_type: &str) {
-    if let Some(id) = event_id {
-        span.record("event_id", id);
+    if span.is_none() {
+        return;
     }
     span.record("event_type", event_type);
+    if let Some(id) = event_id {
+        span.record("event_id", id);
+        remember(id, span.context().span().span_context().clone());
+    }
 }
 
-/// The intake's outcome and how long it waited for its commit to be durable; remembers the
-/// span for the pushes of the result it logged (or held, to be logged later).
+/// The intake's outcome and how long it waited for its commit to be durable. A delivery that
+/// logged nothing of its own is forgotten again, so a later one can be remembered.
 pub fn webhook_done(span: &Span, event_id: Option<&str>, outcome: &str, durable_wait: Duration) {
     if span.is_none() {
         return;
@@ -199,9 +206,9 @@ pub fn webhook_done(span: &Span, event_id: Option<&str>, outcome: &str, durable_
     span.record("outcome", outcome);
     span.record("durable_wait_ms", durable_wait.as_secs_f64() * 1e3);
     if let Some(id) = event_id
-        && matches!(outcome, "stored" | "held")
+        && matches!(outcome, "error" | "unparseable")
     {
-        remember(id, span.context().span().span_context().clone());
+        forget(id, span.context().span().span_context());
     }
 }
 
@@ -245,7 +252,7 @@ pub fn fintoc_span(endpoint: &'static str, attempt: u32) -> Span {
         "fintoc.call",
         otel.kind = "client",
         endpoint,
-        attempt,
+        attempt = i64::from(attempt),
         http.response.status_code = Empty,
         outcome = Empty,
     )
@@ -276,7 +283,8 @@ pub fn commit_span<'a>(batch: usize, from: impl Iterator<Item = &'a Span>) -> Sp
     if !enabled() {
         return Span::none();
     }
-    let span = tracing::info_span!(target: TARGET, "commit", batch_size = batch, error = Empty);
+    let span =
+        tracing::info_span!(target: TARGET, "commit", batch_size = batch as i64, error = Empty);
     for job in from {
         let context = job.context().span().span_context().clone();
         span.add_link(context);
@@ -321,17 +329,24 @@ fn remember(event_id: &str, context: SpanContext) {
         return;
     }
     let mut origins = origins().lock().unwrap_or_else(|e| e.into_inner());
-    if origins
-        .by_event
-        .insert(event_id.to_owned(), context)
-        .is_none()
-    {
-        origins.order.push_back(event_id.to_owned());
+    if origins.by_event.contains_key(event_id) {
+        return;
     }
+    origins.by_event.insert(event_id.to_owned(), context);
+    origins.order.push_back(event_id.to_owned());
     while origins.order.len() > REMEMBERED {
         if let Some(old) = origins.order.pop_front() {
             origins.by_event.remove(&old);
         }
+    }
+}
+
+/// Drops the remembered context of `event_id` if it is `context`. (Its slot in `order`
+/// stays: at worst a later delivery's context ages out early, losing one link.)
+fn forget(event_id: &str, context: &SpanContext) {
+    let mut origins = origins().lock().unwrap_or_else(|e| e.into_inner());
+    if origins.by_event.get(event_id) == Some(context) {
+        origins.by_event.remove(event_id);
     }
 }
 

@@ -219,8 +219,14 @@ pub fn init_tracing_with(format: &str, telemetry: Option<&crate::telemetry::Tele
     let spans = Targets::new()
         .with_default(LevelFilter::WARN)
         .with_target(crate::telemetry::TARGET, LevelFilter::TRACE);
+    // Only the fields the spans declare: no source locations, threads, targets or busy/idle
+    // timings on every span.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(telemetry.tracer())
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
         .with_filter(spans);
     let _ = tracing_subscriber::registry()
         .with(log)

@@ -481,7 +481,7 @@ impl Client {
             if let Err(e) = &result
                 && let Some(status) = e.status()
             {
-                span.record("http.response.status_code", status);
+                span.record("http.response.status_code", i64::from(status));
             }
             drop(span);
             self.metrics
@@ -537,7 +537,7 @@ impl Client {
         }
         let response = request.send().await.map_err(transport_error)?;
         let status = response.status();
-        telemetry::record("http.response.status_code", status.as_u16());
+        telemetry::record("http.response.status_code", i64::from(status.as_u16()));
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {

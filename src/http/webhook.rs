@@ -105,7 +105,7 @@ async fn intake(
         Ok(outcome) => outcome,
         Err(e) => {
             app.metrics.event(label, "error");
-            telemetry::webhook_done(span, None, "error", durable_wait);
+            telemetry::webhook_done(span, event_id.as_deref(), "error", durable_wait);
             // 503 when waiting helps (the database out of reach, read-only, conflicting past
             // the request's time), 500 otherwise; Fintoc retries either.
             let status = if e.is_unavailable() {

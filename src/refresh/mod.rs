@@ -31,6 +31,8 @@ pub mod local;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::app::App;
 use crate::domain::{IntentView, RefreshType};
 use crate::error::AppError;
@@ -81,7 +83,9 @@ pub struct Outcome {
 /// and the record here.
 pub async fn run(app: &Arc<App>, ask: Ask, deadline: Instant) -> Result<Outcome, AppError> {
     let app = app.clone();
-    tokio::spawn(async move { flow(&app, ask, deadline).await })
+    // In the caller's span, so the flow's Fintoc calls belong to the RPC's trace.
+    let span = tracing::Span::current();
+    tokio::spawn(async move { flow(&app, ask, deadline).await }.instrument(span))
         .await
         .map_err(|e| AppError::Internal {
             what: "RequestRefresh task",

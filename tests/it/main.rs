@@ -40,5 +40,6 @@ mod secrets;
 mod simulator;
 mod stream_age;
 mod tls;
+mod traces;
 mod wal;
 mod watch;
