@@ -132,7 +132,15 @@ async fn recorded_fintoc(
 
 fn serve(db: &std::path::Path, fintoc: &str, otel: &[(&str, &str)]) -> Running {
     let mut serve = Serve::new()
-        .args(["--shutdown-grace", "5s", "--drain-delay", "0s"])
+        .args([
+            "--shutdown-grace",
+            "5s",
+            "--drain-delay",
+            "0s",
+            "--log-format",
+            "json",
+        ])
+        .stderr_log()
         .database(db)
         .env("FINTOC_SECRET_KEY", API_KEY)
         .env("FINTOC_WEBHOOK_SECRET", SECRET)
@@ -257,6 +265,21 @@ async fn spans_follow_a_refresh_and_a_webhook_to_its_push_and_carry_no_secret() 
     assert_eq!(signed_post(&http, &running.http, &body).await, 200);
     let pushed = feed.next().await.unwrap().unwrap();
 
+    // A forged delivery: refused, with a warning that names its trace.
+    let forged = http
+        .post(format!("http://{}/webhooks/fintoc", running.http))
+        .header("Fintoc-Signature", "t=1,v1=00")
+        .body(event(
+            "evt_forged",
+            "acc_traced",
+            "succeeded",
+            system_now_ms(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+
     // A graceful exit flushes what is still queued.
     running.sigterm();
     assert_eq!(running.wait_exit(Duration::from_secs(15)).code(), Some(0));
@@ -363,6 +386,26 @@ async fn spans_follow_a_refresh_and_a_webhook_to_its_push_and_carry_no_secret() 
         Some(pushed.sequence.to_string())
     );
     assert_eq!(attribute(push, "event_id").as_deref(), Some("evt_traced"));
+
+    // The refusal's log line carries the trace and span ids of its webhook span, which
+    // names no event (the body was never read).
+    let log = running.stderr();
+    let line: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("webhook refused"))
+        })
+        .unwrap_or_else(|| panic!("no refusal in {log}"));
+    let refused = named(spans, "webhook")
+        .into_iter()
+        .find(|s| attribute(s, "outcome").as_deref() == Some("rejected_signature"))
+        .unwrap_or_else(|| panic!("no refused webhook span in {spans:?}"));
+    assert_eq!(line["trace_id"], hex(&refused.trace_id), "{line}");
+    assert_eq!(line["span_id"], hex(&refused.span_id), "{line}");
+    assert_eq!(attribute(refused, "event_id"), None);
 
     // No secret anywhere: the link token, the Fintoc key, the webhook secret (nor the
     // webhook's body, whose signature would be the secret's work).
