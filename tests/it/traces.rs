@@ -130,7 +130,7 @@ async fn recorded_fintoc(
     (url, seen)
 }
 
-fn serve(db: &std::path::Path, fintoc: &str, otel: &[(&str, &str)]) -> Running {
+fn serve(db: &std::ffi::OsStr, fintoc: &str, otel: &[(&str, &str)]) -> Running {
     let mut serve = Serve::new()
         .args([
             "--shutdown-grace",
@@ -214,8 +214,11 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn spans_follow_a_refresh_and_a_webhook_to_its_push_and_carry_no_secret() {
+on_both_backends!(
+    #[tokio::test(flavor = "multi_thread")]
+    spans_follow_a_refresh_and_a_webhook_to_its_push_and_carry_no_secret
+);
+async fn spans_follow_a_refresh_and_a_webhook_to_its_push_and_carry_no_secret(backend: Backend) {
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
     let (otlp, received) = collector(stop.clone()).await;
@@ -228,8 +231,16 @@ async fn spans_follow_a_refresh_and_a_webhook_to_its_push_and_carry_no_secret() 
     let link = sim.add_link(LinkSpec::new(vec![Outcome::Succeed { new_movements: 1 }]));
     let (fintoc, fintoc_saw) = recorded_fintoc(&sim, stop.clone()).await;
     let dir = tempfile::tempdir().unwrap();
+    let pg = match backend {
+        Backend::Postgres => Some(PgDb::create().await),
+        Backend::Sqlite => None,
+    };
+    let db = match &pg {
+        Some(pg) => std::ffi::OsString::from(&pg.url),
+        None => dir.path().join("traces.db").into_os_string(),
+    };
     let mut running = serve(
-        &dir.path().join("traces.db"),
+        db.as_ref(),
         &fintoc,
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp)],
     );
@@ -440,7 +451,7 @@ async fn without_an_endpoint_nothing_is_exported() {
     ];
     for (n, otel) in runs.into_iter().enumerate() {
         let mut running = serve(
-            &dir.path().join(format!("quiet{n}.db")),
+            dir.path().join(format!("quiet{n}.db")).as_os_str(),
             "http://127.0.0.1:9",
             otel,
         );
@@ -456,4 +467,78 @@ async fn without_an_endpoint_nothing_is_exported() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(received.lock().unwrap().spans.is_empty());
+}
+
+/// An OTLP/gRPC trace receiver on port 0, keeping every span.
+async fn grpc_collector(stop: CancellationToken) -> (String, Shared) {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    struct Receiver(Shared);
+    #[tonic::async_trait]
+    impl TraceService for Receiver {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut received = self.0.lock().unwrap();
+            for resource in request.into_inner().resource_spans {
+                for scope in resource.scope_spans {
+                    received.spans.extend(scope.spans);
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+    let received = Shared::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let service = TraceServiceServer::new(Receiver(received.clone()));
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+            .unwrap()
+    });
+    (url, received)
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc` exports over OTLP/gRPC (tonic, on our runtime).
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_is_exported_when_asked_for() {
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let (otlp, received) = grpc_collector(stop.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = serve(
+        dir.path().join("grpc.db").as_os_str(),
+        "http://127.0.0.1:9",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    );
+    let mut client = RefreshServiceClient::connect(format!("http://{}", running.grpc))
+        .await
+        .unwrap();
+    let mut call = tonic::Request::new(pb::GetLinkRequest {
+        link_id: "link_unknown".into(),
+    });
+    call.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{PARENT_SPAN}-01").parse().unwrap(),
+    );
+    let _ = client.get_link(call).await;
+    running.sigterm();
+    assert_eq!(running.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    let spans = std::mem::take(&mut received.lock().unwrap().spans);
+    let rpc = named(&spans, "rpc")
+        .into_iter()
+        .find(|s| attribute(s, "rpc.method").as_deref() == Some("GetLink"))
+        .unwrap_or_else(|| panic!("no GetLink span in {spans:?}"));
+    assert_eq!(hex(&rpc.trace_id), TRACE_ID);
+    assert_eq!(hex(&rpc.parent_span_id), PARENT_SPAN);
+    assert!(attribute(rpc, "grpc.code").is_some(), "{rpc:?}");
 }
