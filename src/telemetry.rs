@@ -292,9 +292,41 @@ pub fn commit_span<'a>(batch: usize, from: impl Iterator<Item = &'a Span>) -> Sp
     span
 }
 
-/// The span of one result sent on a watch stream, linked to the webhook that brought it
-/// when this process took that webhook.
-pub fn push_span(sequence: i64, event_id: &str, replay: bool) -> Span {
+/// The W3C traceparent of the webhook span that brought `event_id` (empty when traces are
+/// off or this process did not take it): stored with the result, so a push on any replica
+/// links back to it.
+pub fn traceparent_of(event_id: &str) -> String {
+    if !enabled() {
+        return String::new();
+    }
+    let Some(origin) = origin(event_id) else {
+        return String::new();
+    };
+    format!(
+        "00-{}-{}-{:02x}",
+        origin.trace_id(),
+        origin.span_id(),
+        origin.trace_flags().to_u8()
+    )
+}
+
+/// A stored traceparent as a span context (a remote one), if it reads.
+fn stored_context(traceparent: &str) -> Option<SpanContext> {
+    if traceparent.is_empty() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+    let context = propagator().extract(&carrier);
+    let span = context.span();
+    let found = span.span_context();
+    found.is_valid().then(|| found.clone())
+}
+
+/// The span of one result sent on a watch stream, linked to the webhook that brought it:
+/// through the context stored with the result (`stored`, any replica), else the one this
+/// process remembers.
+pub fn push_span(sequence: i64, event_id: &str, replay: bool, stored: &str) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -306,7 +338,7 @@ pub fn push_span(sequence: i64, event_id: &str, replay: bool) -> Span {
         event_id,
         replay,
     );
-    if let Some(origin) = origin(event_id) {
+    if let Some(origin) = stored_context(stored).or_else(|| origin(event_id)) {
         span.add_link(origin);
     }
     span
@@ -427,7 +459,7 @@ mod tests {
         assert!(rpc_span("GetLink", &HeaderMap::new()).is_none());
         assert!(fintoc_span("get_link", 1).is_none());
         assert!(commit_span(1, std::iter::empty()).is_none());
-        assert!(push_span(1, "evt_1", false).is_none());
+        assert!(push_span(1, "evt_1", false, "").is_none());
         assert!(current_ids().is_none());
         let mut headers = HeaderMap::new();
         inject(&mut headers);

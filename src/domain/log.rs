@@ -112,6 +112,9 @@ pub struct ResultRow {
     /// On a result: its movements will be fetched (a fetch job was written with it), so a
     /// `movements` entry ending `complete`, or a `movements_unavailable`, follows.
     pub fetches_movements: bool,
+    /// The W3C traceparent of the webhook span that brought it (empty when traces are off,
+    /// or it was made here): a push of it on any replica links back to that span.
+    pub trace_context: String,
 }
 
 impl ResultRow {
@@ -151,6 +154,7 @@ impl ResultRow {
             completes_intent: false,
             detail: Detail::Result,
             fetches_movements: false,
+            trace_context: String::new(),
         }
     }
 

@@ -475,7 +475,7 @@ fn run(
                     if wanted(&statuses, movements, &row) {
                         last_sent = clock.now_ms();
                         // Until the message is taken: read from the log, linked to its webhook.
-                        let push = telemetry::push_span(row.sequence, &row.event_id, true);
+                        let push = telemetry::push_span(row.sequence, &row.event_id, true, &row.trace_context);
                         yield result_message(&row);
                         drop(push);
                     }
@@ -508,7 +508,7 @@ fn run(
                     if wanted(&statuses, movements, &row) {
                         last_sent = clock.now_ms();
                         // Until the message is taken: live from the hub, linked to its webhook.
-                        let push = telemetry::push_span(row.sequence, &row.event_id, false);
+                        let push = telemetry::push_span(row.sequence, &row.event_id, false, &row.trace_context);
                         yield result_message(&row);
                         drop(push);
                     }

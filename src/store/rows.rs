@@ -24,6 +24,7 @@ pub struct ResultRecord {
     pub completes_intent: bool,
     pub detail: String,
     pub fetches_movements: bool,
+    pub trace_context: String,
 }
 
 impl From<ResultRecord> for ResultRow {
@@ -38,6 +39,7 @@ impl From<ResultRecord> for ResultRow {
         ResultRow {
             detail,
             fetches_movements: r.fetches_movements,
+            trace_context: r.trace_context,
             sequence: r.sequence,
             account_id: r.account_id,
             link_id: r.link_id,

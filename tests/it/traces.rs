@@ -542,3 +542,75 @@ async fn grpc_is_exported_when_asked_for() {
     assert_eq!(hex(&rpc.parent_span_id), PARENT_SPAN);
     assert!(attribute(rpc, "grpc.code").is_some(), "{rpc:?}");
 }
+
+/// Across replicas: the webhook is taken by one replica, the result pushed by another (a
+/// watcher on it); the push span links to the webhook span through the trace context stored
+/// with the result, which the pushing process never saw in memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_on_another_replica_links_to_the_webhook_span() {
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let (otlp, received) = collector(stop.clone()).await;
+    let pg = PgDb::create().await;
+    let db = std::ffi::OsString::from(&pg.url);
+    let otel = [("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str())];
+    let intake = serve(db.as_ref(), "http://127.0.0.1:9", &otel);
+    let pusher = serve(db.as_ref(), "http://127.0.0.1:9", &otel);
+    let mut client = RefreshServiceClient::connect(format!("http://{}", pusher.grpc))
+        .await
+        .unwrap();
+    let mut stream = client
+        .watch_refresh(pb::WatchRefreshRequest {
+            target: Some(account_target("acc_across")),
+            after_sequence: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let http = reqwest::Client::new();
+    let body = event("evt_across", "acc_across", "succeeded", system_now_ms());
+    assert_eq!(signed_post(&http, &intake.http, &body).await, 200);
+    let pushed = loop {
+        let message = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .expect("the result reaches the other replica's watcher")
+            .unwrap()
+            .unwrap();
+        if let Some(pb::watch_refresh_response::Event::AccountResult(r)) = &message.event {
+            assert_eq!(r.event_id, "evt_across");
+            break message.sequence;
+        }
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let linked = {
+            let received = received.lock().unwrap();
+            let spans = &received.spans;
+            let webhook = named(spans, "webhook")
+                .into_iter()
+                .find(|s| attribute(s, "event_id").as_deref() == Some("evt_across"))
+                .cloned();
+            webhook.and_then(|webhook| {
+                named(spans, "push")
+                    .into_iter()
+                    .find(|p| {
+                        attribute(p, "sequence") == Some(pushed.to_string())
+                            && p.links.iter().any(|l| {
+                                l.trace_id == webhook.trace_id && l.span_id == webhook.span_id
+                            })
+                    })
+                    .cloned()
+            })
+        };
+        if linked.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no push on the other replica linked to the webhook span"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((intake, pusher));
+}

@@ -10,8 +10,8 @@ use crate::store::rows::ResultRecord;
 
 /// Rows per batch. PostgreSQL takes at most 65,535 parameters per statement; the widest
 /// table copied (results) has [`RESULT_COLUMNS`] columns.
-pub(in crate::store) const BATCH_ROWS: usize = 5_000;
-pub(in crate::store) const RESULT_COLUMNS: usize = 13;
+pub(in crate::store) const BATCH_ROWS: usize = 2_500;
+pub(in crate::store) const RESULT_COLUMNS: usize = 14;
 const _: () = assert!(BATCH_ROWS * RESULT_COLUMNS <= 65_535);
 
 /// Raw events per batch at most, and their bodies' bytes (bodies may be up to

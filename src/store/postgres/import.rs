@@ -192,6 +192,7 @@ async fn insert_results(conn: &mut AsyncPgConnection, rows: &[ResultRecord]) -> 
                 (
                     t::detail.eq(&r.detail),
                     t::fetches_movements.eq(r.fetches_movements),
+                    t::trace_context.eq(&r.trace_context),
                 ),
             )
         })

@@ -322,6 +322,7 @@ fn plan(mut ctx: Context, log: &mut Appender, items: &[(&AccountEvent, Millis)])
             completes_intent: entry.completes.is_some(),
             detail: Detail::Result,
             fetches_movements: follow == Follow::Fetch,
+            trace_context: crate::telemetry::traceparent_of(&event.event_id),
         });
         match follow {
             Follow::Nothing => {}
@@ -341,6 +342,7 @@ fn plan(mut ctx: Context, log: &mut Appender, items: &[(&AccountEvent, Millis)])
                     completes_intent: false,
                     detail: Detail::Unavailable(std::sync::Arc::new(unavailable)),
                     fetches_movements: false,
+                    trace_context: String::new(),
                 });
             }
         }

@@ -107,6 +107,7 @@ pub(super) async fn complete_timed_out(
             completes_intent: result.completes.is_some(),
             detail: crate::domain::Detail::Result,
             fetches_movements: false,
+            trace_context: String::new(),
         });
         log.flush(conn).await?;
         answered(conn, intent_id, &result.account_id, row.sequence).await?;

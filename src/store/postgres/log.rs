@@ -61,6 +61,7 @@ impl Rows {
             completes: rows.iter().map(|r| r.completes_intent).collect(),
             details: rows.iter().map(|r| r.detail.to_stored()).collect(),
             fetches: rows.iter().map(|r| r.fetches_movements).collect(),
+            traces: rows.iter().map(|r| r.trace_context.as_str()).collect(),
             _life: PhantomData,
         }
     }

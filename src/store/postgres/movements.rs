@@ -46,6 +46,7 @@ fn append_entry(
         completes_intent: false,
         detail,
         fetches_movements: false,
+        trace_context: String::new(),
     })
 }
 

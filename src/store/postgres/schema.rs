@@ -146,6 +146,7 @@ diesel::table! {
         completes_intent -> Bool,
         detail -> Text,
         fetches_movements -> Bool,
+        trace_context -> Text,
     }
 }
 

@@ -131,14 +131,15 @@ statement! {
         completes: Vec<bool> => Array<Bool>,
         details: Vec<String> => Array<Text>,
         fetches: Vec<bool> => Array<Bool>,
+        traces: Vec<&'a str> => Array<Text>,
     }
     sql: [
         "INSERT INTO results (sequence, account_id, link_id, refresh_intent_id, status, \
          new_movements, public_error, event_id, occurred_at_ms, committed_at_ms, \
-         completes_intent, detail, fetches_movements) SELECT * FROM unnest(",
+         completes_intent, detail, fetches_movements, trace_context) SELECT * FROM unnest(",
         "::int8[], ", "::text[], ", "::text[], ", "::text[], ", "::text[], ", "::int8[], ",
         "::text[], ", "::text[], ", "::int8[], ", "::int8[], ", "::bool[], ", "::text[], ",
-        "::bool[])",
+        "::bool[], ", "::text[])",
     ]
 }
 

@@ -106,6 +106,7 @@ fn apply_result(
             detail: Detail::Result,
             stored_detail: String::new(),
             fetches_movements: fetches,
+            trace_context: crate::telemetry::traceparent_of(&event.event_id),
         },
     )?;
     match entry.follow {

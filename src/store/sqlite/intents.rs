@@ -143,6 +143,7 @@ pub(super) fn complete_timed_out(
                 detail: crate::domain::Detail::Result,
                 stored_detail: String::new(),
                 fetches_movements: false,
+                trace_context: String::new(),
             },
         )?;
         answered(tx, intent_id, &result.account_id, row.sequence)?;

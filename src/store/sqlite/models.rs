@@ -24,6 +24,8 @@ pub struct NewResult<'a> {
     /// …and its stored text (`Detail::to_stored`), bound by the insert.
     pub stored_detail: String,
     pub fetches_movements: bool,
+    /// The webhook span's W3C traceparent (empty when none).
+    pub trace_context: String,
 }
 
 impl NewResult<'_> {
@@ -43,6 +45,7 @@ impl NewResult<'_> {
             completes_intent: self.completes_intent,
             detail: self.detail.clone(),
             fetches_movements: self.fetches_movements,
+            trace_context: self.trace_context.clone(),
         }
     }
 }

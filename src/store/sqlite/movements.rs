@@ -51,6 +51,7 @@ pub(super) fn append_entry(
             stored_detail: detail.to_stored(),
             detail,
             fetches_movements: false,
+            trace_context: String::new(),
         },
     )
 }

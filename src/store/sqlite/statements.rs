@@ -60,7 +60,7 @@ impl QueryFragment<Sqlite> for InsertResult<'_> {
         out.push_sql(
             "INSERT INTO results (account_id, link_id, refresh_intent_id, status, new_movements, \
              public_error, event_id, occurred_at_ms, committed_at_ms, completes_intent, detail, \
-             fetches_movements) VALUES (",
+             fetches_movements, trace_context) VALUES (",
         );
         out.push_bind_param::<Text, _>(&r.account_id)?;
         out.push_sql(", ");
@@ -85,6 +85,8 @@ impl QueryFragment<Sqlite> for InsertResult<'_> {
         out.push_bind_param::<Text, _>(&r.stored_detail)?;
         out.push_sql(", ");
         out.push_bind_param::<Bool, _>(&r.fetches_movements)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&r.trace_context)?;
         out.push_sql(")");
         Ok(())
     }
@@ -172,6 +174,7 @@ mod tests {
             detail: crate::domain::Detail::Result,
             stored_detail: String::new(),
             fetches_movements: true,
+            trace_context: String::new(),
         };
         let seq = insert_result(&mut conn, &new).unwrap();
         assert_eq!(insert_result(&mut conn, &new).unwrap(), seq + 1);
@@ -197,6 +200,7 @@ mod tests {
                 completes_intent: true,
                 detail: crate::domain::Detail::Result,
                 fetches_movements: true,
+                trace_context: String::new(),
             }
         );
     }
