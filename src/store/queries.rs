@@ -345,8 +345,11 @@ macro_rules! prune {
             .get_result(&mut *$conn)
             $($aw)*
             .optional()?;
+        // Old by its own stamp too: on PostgreSQL a result committed between the two reads
+        // (none young enough yet, then a young one) must not be taken for an old one.
         let below: Vec<i64> = results::table
             .filter(results::sequence.lt(oldest_kept.unwrap_or(i64::MAX)))
+            .filter(results::committed_at_ms.lt(cutoff_ms))
             .order(results::sequence.asc())
             .limit(limit)
             .select(results::sequence)
@@ -384,6 +387,7 @@ macro_rules! prune {
             .optional()?;
         let events: Vec<i64> = webhook_events::table
             .filter(webhook_events::id.lt(first_kept.unwrap_or(i64::MAX)))
+            .filter(webhook_events::received_at_ms.lt(cutoff_ms))
             .filter(webhook_events::disposition.ne("held"))
             .order(webhook_events::id.asc())
             .limit(limit)
