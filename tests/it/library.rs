@@ -22,12 +22,20 @@ use futures_util::StreamExt;
 use crate::binary::{Running, Serve};
 use crate::common::*;
 
-/// A free port on 127.0.0.1 (bound then released: the server binds it next).
+/// A free address on 127.0.0.1 for a server that must come back on the same one (or that a
+/// watcher dials before it starts). Taken below Linux's ephemeral range (32768–60999), where
+/// the port-0 binds of every other test draw from, so none of them can take it in between.
 fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+    loop {
+        let port: u16 = rand::random_range(20_000..32_000);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap().to_string();
+        }
+    }
 }
 
+/// `serve` on these addresses (`127.0.0.1:0`: a port of its own, read from its listening
+/// line).
 fn serve(database: &str, grpc: &str, http: &str, extra: &[&str]) -> Running {
     Serve::new()
         .database(database)
@@ -229,10 +237,13 @@ fn prune_everything(path: &str) {
 async fn a_watcher_moves_to_another_replica_when_its_own_is_killed() {
     let db = PgDb::create().await;
     let web = reqwest::Client::new();
-    let addrs: Vec<(String, String)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
-    let mut replicas: Vec<Running> = addrs
+    // Ports of their own (nothing to restart on the same address here).
+    let mut replicas: Vec<Running> = (0..3)
+        .map(|_| serve(&db.url, "127.0.0.1:0", "127.0.0.1:0", &[]))
+        .collect();
+    let addrs: Vec<(String, String)> = replicas
         .iter()
-        .map(|(grpc, http)| serve(&db.url, grpc, http, &[]))
+        .map(|r| (r.grpc.clone(), r.http.clone()))
         .collect();
     let grpcs: Vec<&str> = addrs.iter().map(|(g, _)| g.as_str()).collect();
     // The first address is where the watcher starts.
