@@ -92,12 +92,7 @@ async fn a_second_refresh_pushes_only_the_new_movements_and_redeliveries_nothing
     })
     .await;
     // Redeliveries arrive after their first copies; give them time to (not) show.
-    assert!(
-        feed.try_next(Duration::from_millis(500))
-            .await
-            .is_none_or(|m| matches!(m, Ok(Seen::Heartbeat { .. }))),
-        "nothing more"
-    );
+    nothing_more(&mut feed, Duration::from_millis(500), "pushed again").await;
     let pushed = added(&seen);
     assert_eq!(pushed.len(), 4, "2 + 2, each once: {seen:?}");
     let mut unique = pushed.clone();
@@ -252,12 +247,12 @@ async fn a_confirmed_pending_movement_arrives_as_modified_once(backend: Backend)
         !stored.pending && stored.status == "confirmed",
         "{stored:?}"
     );
-    assert!(
-        feed.try_next(Duration::from_millis(500))
-            .await
-            .is_none_or(|m| matches!(m, Ok(Seen::Heartbeat { .. }))),
-        "the redelivered event pushes nothing"
-    );
+    nothing_more(
+        &mut feed,
+        Duration::from_millis(500),
+        "the redelivered event pushes nothing",
+    )
+    .await;
 }
 
 // Fintoc removes movements (movements_removed, in the shape we decided to read): pushed as
@@ -524,10 +519,7 @@ async fn a_fetch_that_outlives_its_lease_is_redone_and_pushed_once(backend: Back
     })
     .await;
     assert_eq!(added(&on_feed).len(), 2);
-    match feed.try_next(Duration::from_millis(300)).await {
-        None | Some(Ok(Seen::Heartbeat { .. })) => {}
-        other => panic!("pushed twice: {other:?}"),
-    }
+    nothing_more(&mut feed, Duration::from_millis(300), "pushed twice").await;
     assert_eq!(sim(&server).movements_requests(&account), 2);
 }
 

@@ -188,3 +188,12 @@ pub async fn token_kept(server: &TestServer, link: &str) -> bool {
         .unwrap()
         .link_token_kept
 }
+
+/// Asserts nothing but heartbeats comes on `feed` within `wait` (a redelivery or a second
+/// fetcher pushing again would show here).
+pub async fn nothing_more(feed: &mut Watch, wait: Duration, why: &str) {
+    match feed.try_next(wait).await {
+        None | Some(Ok(Seen::Heartbeat { .. })) => {}
+        other => panic!("{why}: {other:?}"),
+    }
+}
